@@ -1,0 +1,122 @@
+# Third-party dependencies: libzmq 4.3.4 and cmocka 1.1.5.
+#
+# Cross builds (the musl presets) compile both from source tarballs, static,
+# with this build's toolchain file, and check each tarball's SHA-256.
+# The host preset (BP_SYSTEM_DEPS=ON) uses the system's packages instead.
+#
+# A tarball is taken from, in order:
+#   1. BP_ZMQ_TARBALL / BP_CMOCKA_TARBALL  (a local file the user names)
+#   2. BP_SOURCE_CACHE/<debian orig file>  (filled by scripts/fetch-sources,
+#      which uses `apt-get source --download-only`)
+#   3. BP_ZMQ_URL / BP_CMOCKA_URL          (any URL the user names, e.g. the
+#      upstream release; downloaded into BP_SOURCE_CACHE)
+# Whatever the source, the hash must match.
+include(ExternalProject)
+
+set(_bp_default_cache "$ENV{BP_SOURCE_CACHE}")
+if(NOT _bp_default_cache)
+  if(DEFINED ENV{XDG_CACHE_HOME})
+    set(_bp_default_cache "$ENV{XDG_CACHE_HOME}/boardpipe/sources")
+  else()
+    set(_bp_default_cache "$ENV{HOME}/.cache/boardpipe/sources")
+  endif()
+endif()
+set(BP_SOURCE_CACHE "${_bp_default_cache}" CACHE PATH
+    "Directory holding third-party source tarballs (outside build/)")
+
+set(BP_ZMQ_SHA256 0ff5a531c9ffaf0dfdc7dc78d13d1383088f454896d252934c429b2554d10559)
+set(BP_CMOCKA_SHA256 f0ccd8242d55e2fd74b16ba518359151f6f8383ff8aef4976e48393f77bba8b6)
+set(BP_ZMQ_TARBALL "" CACHE FILEPATH "Local libzmq 4.3.4 source tarball")
+set(BP_CMOCKA_TARBALL "" CACHE FILEPATH "Local cmocka 1.1.5 source tarball")
+set(BP_ZMQ_URL "" CACHE STRING "URL of a libzmq 4.3.4 tarball with the same SHA-256")
+set(BP_CMOCKA_URL "" CACHE STRING "URL of a cmocka 1.1.5 tarball with the same SHA-256")
+
+# bp_resolve_tarball(<out-var> <name> <cache-file-name> <sha256> <local> <url>)
+function(bp_resolve_tarball out name file sha local url)
+  if(local)
+    set(path "${local}")
+  elseif(EXISTS "${BP_SOURCE_CACHE}/${file}")
+    set(path "${BP_SOURCE_CACHE}/${file}")
+  elseif(url)
+    set(path "${BP_SOURCE_CACHE}/${file}")
+    message(STATUS "boardpipe: downloading ${name} from ${url}")
+    file(DOWNLOAD "${url}" "${path}" EXPECTED_HASH SHA256=${sha} STATUS st)
+    list(GET st 0 code)
+    if(NOT code EQUAL 0)
+      file(REMOVE "${path}")
+      message(FATAL_ERROR "boardpipe: download of ${name} failed: ${st}")
+    endif()
+  else()
+    message(FATAL_ERROR
+      "boardpipe: no ${name} source tarball. Run scripts/fetch-sources "
+      "(Debian: apt-get source), or pass -D<TARBALL>=/path/to/${file} or "
+      "-D<URL>=... with SHA-256 ${sha}.")
+  endif()
+  if(NOT EXISTS "${path}")
+    message(FATAL_ERROR "boardpipe: ${name} tarball ${path} does not exist")
+  endif()
+  file(SHA256 "${path}" got)
+  if(NOT got STREQUAL sha)
+    message(FATAL_ERROR "boardpipe: ${path}: SHA-256 ${got}, expected ${sha}")
+  endif()
+  set(${out} "${path}" PARENT_SCOPE)
+endfunction()
+
+bp_resolve_tarball(_zmq_tgz libzmq zeromq3_4.3.4.orig.tar.gz
+  ${BP_ZMQ_SHA256} "${BP_ZMQ_TARBALL}" "${BP_ZMQ_URL}")
+bp_resolve_tarball(_cmocka_tgz cmocka cmocka_1.1.5.orig.tar.xz
+  ${BP_CMOCKA_SHA256} "${BP_CMOCKA_TARBALL}" "${BP_CMOCKA_URL}")
+
+find_program(BP_PATCH patch REQUIRED)
+set(_deps "${CMAKE_BINARY_DIR}/deps")
+set(_dep_args
+  -DCMAKE_TOOLCHAIN_FILE=${CMAKE_TOOLCHAIN_FILE}
+  -DCMAKE_BUILD_TYPE=Release
+  -DCMAKE_INSTALL_PREFIX=${_deps}
+  -DCMAKE_INSTALL_LIBDIR=lib
+  -DCMAKE_POSITION_INDEPENDENT_CODE=OFF)
+
+ExternalProject_Add(libzmq_ep
+  URL "${_zmq_tgz}"
+  URL_HASH SHA256=${BP_ZMQ_SHA256}
+  DOWNLOAD_EXTRACT_TIMESTAMP ON
+  PATCH_COMMAND ${BP_PATCH} -p1 -N -i
+    ${PROJECT_SOURCE_DIR}/third_party/patches/libzmq-4.3.4-secure-allocator-rebind.patch
+  CMAKE_ARGS ${_dep_args}
+    -DBUILD_SHARED=OFF -DBUILD_STATIC=ON -DBUILD_TESTS=OFF
+    -DWITH_LIBSODIUM=OFF -DENABLE_CURVE=ON -DENABLE_DRAFTS=OFF
+    -DWITH_DOCS=OFF -DWITH_DOC=OFF -DWITH_PERF_TOOL=OFF -DWITH_LIBBSD=OFF
+    -DENABLE_CPACK=OFF -DENABLE_PRECOMPILED=OFF -DENABLE_WS=OFF
+    -DWITH_TLS=OFF -DWITH_NSS=OFF -DLIBZMQ_PEDANTIC=OFF
+  BUILD_BYPRODUCTS ${_deps}/lib/libzmq.a
+  LOG_CONFIGURE ON LOG_BUILD ON LOG_INSTALL ON LOG_OUTPUT_ON_FAILURE ON)
+
+# Serialised after libzmq: both would otherwise build zig's libc/libc++ for
+# this target at the same time on a cold cache.
+ExternalProject_Add(cmocka_ep
+  URL "${_cmocka_tgz}"
+  URL_HASH SHA256=${BP_CMOCKA_SHA256}
+  DOWNLOAD_EXTRACT_TIMESTAMP ON
+  DEPENDS libzmq_ep
+  CMAKE_ARGS ${_dep_args}
+    -DWITH_STATIC_LIB=ON -DWITH_EXAMPLES=OFF -DUNIT_TESTING=OFF
+    # cmocka.h typedefs uintptr_t itself unless told it exists; musl's
+    # <stdint.h> already has it.
+    -DCMAKE_C_FLAGS=-D_UINTPTR_T_DEFINED
+  BUILD_BYPRODUCTS ${_deps}/lib/libcmocka-static.a
+  LOG_CONFIGURE ON LOG_BUILD ON LOG_INSTALL ON LOG_OUTPUT_ON_FAILURE ON)
+
+file(MAKE_DIRECTORY ${_deps}/include)
+
+add_library(bp_zmq STATIC IMPORTED GLOBAL)
+set_target_properties(bp_zmq PROPERTIES
+  IMPORTED_LOCATION ${_deps}/lib/libzmq.a
+  INTERFACE_INCLUDE_DIRECTORIES ${_deps}/include)
+add_dependencies(bp_zmq libzmq_ep)
+
+add_library(bp_cmocka STATIC IMPORTED GLOBAL)
+set_target_properties(bp_cmocka PROPERTIES
+  IMPORTED_LOCATION ${_deps}/lib/libcmocka-static.a
+  INTERFACE_INCLUDE_DIRECTORIES ${_deps}/include
+  INTERFACE_COMPILE_DEFINITIONS _UINTPTR_T_DEFINED)
+add_dependencies(bp_cmocka cmocka_ep)

@@ -1,0 +1,40 @@
+# Shared part of the zig/musl toolchain files. A target file sets
+#   BP_TARGET_TRIPLE  zig target triple (e.g. aarch64-linux-musl)
+#   BP_TARGET_CPU     zig CPU name, passed as -mcpu (e.g. cortex_a53)
+#   BP_QEMU           qemu-user binary, empty for a target that runs natively
+#   BP_QEMU_CPU       qemu -cpu name matching BP_TARGET_CPU
+#   CMAKE_SYSTEM_PROCESSOR
+# and then includes this file.
+set(CMAKE_SYSTEM_NAME Linux)
+
+set(_bp_zig "${CMAKE_CURRENT_LIST_DIR}/zig")
+set(CMAKE_C_COMPILER "${_bp_zig}/cc")
+set(CMAKE_CXX_COMPILER "${_bp_zig}/c++")
+set(CMAKE_AR "${_bp_zig}/ar" CACHE FILEPATH "zig ar")
+set(CMAKE_RANLIB "${_bp_zig}/ranlib" CACHE FILEPATH "zig ranlib")
+
+# -O is always given through the build type: zig adds
+# -fsanitize=undefined -fsanitize-trap to unoptimised C, so UB would show
+# up as SIGILL in Debug builds (see toolchains/README.md).
+set(_bp_arch "-target ${BP_TARGET_TRIPLE} -mcpu=${BP_TARGET_CPU}")
+set(CMAKE_C_FLAGS_INIT "${_bp_arch}")
+set(CMAKE_CXX_FLAGS_INIT "${_bp_arch}")
+set(CMAKE_ASM_FLAGS_INIT "${_bp_arch}")
+set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
+
+set(BP_TARGET_TRIPLE "${BP_TARGET_TRIPLE}" CACHE STRING "zig target triple")
+set(BP_TARGET_CPU "${BP_TARGET_CPU}" CACHE STRING "zig -mcpu value")
+
+if(BP_QEMU)
+  find_program(BP_QEMU_PROGRAM ${BP_QEMU} REQUIRED)
+  set(CMAKE_CROSSCOMPILING_EMULATOR "${BP_QEMU_PROGRAM};-cpu;${BP_QEMU_CPU}")
+else()
+  # Same architecture as the build machine: a static musl binary runs as is.
+  # An emulator is still named so try_run() works while CMAKE_CROSSCOMPILING.
+  set(CMAKE_CROSSCOMPILING_EMULATOR "/usr/bin/env")
+endif()
+
+set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
+set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
