@@ -1,5 +1,139 @@
+/*
+ * boardpipe public API (prefix bp_).
+ *
+ * The library holds everything but main(): option parsing, the wire format,
+ * socket set-up, transforms and the three role loops. It never writes to
+ * stdout on its own (results go to the FILE the caller hands in), logs only
+ * to stderr, and never calls exit(). Functions return 0 (BP_OK) or a
+ * positive BP_E* code; results come back through out-parameters.
+ */
 #ifndef BP_H
 #define BP_H
+
+#include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum bp_err {
+    BP_OK = 0,
+    BP_EUSAGE,      /* bad command line or configuration */
+    BP_ENOMEM,      /* out of memory */
+    BP_EIO,         /* file or pipe I/O failed */
+    BP_EZMQ,        /* a ZeroMQ call failed (bind, connect, ...) */
+    BP_ETIMEDOUT,   /* waited longer than allowed */
+    BP_EPROTO,      /* malformed frame */
+    BP_EVERSION,    /* frame of another protocol version */
+    BP_ETOOBIG,     /* record or frame over the size limit */
+    BP_EINTR,       /* stopped by a signal before finishing */
+    BP_EFAILED,     /* the run finished but some tasks failed or were rejected */
+    BP_EINCOMPLETE, /* the run ended with tasks missing */
+    BP_EXIT_INFO    /* --help/--version handled: not an error */
+};
+
+/* Returns a static, human-readable text for a BP_E* code. */
+const char *bp_strerror(int err);
+
+/* Process exit code for a BP_E* code: 0 ok, 1 runtime error, 2 usage,
+ * 3 some tasks failed, 4 tasks missing, 130 interrupted. */
+int bp_exit_code(int err);
+
+enum bp_role { BP_ROLE_VENTILATOR, BP_ROLE_WORKER, BP_ROLE_SINK };
+
+/* Logging to stderr: BP_LOG_QUIET shows errors only, BP_LOG_DEBUG all. */
+enum bp_log_level { BP_LOG_ERROR, BP_LOG_WARN, BP_LOG_INFO, BP_LOG_DEBUG };
+void bp_log_init(const char *prog, int level);
+
+#define BP_ENDPOINT_MAX 256
+#define BP_ID_MAX 64
+#define BP_DEFAULT_MAX_MSG (1024 * 1024)
+
+/* Every option of every role. bp_opts_parse() fills it from the environment
+ * (BP_<LONG_NAME>) and then the command line. Strings point into argv or
+ * the environment, or into the struct's own buffers. */
+struct bp_opts {
+    enum bp_role role;
+    int log_level;
+    int raw;               /* tutorial-compatible single-frame strings */
+    int nul;               /* NUL-separated records instead of lines */
+    int64_t max_msg;       /* ZMQ_MAXMSGSIZE and the record limit */
+    int linger_ms;
+    int progress;          /* -1 auto (TTY), 0 off, 1 on */
+    const char *bind;      /* ventilator, sink */
+    /* ventilator */
+    const char *sink;      /* NULL or "none": do not talk to the sink */
+    const char *input;     /* NULL: the tutorial's seven strings; "-": stdin */
+    int wait_workers;
+    int wait_timeout_ms;   /* wait for workers / for a worker to take a task */
+    /* worker */
+    const char *tasks;
+    const char *results;
+    const char *control;   /* worker: SUB connect; NULL/"none" disables */
+    const char *transform; /* built-in transform name */
+    const char *exec;      /* shell command per task */
+    int jobs;
+    int task_timeout_ms;   /* 0: none */
+    int sleep_ms;          /* the tutorial's per-task sleep */
+    int once;              /* worker: exit on batch end; sink: exit after a batch */
+    int grace_ms;          /* worker: time to finish in-flight tasks on stop */
+    const char *status_file;
+    char id[BP_ID_MAX + 1];
+    /* sink */
+    const char *control_bind;
+    const char *output;    /* NULL or "-": stdout */
+    int ordered;
+    int timeout_ms;        /* sink: give up after this long without progress */
+    int64_t count;         /* sink --raw --once: results to wait for */
+    const char *summary_json;
+    char err[256];         /* one-line message when parsing fails */
+};
+
+/* Fills *o with defaults for role, then applies BP_* environment variables
+ * from envp (NULL: the process environment), then argv. Returns BP_OK,
+ * BP_EXIT_INFO after --help/--version (o->err holds nothing; the caller
+ * prints bp_usage() or bp_version_format()), or BP_EUSAGE with a one-line
+ * message in o->err. argv is not modified; o may point into it. */
+int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const argv[],
+                  char *const envp[], int *want_version);
+
+/* Static usage text for a role, for --help. */
+const char *bp_usage(enum bp_role role);
+
+/* Writes "<prog> (boardpipe) X\nlibzmq A.B.C\ntarget T\n" into buf.
+ * Returns the length, or -1 if buf is too small. */
 int bp_version_format(char *buf, size_t len, const char *prog);
+
+/* What a role run needs from its caller. All fields may be NULL/0:
+ * in/out default to the files named in the options (or stdin/stdout),
+ * stop is a flag a signal handler sets, zmq_ctx lets several roles share a
+ * context (needed for inproc:// endpoints). None of it is owned by the run. */
+struct bp_io {
+    FILE *in;
+    FILE *out;
+    volatile sig_atomic_t *stop;
+    void *zmq_ctx;
+};
+
+/* Outcome of a run, for callers and tests. */
+struct bp_report {
+    uint64_t batch;
+    int64_t sent;        /* ventilator: tasks sent */
+    int64_t rejected;    /* ventilator: input records refused (too big) */
+    int64_t total;       /* sink: batch size announced by the ventilator */
+    int64_t ok;          /* worker: tasks done; sink: results ok */
+    int64_t failed;      /* tasks that failed */
+    int64_t missing;     /* sink: results never received */
+    int64_t duplicates;  /* sink: results received twice, dropped */
+    int64_t malformed;   /* frames dropped as malformed / wrong version */
+    int64_t stale;       /* sink: results of another batch, dropped */
+    int workers;         /* sink: distinct workers seen */
+    double elapsed_s;
+};
+
+/* Role loops. Each runs until its job is done, an error, or *io->stop.
+ * Returns BP_OK or a BP_E* code; *rep (may be NULL) gets the counts. */
+int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep);
+int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep);
+int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep);
+
 #endif

@@ -1,12 +1,7 @@
-#include <stdio.h>
-#include <string.h>
-#include "bp.h"
-int main(int argc, char **argv)
+/* worker: see 'worker --help'. All the work is in the library (bp_*). */
+#include "tool_common.h"
+
+int main(int argc, char *argv[])
 {
-    char buf[256];
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        bp_version_format(buf, sizeof buf, "worker");
-        fputs(buf, stdout);
-    }
-    return 0;
+    return tool_main(BP_ROLE_WORKER, "worker", argc, argv);
 }

@@ -1,0 +1,570 @@
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bp_internal.h"
+#include "bp_transform.h"
+
+extern char **environ;
+
+#define R_V (1u << BP_ROLE_VENTILATOR)
+#define R_W (1u << BP_ROLE_WORKER)
+#define R_S (1u << BP_ROLE_SINK)
+#define R_ALL (R_V | R_W | R_S)
+
+enum {
+    O_HELP = 'h', O_VERSION = 'V', O_VERBOSE = 'v', O_QUIET = 'q', O_NUL = '0',
+    O_INPUT = 'i', O_OUTPUT = 'o', O_EXEC = 'e', O_JOBS = 'j', O_TRANSFORM = 't',
+    O_WAIT_WORKERS = 'w',
+    O_RAW = 256, O_MAX_MSG, O_LINGER, O_PROGRESS, O_NO_PROGRESS, O_BIND, O_SINK,
+    O_WAIT_TIMEOUT, O_TASKS, O_RESULTS, O_CONTROL, O_TASK_TIMEOUT, O_SLEEP, O_ONCE,
+    O_GRACE, O_STATUS_FILE, O_ID, O_CONTROL_BIND, O_ORDERED, O_TIMEOUT, O_COUNT,
+    O_SUMMARY_JSON
+};
+
+struct opt_def {
+    const char *name;
+    int has_arg;
+    int val;
+    unsigned roles;
+};
+
+static const struct opt_def opt_defs[] = {
+    {"help", no_argument, O_HELP, R_ALL},
+    {"version", no_argument, O_VERSION, R_ALL},
+    {"verbose", no_argument, O_VERBOSE, R_ALL},
+    {"quiet", no_argument, O_QUIET, R_ALL},
+    {"raw", no_argument, O_RAW, R_ALL},
+    {"null", no_argument, O_NUL, R_V | R_S},
+    {"max-msg-size", required_argument, O_MAX_MSG, R_ALL},
+    {"linger", required_argument, O_LINGER, R_ALL},
+    {"progress", no_argument, O_PROGRESS, R_V | R_S},
+    {"no-progress", no_argument, O_NO_PROGRESS, R_V | R_S},
+    {"bind", required_argument, O_BIND, R_V | R_S},
+    {"sink", required_argument, O_SINK, R_V},
+    {"input", required_argument, O_INPUT, R_V},
+    {"wait-workers", required_argument, O_WAIT_WORKERS, R_V},
+    {"wait-timeout", required_argument, O_WAIT_TIMEOUT, R_V},
+    {"tasks", required_argument, O_TASKS, R_W},
+    {"results", required_argument, O_RESULTS, R_W},
+    {"control", required_argument, O_CONTROL, R_W},
+    {"transform", required_argument, O_TRANSFORM, R_W},
+    {"exec", required_argument, O_EXEC, R_W},
+    {"jobs", required_argument, O_JOBS, R_W},
+    {"task-timeout", required_argument, O_TASK_TIMEOUT, R_W},
+    {"sleep", required_argument, O_SLEEP, R_W},
+    {"once", no_argument, O_ONCE, R_W | R_S},
+    {"grace", required_argument, O_GRACE, R_W},
+    {"status-file", required_argument, O_STATUS_FILE, R_W},
+    {"id", required_argument, O_ID, R_W},
+    {"control-bind", required_argument, O_CONTROL_BIND, R_S},
+    {"output", required_argument, O_OUTPUT, R_S},
+    {"ordered", no_argument, O_ORDERED, R_S},
+    {"timeout", required_argument, O_TIMEOUT, R_S},
+    {"count", required_argument, O_COUNT, R_S},
+    {"summary-json", required_argument, O_SUMMARY_JSON, R_S},
+};
+#define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
+
+/* Parses a whole decimal integer in [lo, hi]. */
+static int parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* "250ms", "1.5s", "2m", "1h" or a plain number of seconds -> ms. */
+static int parse_duration_ms(const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0 || !(v == v))
+        return -1;
+    double mult = 1000;
+    if (!strcmp(end, "ms"))
+        mult = 1;
+    else if (!strcmp(end, "s") || !*end)
+        mult = 1000;
+    else if (!strcmp(end, "m"))
+        mult = 60000;
+    else if (!strcmp(end, "h"))
+        mult = 3600000;
+    else
+        return -1;
+    v *= mult;
+    if (v > INT_MAX)
+        return -1;
+    *out = (int)(v + 0.5);
+    return 0;
+}
+
+/* "1048576", "64K", "1M" -> bytes. */
+static int parse_size(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v < 0)
+        return -1;
+    int64_t mult = 1;
+    if (!strcmp(end, "K") || !strcmp(end, "k") || !strcmp(end, "KiB"))
+        mult = 1024;
+    else if (!strcmp(end, "M") || !strcmp(end, "MiB"))
+        mult = 1024 * 1024;
+    else if (*end)
+        return -1;
+    if (v > INT64_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+static int parse_bool(const char *s)
+{
+    if (!strcmp(s, "1") || !strcasecmp(s, "yes") || !strcasecmp(s, "true") || !strcasecmp(s, "on"))
+        return 1;
+    if (!strcmp(s, "0") || !strcasecmp(s, "no") || !strcasecmp(s, "false") ||
+        !strcasecmp(s, "off") || !*s)
+        return 0;
+    return -1;
+}
+
+static int endpoint_ok(const char *s)
+{
+    const char *p = strstr(s, "://");
+    return p && p > s && p[3];
+}
+
+static int is_none(const char *s)
+{
+    return !s || !*s || !strcmp(s, "none");
+}
+
+static void defaults(struct bp_opts *o, enum bp_role role)
+{
+    memset(o, 0, sizeof *o);
+    o->role = role;
+    o->log_level = BP_LOG_INFO;
+    o->max_msg = BP_DEFAULT_MAX_MSG;
+    o->progress = -1;
+    o->wait_timeout_ms = 60000;
+    o->jobs = 1;
+    o->grace_ms = 10000;
+    o->transform = "upper";
+    switch (role) {
+    case BP_ROLE_VENTILATOR:
+        o->bind = "tcp://*:5557";
+        o->sink = "tcp://localhost:5558";
+        o->linger_ms = 10000;
+        break;
+    case BP_ROLE_WORKER:
+        o->tasks = "tcp://localhost:5557";
+        o->results = "tcp://localhost:5558";
+        o->control = "tcp://localhost:5559";
+        o->linger_ms = 5000;
+        break;
+    case BP_ROLE_SINK:
+        o->bind = "tcp://*:5558";
+        o->control_bind = "tcp://*:5559";
+        o->linger_ms = 2000;
+        break;
+    }
+}
+
+/* Applies one option. src names where it came from, for messages. */
+static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, const char *src,
+                 int *info)
+{
+    int64_t n;
+    int b;
+#define BAD(...)                                                                              \
+    do {                                                                                     \
+        snprintf(o->err, sizeof o->err, __VA_ARGS__);                                        \
+        return BP_EUSAGE;                                                                     \
+    } while (0)
+
+    /* Flags given through the environment carry a yes/no value. */
+    if (d->has_arg == no_argument && arg) {
+        b = parse_bool(arg);
+        if (b < 0)
+            BAD("%s: expected 1/0, yes/no or true/false, got '%s'", src, arg);
+        if (!b)
+            return BP_OK;
+    }
+    switch (d->val) {
+    case O_HELP:
+        *info = 1;
+        break;
+    case O_VERSION:
+        *info = 2;
+        break;
+    case O_VERBOSE:
+        o->log_level = BP_LOG_DEBUG;
+        break;
+    case O_QUIET:
+        o->log_level = BP_LOG_ERROR;
+        break;
+    case O_RAW:
+        o->raw = 1;
+        break;
+    case O_NUL:
+        o->nul = 1;
+        break;
+    case O_PROGRESS:
+        o->progress = 1;
+        break;
+    case O_NO_PROGRESS:
+        o->progress = 0;
+        break;
+    case O_ONCE:
+        o->once = 1;
+        break;
+    case O_ORDERED:
+        o->ordered = 1;
+        break;
+    case O_MAX_MSG:
+        if (parse_size(arg, &n) || n < 64 || n > (int64_t)1 << 31)
+            BAD("%s: expected a size from 64 to 2G (e.g. 1M), got '%s'", src, arg);
+        o->max_msg = n;
+        break;
+    case O_LINGER:
+        if (parse_duration_ms(arg, &o->linger_ms))
+            BAD("%s: expected a duration (e.g. 5s, 250ms), got '%s'", src, arg);
+        break;
+    case O_WAIT_TIMEOUT:
+        if (parse_duration_ms(arg, &o->wait_timeout_ms))
+            BAD("%s: expected a duration (e.g. 30s), got '%s'", src, arg);
+        break;
+    case O_TASK_TIMEOUT:
+        if (parse_duration_ms(arg, &o->task_timeout_ms))
+            BAD("%s: expected a duration (e.g. 30s), got '%s'", src, arg);
+        break;
+    case O_SLEEP:
+        if (parse_duration_ms(arg, &o->sleep_ms))
+            BAD("%s: expected a duration (e.g. 1s), got '%s'", src, arg);
+        break;
+    case O_GRACE:
+        if (parse_duration_ms(arg, &o->grace_ms))
+            BAD("%s: expected a duration (e.g. 10s), got '%s'", src, arg);
+        break;
+    case O_TIMEOUT:
+        if (parse_duration_ms(arg, &o->timeout_ms))
+            BAD("%s: expected a duration (e.g. 60s; 0 = none), got '%s'", src, arg);
+        break;
+    case O_WAIT_WORKERS:
+        if (parse_int64(arg, 0, 100000, &n))
+            BAD("%s: expected a number of workers (0-100000), got '%s'", src, arg);
+        o->wait_workers = (int)n;
+        break;
+    case O_JOBS:
+        if (parse_int64(arg, 0, 1024, &n))
+            BAD("%s: expected 0 (= number of CPUs) to 1024, got '%s'", src, arg);
+        o->jobs = (int)n;
+        break;
+    case O_COUNT:
+        if (parse_int64(arg, 0, INT64_MAX / 2, &n))
+            BAD("%s: expected a task count, got '%s'", src, arg);
+        o->count = n;
+        break;
+    case O_BIND:
+    case O_TASKS:
+    case O_RESULTS:
+        if (!endpoint_ok(arg))
+            BAD("%s: invalid endpoint '%s' (expected e.g. tcp://host:5557)", src, arg);
+        if (d->val == O_BIND)
+            o->bind = arg;
+        else if (d->val == O_TASKS)
+            o->tasks = arg;
+        else
+            o->results = arg;
+        break;
+    case O_SINK:
+    case O_CONTROL:
+    case O_CONTROL_BIND:
+        if (!is_none(arg) && !endpoint_ok(arg))
+            BAD("%s: invalid endpoint '%s' (expected e.g. tcp://host:5558, or none)", src, arg);
+        if (d->val == O_SINK)
+            o->sink = arg;
+        else if (d->val == O_CONTROL)
+            o->control = arg;
+        else
+            o->control_bind = arg;
+        break;
+    case O_INPUT:
+        o->input = arg;
+        break;
+    case O_OUTPUT:
+        o->output = arg;
+        break;
+    case O_SUMMARY_JSON:
+        o->summary_json = arg;
+        break;
+    case O_STATUS_FILE:
+        o->status_file = arg;
+        break;
+    case O_TRANSFORM:
+        if (!bp_transform_find(arg))
+            BAD("%s: unknown transform '%s' (known: %s)", src, arg, bp_transform_names());
+        o->transform = arg;
+        break;
+    case O_EXEC:
+        if (!*arg)
+            BAD("%s: empty command", src);
+        o->exec = arg;
+        break;
+    case O_ID:
+        if (!*arg || strlen(arg) > BP_ID_MAX)
+            BAD("%s: worker id must be 1 to %d bytes", src, BP_ID_MAX);
+        snprintf(o->id, sizeof o->id, "%s", arg);
+        break;
+    default:
+        BAD("%s: unhandled option", src);
+    }
+    return BP_OK;
+#undef BAD
+}
+
+static const char *env_lookup(char *const envp[], const char *name)
+{
+    if (!envp)
+        return getenv(name);
+    size_t n = strlen(name);
+    for (size_t i = 0; envp[i]; i++)
+        if (!strncmp(envp[i], name, n) && envp[i][n] == '=')
+            return envp[i] + n + 1;
+    return NULL;
+}
+
+int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const argv[],
+                  char *const envp[], int *want_version)
+{
+    unsigned mask = 1u << role;
+    int info = 0;
+    int rc;
+    defaults(o, role);
+    if (want_version)
+        *want_version = 0;
+
+    /* Environment first (for service units), so the command line wins. */
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const struct opt_def *d = &opt_defs[i];
+        if (!(d->roles & mask) || d->val == O_HELP || d->val == O_VERSION)
+            continue;
+        char name[64] = "BP_";
+        size_t k = 3;
+        for (const char *p = d->name; *p && k + 1 < sizeof name; p++)
+            name[k++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+        name[k] = '\0';
+        const char *v = env_lookup(envp, name);
+        if (!v)
+            continue;
+        char src[80];
+        snprintf(src, sizeof src, "environment %s", name);
+        if ((rc = apply(o, d, v, src, &info)) != BP_OK)
+            return rc;
+    }
+
+    struct option lopts[N_OPTS + 1];
+    char shorts[64];
+    size_t nl = 0, ns = 0;
+    shorts[ns++] = ':';
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const struct opt_def *d = &opt_defs[i];
+        if (!(d->roles & mask))
+            continue;
+        lopts[nl].name = d->name;
+        lopts[nl].has_arg = d->has_arg;
+        lopts[nl].flag = NULL;
+        lopts[nl].val = d->val;
+        nl++;
+        if (d->val < 256) {
+            shorts[ns++] = (char)d->val;
+            if (d->has_arg == required_argument)
+                shorts[ns++] = ':';
+        }
+    }
+    memset(&lopts[nl], 0, sizeof lopts[nl]);
+    shorts[ns] = '\0';
+
+    opterr = 0;
+    optind = 0; /* full re-initialisation (glibc and musl) */
+    for (;;) {
+        int li = -1;
+        int c = getopt_long(argc, argv, shorts, lopts, &li);
+        if (c == -1)
+            break;
+        const char *bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        if (c == '?') {
+            if (optopt && optopt < 256)
+                snprintf(o->err, sizeof o->err, "unknown option '-%c'", optopt);
+            else
+                snprintf(o->err, sizeof o->err, "unknown option '%s'", bad);
+            return BP_EUSAGE;
+        }
+        if (c == ':') {
+            snprintf(o->err, sizeof o->err, "option '%s' needs a value", bad);
+            return BP_EUSAGE;
+        }
+        const struct opt_def *d = NULL;
+        for (size_t i = 0; i < N_OPTS; i++)
+            if (opt_defs[i].val == c && (opt_defs[i].roles & mask))
+                d = &opt_defs[i];
+        if (!d) {
+            snprintf(o->err, sizeof o->err, "unknown option '%s'", bad);
+            return BP_EUSAGE;
+        }
+        char src[80];
+        snprintf(src, sizeof src, "--%s", d->name);
+        if ((rc = apply(o, d, d->has_arg ? optarg : NULL, src, &info)) != BP_OK)
+            return rc;
+    }
+    if (info) {
+        if (want_version)
+            *want_version = info == 2;
+        return BP_EXIT_INFO;
+    }
+    /* The ventilator takes its input file as an operand too. */
+    if (role == BP_ROLE_VENTILATOR && optind < argc && !o->input)
+        o->input = argv[optind++];
+    if (optind < argc) {
+        snprintf(o->err, sizeof o->err, "unexpected argument '%s'", argv[optind]);
+        return BP_EUSAGE;
+    }
+
+    if (role == BP_ROLE_WORKER) {
+        if (o->jobs == 0) {
+            long n = sysconf(_SC_NPROCESSORS_ONLN);
+            o->jobs = n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;
+        }
+        if (!o->id[0]) {
+            char host[64] = "worker";
+            if (gethostname(host, sizeof host) != 0)
+                snprintf(host, sizeof host, "worker");
+            host[sizeof host - 1] = '\0';
+            snprintf(o->id, sizeof o->id, "%.40s:%ld", host, (long)getpid());
+        }
+        if (is_none(o->control))
+            o->control = NULL;
+    }
+    if (role == BP_ROLE_VENTILATOR && is_none(o->sink))
+        o->sink = NULL;
+    if (role == BP_ROLE_SINK) {
+        if (is_none(o->control_bind))
+            o->control_bind = NULL;
+        if (o->raw && o->ordered) {
+            snprintf(o->err, sizeof o->err, "--ordered needs task ids: it cannot be used with --raw");
+            return BP_EUSAGE;
+        }
+    }
+    return BP_OK;
+}
+
+static const char usage_vent[] =
+    "Usage: ventilator [OPTIONS] [FILE]\n"
+    "Fans tasks out to boardpipe workers (PUSH, binds). Tasks come from FILE\n"
+    "(or --input; '-' is stdin), one per line; with no input the tutorial's seven\n"
+    "strings are sent.\n"
+    "\n"
+    "  -i, --input FILE        read tasks from FILE ('-': stdin)\n"
+    "  -0, --null              tasks are NUL-separated (binary-safe)\n"
+    "      --bind ENDPOINT     where workers connect (default tcp://*:5557)\n"
+    "      --sink ENDPOINT     tell this sink about the batch (default\n"
+    "                          tcp://localhost:5558; 'none' to skip)\n"
+    "  -w, --wait-workers N    wait until N workers are connected before sending\n"
+    "      --wait-timeout DUR  give up waiting for workers after DUR (default 60s;\n"
+    "                          also the longest time no worker takes a task; 0: forever)\n"
+    "      --max-msg-size SIZE largest task (default 1M)\n"
+    "      --linger DUR        time to hand queued tasks to workers on exit (10s)\n"
+    "      --raw               plain single-frame strings (tutorial/pyzmq peers)\n"
+    "      --progress          live progress line on stderr (default: if a TTY)\n"
+    "      --no-progress       no progress line\n"
+    "  -v, --verbose           more log lines on stderr\n"
+    "  -q, --quiet             errors only\n"
+    "  -h, --help              this text\n"
+    "  -V, --version           version, libzmq version and target\n"
+    "\n"
+    "Every option can also be set as BP_<NAME> in the environment, e.g.\n"
+    "BP_WAIT_WORKERS=2 (command-line options win).\n"
+    "Exit status: 0 ok, 1 error, 2 usage, 3 some input records rejected, 130 interrupted.\n";
+
+static const char usage_worker[] =
+    "Usage: worker [OPTIONS]\n"
+    "Pulls tasks from a ventilator, processes them and pushes results to a sink.\n"
+    "\n"
+    "      --tasks ENDPOINT    ventilator to pull from (default tcp://localhost:5557)\n"
+    "      --results ENDPOINT  sink to push to (default tcp://localhost:5558)\n"
+    "      --control ENDPOINT  sink's control channel (default tcp://localhost:5559;\n"
+    "                          'none' to ignore batch ends)\n"
+    "  -t, --transform NAME    built-in transform: upper (default), lower, echo, reverse\n"
+    "  -e, --exec CMD          run '/bin/sh -c CMD' per task: task on stdin, result is\n"
+    "                          its stdout; a non-zero exit is reported as failed\n"
+    "  -j, --jobs N            tasks run at once (default 1; 0: number of CPUs)\n"
+    "      --task-timeout DUR  kill a command running longer (default: none)\n"
+    "      --sleep DUR         wait DUR per task (the tutorial's 1s), default 0\n"
+    "      --once              exit 0 when the sink announces the end of the batch\n"
+    "      --grace DUR         on SIGINT/SIGTERM, time to finish running tasks (10s)\n"
+    "      --id NAME           worker id carried in results (default hostname:pid)\n"
+    "      --status-file FILE  keep id/state/done/failed counters in FILE\n"
+    "      --max-msg-size SIZE largest task or result (default 1M)\n"
+    "      --linger DUR        time to deliver queued results on exit (5s)\n"
+    "      --raw               plain single-frame strings (tutorial/pyzmq peers)\n"
+    "  -v, --verbose           more log lines on stderr\n"
+    "  -q, --quiet             errors only\n"
+    "  -h, --help              this text\n"
+    "  -V, --version           version, libzmq version and target\n"
+    "\n"
+    "Every option can also be set as BP_<NAME> in the environment, e.g.\n"
+    "BP_TASKS=tcp://host:5557 BP_JOBS=0 BP_ONCE=1 (command-line options win).\n"
+    "Exit status: 0 ok, 1 error, 2 usage.\n";
+
+static const char usage_sink[] =
+    "Usage: sink [OPTIONS]\n"
+    "Collects results from workers (PULL, binds) and writes them to stdout, one per\n"
+    "line, in completion order; the summary goes to stderr.\n"
+    "\n"
+    "      --bind ENDPOINT     where workers and the ventilator connect\n"
+    "                          (default tcp://*:5558)\n"
+    "      --control-bind EP   control channel for workers (PUB, default\n"
+    "                          tcp://*:5559; 'none' to disable)\n"
+    "  -o, --output FILE       write results to FILE instead of stdout\n"
+    "  -0, --null              NUL-separated results instead of lines\n"
+    "      --ordered           write results in input order\n"
+    "      --once              exit after one batch is complete\n"
+    "      --timeout DUR       end a batch when no result came for DUR (default 0:\n"
+    "                          wait forever); missing tasks are listed\n"
+    "      --count N           with --raw --once: exit after N results\n"
+    "      --summary-json FILE also write the batch summary as JSON to FILE\n"
+    "      --max-msg-size SIZE largest result (default 1M)\n"
+    "      --raw               plain single-frame strings (tutorial/pyzmq peers)\n"
+    "      --progress          live progress line on stderr (default: if a TTY)\n"
+    "      --no-progress       no progress line\n"
+    "  -v, --verbose           more log lines on stderr\n"
+    "  -q, --quiet             errors only\n"
+    "  -h, --help              this text\n"
+    "  -V, --version           version, libzmq version and target\n"
+    "\n"
+    "Every option can also be set as BP_<NAME> in the environment.\n"
+    "Exit status: 0 all tasks ok, 1 error, 2 usage, 3 some tasks failed,\n"
+    "4 tasks missing (timeout), 130 interrupted.\n";
+
+const char *bp_usage(enum bp_role role)
+{
+    switch (role) {
+    case BP_ROLE_VENTILATOR:
+        return usage_vent;
+    case BP_ROLE_WORKER:
+        return usage_worker;
+    default:
+        return usage_sink;
+    }
+}

@@ -1,0 +1,59 @@
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tool_common.h"
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+int tool_main(enum bp_role role, const char *prog, int argc, char *argv[])
+{
+    struct bp_opts o;
+    int want_version = 0;
+    int rc = bp_opts_parse(&o, role, argc, argv, NULL, &want_version);
+    if (rc == BP_EXIT_INFO) {
+        char buf[512];
+        if (want_version && bp_version_format(buf, sizeof buf, prog) > 0)
+            fputs(buf, stdout);
+        else if (!want_version)
+            fputs(bp_usage(role), stdout);
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
+    if (rc != BP_OK) {
+        fprintf(stderr, "%s: %s\nTry '%s --help'.\n", prog, o.err, prog);
+        return bp_exit_code(rc);
+    }
+    bp_log_init(prog, o.log_level);
+
+    /* No SA_RESTART: a signal interrupts zmq_poll() so the loop sees it. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    struct bp_io io = {.stop = &stop_flag};
+    struct bp_report rep;
+    switch (role) {
+    case BP_ROLE_VENTILATOR:
+        rc = bp_ventilator_run(&o, &io, &rep);
+        break;
+    case BP_ROLE_WORKER:
+        rc = bp_worker_run(&o, &io, &rep);
+        /* A worker asked to stop that finished cleanly did its job. */
+        if (rc == BP_EINTR)
+            rc = BP_OK;
+        break;
+    case BP_ROLE_SINK:
+        rc = bp_sink_run(&o, &io, &rep);
+        break;
+    }
+    return bp_exit_code(rc);
+}

@@ -1,0 +1,523 @@
+#!/usr/bin/env bash
+# Simulated fleet, end to end: three "boards" (network namespaces on a bridge,
+# each with its own sshd), ARM workers deployed by board/bpfleet and run
+# through qemu-user via binfmt_misc with the profile's CPU, a host ventilator
+# and sink on the bridge address pushing 1000 --exec tasks through them.
+#
+#   tests/fleet/fleet_test.sh [REPO_ROOT]
+#
+# Needs root. Exits 77 (skip) with the reason when namespaces, sshd, qemu or
+# binfmt_misc are not usable or the musl binaries are not built. Everything
+# it creates is named bpf<pid>... and removed on exit, failure or not.
+#   BP_FLEET_BUILD_ROOT=DIR   binaries from DIR/<preset>/bin (default: build/)
+#   BP_FLEET_KEEP=1           keep the temp dir (logs, inventory) for a look
+#   BP_FLEET_TASKS=N          size of the first batch (default 1000)
+set -uo pipefail
+
+ROOT=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+BUILD=${BP_FLEET_BUILD_ROOT:-$ROOT/build}
+BPFLEET=$ROOT/board/bpfleet
+NTASKS=${BP_FLEET_TASKS:-1000}
+T0=$(date +%s)
+ID=bpf$$
+TMP=
+NS=()
+SSHD_PIDFILES=()
+BINFMT_REGISTERED=()
+BINFMT_MOUNTED=0
+RUNSSHD_CREATED=0
+BRIDGE=
+HOST_PIDS=()
+PASSED=0
+FAILED=0
+
+log() { printf '[%3ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+skip() { printf 'SKIP: %s\n' "$*"; exit 77; }
+ok() { PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$*"; }
+bad() { FAILED=$((FAILED + 1)); printf 'not ok - %s\n' "$*"; }
+check() { # check DESCRIPTION COMMAND...
+    local d=$1
+    shift
+    if "$@"; then ok "$d"; else bad "$d"; fi
+}
+fatal() {
+    bad "$*"
+    exit 1
+}
+
+# ------------------------------------------------------------- cleanup
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    local p ns e
+    for p in "${HOST_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    # Everything still running inside the boards (sshd, sessions, workers,
+    # supervisors): TERM, then KILL.
+    for ns in "${NS[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
+    done
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        local left=0
+        for ns in "${NS[@]}"; do
+            [ -n "$(ip netns pids "$ns" 2>/dev/null)" ] && left=1
+        done
+        [ "$left" = 0 ] && break
+        sleep 0.3
+    done
+    for ns in "${NS[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    done
+    for p in "${HOST_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+    [ -n "$BRIDGE" ] && ip link del "$BRIDGE" 2>/dev/null
+    for e in "${BINFMT_REGISTERED[@]}"; do
+        [ -e "/proc/sys/fs/binfmt_misc/$e" ] && echo -1 >"/proc/sys/fs/binfmt_misc/$e"
+    done
+    if [ "$BINFMT_MOUNTED" = 1 ]; then
+        local others=0
+        for e in /proc/sys/fs/binfmt_misc/*; do
+            case ${e##*/} in register | status) ;; *) others=1 ;; esac
+        done
+        [ "$others" = 0 ] && umount /proc/sys/fs/binfmt_misc
+    fi
+    [ "$RUNSSHD_CREATED" = 1 ] && rmdir /run/sshd 2>/dev/null
+    if [ -n "$TMP" ]; then
+        if [ "${BP_FLEET_KEEP:-0}" = 1 ]; then
+            echo "kept $TMP"
+        else
+            rm -rf "$TMP"
+        fi
+    fi
+    # Anything of ours left behind is a failure of the test itself.
+    if ip -o link show 2>/dev/null | grep -q ": $ID"; then
+        echo "not ok - cleanup: links named $ID* remain"
+        rc=1
+    fi
+    if ip netns list 2>/dev/null | grep -q "^$ID"; then
+        echo "not ok - cleanup: namespaces named $ID* remain"
+        rc=1
+    fi
+    if [ "$rc" = 0 ] || [ "$rc" = 1 ]; then
+        printf 'fleet: %d passed, %d failed (%ss)\n' "$PASSED" "$FAILED" "$(($(date +%s) - T0))"
+        [ "$FAILED" -gt 0 ] && rc=1
+    fi
+    exit "$rc"
+}
+
+# ------------------------------------------------------------- preconditions
+[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, binfmt_misc, sshd)"
+for c in ip ssh scp ssh-keygen timeout python3 sha256sum xargs; do
+    command -v "$c" >/dev/null || skip "no '$c' on this machine"
+done
+[ -x /usr/sbin/sshd ] || skip "no /usr/sbin/sshd: apt-get install openssh-server"
+SFTP=/usr/lib/openssh/sftp-server
+[ -x "$SFTP" ] || skip "no $SFTP (openssh-sftp-server) for scp"
+for q in qemu-aarch64-static qemu-arm-static; do
+    command -v $q >/dev/null || skip "no $q: apt-get install qemu-user-static"
+done
+QEMU_AARCH64=$(command -v qemu-aarch64-static)
+QEMU_ARM=$(command -v qemu-arm-static)
+for f in aarch64-musl/bin/worker armv7-musl/bin/worker armv6-musl/bin/worker \
+    x86_64-musl/bin/ventilator x86_64-musl/bin/sink x86_64-musl/bin/worker; do
+    [ -x "$BUILD/$f" ] || skip "$BUILD/$f is not built (cmake --preset P && cmake --build --preset P for aarch64-musl, armv7-musl, armv6-musl, x86_64-musl)"
+done
+VENT=$BUILD/x86_64-musl/bin/ventilator
+SINK=$BUILD/x86_64-musl/bin/sink
+if ! "$QEMU_AARCH64" "$BUILD/aarch64-musl/bin/worker" --help 2>&1 | grep -q -- '--exec'; then
+    skip "the built worker has no --exec yet (binaries predate the pipeline: rebuild)"
+fi
+[ -x "$BPFLEET" ] || fatal "no $BPFLEET"
+
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+TMP=$(mktemp -d "/tmp/$ID.XXXXXX")
+chmod 755 "$TMP"
+log "work dir $TMP"
+
+# Namespaces permitted at all?
+if ! err=$(ip netns add "${ID}probe" 2>&1); then
+    skip "cannot create a network namespace here: $err"
+fi
+ip netns del "${ID}probe"
+
+# ------------------------------------------------------------- network
+# A /24 of 198.18.0.0/15 that nothing on this host uses yet.
+NET=
+start=$(($$ % 200 + 1))
+for i in $(seq 0 253); do
+    n=$(((start + i) % 254 + 1))
+    if ! ip -4 -o addr show | grep -q " 198\.18\.$n\." &&
+        [ -z "$(ip -4 route show 198.18.$n.0/24 2>/dev/null)" ]; then
+        NET=198.18.$n
+        break
+    fi
+done
+[ -n "$NET" ] || skip "no free /24 in 198.18.0.0/16 on this host"
+HOST_IP=$NET.1
+
+BRIDGE=${ID}br
+ip link add "$BRIDGE" type bridge || fatal "ip link add bridge"
+ip addr add "$HOST_IP/24" dev "$BRIDGE"
+ip link set "$BRIDGE" up
+
+BOARDS=(pi64 pi2 pizero)
+PROFILES=(pi4-64 pi2 pi0)
+CPUS=(cortex-a53 cortex-a7 arm1176)
+QEMUS=("$QEMU_AARCH64" "$QEMU_ARM" "$QEMU_ARM")
+IPS=()
+for i in 0 1 2; do
+    ns=${ID}b$i
+    ip netns add "$ns" || fatal "ip netns add $ns"
+    NS+=("$ns")
+    ip link add "${ID}h$i" type veth peer name "${ID}p$i" || fatal "veth"
+    ip link set "${ID}p$i" netns "$ns"
+    ip link set "${ID}h$i" master "$BRIDGE" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set "${ID}p$i" name eth0
+    ip -n "$ns" addr add "$NET.$((11 + i))/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    IPS+=("$NET.$((11 + i))")
+done
+noroute=1
+for ns in "${NS[@]}"; do
+    [ -z "$(ip -n "$ns" route show default)" ] || noroute=0
+    [ "$(ip -n "$ns" -4 route show | grep -vc "^$NET.0/24 ")" = 0 ] || noroute=0
+done
+check "boards have no route out of $NET.0/24" [ $noroute = 1 ]
+log "bridge $BRIDGE $HOST_IP/24, boards ${IPS[*]} in ${NS[*]}"
+
+# ------------------------------------------------------------- binfmt_misc
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
+        skip "cannot mount binfmt_misc"
+    BINFMT_MOUNTED=1
+fi
+# ELF headers of aarch64 and 32-bit little-endian ARM executables (as in
+# qemu's and Debian's registrations).
+magic_aarch64='\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+magic_arm='\x7f\x45\x4c\x46\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00'
+MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+for arch in aarch64 arm; do
+    if [ $arch = aarch64 ]; then probe=$BUILD/aarch64-musl/bin/worker; else probe=$BUILD/armv7-musl/bin/worker; fi
+    # Reuse a registration that already works (e.g. Debian's qemu-user-static
+    # with binfmt-support); never touch it.
+    if ip netns exec "${NS[0]}" "$probe" --version >/dev/null 2>&1; then
+        log "binfmt_misc: $arch binaries already run, reusing the existing registration"
+        continue
+    fi
+    magic=$magic_aarch64
+    [ $arch = arm ] && magic=$magic_arm
+    entry=$ID-$arch
+    interp=$QEMU_AARCH64
+    [ $arch = arm ] && interp=$QEMU_ARM
+    printf ':%s:M::%s:%s:%s:F' "$entry" "$magic" "$MASK" "$interp" \
+        >/proc/sys/fs/binfmt_misc/register 2>/dev/null ||
+        skip "cannot register $arch in binfmt_misc"
+    BINFMT_REGISTERED+=("$entry")
+    log "binfmt_misc: registered $entry -> $interp (F)"
+done
+for i in 0 1 2; do
+    prof=${PROFILES[$i]}
+    preset=$("$BPFLEET" --profiles "$ROOT/board/profiles.conf" profiles | awk -v p="$prof" '$1 == p { print $2 }')
+    v=$(ip netns exec "${NS[$i]}" env QEMU_CPU="${CPUS[$i]}" "$BUILD/$preset/bin/worker" --version 2>&1 | head -n 1)
+    check "$prof ($preset) worker runs in ${BOARDS[$i]}'s namespace with QEMU_CPU=${CPUS[$i]}: $v" \
+        grep -q '^worker (boardpipe)' <<<"$v"
+done
+
+# ------------------------------------------------------------- sshd per board
+if [ ! -d /run/sshd ]; then
+    mkdir -p /run/sshd && chmod 755 /run/sshd
+    RUNSSHD_CREATED=1
+fi
+ssh-keygen -q -t ed25519 -N '' -C "$ID-client" -f "$TMP/client_key" || fatal "ssh-keygen"
+cp "$TMP/client_key.pub" "$TMP/authorized_keys"
+: >"$TMP/known_hosts"
+for i in 0 1 2; do
+    d=$TMP/sshd$i
+    mkdir -p "$d"
+    ssh-keygen -q -t ed25519 -N '' -C "$ID-host$i" -f "$d/host_key" || fatal "ssh-keygen"
+    cat >"$d/sshd_config" <<EOF
+# sshd of simulated board ${BOARDS[$i]} ($ID), in namespace ${NS[$i]}
+ListenAddress ${IPS[$i]}:22
+HostKey $d/host_key
+PidFile $d/sshd.pid
+AuthorizedKeysFile $TMP/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+UseDNS no
+PrintMotd no
+X11Forwarding no
+AllowTcpForwarding no
+MaxStartups 64:30:128
+Subsystem sftp $SFTP
+LogLevel VERBOSE
+EOF
+    printf '%s %s\n' "${IPS[$i]}" "$(cut -d' ' -f1,2 "$d/host_key.pub")" >>"$TMP/known_hosts"
+    ip netns exec "${NS[$i]}" /usr/sbin/sshd -f "$d/sshd_config" -E "$d/sshd.log" ||
+        fatal "sshd for ${BOARDS[$i]} did not start: $(tail -n 3 "$d/sshd.log")"
+    SSHD_PIDFILES+=("$d/sshd.pid")
+done
+cat >"$TMP/ssh_config" <<EOF
+Host *
+    User root
+    IdentityFile $TMP/client_key
+    IdentitiesOnly yes
+    UserKnownHostsFile $TMP/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    UpdateHostKeys no
+    BatchMode yes
+    LogLevel ERROR
+EOF
+for i in 0 1 2; do
+    up=0
+    for _ in $(seq 1 50); do
+        if timeout 10 ssh -F "$TMP/ssh_config" "root@${IPS[$i]}" true </dev/null 2>/dev/null; then
+            up=1
+            break
+        fi
+        sleep 0.2
+    done
+    check "sshd of ${BOARDS[$i]} answers on ${IPS[$i]}:22" [ $up = 1 ]
+    [ $up = 1 ] || fatal "no ssh to ${BOARDS[$i]}: $(tail -n 5 "$TMP/sshd$i/sshd.log")"
+done
+
+# ------------------------------------------------------------- ports, inventory
+used_ports=$(ss -Htan 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
+pick_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        grep -qx "$p" <<<"$used_ports" && continue
+        used_ports+=$'\n'$p
+        echo "$p"
+        return
+    done
+}
+PT=$(pick_port)
+PR=$(pick_port)
+PC=$(pick_port)
+TASKS_EP=tcp://$HOST_IP:$PT
+RESULTS_EP=tcp://$HOST_IP:$PR
+CONTROL_EP=tcp://$HOST_IP:$PC
+log "host endpoints: tasks $TASKS_EP results $RESULTS_EP control $CONTROL_EP"
+
+INV=$TMP/inventory
+{
+    echo "# simulated fleet $ID (generated by tests/fleet/fleet_test.sh)"
+    echo "# name  ssh-dest  profile  prefix  [service=...] [worker flags]"
+    for i in 0 1 2; do
+        mkdir -p "$TMP/boards/${BOARDS[$i]}"
+        # Boards share the host's filesystem: each gets its own root. No
+        # systemd in a namespace: the supervisor is asked for explicitly.
+        printf "%s  root@%s:22  %s  %s  service=supervise --exec 'tr a-z A-Z'%s\n" \
+            "${BOARDS[$i]}" "${IPS[$i]}" "${PROFILES[$i]}" \
+            "$TMP/boards/${BOARDS[$i]}/opt/boardpipe" "$([ $i = 0 ] && echo ' --jobs 2')"
+    done
+} >"$INV"
+fleet() {
+    timeout 240 "$BPFLEET" -i "$INV" -F "$TMP/ssh_config" --build-root "$BUILD" \
+        --tasks "$TASKS_EP" --results "$RESULTS_EP" --control "$CONTROL_EP" \
+        --timeout 60 --connect-timeout 5 "$@"
+}
+# fleet_ok NAME CMD...: runs bpfleet, keeps its output in $OUT, shows it.
+fleet_ok() {
+    local what=$1
+    shift
+    local rc=0
+    log "bpfleet $* ($what)"
+    OUT=$(fleet "$@" 2>&1) || rc=$?
+    printf '%s\n' "$OUT" | sed 's/^/    /'
+    FLEET_RC=$rc
+}
+board_line() { grep -E "^$1 " <<<"$OUT" | head -n 1; }
+
+# ------------------------------------------------------------- deploy
+log "bpfleet deploy"
+fleet_ok deploy deploy
+check "deploy: exit 0" [ "$FLEET_RC" = 0 ]
+for i in 0 1 2; do
+    b=${BOARDS[$i]}
+    check "deploy: $b deployed with its SHA-256 verified" grep -q "OK *deployed.*verified" <<<"$(board_line "$b")"
+    root=$TMP/boards/$b/opt/boardpipe
+    check "deploy: $b has bin/worker, bin/bp-supervise, etc/worker.env" \
+        test -x "$root/bin/worker" -a -x "$root/bin/bp-supervise" -a -f "$root/etc/worker.env"
+    check "deploy: $b's env file points at the host and sets QEMU_CPU=${CPUS[$i]}" \
+        grep -q "^QEMU_CPU='${CPUS[$i]}'" "$root/etc/worker.env"
+    grep -q "^BP_TASKS='$TASKS_EP'" "$root/etc/worker.env" || bad "BP_TASKS in $b env file"
+done
+preset_of() { "$BPFLEET" profiles | awk -v p="$1" '$1 == p { print $2 }'; }
+for i in 0 1 2; do
+    b=${BOARDS[$i]}
+    want=$(sha256sum "$BUILD/$(preset_of "${PROFILES[$i]}")/bin/worker" | cut -d' ' -f1)
+    got=$(sha256sum "$TMP/boards/$b/opt/boardpipe/bin/worker" | cut -d' ' -f1)
+    check "deploy: $b got the ${PROFILES[$i]} binary" [ "$want" = "$got" ]
+done
+
+log "bpfleet deploy (again: must change nothing)"
+before=$(find "$TMP/boards" -type f -exec sha256sum {} + | sort; find "$TMP/boards" -printf '%p %T@\n' | sort)
+fleet_ok deploy2 deploy
+after=$(find "$TMP/boards" -type f -exec sha256sum {} + | sort; find "$TMP/boards" -printf '%p %T@\n' | sort)
+check "deploy twice: exit 0" [ "$FLEET_RC" = 0 ]
+check "deploy twice: every board says unchanged" [ "$(grep -c 'OK *unchanged' <<<"$OUT")" = 3 ]
+check "deploy twice: no file on the boards touched" [ "$before" = "$after" ]
+
+# ------------------------------------------------------------- start, batch 1
+SUMMARY_CHECK=$(
+    cat <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+n = int(sys.argv[2]); boards = sys.argv[3].split(",")
+errs = []
+for k, want in (("total", n), ("ok", n), ("failed", 0), ("missing", 0), ("duplicates", 0)):
+    if s.get(k) != want:
+        errs.append(f"{k}={s.get(k)} (want {want})")
+w = s.get("workers", {})
+for b in boards:
+    if w.get(b, {}).get("ok", 0) <= 0:
+        errs.append(f"board {b} did no work")
+if sum(v.get("ok", 0) for v in w.values()) != n:
+    errs.append("per-worker ok counts do not add up")
+print(" ".join(f"{b}={w.get(b, {}).get('ok', 0)}" for b in boards), f"elapsed_s={s.get('elapsed_s')}")
+if errs:
+    print("; ".join(errs)); sys.exit(1)
+PY
+)
+# run_batch NAME N BOARDS: sink + ventilator on the host, N tasks.
+run_batch() {
+    local name=$1 n=$2 boards=$3 nboards
+    nboards=$(tr ',' '\n' <<<"$boards" | wc -l)
+    seq -f "task-%04g-of-$name" 1 "$n" >"$TMP/$name.tasks"
+    timeout 150 "$SINK" --bind "$RESULTS_EP" --control-bind "$CONTROL_EP" --once \
+        --output "$TMP/$name.out" --timeout 60 --summary-json "$TMP/$name.json" \
+        >"$TMP/$name.sink.log" 2>&1 &
+    local sink=$!
+    HOST_PIDS+=("$sink")
+    sleep 0.5
+    local t1 vrc=0 src=0
+    t1=$(date +%s.%N)
+    timeout 120 "$VENT" --bind "$TASKS_EP" --sink "$RESULTS_EP" --input "$TMP/$name.tasks" \
+        --wait-workers "$nboards" --wait-timeout 60 >"$TMP/$name.vent.log" 2>&1 || vrc=$?
+    wait "$sink" || src=$?
+    log "$name: ventilator exit $vrc, sink exit $src, $(python3 -c "import time,sys; print(round(time.time()-float(sys.argv[1]),1))" "$t1") s"
+    check "$name: ventilator exit 0" [ "$vrc" = 0 ]
+    check "$name: sink exit 0" [ "$src" = 0 ]
+    sed 's/^/    sink: /' "$TMP/$name.sink.log" | tail -n 5
+    local res
+    res=$(python3 -c "$SUMMARY_CHECK" "$TMP/$name.json" "$n" "$boards" 2>&1)
+    check "$name: all $n results exactly once, every board did work ($res)" \
+        python3 -c "$SUMMARY_CHECK" "$TMP/$name.json" "$n" "$boards"
+    # The results themselves: each task upper-cased by a board's /bin/sh tr.
+    local want got
+    want=$(tr '[:lower:]' '[:upper:]' <"$TMP/$name.tasks" | sort | sha256sum)
+    got=$(grep -o "TASK-[0-9]*-OF-${name^^}" "$TMP/$name.out" 2>/dev/null | sort | sha256sum)
+    check "$name: output holds each upper-cased task exactly once" [ "$want" = "$got" ]
+}
+
+log "start sink, bpfleet start"
+fleet_ok start start
+check "start: exit 0" [ "$FLEET_RC" = 0 ]
+fleet_ok status status
+check "status: exit 0 with all three running" [ "$FLEET_RC" = 0 ]
+for i in 0 1 2; do
+    b=${BOARDS[$i]}
+    line=$(board_line "$b")
+    check "status: $b reachable, version 0.1.0-ish, running" \
+        grep -Eq 'reachable=yes version=[0-9.]+ running=yes' <<<"$line"
+    pid=$(sed -n 's/.* pid=\([0-9]*\).*/\1/p' <<<"$line")
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null)
+    cpu=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^QEMU_CPU=//p')
+    check "$b's worker (pid $pid) runs under $(basename "${QEMUS[$i]}") with QEMU_CPU=$cpu" \
+        [ "$exe" = "${QEMUS[$i]}" -a "$cpu" = "${CPUS[$i]}" ]
+    nsid=$(ip netns identify "$pid" 2>/dev/null)
+    check "$b's worker runs inside its board namespace ($nsid)" [ "$nsid" = "${NS[$i]}" ]
+done
+
+log "batch 1: $NTASKS tasks"
+run_batch batch1 "$NTASKS" "$(IFS=,; echo "${BOARDS[*]}")"
+
+# The workers' status files count what they did.
+sum=0
+for _ in $(seq 1 10); do
+    fleet_ok status status
+    sum=$(grep -o ' done=[0-9]*' <<<"$OUT" | cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }')
+    [ "$sum" = "$NTASKS" ] && break
+    sleep 1
+done
+check "status: tasks done over the boards add up to $NTASKS ($sum)" [ "$sum" = "$NTASKS" ]
+
+# ------------------------------------------------------------- unreachable board
+victim=1
+log "stop sshd of ${BOARDS[$victim]}"
+kill -TERM "$(cat "${SSHD_PIDFILES[$victim]}")"
+for _ in $(seq 1 25); do
+    timeout 5 ssh -F "$TMP/ssh_config" -o ConnectTimeout=2 "root@${IPS[$victim]}" true </dev/null 2>/dev/null || break
+    sleep 0.2
+done
+t1=$(date +%s)
+fleet_ok status status
+check "status with ${BOARDS[$victim]} down: exit non-zero" [ "$FLEET_RC" != 0 ]
+check "status: ${BOARDS[$victim]} reported unreachable" grep -q "reachable=no" <<<"$(board_line "${BOARDS[$victim]}")"
+for i in 0 2; do
+    check "status: ${BOARDS[$i]} still reachable and running" \
+        grep -q "reachable=yes .*running=yes" <<<"$(board_line "${BOARDS[$i]}")"
+done
+check "status with a board down took < 20 s ($(($(date +%s) - t1)) s)" [ $(($(date +%s) - t1)) -lt 20 ]
+fleet_ok deploy3 deploy
+check "deploy with ${BOARDS[$victim]} down: exit non-zero" [ "$FLEET_RC" != 0 ]
+n_unch=$(grep -c 'OK *unchanged' <<<"$OUT")
+v_unr=$(grep -c "FAIL *unreachable" <<<"$(board_line "${BOARDS[$victim]}")")
+check "deploy: ${BOARDS[$victim]} FAIL unreachable, the others unchanged" [ "$n_unch" = 2 -a "$v_unr" = 1 ]
+
+log "batch 2 with ${BOARDS[$victim]}'s sshd down (its worker keeps working)"
+run_batch batch2 300 "$(IFS=,; echo "${BOARDS[*]}")"
+
+log "restart sshd of ${BOARDS[$victim]}"
+ip netns exec "${NS[$victim]}" /usr/sbin/sshd -f "$TMP/sshd$victim/sshd_config" -E "$TMP/sshd$victim/sshd.log" ||
+    fatal "sshd restart"
+
+# ------------------------------------------------------------- upgrade, logs
+fleet_ok status status
+pids_before=$(grep -o ' pid=[0-9]*' <<<"$OUT" | tr '\n' ' ')
+log "bpfleet upgrade --force (rolling restart, one board at a time)"
+fleet_ok upgrade upgrade --force
+check "upgrade: exit 0" [ "$FLEET_RC" = 0 ]
+check "upgrade: every board restarted and back" [ "$(grep -c 'restarted, worker back' <<<"$OUT")" = 3 ]
+fleet_ok status status
+pids_after=$(grep -o ' pid=[0-9]*' <<<"$OUT" | tr '\n' ' ')
+check "upgrade: all running again with new pids ($pids_before-> $pids_after)" \
+    [ "$FLEET_RC" = 0 -a "$pids_before" != "$pids_after" ]
+
+fleet_ok logs logs -n 5
+check "logs: exit 0 with each board's log" [ "$FLEET_RC" = 0 -a "$(grep -c '^  | ' <<<"$OUT")" -ge 3 ]
+
+# ------------------------------------------------------------- stop, undeploy
+log "bpfleet stop"
+fleet_ok stop stop
+check "stop: exit 0" [ "$FLEET_RC" = 0 ]
+left=0
+for i in 0 1 2; do
+    for p in $(ip netns pids "${NS[$i]}"); do
+        [ "$p" = "$(cat "${SSHD_PIDFILES[$i]}")" ] || { left=1; ps -o pid=,args= -p "$p"; }
+    done
+done
+check "stop: nothing but sshd left running on the boards" [ $left = 0 ]
+
+log "bpfleet undeploy"
+fleet_ok undeploy undeploy
+check "undeploy: exit 0" [ "$FLEET_RC" = 0 ]
+for b in "${BOARDS[@]}"; do
+    rest=$(find "$TMP/boards/$b" -mindepth 1 | head -n 5)
+    check "undeploy: nothing left on $b${rest:+ ($rest)}" [ -z "$rest" ]
+done
+fleet_ok undeploy2 undeploy
+check "undeploy twice: exit 0, not deployed" [ "$FLEET_RC" = 0 -a "$(grep -c 'not deployed' <<<"$OUT")" = 3 ]
+
+exit 0
