@@ -495,7 +495,8 @@ static const char usage_vent[] =
     "\n"
     "Every option can also be set as BP_<NAME> in the environment, e.g.\n"
     "BP_WAIT_WORKERS=2 (command-line options win).\n"
-    "Exit status: 0 ok, 1 error, 2 usage, 3 some input records rejected, 130 interrupted.\n";
+    "Exit status: 0 ok (also when stopped by SIGINT/SIGTERM), 1 error, 2 usage,\n"
+    "3 some input records rejected.\n";
 
 static const char usage_worker[] =
     "Usage: worker [OPTIONS]\n"
@@ -555,7 +556,7 @@ static const char usage_sink[] =
     "\n"
     "Every option can also be set as BP_<NAME> in the environment.\n"
     "Exit status: 0 all tasks ok, 1 error, 2 usage, 3 some tasks failed,\n"
-    "4 tasks missing (timeout), 130 interrupted.\n";
+    "4 tasks missing (timeout, or stopped mid-batch).\n";
 
 const char *bp_usage(enum bp_role role)
 {

@@ -303,6 +303,19 @@ static void on_message(struct sink *k, const struct bp_hdr *h, zmq_msg_t *m)
     }
 }
 
+/* A worker whose control connection was still being set up when the
+ * batch ended would miss a single announcement (PUB drops messages for
+ * peers not yet subscribed), so a sink about to exit repeats it a few
+ * times over half a second, a few reconnect intervals of libzmq. */
+static void announce_end(struct sink *k, const struct bp_io *io)
+{
+    struct bp_hdr h = {.type = BP_MSG_CONTROL_END, .batch = k->batch};
+    for (int i = 0; i < 5 && !bp_role_stopped(io); i++) {
+        zmq_poll(NULL, 0, 100);
+        bp_send(k->pub, &h, "", 0, ZMQ_DONTWAIT);
+    }
+}
+
 static void sink_close(struct sink *k)
 {
     bp_sock_close(&k->pull);
@@ -386,12 +399,11 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
     zmq_msg_init(&m);
     for (;;) {
         if (bp_role_stopped(io)) {
+            /* Stopping is not an error; a batch left incomplete is. */
             if (k.active)
                 result = batch_finish(&k, rep, 0);
             else if (o->raw)
                 bp_log(BP_LOG_INFO, "%" PRId64 " results", k.raw_count);
-            if (result == BP_OK || result == BP_EINCOMPLETE)
-                result = BP_EINTR;
             break;
         }
         /* Flush before blocking, so results appear while the batch runs. */
@@ -458,6 +470,8 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
         }
         if (done == 2)
             break;
+        if (done && k.pub && !o->raw)
+            announce_end(&k, io);
         if (done) {
             if (o->raw)
                 bp_log(BP_LOG_INFO, "%" PRId64 " results", k.raw_count);

@@ -276,6 +276,9 @@ static int open_sockets(struct worker *w)
     /* Few tasks queued here: the rest stay at the ventilator for other
      * workers. (Real per-task balancing needs credit; see docs.) */
     c.rcvhwm = o->exec || o->sleep_ms ? 2 * o->jobs + 2 : 100;
+    /* Only results need lingering at exit; the PULL and SUB sockets have
+     * nothing worth delivering (a SUB would wait on its subscription). */
+    c.linger_ms = 0;
     w->pull = bp_sock_open(w->ctx, ZMQ_PULL, o->tasks, 0, &c, err, sizeof err);
     if (!w->pull)
         goto fail;
@@ -285,6 +288,7 @@ static int open_sockets(struct worker *w)
         goto fail;
     if (o->control && !o->raw) {
         c = bp_role_sockcfg(o);
+        c.linger_ms = 0;
         c.subscribe = "bp";
         w->sub = bp_sock_open(w->ctx, ZMQ_SUB, o->control, 0, &c, err, sizeof err);
         if (!w->sub)

@@ -47,13 +47,13 @@ int tool_main(enum bp_role role, const char *prog, int argc, char *argv[])
         break;
     case BP_ROLE_WORKER:
         rc = bp_worker_run(&o, &io, &rep);
-        /* A worker asked to stop that finished cleanly did its job. */
-        if (rc == BP_EINTR)
-            rc = BP_OK;
         break;
     case BP_ROLE_SINK:
         rc = bp_sink_run(&o, &io, &rep);
         break;
     }
+    /* Asked to stop, and stopped cleanly: not an error. */
+    if (rc == BP_EINTR)
+        rc = BP_OK;
     return bp_exit_code(rc);
 }
