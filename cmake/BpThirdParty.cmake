@@ -100,9 +100,8 @@ ExternalProject_Add(cmocka_ep
   DEPENDS libzmq_ep
   CMAKE_ARGS ${_dep_args}
     -DWITH_STATIC_LIB=ON -DWITH_EXAMPLES=OFF -DUNIT_TESTING=OFF
-    # cmocka.h typedefs uintptr_t itself unless told it exists; musl's
-    # <stdint.h> already has it.
-    -DCMAKE_C_FLAGS=-D_UINTPTR_T_DEFINED
+    # Not CMAKE_C_FLAGS: that would replace the toolchain's -target flags.
+    -DCMAKE_PROJECT_INCLUDE=${PROJECT_SOURCE_DIR}/cmake/cmocka-musl.cmake
   BUILD_BYPRODUCTS ${_deps}/lib/libcmocka-static.a
   LOG_CONFIGURE ON LOG_BUILD ON LOG_INSTALL ON LOG_OUTPUT_ON_FAILURE ON)
 

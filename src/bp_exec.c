@@ -46,7 +46,7 @@ static void finish(struct bp_job *j, int status, int code)
 static void tail_add(struct bp_job *j, const char *s, size_t n)
 {
     if (n >= sizeof j->tail) {
-        memcpy(j->tail, s + n - sizeof j->tail, sizeof j->tail);
+        memcpy(j->tail, s + (n - sizeof j->tail), sizeof j->tail);
         j->tail_len = sizeof j->tail;
         return;
     }

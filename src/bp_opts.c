@@ -120,7 +120,7 @@ static int parse_size(const char *s, int64_t *out)
     if (!strcmp(end, "K") || !strcmp(end, "k") || !strcmp(end, "KiB"))
         mult = 1024;
     else if (!strcmp(end, "M") || !strcmp(end, "MiB"))
-        mult = 1024 * 1024;
+        mult = (int64_t)1024 * 1024;
     else if (*end)
         return -1;
     if (v > INT64_MAX / mult)
@@ -155,7 +155,7 @@ static void defaults(struct bp_opts *o, enum bp_role role)
     memset(o, 0, sizeof *o);
     o->role = role;
     o->log_level = BP_LOG_INFO;
-    o->max_msg = BP_DEFAULT_MAX_MSG;
+    o->max_msg = (int64_t)BP_DEFAULT_MAX_MSG;
     o->progress = -1;
     o->wait_timeout_ms = 60000;
     o->jobs = 1;
@@ -193,6 +193,8 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
         return BP_EUSAGE;                                                                     \
     } while (0)
 
+    if (d->has_arg == required_argument && !arg)
+        BAD("%s: needs a value", src);
     /* Flags given through the environment carry a yes/no value. */
     if (d->has_arg == no_argument && arg) {
         b = parse_bool(arg);

@@ -337,7 +337,7 @@ static int sink_open(struct sink *k)
     char err[320];
     if (k->io && k->io->out) {
         k->out = k->io->out;
-    } else if (o->output && strcmp(o->output, "-")) {
+    } else if (o->output && strcmp(o->output, "-") != 0) {
         k->out = fopen(o->output, "wb");
         if (!k->out) {
             bp_log(BP_LOG_ERROR, "cannot write %s: %s", o->output, strerror(errno));
