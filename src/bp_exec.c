@@ -82,12 +82,13 @@ int bp_job_start(struct bp_job *j, const char *cmd, const void *in, size_t len, 
     j->deadline = timeout_ms > 0 ? now + timeout_ms : 0;
 
     if (pipe2(pin, O_CLOEXEC) || pipe2(pout, O_CLOEXEC) || pipe2(perr, O_CLOEXEC)) {
+        int e = errno;
         char m[128];
-        snprintf(m, sizeof m, "boardpipe: cannot create pipes: %s", strerror(errno));
+        snprintf(m, sizeof m, "boardpipe: cannot create pipes: %s", strerror(e));
         close_fd(&pin[0]), close_fd(&pin[1]), close_fd(&pout[0]), close_fd(&pout[1]);
         close_fd(&perr[0]), close_fd(&perr[1]);
         tail_msg(j, m);
-        finish(j, BP_ST_EXECERR, errno);
+        finish(j, BP_ST_EXECERR, e);
         return BP_OK;
     }
 

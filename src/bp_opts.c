@@ -398,6 +398,7 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
     memset(&lopts[nl], 0, sizeof lopts[nl]);
     shorts[ns] = '\0';
 
+    int input_cli = 0;
     opterr = 0;
     optind = 0; /* full re-initialisation (glibc and musl) */
     for (;;) {
@@ -425,6 +426,8 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
             snprintf(o->err, sizeof o->err, "unknown option '%s'", bad);
             return BP_EUSAGE;
         }
+        if (d->val == O_INPUT)
+            input_cli = 1;
         char src[80];
         snprintf(src, sizeof src, "--%s", d->name);
         if ((rc = apply(o, d, d->has_arg ? optarg : NULL, src, &info)) != BP_OK)
@@ -436,7 +439,8 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
         return BP_EXIT_INFO;
     }
     /* The ventilator takes its input file as an operand too. */
-    if (role == BP_ROLE_VENTILATOR && optind < argc && !o->input)
+    /* An operand wins over BP_INPUT, but not over --input. */
+    if (role == BP_ROLE_VENTILATOR && optind < argc && !input_cli)
         o->input = argv[optind++];
     if (optind < argc) {
         snprintf(o->err, sizeof o->err, "unexpected argument '%s'", argv[optind]);

@@ -258,7 +258,11 @@ static void on_result(struct sink *k, const struct bp_hdr *h, zmq_msg_t *m)
         return;
     }
     if (bp_reorder_put(&k->ro, h->task, m, !ok) != 0) {
-        bp_log(BP_LOG_ERROR, "reorder buffer: cannot hold task %" PRIu64, h->task);
+        /* Too far ahead to hold: written now rather than lost. */
+        bp_log(BP_LOG_WARN, "task %" PRIu64 " too far ahead of %" PRIu64
+               " for --ordered: written out of order", h->task, k->ro.next);
+        if (ok)
+            write_rec(k, zmq_msg_data(m), zmq_msg_size(m));
         return;
     }
     zmq_msg_t out;

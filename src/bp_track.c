@@ -64,7 +64,7 @@ static int grow(struct bp_reorder *r, size_t need)
     size_t cap = r->cap ? r->cap : 64;
     while (cap <= need)
         cap *= 2;
-    zmq_msg_t *m = malloc(cap * sizeof *m);
+    zmq_msg_t *m = calloc(cap, sizeof *m);
     uint8_t *st = calloc(cap, 1);
     if (!m || !st) {
         free(m);
@@ -93,7 +93,7 @@ int bp_reorder_put(struct bp_reorder *r, uint64_t id, zmq_msg_t *msg, int skip)
     if (id < r->next)
         return -1;
     uint64_t off = id - r->next;
-    if (off >= r->cap && (off > SIZE_MAX / 4 || grow(r, (size_t)off) != 0))
+    if (off >= r->cap && (off >= BP_REORDER_WINDOW || grow(r, (size_t)off) != 0))
         return -1;
     size_t i = (size_t)(id & (r->cap - 1));
     if (r->state[i])

@@ -37,12 +37,16 @@ struct bp_reorder {
     size_t held;
 };
 
+/* How far ahead of the next id to write a result may be held: bounds the
+ * sink's memory (and keeps 32-bit size arithmetic far from overflow). */
+#define BP_REORDER_WINDOW ((uint64_t)1 << 20)
+
 void bp_reorder_init(struct bp_reorder *r);
 void bp_reorder_free(struct bp_reorder *r);
 
 /* Files result id. msg is moved in (left empty) unless skip, which marks
- * the id as having no output. Returns 0, or -1 on an id below next or
- * out of memory. */
+ * the id as having no output. Returns 0, or -1 on an id below next, at
+ * or past next + BP_REORDER_WINDOW, already held, or out of memory. */
 int bp_reorder_put(struct bp_reorder *r, uint64_t id, zmq_msg_t *msg, int skip);
 
 /* If the result for r->next is here, moves it into msg (skip entries give

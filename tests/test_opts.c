@@ -1,0 +1,640 @@
+/* Unit tests for option parsing (bp_opts.c). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bp.h"
+
+/* A writable argv built from string literals. */
+#define MAX_ARGS 48
+struct args {
+    char buf[MAX_ARGS][160];
+    char *v[MAX_ARGS + 1];
+    int n;
+};
+
+static void mkargs(struct args *a, const char *first, ...)
+{
+    va_list ap;
+    memset(a, 0, sizeof *a);
+    va_start(ap, first);
+    for (const char *s = first; s; s = va_arg(ap, const char *)) {
+        assert_true(a->n < MAX_ARGS);
+        assert_true(strlen(s) < sizeof a->buf[0]);
+        snprintf(a->buf[a->n], sizeof a->buf[0], "%s", s);
+        a->v[a->n] = a->buf[a->n];
+        a->n++;
+    }
+    va_end(ap);
+    a->v[a->n] = NULL;
+}
+
+/* No BP_* variables unless a test passes some: the process environment
+ * must not leak in. */
+static char *const no_env[] = {NULL};
+
+static int parse(struct bp_opts *o, enum bp_role role, struct args *a, char *const envp[],
+                 int *want_version)
+{
+    memset(o, 0x5a, sizeof *o); /* defaults must be filled in, not assumed */
+    return bp_opts_parse(o, role, a->n, a->v, envp ? envp : no_env, want_version);
+}
+
+static void parse_ok(struct bp_opts *o, enum bp_role role, struct args *a, char *const envp[])
+{
+    int wv = -1;
+    int rc = parse(o, role, a, envp, &wv);
+    if (rc != BP_OK)
+        fail_msg("bp_opts_parse: %d, err: %s", rc, o->err);
+    assert_int_equal(wv, 0);
+    assert_string_equal(o->err, "");
+}
+
+/* Expects BP_EUSAGE with a one-line message containing want. */
+static void parse_bad(enum bp_role role, struct args *a, char *const envp[], const char *want)
+{
+    struct bp_opts o;
+    int rc = parse(&o, role, a, envp, NULL);
+    if (rc != BP_EUSAGE)
+        fail_msg("expected BP_EUSAGE for '%s', got %d", want, rc);
+    assert_true(strlen(o.err) > 0);
+    assert_true(strlen(o.err) < sizeof o.err);
+    assert_null(strchr(o.err, '\n'));
+    if (!strstr(o.err, want))
+        fail_msg("message '%s' does not mention '%s'", o.err, want);
+}
+
+static void check_common_defaults(const struct bp_opts *o)
+{
+    assert_int_equal(o->log_level, BP_LOG_INFO);
+    assert_int_equal(o->raw, 0);
+    assert_int_equal(o->nul, 0);
+    assert_int_equal(o->max_msg, BP_DEFAULT_MAX_MSG);
+    assert_int_equal(o->progress, -1);
+}
+
+static void t_defaults_worker(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    mkargs(&a, "worker", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    check_common_defaults(&o);
+    assert_int_equal(o.role, BP_ROLE_WORKER);
+    assert_string_equal(o.tasks, "tcp://localhost:5557");
+    assert_string_equal(o.results, "tcp://localhost:5558");
+    assert_string_equal(o.control, "tcp://localhost:5559");
+    assert_string_equal(o.transform, "upper");
+    assert_null(o.exec);
+    assert_int_equal(o.jobs, 1);
+    assert_int_equal(o.task_timeout_ms, 0);
+    assert_int_equal(o.sleep_ms, 0);
+    assert_int_equal(o.once, 0);
+    assert_int_equal(o.grace_ms, 10000);
+    assert_int_equal(o.linger_ms, 5000);
+    assert_null(o.status_file);
+
+    /* Default id: "host:pid". */
+    char host[64] = "worker";
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "worker");
+    host[sizeof host - 1] = '\0';
+    char want[BP_ID_MAX + 1];
+    snprintf(want, sizeof want, "%.40s:%ld", host, (long)getpid());
+    assert_string_equal(o.id, want);
+    assert_true(strlen(o.id) <= BP_ID_MAX);
+}
+
+static void t_defaults_ventilator(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    mkargs(&a, "ventilator", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    check_common_defaults(&o);
+    assert_int_equal(o.role, BP_ROLE_VENTILATOR);
+    assert_string_equal(o.bind, "tcp://*:5557");
+    assert_string_equal(o.sink, "tcp://localhost:5558");
+    assert_null(o.input);
+    assert_int_equal(o.wait_workers, 0);
+    assert_int_equal(o.wait_timeout_ms, 60000);
+    assert_int_equal(o.linger_ms, 10000);
+}
+
+static void t_defaults_sink(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    mkargs(&a, "sink", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+    check_common_defaults(&o);
+    assert_int_equal(o.role, BP_ROLE_SINK);
+    assert_string_equal(o.bind, "tcp://*:5558");
+    assert_string_equal(o.control_bind, "tcp://*:5559");
+    assert_null(o.output);
+    assert_int_equal(o.ordered, 0);
+    assert_int_equal(o.once, 0);
+    assert_int_equal(o.timeout_ms, 0);
+    assert_int_equal(o.count, 0);
+    assert_null(o.summary_json);
+    assert_int_equal(o.linger_ms, 2000);
+}
+
+static void t_flags_worker(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    mkargs(&a, "worker", "--tasks", "tcp://10.0.0.1:6000", "--results=ipc:///tmp/bp-results",
+           "--control", "none", "-t", "reverse", "-e", "tr a-z A-Z", "-j", "4",
+           "--task-timeout", "250ms", "--sleep", "1.5s", "--once", "--grace", "2m", "--id",
+           "pi-zero-1", "--status-file", "/tmp/st", "--max-msg-size", "64K", "--linger", "0",
+           "--raw", "-v", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_string_equal(o.tasks, "tcp://10.0.0.1:6000");
+    assert_string_equal(o.results, "ipc:///tmp/bp-results");
+    assert_null(o.control);
+    assert_string_equal(o.transform, "reverse");
+    assert_string_equal(o.exec, "tr a-z A-Z");
+    assert_int_equal(o.jobs, 4);
+    assert_int_equal(o.task_timeout_ms, 250);
+    assert_int_equal(o.sleep_ms, 1500);
+    assert_int_equal(o.once, 1);
+    assert_int_equal(o.grace_ms, 120000);
+    assert_string_equal(o.id, "pi-zero-1");
+    assert_string_equal(o.status_file, "/tmp/st");
+    assert_int_equal(o.max_msg, 65536);
+    assert_int_equal(o.linger_ms, 0);
+    assert_int_equal(o.raw, 1);
+    assert_int_equal(o.log_level, BP_LOG_DEBUG);
+
+    mkargs(&a, "worker", "-v", "-q", "--transform=lower", "--jobs=2", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.log_level, BP_LOG_ERROR); /* last one wins */
+    assert_string_equal(o.transform, "lower");
+    assert_int_equal(o.jobs, 2);
+    assert_string_equal(o.control, "tcp://localhost:5559");
+}
+
+static void t_flags_ventilator(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    mkargs(&a, "ventilator", "--bind", "tcp://*:7000", "--sink", "none", "-i", "-", "-0", "-w",
+           "3", "--wait-timeout", "0", "--progress", "--linger", "1s", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.bind, "tcp://*:7000");
+    assert_null(o.sink);
+    assert_string_equal(o.input, "-");
+    assert_int_equal(o.nul, 1);
+    assert_int_equal(o.wait_workers, 3);
+    assert_int_equal(o.wait_timeout_ms, 0);
+    assert_int_equal(o.progress, 1);
+    assert_int_equal(o.linger_ms, 1000);
+
+    mkargs(&a, "ventilator", "--progress", "--no-progress", "--sink", "tcp://sinkhost:1", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.progress, 0);
+    assert_string_equal(o.sink, "tcp://sinkhost:1");
+}
+
+static void t_flags_sink(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    mkargs(&a, "sink", "--bind", "tcp://*:7001", "--control-bind", "none", "-o", "out.txt",
+           "--null", "--ordered", "--once", "--timeout", "1.5s", "--summary-json", "s.json",
+           "--max-msg-size", "1M", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+    assert_string_equal(o.bind, "tcp://*:7001");
+    assert_null(o.control_bind);
+    assert_string_equal(o.output, "out.txt");
+    assert_int_equal(o.nul, 1);
+    assert_int_equal(o.ordered, 1);
+    assert_int_equal(o.once, 1);
+    assert_int_equal(o.timeout_ms, 1500);
+    assert_string_equal(o.summary_json, "s.json");
+    assert_int_equal(o.max_msg, 1048576);
+
+    mkargs(&a, "sink", "--raw", "--once", "--count", "7", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+    assert_int_equal(o.raw, 1);
+    assert_int_equal(o.count, 7);
+}
+
+static void t_env(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    char e1[] = "BP_JOBS=3", e2[] = "BP_ONCE=1", e3[] = "BP_TASK_TIMEOUT=1.5s",
+         e4[] = "BP_TASKS=tcp://envhost:5557", e5[] = "BP_CONTROL=none",
+         e6[] = "BP_MAX_MSG_SIZE=64K", e7[] = "BP_ORDERED=1", /* not a worker option */
+        e8[] = "BP_HELP=1", e9[] = "BP_VERSION=1", e10[] = "BP_JOBSX=9",
+         e11[] = "XBP_ID=nope";
+    char *const env[] = {e1, e2, e3, e4, e5, e6, e7, e8, e9, e10, e11, NULL};
+    mkargs(&a, "worker", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, env);
+    assert_int_equal(o.jobs, 3);
+    assert_int_equal(o.once, 1);
+    assert_int_equal(o.task_timeout_ms, 1500);
+    assert_string_equal(o.tasks, "tcp://envhost:5557");
+    assert_null(o.control);
+    assert_int_equal(o.max_msg, 65536);
+    assert_string_not_equal(o.id, "nope");
+
+    /* Flags take yes/no values from the environment. */
+    char f1[] = "BP_ONCE=no", f2[] = "BP_RAW=true", f3[] = "BP_VERBOSE=yes", f4[] = "BP_ID=envid";
+    char *const env2[] = {f1, f2, f3, f4, NULL};
+    parse_ok(&o, BP_ROLE_WORKER, &a, env2);
+    assert_int_equal(o.once, 0);
+    assert_int_equal(o.raw, 1);
+    assert_int_equal(o.log_level, BP_LOG_DEBUG);
+    assert_string_equal(o.id, "envid");
+
+    /* Sink and ventilator names. */
+    char s1[] = "BP_CONTROL_BIND=tcp://*:6001", s2[] = "BP_SUMMARY_JSON=/tmp/x.json",
+         s3[] = "BP_NULL=1", s4[] = "BP_TIMEOUT=2m";
+    char *const env3[] = {s1, s2, s3, s4, NULL};
+    mkargs(&a, "sink", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, env3);
+    assert_string_equal(o.control_bind, "tcp://*:6001");
+    assert_string_equal(o.summary_json, "/tmp/x.json");
+    assert_int_equal(o.nul, 1);
+    assert_int_equal(o.timeout_ms, 120000);
+
+    char v1[] = "BP_WAIT_WORKERS=2", v2[] = "BP_INPUT=tasks.txt", v3[] = "BP_SINK=none";
+    char *const env4[] = {v1, v2, v3, NULL};
+    mkargs(&a, "ventilator", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, env4);
+    assert_int_equal(o.wait_workers, 2);
+    assert_string_equal(o.input, "tasks.txt");
+    assert_null(o.sink);
+}
+
+static void t_env_bad(void **state)
+{
+    (void)state;
+    struct args a;
+    char e1[] = "BP_ONCE=maybe";
+    char *const env1[] = {e1, NULL};
+    mkargs(&a, "worker", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, env1, "BP_ONCE");
+    char e2[] = "BP_JOBS=many";
+    char *const env2[] = {e2, NULL};
+    parse_bad(BP_ROLE_WORKER, &a, env2, "BP_JOBS");
+    char e3[] = "BP_TASKS=localhost:5557";
+    char *const env3[] = {e3, NULL};
+    parse_bad(BP_ROLE_WORKER, &a, env3, "localhost:5557");
+}
+
+static void t_cmdline_wins(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    char e1[] = "BP_JOBS=3", e2[] = "BP_ONCE=1", e3[] = "BP_TRANSFORM=lower",
+         e4[] = "BP_TASKS=tcp://envhost:1";
+    char *const env[] = {e1, e2, e3, e4, NULL};
+    mkargs(&a, "worker", "--jobs", "5", "-t", "echo", "--tasks", "tcp://clihost:2", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, env);
+    assert_int_equal(o.jobs, 5);
+    assert_int_equal(o.once, 1); /* not overridden */
+    assert_string_equal(o.transform, "echo");
+    assert_string_equal(o.tasks, "tcp://clihost:2");
+
+    /* --option=value overrides the environment too. */
+    mkargs(&a, "worker", "--jobs=7", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, env);
+    assert_int_equal(o.jobs, 7);
+}
+
+static void t_durations(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int ms;
+    } ok[] = {
+        {"250ms", 250}, {"1.5s", 1500}, {"2m", 120000}, {"1h", 3600000},
+        {"3", 3000},    {"0", 0},       {"0.5", 500},   {"10s", 10000},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        struct args a;
+        struct bp_opts o;
+        mkargs(&a, "worker", "--task-timeout", ok[i].s, NULL);
+        parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+        if (o.task_timeout_ms != ok[i].ms)
+            fail_msg("'%s' -> %d ms, want %d", ok[i].s, o.task_timeout_ms, ok[i].ms);
+    }
+    static const char *const bad[] = {"abc", "5x", "-1s", "", "1.5sec", "ms", "99999999h"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct args a;
+        mkargs(&a, "worker", "--sleep", bad[i], NULL);
+        parse_bad(BP_ROLE_WORKER, &a, NULL, "--sleep");
+    }
+}
+
+static void t_sizes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int64_t n;
+    } ok[] = {
+        {"64K", 65536},   {"64k", 65536},      {"1M", 1048576}, {"1MiB", 1048576},
+        {"100000", 100000}, {"64", 64},        {"2048M", (int64_t)1 << 31},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        struct args a;
+        struct bp_opts o;
+        mkargs(&a, "sink", "--max-msg-size", ok[i].s, NULL);
+        parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+        if (o.max_msg != ok[i].n)
+            fail_msg("'%s' -> %lld, want %lld", ok[i].s, (long long)o.max_msg,
+                     (long long)ok[i].n);
+    }
+    static const char *const bad[] = {"63", "1.5M", "3G", "2049M", "-1K", "x", "", "10Q"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct args a;
+        mkargs(&a, "sink", "--max-msg-size", bad[i], NULL);
+        parse_bad(BP_ROLE_SINK, &a, NULL, "--max-msg-size");
+    }
+}
+
+static void t_errors(void **state)
+{
+    (void)state;
+    struct args a;
+    mkargs(&a, "worker", "--bogus", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "unknown option '--bogus'");
+    mkargs(&a, "worker", "-x", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "unknown option '-x'");
+    /* An option of another role is unknown here. */
+    mkargs(&a, "worker", "--ordered", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--ordered");
+    mkargs(&a, "sink", "--exec", "cat", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "--exec");
+    mkargs(&a, "worker", "-0", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "-0");
+
+    mkargs(&a, "worker", "--tasks", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--tasks");
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "needs a value");
+    mkargs(&a, "worker", "-j", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "needs a value");
+
+    mkargs(&a, "worker", "--tasks", "localhost:5557", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "invalid endpoint 'localhost:5557'");
+    mkargs(&a, "worker", "--results", "tcp://", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "invalid endpoint");
+    mkargs(&a, "sink", "--bind", "://x", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "invalid endpoint");
+    mkargs(&a, "ventilator", "--sink", "sinkhost:5558", NULL);
+    parse_bad(BP_ROLE_VENTILATOR, &a, NULL, "invalid endpoint");
+    mkargs(&a, "ventilator", "--bind", "none", NULL); /* bind cannot be none */
+    parse_bad(BP_ROLE_VENTILATOR, &a, NULL, "invalid endpoint");
+
+    mkargs(&a, "worker", "--jobs", "abc", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--jobs");
+    mkargs(&a, "worker", "--jobs", "1025", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--jobs");
+    mkargs(&a, "worker", "--jobs", "-1", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--jobs");
+    mkargs(&a, "worker", "--jobs", "3x", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--jobs");
+    mkargs(&a, "ventilator", "-w", "lots", NULL);
+    parse_bad(BP_ROLE_VENTILATOR, &a, NULL, "--wait-workers");
+    mkargs(&a, "sink", "--count", "-5", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "--count");
+
+    mkargs(&a, "worker", "-t", "rot13", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "unknown transform 'rot13'");
+    mkargs(&a, "worker", "--exec", "", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "empty command");
+    mkargs(&a, "worker", "--id", "", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--id");
+    mkargs(&a, "worker", "--id",
+           "0123456789012345678901234567890123456789012345678901234567890123X", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--id");
+
+    mkargs(&a, "sink", "--ordered", "--raw", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "--ordered");
+    char e1[] = "BP_RAW=1";
+    char *const env[] = {e1, NULL};
+    mkargs(&a, "sink", "--ordered", NULL);
+    parse_bad(BP_ROLE_SINK, &a, env, "--raw");
+
+    mkargs(&a, "worker", "extra", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "unexpected argument 'extra'");
+    mkargs(&a, "sink", "--once", "out.txt", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "unexpected argument 'out.txt'");
+    mkargs(&a, "ventilator", "a.txt", "b.txt", NULL);
+    parse_bad(BP_ROLE_VENTILATOR, &a, NULL, "unexpected argument 'b.txt'");
+    mkargs(&a, "ventilator", "--input", "a.txt", "b.txt", NULL);
+    parse_bad(BP_ROLE_VENTILATOR, &a, NULL, "unexpected argument 'b.txt'");
+}
+
+/* The id at the limit is accepted. */
+static void t_id_limit(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    const char *id64 = "0123456789012345678901234567890123456789012345678901234567890123";
+    assert_int_equal(strlen(id64), BP_ID_MAX);
+    mkargs(&a, "worker", "--id", id64, NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_string_equal(o.id, id64);
+}
+
+static void t_help_version(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    int wv = -1;
+    const enum bp_role roles[] = {BP_ROLE_VENTILATOR, BP_ROLE_WORKER, BP_ROLE_SINK};
+    for (size_t i = 0; i < 3; i++) {
+        mkargs(&a, "prog", "--help", NULL);
+        wv = -1;
+        assert_int_equal(parse(&o, roles[i], &a, NULL, &wv), BP_EXIT_INFO);
+        assert_int_equal(wv, 0);
+        mkargs(&a, "prog", "-h", NULL);
+        assert_int_equal(parse(&o, roles[i], &a, NULL, &wv), BP_EXIT_INFO);
+        assert_int_equal(wv, 0);
+        mkargs(&a, "prog", "--version", NULL);
+        assert_int_equal(parse(&o, roles[i], &a, NULL, &wv), BP_EXIT_INFO);
+        assert_int_equal(wv, 1);
+        mkargs(&a, "prog", "-V", NULL);
+        wv = -1;
+        assert_int_equal(parse(&o, roles[i], &a, NULL, &wv), BP_EXIT_INFO);
+        assert_int_equal(wv, 1);
+        /* want_version may be NULL */
+        assert_int_equal(parse(&o, roles[i], &a, NULL, NULL), BP_EXIT_INFO);
+        /* help wins over operands that would be errors */
+        mkargs(&a, "prog", "--help", "x", "y", NULL);
+        assert_int_equal(parse(&o, roles[i], &a, NULL, &wv), BP_EXIT_INFO);
+        assert_int_equal(wv, 0);
+
+        const char *u = bp_usage(roles[i]);
+        assert_non_null(u);
+        assert_non_null(strstr(u, "Usage:"));
+        assert_non_null(strstr(u, "--help"));
+    }
+    /* BP_HELP / BP_VERSION in the environment do nothing. */
+    char e1[] = "BP_HELP=1", e2[] = "BP_VERSION=1";
+    char *const env[] = {e1, e2, NULL};
+    mkargs(&a, "worker", NULL);
+    assert_int_equal(parse(&o, BP_ROLE_WORKER, &a, env, &wv), BP_OK);
+    assert_int_equal(wv, 0);
+}
+
+static void t_version_format(void **state)
+{
+    (void)state;
+    char buf[256];
+    int n = bp_version_format(buf, sizeof buf, "worker");
+    assert_true(n > 0);
+    assert_int_equal((size_t)n, strlen(buf));
+    assert_true(strncmp(buf, "worker (boardpipe) ", 19) == 0);
+    assert_non_null(strstr(buf, "\nlibzmq "));
+    assert_non_null(strstr(buf, "\ntarget "));
+    char tiny[8];
+    assert_int_equal(bp_version_format(tiny, sizeof tiny, "worker"), -1);
+}
+
+static void t_ventilator_file(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    mkargs(&a, "ventilator", "tasks.txt", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.input, "tasks.txt");
+
+    mkargs(&a, "ventilator", "-w", "2", "-", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.input, "-");
+    assert_int_equal(o.wait_workers, 2);
+
+    /* Operand before options (GNU argument order). */
+    mkargs(&a, "ventilator", "tasks.txt", "--bind", "tcp://*:9000", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.input, "tasks.txt");
+    assert_string_equal(o.bind, "tcp://*:9000");
+
+    /* "--" ends the options. */
+    mkargs(&a, "ventilator", "--", "-odd-name", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.input, "-odd-name");
+}
+
+/* The FILE operand is part of the command line, so it beats BP_INPUT. */
+static void t_ventilator_file_over_env(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    char e1[] = "BP_INPUT=from-env.txt";
+    char *const env[] = {e1, NULL};
+    mkargs(&a, "ventilator", "from-cli.txt", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, env);
+    assert_string_equal(o.input, "from-cli.txt");
+}
+
+static void t_jobs_zero(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    mkargs(&a, "worker", "--jobs", "0", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_true(o.jobs >= 1);
+    assert_true(o.jobs <= 1024);
+    if (ncpu > 0 && ncpu <= 1024)
+        assert_int_equal(o.jobs, ncpu);
+
+    char e1[] = "BP_JOBS=0";
+    char *const env[] = {e1, NULL};
+    mkargs(&a, "worker", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, env);
+    assert_true(o.jobs >= 1);
+}
+
+/* getopt state is reset on every call: a parse that stopped early (error)
+ * does not disturb the next one. */
+static void t_repeat(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    for (int i = 0; i < 3; i++) {
+        mkargs(&a, "worker", "-j", "2", "--bogus", "-t", "echo", NULL);
+        parse_bad(BP_ROLE_WORKER, &a, NULL, "--bogus");
+        mkargs(&a, "worker", "-j3", "-techo", NULL);
+        parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+        assert_int_equal(o.jobs, 3);
+        assert_string_equal(o.transform, "echo");
+        mkargs(&a, "worker", "-x", NULL);
+        parse_bad(BP_ROLE_WORKER, &a, NULL, "-x");
+        mkargs(&a, "sink", "-o", "f", NULL);
+        parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+        assert_string_equal(o.output, "f");
+    }
+}
+
+static void t_strerror(void **state)
+{
+    (void)state;
+    for (int e = BP_OK; e <= BP_EXIT_INFO; e++) {
+        assert_non_null(bp_strerror(e));
+        assert_true(strlen(bp_strerror(e)) > 0);
+    }
+    assert_int_equal(bp_exit_code(BP_OK), 0);
+    assert_int_equal(bp_exit_code(BP_EXIT_INFO), 0);
+    assert_int_equal(bp_exit_code(BP_EUSAGE), 2);
+    assert_int_equal(bp_exit_code(BP_EIO), 1);
+    assert_int_equal(bp_exit_code(BP_EFAILED), 3);
+    assert_int_equal(bp_exit_code(BP_EINCOMPLETE), 4);
+    assert_int_equal(bp_exit_code(BP_EINTR), 130);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(t_defaults_worker),
+        cmocka_unit_test(t_defaults_ventilator),
+        cmocka_unit_test(t_defaults_sink),
+        cmocka_unit_test(t_flags_worker),
+        cmocka_unit_test(t_flags_ventilator),
+        cmocka_unit_test(t_flags_sink),
+        cmocka_unit_test(t_env),
+        cmocka_unit_test(t_env_bad),
+        cmocka_unit_test(t_cmdline_wins),
+        cmocka_unit_test(t_durations),
+        cmocka_unit_test(t_sizes),
+        cmocka_unit_test(t_errors),
+        cmocka_unit_test(t_id_limit),
+        cmocka_unit_test(t_help_version),
+        cmocka_unit_test(t_version_format),
+        cmocka_unit_test(t_ventilator_file),
+        cmocka_unit_test(t_ventilator_file_over_env),
+        cmocka_unit_test(t_jobs_zero),
+        cmocka_unit_test(t_repeat),
+        cmocka_unit_test(t_strerror),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

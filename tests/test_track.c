@@ -1,0 +1,427 @@
+/* Unit tests for task tracking: the id set and the reorder buffer
+ * (bp_track.c). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "bp_track.h"
+
+/* ---- bp_idset ---------------------------------------------------------- */
+
+static void t_idset_basic(void **state)
+{
+    (void)state;
+    struct bp_idset s;
+    bp_idset_init(&s);
+    assert_int_equal(bp_idset_has(&s, 0), 0);
+    assert_int_equal(bp_idset_has(&s, 12345), 0);
+    assert_int_equal(bp_idset_add(&s, 0), 1);
+    assert_int_equal(bp_idset_add(&s, 63), 1);
+    assert_int_equal(bp_idset_add(&s, 64), 1);
+    assert_int_equal(bp_idset_has(&s, 0), 1);
+    assert_int_equal(bp_idset_has(&s, 1), 0);
+    assert_int_equal(bp_idset_has(&s, 62), 0);
+    assert_int_equal(bp_idset_has(&s, 63), 1);
+    assert_int_equal(bp_idset_has(&s, 64), 1);
+    assert_int_equal(bp_idset_has(&s, 65), 0);
+    bp_idset_free(&s);
+    assert_int_equal(bp_idset_has(&s, 0), 0);
+    bp_idset_free(&s);
+}
+
+static void t_idset_dup(void **state)
+{
+    (void)state;
+    struct bp_idset s;
+    bp_idset_init(&s);
+    assert_int_equal(bp_idset_add(&s, 7), 1);
+    assert_int_equal(bp_idset_add(&s, 7), 0);
+    assert_int_equal(bp_idset_add(&s, 7), 0);
+    assert_int_equal(bp_idset_has(&s, 7), 1);
+    bp_idset_free(&s);
+}
+
+static void t_idset_grow(void **state)
+{
+    (void)state;
+    struct bp_idset s;
+    bp_idset_init(&s);
+    /* Sparse ids far apart force several growths; earlier bits survive. */
+    const uint64_t ids[] = {5, 1023, 1024, 5000, 100000, 1000003};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        assert_int_equal(bp_idset_add(&s, ids[i]), 1);
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        assert_int_equal(bp_idset_has(&s, ids[i]), 1);
+        assert_int_equal(bp_idset_add(&s, ids[i]), 0);
+        assert_int_equal(bp_idset_has(&s, ids[i] - 1), ids[i] == 1024);
+    }
+    int count = 0;
+    for (uint64_t id = 0; id < 1000010; id++)
+        count += bp_idset_has(&s, id);
+    assert_int_equal(count, 6);
+    /* Dense run. */
+    for (uint64_t id = 2000000; id < 2010000; id++)
+        assert_int_equal(bp_idset_add(&s, id), 1);
+    for (uint64_t id = 2000000; id < 2010000; id++)
+        assert_int_equal(bp_idset_has(&s, id), 1);
+    assert_int_equal(bp_idset_has(&s, 1999999), 0);
+    assert_int_equal(bp_idset_has(&s, 2010000), 0);
+    bp_idset_free(&s);
+}
+
+static void t_idset_limit(void **state)
+{
+    (void)state;
+    struct bp_idset s;
+    bp_idset_init(&s);
+    assert_int_equal(bp_idset_add(&s, BP_IDSET_LIMIT), -1);
+    assert_int_equal(bp_idset_add(&s, BP_IDSET_LIMIT + 1), -1);
+    assert_int_equal(bp_idset_add(&s, UINT64_MAX), -1);
+    assert_int_equal(bp_idset_has(&s, BP_IDSET_LIMIT), 0);
+    assert_int_equal(bp_idset_has(&s, UINT64_MAX), 0);
+    /* Refused ids allocate nothing. */
+    assert_null(s.bits);
+    assert_int_equal(s.words, 0);
+    bp_idset_free(&s);
+}
+
+/* ---- bp_reorder -------------------------------------------------------- */
+
+/* Messages over libzmq's inline size (33 bytes) are heap-allocated, so a
+ * leaked one shows up under ASan. */
+static void make_msg(zmq_msg_t *m, uint64_t id)
+{
+    char text[80];
+    int n = snprintf(text, sizeof text, "result %llu padded to be heap-allocated by libzmq....",
+                     (unsigned long long)id);
+    assert_true(n > 40);
+    assert_int_equal(zmq_msg_init_size(m, (size_t)n), 0);
+    memcpy(zmq_msg_data(m), text, (size_t)n);
+}
+
+static void check_msg(zmq_msg_t *m, uint64_t id)
+{
+    char text[80];
+    int n = snprintf(text, sizeof text, "result %llu padded to be heap-allocated by libzmq....",
+                     (unsigned long long)id);
+    assert_int_equal(zmq_msg_size(m), (size_t)n);
+    assert_memory_equal(zmq_msg_data(m), text, (size_t)n);
+}
+
+static void put_ok(struct bp_reorder *r, uint64_t id)
+{
+    zmq_msg_t m;
+    make_msg(&m, id);
+    assert_int_equal(bp_reorder_put(r, id, &m, 0), 0);
+    assert_int_equal(zmq_msg_size(&m), 0); /* moved out */
+    zmq_msg_close(&m);
+}
+
+static void pop_expect(struct bp_reorder *r, uint64_t id)
+{
+    zmq_msg_t m;
+    int skip = -1;
+    zmq_msg_init(&m);
+    assert_int_equal(bp_reorder_pop(r, &m, &skip), 1);
+    assert_int_equal(skip, 0);
+    check_msg(&m, id);
+    zmq_msg_close(&m);
+}
+
+static void pop_expect_skip(struct bp_reorder *r)
+{
+    zmq_msg_t m;
+    int skip = -1;
+    zmq_msg_init(&m);
+    assert_int_equal(bp_reorder_pop(r, &m, &skip), 1);
+    assert_int_equal(skip, 1);
+    assert_int_equal(zmq_msg_size(&m), 0);
+    zmq_msg_close(&m);
+}
+
+static void pop_none(struct bp_reorder *r)
+{
+    zmq_msg_t m;
+    int skip = -1;
+    zmq_msg_init(&m);
+    assert_int_equal(bp_reorder_pop(r, &m, &skip), 0);
+    zmq_msg_close(&m);
+}
+
+static void t_reorder_empty(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    pop_none(&r);
+    assert_int_equal(r.next, 0);
+    bp_reorder_free(&r);
+}
+
+static void t_reorder_in_order(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    for (uint64_t id = 0; id < 200; id++) {
+        put_ok(&r, id);
+        assert_int_equal(r.held, 1);
+        pop_expect(&r, id);
+        assert_int_equal(r.held, 0);
+        pop_none(&r);
+    }
+    assert_int_equal(r.next, 200);
+    bp_reorder_free(&r);
+}
+
+static void t_reorder_out_of_order(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    put_ok(&r, 2);
+    put_ok(&r, 1);
+    pop_none(&r); /* 0 missing */
+    assert_int_equal(r.held, 2);
+    put_ok(&r, 4);
+    put_ok(&r, 0);
+    pop_expect(&r, 0);
+    pop_expect(&r, 1);
+    pop_expect(&r, 2);
+    pop_none(&r); /* 3 missing */
+    assert_int_equal(r.next, 3);
+    put_ok(&r, 3);
+    pop_expect(&r, 3);
+    pop_expect(&r, 4);
+    pop_none(&r);
+    assert_int_equal(r.held, 0);
+    bp_reorder_free(&r);
+}
+
+static void t_reorder_skip(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    zmq_msg_t keep;
+    make_msg(&keep, 99);
+    /* A skip entry leaves msg alone. */
+    assert_int_equal(bp_reorder_put(&r, 1, &keep, 1), 0);
+    check_msg(&keep, 99);
+    zmq_msg_close(&keep);
+    put_ok(&r, 2);
+    put_ok(&r, 0);
+    pop_expect(&r, 0);
+    pop_expect_skip(&r);
+    pop_expect(&r, 2);
+    pop_none(&r);
+    /* Double put of a skip, and skip over a held result. */
+    make_msg(&keep, 3);
+    assert_int_equal(bp_reorder_put(&r, 3, &keep, 1), 0);
+    assert_int_equal(bp_reorder_put(&r, 3, &keep, 1), -1);
+    assert_int_equal(bp_reorder_put(&r, 3, &keep, 0), -1);
+    check_msg(&keep, 3); /* a refused put does not take the message */
+    zmq_msg_close(&keep);
+    pop_expect_skip(&r);
+    assert_int_equal(r.held, 0);
+    bp_reorder_free(&r);
+}
+
+static void t_reorder_below_next(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    put_ok(&r, 0);
+    put_ok(&r, 1);
+    pop_expect(&r, 0);
+    pop_expect(&r, 1);
+    zmq_msg_t m;
+    make_msg(&m, 0);
+    assert_int_equal(bp_reorder_put(&r, 0, &m, 0), -1);
+    assert_int_equal(bp_reorder_put(&r, 1, &m, 0), -1);
+    assert_int_equal(bp_reorder_put(&r, 1, &m, 1), -1);
+    check_msg(&m, 0);
+    zmq_msg_close(&m);
+    assert_int_equal(r.held, 0);
+    bp_reorder_free(&r);
+}
+
+static void t_reorder_double_put(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    put_ok(&r, 5);
+    zmq_msg_t m;
+    make_msg(&m, 5);
+    assert_int_equal(bp_reorder_put(&r, 5, &m, 0), -1);
+    check_msg(&m, 5); /* still ours */
+    zmq_msg_close(&m);
+    assert_int_equal(r.held, 1);
+    for (uint64_t id = 0; id < 5; id++)
+        put_ok(&r, id);
+    for (uint64_t id = 0; id <= 5; id++)
+        pop_expect(&r, id);
+    pop_none(&r);
+    bp_reorder_free(&r);
+}
+
+static void t_reorder_grow_reverse(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    for (uint64_t i = 0; i < 1000; i++) {
+        uint64_t id = 999 - i;
+        put_ok(&r, id);
+        if (id)
+            pop_none(&r);
+    }
+    assert_int_equal(r.held, 1000);
+    assert_true(r.cap >= 1000);
+    assert_int_equal(r.cap & (r.cap - 1), 0); /* power of two */
+    for (uint64_t id = 0; id < 1000; id++)
+        pop_expect(&r, id);
+    pop_none(&r);
+    assert_int_equal(r.held, 0);
+    assert_int_equal(r.next, 1000);
+    bp_reorder_free(&r);
+}
+
+/* Growth while the ring has wrapped: entries must be re-seated at their
+ * new positions. */
+static void t_reorder_grow_wrapped(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    for (uint64_t id = 0; id < 50; id++) {
+        put_ok(&r, id);
+        pop_expect(&r, id);
+    }
+    size_t cap0 = r.cap;
+    assert_true(cap0 > 0);
+    /* Fill next+1 .. next+cap0-1 (wraps the ring), leave next open. */
+    uint64_t next = r.next;
+    for (uint64_t id = next + 1; id < next + cap0; id++) {
+        if (id % 7 == 0) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            assert_int_equal(bp_reorder_put(&r, id, &m, 1), 0);
+            zmq_msg_close(&m);
+        } else {
+            put_ok(&r, id);
+        }
+    }
+    assert_int_equal(r.cap, cap0);
+    /* Far ahead: grows. */
+    uint64_t far = next + 5 * cap0 + 3;
+    put_ok(&r, far);
+    assert_true(r.cap > cap0);
+    pop_none(&r);
+    put_ok(&r, next);
+    for (uint64_t id = next; id < next + cap0; id++) {
+        if (id % 7 == 0 && id != next)
+            pop_expect_skip(&r);
+        else
+            pop_expect(&r, id);
+    }
+    pop_none(&r);
+    for (uint64_t id = next + cap0; id < far; id++)
+        put_ok(&r, id);
+    for (uint64_t id = next + cap0; id <= far; id++)
+        pop_expect(&r, id);
+    pop_none(&r);
+    assert_int_equal(r.held, 0);
+    bp_reorder_free(&r);
+}
+
+/* Results still held at free time are released (ASan checks). */
+static void t_reorder_free_held(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    for (uint64_t id = 1; id < 300; id += 2)
+        put_ok(&r, id);
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    assert_int_equal(bp_reorder_put(&r, 400, &m, 1), 0);
+    zmq_msg_close(&m);
+    bp_reorder_free(&r);
+    assert_int_equal(r.cap, 0);
+    assert_int_equal(r.held, 0);
+    assert_null(r.msgs);
+    bp_reorder_free(&r);
+}
+
+/* An absurd id is refused, not allocated. */
+static void t_reorder_huge_id(void **state)
+{
+    (void)state;
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    zmq_msg_t m;
+    make_msg(&m, 1);
+    assert_int_equal(bp_reorder_put(&r, UINT64_MAX, &m, 0), -1);
+    check_msg(&m, 1);
+    zmq_msg_close(&m);
+    bp_reorder_free(&r);
+}
+
+/* A garbage id far ahead (a task id up to 2^32 reaches the reorder buffer
+ * before the batch size is known). On 32-bit targets the slot array of
+ * 2^26 zmq_msg_t (64 bytes each) is 2^32 bytes: the size computation must
+ * not wrap. The put may fail; it must not corrupt memory, and if it
+ * succeeds the entry must come out intact. */
+static void t_reorder_far_id_32bit(void **state)
+{
+    (void)state;
+    /* An id past the window is refused (and the message left with the
+     * caller) on every target; on 32-bit this once overflowed malloc. */
+    struct bp_reorder r;
+    bp_reorder_init(&r);
+    put_ok(&r, 0);
+    put_ok(&r, 2);
+    const uint64_t far = BP_REORDER_WINDOW + 1;
+    zmq_msg_t m;
+    make_msg(&m, far);
+    assert_int_equal(bp_reorder_put(&r, far, &m, 0), -1);
+    check_msg(&m, far);
+    zmq_msg_close(&m);
+    pop_expect(&r, 0);
+    pop_none(&r);
+    put_ok(&r, 1);
+    pop_expect(&r, 1);
+    pop_expect(&r, 2);
+    pop_none(&r);
+    bp_reorder_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(t_idset_basic),
+        cmocka_unit_test(t_idset_dup),
+        cmocka_unit_test(t_idset_grow),
+        cmocka_unit_test(t_idset_limit),
+        cmocka_unit_test(t_reorder_empty),
+        cmocka_unit_test(t_reorder_in_order),
+        cmocka_unit_test(t_reorder_out_of_order),
+        cmocka_unit_test(t_reorder_skip),
+        cmocka_unit_test(t_reorder_below_next),
+        cmocka_unit_test(t_reorder_double_put),
+        cmocka_unit_test(t_reorder_grow_reverse),
+        cmocka_unit_test(t_reorder_grow_wrapped),
+        cmocka_unit_test(t_reorder_free_held),
+        cmocka_unit_test(t_reorder_huge_id),
+        cmocka_unit_test(t_reorder_far_id_32bit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
