@@ -1,7 +1,7 @@
 # Unit tests: one cmocka executable per library module. Included from
 # tests/CMakeLists.txt. Registered as add_test(NAME x COMMAND <target>) so
 # CTest runs cross builds under CMAKE_CROSSCOMPILING_EMULATOR (qemu-user).
-set(BP_UNIT_MODULES frame opts transform stats track input exec)
+set(BP_UNIT_MODULES frame opts transform stats track input exec sock)
 
 foreach(m IN LISTS BP_UNIT_MODULES)
   add_executable(test_${m} ${CMAKE_CURRENT_LIST_DIR}/test_${m}.c)
