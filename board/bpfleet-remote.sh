@@ -266,7 +266,10 @@ status)
 logs)
     n=${1:-50}
     case $(installed_mode) in
-    systemd) $SUDO journalctl -u "$UNIT" -n "$n" --no-pager 2>&1 ;;
+    systemd)
+        journalctl -u "$UNIT" -n "$n" --no-pager 2>/dev/null ||
+            $SUDO journalctl -u "$UNIT" -n "$n" --no-pager 2>&1
+        ;;
     supervise) tail -n "$n" "$P/log/worker.log" 2>/dev/null || echo "(no log yet)" ;;
     *) rc=4 die "not deployed under $P" ;;
     esac

@@ -25,7 +25,6 @@ NS=()
 SSHD_PIDFILES=()
 BINFMT_REGISTERED=()
 BINFMT_MOUNTED=0
-RUNSSHD_CREATED=0
 BRIDGE=
 HOST_PIDS=()
 PASSED=0
@@ -43,6 +42,12 @@ check() { # check DESCRIPTION COMMAND...
 fatal() {
     bad "$*"
     exit 1
+}
+# Every step below is bounded by timeouts; this keeps their sum within the
+# budget (CTest's TIMEOUT kills without a chance to clean up).
+BUDGET=${BP_FLEET_BUDGET:-300}
+deadline() {
+    [ $(($(date +%s) - T0)) -lt "$BUDGET" ] || fatal "over the ${BUDGET}s budget before: $*"
 }
 
 # ------------------------------------------------------------- cleanup
@@ -70,8 +75,14 @@ cleanup() {
         for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
     done
     for p in "${HOST_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for e in 0 1 2; do ip link del "${ID}h$e" 2>/dev/null; done
     for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
     [ -n "$BRIDGE" ] && ip link del "$BRIDGE" 2>/dev/null
+    # veth ends in deleted namespaces go away asynchronously.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        ip -o link show 2>/dev/null | grep -q ": $ID" || break
+        sleep 0.3
+    done
     for e in "${BINFMT_REGISTERED[@]}"; do
         [ -e "/proc/sys/fs/binfmt_misc/$e" ] && echo -1 >"/proc/sys/fs/binfmt_misc/$e"
     done
@@ -82,7 +93,8 @@ cleanup() {
         done
         [ "$others" = 0 ] && umount /proc/sys/fs/binfmt_misc
     fi
-    [ "$RUNSSHD_CREATED" = 1 ] && rmdir /run/sshd 2>/dev/null
+    # /run/sshd (sshd's privilege separation directory, on tmpfs) stays:
+    # another run's or the system's sshd may need it by now.
     if [ -n "$TMP" ]; then
         if [ "${BP_FLEET_KEEP:-0}" = 1 ]; then
             echo "kept $TMP"
@@ -125,10 +137,42 @@ for f in aarch64-musl/bin/worker armv7-musl/bin/worker armv6-musl/bin/worker \
 done
 VENT=$BUILD/x86_64-musl/bin/ventilator
 SINK=$BUILD/x86_64-musl/bin/sink
-if ! "$QEMU_AARCH64" "$BUILD/aarch64-musl/bin/worker" --help 2>&1 | grep -q -- '--exec'; then
-    skip "the built worker has no --exec yet (binaries predate the pipeline: rebuild)"
-fi
+for f in aarch64-musl:"$QEMU_AARCH64" armv7-musl:"$QEMU_ARM" armv6-musl:"$QEMU_ARM" x86_64-musl:; do
+    if ! ${f#*:} "$BUILD/${f%%:*}/bin/worker" --help 2>&1 | grep -q -- '--exec'; then
+        skip "$BUILD/${f%%:*}/bin/worker has no --exec (built before the pipeline: rebuild it)"
+    fi
+done
 [ -x "$BPFLEET" ] || fatal "no $BPFLEET"
+
+# Leftovers of runs that were killed (SIGKILL leaves no chance to clean
+# up): namespaces, links and binfmt entries named bpf<pid> of a dead pid.
+reap_stale() {
+    local n pid p
+    for n in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E '^bpf[0-9]+b[0-9]+$'); do
+        pid=${n#bpf}
+        pid=${pid%b*}
+        [ -d "/proc/$pid" ] && continue
+        echo "removing stale namespace $n"
+        for p in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+        ip netns del "$n" 2>/dev/null
+    done
+    for n in $(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | sed 's/@.*//' | grep -E '^bpf[0-9]+(br|h[0-9]+)$'); do
+        pid=${n#bpf}
+        pid=${pid%%[bh]*}
+        [ -d "/proc/$pid" ] && continue
+        echo "removing stale link $n"
+        ip link del "$n" 2>/dev/null
+    done
+    for n in /proc/sys/fs/binfmt_misc/bpf[0-9]*-*; do
+        [ -e "$n" ] || continue
+        pid=${n##*/bpf}
+        pid=${pid%%-*}
+        [ -d "/proc/$pid" ] && continue
+        echo "removing stale binfmt_misc entry ${n##*/}"
+        echo -1 >"$n"
+    done
+}
+reap_stale
 
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -201,15 +245,25 @@ magic_aarch64='\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\
 magic_arm='\x7f\x45\x4c\x46\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00'
 MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
 for arch in aarch64 arm; do
-    if [ $arch = aarch64 ]; then probe=$BUILD/aarch64-musl/bin/worker; else probe=$BUILD/armv7-musl/bin/worker; fi
-    # Reuse a registration that already works (e.g. Debian's qemu-user-static
-    # with binfmt-support); never touch it.
-    if ip netns exec "${NS[0]}" "$probe" --version >/dev/null 2>&1; then
-        log "binfmt_misc: $arch binaries already run, reusing the existing registration"
-        continue
-    fi
     magic=$magic_aarch64
     [ $arch = arm ] && magic=$magic_arm
+    # Reuse an enabled registration for the same ELF magic that is not
+    # another test run's (e.g. Debian's qemu-user-static + binfmt-support);
+    # never touch it. Another run's bpf* entry may vanish under us: register
+    # our own then.
+    hex=$(printf '%s' "$magic" | sed 's/\\x//g')
+    reuse=
+    for e in /proc/sys/fs/binfmt_misc/*; do
+        case ${e##*/} in register | status | bpf[0-9]*) continue ;; esac
+        if grep -qx enabled "$e" 2>/dev/null && grep -qx "magic $hex" "$e" 2>/dev/null; then
+            reuse=${e##*/}
+            break
+        fi
+    done
+    if [ -n "$reuse" ]; then
+        log "binfmt_misc: reusing the existing '$reuse' registration for $arch"
+        continue
+    fi
     entry=$ID-$arch
     interp=$QEMU_AARCH64
     [ $arch = arm ] && interp=$QEMU_ARM
@@ -230,7 +284,6 @@ done
 # ------------------------------------------------------------- sshd per board
 if [ ! -d /run/sshd ]; then
     mkdir -p /run/sshd && chmod 755 /run/sshd
-    RUNSSHD_CREATED=1
 fi
 ssh-keygen -q -t ed25519 -N '' -C "$ID-client" -f "$TMP/client_key" || fatal "ssh-keygen"
 cp "$TMP/client_key.pub" "$TMP/authorized_keys"
@@ -278,8 +331,9 @@ Host *
 EOF
 for i in 0 1 2; do
     up=0
-    for _ in $(seq 1 50); do
-        if timeout 10 ssh -F "$TMP/ssh_config" "root@${IPS[$i]}" true </dev/null 2>/dev/null; then
+    t_end=$(($(date +%s) + 20))
+    while [ "$(date +%s)" -lt $t_end ]; do
+        if timeout 5 ssh -F "$TMP/ssh_config" -o ConnectTimeout=2 "root@${IPS[$i]}" true </dev/null 2>/dev/null; then
             up=1
             break
         fi
@@ -323,7 +377,7 @@ INV=$TMP/inventory
     done
 } >"$INV"
 fleet() {
-    timeout 240 "$BPFLEET" -i "$INV" -F "$TMP/ssh_config" --build-root "$BUILD" \
+    timeout 120 "$BPFLEET" -i "$INV" -F "$TMP/ssh_config" --build-root "$BUILD" \
         --tasks "$TASKS_EP" --results "$RESULTS_EP" --control "$CONTROL_EP" \
         --timeout 60 --connect-timeout 5 "$@"
 }
@@ -332,6 +386,7 @@ fleet_ok() {
     local what=$1
     shift
     local rc=0
+    deadline "bpfleet $*"
     log "bpfleet $* ($what)"
     OUT=$(fleet "$@" 2>&1) || rc=$?
     printf '%s\n' "$OUT" | sed 's/^/    /'
@@ -340,7 +395,6 @@ fleet_ok() {
 board_line() { grep -E "^$1 " <<<"$OUT" | head -n 1; }
 
 # ------------------------------------------------------------- deploy
-log "bpfleet deploy"
 fleet_ok deploy deploy
 check "deploy: exit 0" [ "$FLEET_RC" = 0 ]
 for i in 0 1 2; do
@@ -361,7 +415,6 @@ for i in 0 1 2; do
     check "deploy: $b got the ${PROFILES[$i]} binary" [ "$want" = "$got" ]
 done
 
-log "bpfleet deploy (again: must change nothing)"
 before=$(find "$TMP/boards" -type f -exec sha256sum {} + | sort; find "$TMP/boards" -printf '%p %T@\n' | sort)
 fleet_ok deploy2 deploy
 after=$(find "$TMP/boards" -type f -exec sha256sum {} + | sort; find "$TMP/boards" -printf '%p %T@\n' | sort)
@@ -394,17 +447,18 @@ PY
 run_batch() {
     local name=$1 n=$2 boards=$3 nboards
     nboards=$(tr ',' '\n' <<<"$boards" | wc -l)
+    deadline "$name"
     seq -f "task-%04g-of-$name" 1 "$n" >"$TMP/$name.tasks"
-    timeout 150 "$SINK" --bind "$RESULTS_EP" --control-bind "$CONTROL_EP" --once \
-        --output "$TMP/$name.out" --timeout 60 --summary-json "$TMP/$name.json" \
+    timeout 100 "$SINK" --bind "$RESULTS_EP" --control-bind "$CONTROL_EP" --once \
+        --output "$TMP/$name.out" --timeout 30 --summary-json "$TMP/$name.json" \
         >"$TMP/$name.sink.log" 2>&1 &
     local sink=$!
     HOST_PIDS+=("$sink")
     sleep 0.5
     local t1 vrc=0 src=0
     t1=$(date +%s.%N)
-    timeout 120 "$VENT" --bind "$TASKS_EP" --sink "$RESULTS_EP" --input "$TMP/$name.tasks" \
-        --wait-workers "$nboards" --wait-timeout 60 >"$TMP/$name.vent.log" 2>&1 || vrc=$?
+    timeout 90 "$VENT" --bind "$TASKS_EP" --sink "$RESULTS_EP" --input "$TMP/$name.tasks" \
+        --wait-workers "$nboards" --wait-timeout 30 >"$TMP/$name.vent.log" 2>&1 || vrc=$?
     wait "$sink" || src=$?
     log "$name: ventilator exit $vrc, sink exit $src, $(python3 -c "import time,sys; print(round(time.time()-float(sys.argv[1]),1))" "$t1") s"
     check "$name: ventilator exit 0" [ "$vrc" = 0 ]
@@ -421,7 +475,6 @@ run_batch() {
     check "$name: output holds each upper-cased task exactly once" [ "$want" = "$got" ]
 }
 
-log "start sink, bpfleet start"
 fleet_ok start start
 check "start: exit 0" [ "$FLEET_RC" = 0 ]
 fleet_ok status status
@@ -499,7 +552,6 @@ fleet_ok logs logs -n 5
 check "logs: exit 0 with each board's log" [ "$FLEET_RC" = 0 -a "$(grep -c '^  | ' <<<"$OUT")" -ge 3 ]
 
 # ------------------------------------------------------------- stop, undeploy
-log "bpfleet stop"
 fleet_ok stop stop
 check "stop: exit 0" [ "$FLEET_RC" = 0 ]
 left=0
@@ -510,7 +562,6 @@ for i in 0 1 2; do
 done
 check "stop: nothing but sshd left running on the boards" [ $left = 0 ]
 
-log "bpfleet undeploy"
 fleet_ok undeploy undeploy
 check "undeploy: exit 0" [ "$FLEET_RC" = 0 ]
 for b in "${BOARDS[@]}"; do
@@ -519,5 +570,16 @@ for b in "${BOARDS[@]}"; do
 done
 fleet_ok undeploy2 undeploy
 check "undeploy twice: exit 0, not deployed" [ "$FLEET_RC" = 0 -a "$(grep -c 'not deployed' <<<"$OUT")" = 3 ]
+
+# One board by name, files sent over plain ssh (boards without scp/sftp).
+fleet_ok deploy-ssh --copy ssh deploy "${BOARDS[2]}"
+check "deploy --copy ssh ${BOARDS[2]} alone: exit 0, verified" \
+    [ "$FLEET_RC" = 0 -a "$(grep -c 'OK *deployed.*verified' <<<"$OUT")" = 1 ]
+want=$(sha256sum "$BUILD/armv6-musl/bin/worker" | cut -d' ' -f1)
+got=$(sha256sum "$TMP/boards/${BOARDS[2]}/opt/boardpipe/bin/worker" 2>/dev/null | cut -d' ' -f1)
+check "deploy --copy ssh: ${BOARDS[2]} got the armv6 binary, the others nothing" \
+    [ "$want" = "$got" -a -z "$(find "$TMP/boards/${BOARDS[0]}" "$TMP/boards/${BOARDS[1]}" -mindepth 1)" ]
+fleet_ok undeploy3 undeploy "${BOARDS[2]}"
+check "undeploy ${BOARDS[2]}: nothing left" [ "$FLEET_RC" = 0 -a -z "$(find "$TMP/boards/${BOARDS[2]}" -mindepth 1)" ]
 
 exit 0
