@@ -37,6 +37,14 @@ static int setint(void *s, int opt, int v)
 void *bp_sock_open(void *ctx, int type, const char *endpoint, int bind,
                    const struct bp_sockcfg *cfg, char *err, size_t errlen)
 {
+    void *s = bp_sock_new(ctx, type, cfg, err, errlen);
+    if (s && bp_sock_attach(&s, endpoint, bind, err, errlen) != BP_OK)
+        return NULL;
+    return s;
+}
+
+void *bp_sock_new(void *ctx, int type, const struct bp_sockcfg *cfg, char *err, size_t errlen)
+{
     void *s = zmq_socket(ctx, type);
     if (!s) {
         snprintf(err, errlen, "cannot create socket: %s", zmq_strerror(errno));
@@ -59,7 +67,13 @@ void *bp_sock_open(void *ctx, int type, const char *endpoint, int bind,
         zmq_close(s);
         return NULL;
     }
-    rc = bind ? zmq_bind(s, endpoint) : zmq_connect(s, endpoint);
+    return s;
+}
+
+int bp_sock_attach(void **sock, const char *endpoint, int bind, char *err, size_t errlen)
+{
+    void *s = *sock;
+    int rc = bind ? zmq_bind(s, endpoint) : zmq_connect(s, endpoint);
     if (rc != 0) {
         int e = errno;
         const char *why = zmq_strerror(e);
@@ -68,10 +82,10 @@ void *bp_sock_open(void *ctx, int type, const char *endpoint, int bind,
         else if (e == EPROTONOSUPPORT)
             why = "unsupported transport";
         snprintf(err, errlen, "cannot %s %s: %s", bind ? "bind" : "connect", endpoint, why);
-        zmq_close(s);
-        return NULL;
+        bp_sock_close(sock);
+        return BP_EZMQ;
     }
-    return s;
+    return BP_OK;
 }
 
 void bp_sock_close(void **sock)

@@ -28,6 +28,12 @@ void *bp_ctx_new(void);
 void *bp_sock_open(void *ctx, int type, const char *endpoint, int bind,
                    const struct bp_sockcfg *cfg, char *err, size_t errlen);
 
+/* The two halves of bp_sock_open(), for callers that must act between
+ * them (e.g. start a monitor before any peer can connect). bp_sock_attach
+ * closes the socket and sets *sock to NULL on failure. */
+void *bp_sock_new(void *ctx, int type, const struct bp_sockcfg *cfg, char *err, size_t errlen);
+int bp_sock_attach(void **sock, const char *endpoint, int bind, char *err, size_t errlen);
+
 /* Closes *sock (if not NULL) and sets it to NULL. */
 void bp_sock_close(void **sock);
 

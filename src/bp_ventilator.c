@@ -210,10 +210,11 @@ static int send_all(struct vent *v, uint64_t batch, struct bp_report *rep)
 
 static void vent_close(struct vent *v)
 {
-    if (v->mon) {
+    if (v->mon && v->push) {
         zmq_socket_monitor(v->push, NULL, 0);
         bp_sock_close(&v->mon);
     }
+    bp_sock_close(&v->mon);
     bp_sock_close(&v->push);
     bp_sock_close(&v->sink);
     if (v->own_ctx && v->ctx)
@@ -247,8 +248,14 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
     }
     struct bp_sockcfg cfg = bp_role_sockcfg(o);
     cfg.sndhwm = 1000;
-    v.push = bp_sock_open(v.ctx, ZMQ_PUSH, o->bind, 1, &cfg, err, sizeof err);
-    if (!v.push) {
+    v.push = bp_sock_new(v.ctx, ZMQ_PUSH, &cfg, err, sizeof err);
+    /* The monitor must watch before the bind: a worker that is already
+     * retrying would otherwise connect unseen and never be counted. */
+    if (v.push && o->wait_workers > 0 && (rc = mon_open(&v)) != BP_OK) {
+        vent_close(&v);
+        return rc;
+    }
+    if (!v.push || bp_sock_attach(&v.push, o->bind, 1, err, sizeof err) != BP_OK) {
         bp_log(BP_LOG_ERROR, "%s", err);
         vent_close(&v);
         return BP_EZMQ;
@@ -270,9 +277,7 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
         }
     }
     if (o->wait_workers > 0) {
-        rc = mon_open(&v);
-        if (rc == BP_OK)
-            rc = wait_workers(&v);
+        rc = wait_workers(&v);
         if (rc != BP_OK) {
             vent_close(&v);
             return rc;
