@@ -461,6 +461,11 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
         }
         if (is_none(o->control))
             o->control = NULL;
+        if (o->once && (o->raw || !o->control)) {
+            snprintf(o->err, sizeof o->err,
+                     "--once needs the sink's control channel (not --raw, not --control none)");
+            return BP_EUSAGE;
+        }
     }
     if (role == BP_ROLE_VENTILATOR && is_none(o->sink))
         o->sink = NULL;

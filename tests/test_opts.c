@@ -156,7 +156,7 @@ static void t_flags_worker(void **state)
     struct bp_opts o;
     mkargs(&a, "worker", "--tasks", "tcp://10.0.0.1:6000", "--results=ipc:///tmp/bp-results",
            "--control", "none", "-t", "reverse", "-e", "tr a-z A-Z", "-j", "4",
-           "--task-timeout", "250ms", "--sleep", "1.5s", "--once", "--grace", "2m", "--id",
+           "--task-timeout", "250ms", "--sleep", "1.5s", "--grace", "2m", "--id",
            "pi-zero-1", "--status-file", "/tmp/st", "--max-msg-size", "64K", "--linger", "0",
            "--raw", "-v", NULL);
     parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
@@ -168,7 +168,7 @@ static void t_flags_worker(void **state)
     assert_int_equal(o.jobs, 4);
     assert_int_equal(o.task_timeout_ms, 250);
     assert_int_equal(o.sleep_ms, 1500);
-    assert_int_equal(o.once, 1);
+    assert_int_equal(o.once, 0);
     assert_int_equal(o.grace_ms, 120000);
     assert_string_equal(o.id, "pi-zero-1");
     assert_string_equal(o.status_file, "/tmp/st");
@@ -239,7 +239,7 @@ static void t_env(void **state)
     struct args a;
     struct bp_opts o;
     char e1[] = "BP_JOBS=3", e2[] = "BP_ONCE=1", e3[] = "BP_TASK_TIMEOUT=1.5s",
-         e4[] = "BP_TASKS=tcp://envhost:5557", e5[] = "BP_CONTROL=none",
+         e4[] = "BP_TASKS=tcp://envhost:5557", e5[] = "BP_CONTROL=tcp://envhost:6000",
          e6[] = "BP_MAX_MSG_SIZE=64K", e7[] = "BP_ORDERED=1", /* not a worker option */
         e8[] = "BP_HELP=1", e9[] = "BP_VERSION=1", e10[] = "BP_JOBSX=9",
          e11[] = "XBP_ID=nope";
@@ -250,7 +250,7 @@ static void t_env(void **state)
     assert_int_equal(o.once, 1);
     assert_int_equal(o.task_timeout_ms, 1500);
     assert_string_equal(o.tasks, "tcp://envhost:5557");
-    assert_null(o.control);
+    assert_string_equal(o.control, "tcp://envhost:6000");
     assert_int_equal(o.max_msg, 65536);
     assert_string_not_equal(o.id, "nope");
 
@@ -431,6 +431,11 @@ static void t_errors(void **state)
 
     mkargs(&a, "sink", "--ordered", "--raw", NULL);
     parse_bad(BP_ROLE_SINK, &a, NULL, "--ordered");
+    /* worker --once waits for the sink's batch end: it needs the channel. */
+    mkargs(&a, "worker", "--once", "--control", "none", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--once needs");
+    mkargs(&a, "worker", "--once", "--raw", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--once needs");
     char e1[] = "BP_RAW=1";
     char *const env[] = {e1, NULL};
     mkargs(&a, "sink", "--ordered", NULL);
