@@ -17,10 +17,12 @@ set(CMAKE_RANLIB "${_bp_zig}/ranlib" CACHE FILEPATH "zig ranlib")
 # -fsanitize=undefined -fsanitize-trap to unoptimised C, so UB would show
 # up as SIGILL in Debug builds (see toolchains/README.md).
 set(_bp_arch "-target ${BP_TARGET_TRIPLE} -mcpu=${BP_TARGET_CPU}")
-set(CMAKE_C_FLAGS_INIT "${_bp_arch}")
-set(CMAKE_CXX_FLAGS_INIT "${_bp_arch}")
+# Unused code of libzmq/libc++ is dropped at link time: about 5% smaller.
+# (-Os would save 24% more but measured ~20% slower; see toolchains/README.md.)
+set(CMAKE_C_FLAGS_INIT "${_bp_arch} -ffunction-sections -fdata-sections")
+set(CMAKE_CXX_FLAGS_INIT "${_bp_arch} -ffunction-sections -fdata-sections")
 set(CMAKE_ASM_FLAGS_INIT "${_bp_arch}")
-set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
+set(CMAKE_EXE_LINKER_FLAGS_INIT "-static -Wl,--gc-sections")
 
 set(BP_TARGET_TRIPLE "${BP_TARGET_TRIPLE}" CACHE STRING "zig target triple")
 set(BP_TARGET_CPU "${BP_TARGET_CPU}" CACHE STRING "zig -mcpu value")
