@@ -54,17 +54,17 @@ void bp_log_init(const char *prog, int level);
 struct bp_opts {
     enum bp_role role;
     int log_level;
-    int raw;               /* tutorial-compatible single-frame strings */
-    int nul;               /* NUL-separated records instead of lines */
-    int64_t max_msg;       /* ZMQ_MAXMSGSIZE and the record limit */
+    int raw;         /* tutorial-compatible single-frame strings */
+    int nul;         /* NUL-separated records instead of lines */
+    int64_t max_msg; /* ZMQ_MAXMSGSIZE and the record limit */
     int linger_ms;
-    int progress;          /* -1 auto (TTY), 0 off, 1 on */
-    const char *bind;      /* ventilator, sink */
+    int progress;     /* -1 auto (TTY), 0 off, 1 on */
+    const char *bind; /* ventilator, sink */
     /* ventilator */
-    const char *sink;      /* NULL or "none": do not talk to the sink */
-    const char *input;     /* NULL: the tutorial's seven strings; "-": stdin */
+    const char *sink;  /* NULL or "none": do not talk to the sink */
+    const char *input; /* NULL: the tutorial's seven strings; "-": stdin */
     int wait_workers;
-    int wait_timeout_ms;   /* wait for workers / for a worker to take a task */
+    int wait_timeout_ms; /* wait for workers / for a worker to take a task */
     /* worker */
     const char *tasks;
     const char *results;
@@ -72,20 +72,20 @@ struct bp_opts {
     const char *transform; /* built-in transform name */
     const char *exec;      /* shell command per task */
     int jobs;
-    int task_timeout_ms;   /* 0: none */
-    int sleep_ms;          /* the tutorial's per-task sleep */
-    int once;              /* worker: exit on batch end; sink: exit after a batch */
-    int grace_ms;          /* worker: time to finish in-flight tasks on stop */
+    int task_timeout_ms; /* 0: none */
+    int sleep_ms;        /* the tutorial's per-task sleep */
+    int once;            /* worker: exit on batch end; sink: exit after a batch */
+    int grace_ms;        /* worker: time to finish in-flight tasks on stop */
     const char *status_file;
     char id[BP_ID_MAX + 1];
     /* sink */
     const char *control_bind;
-    const char *output;    /* NULL or "-": stdout */
+    const char *output; /* NULL or "-": stdout */
     int ordered;
-    int timeout_ms;        /* sink: give up after this long without progress */
-    int64_t count;         /* sink --raw --once: results to wait for */
+    int timeout_ms; /* sink: give up after this long without progress */
+    int64_t count;  /* sink --raw --once: results to wait for */
     const char *summary_json;
-    char err[256];         /* one-line message when parsing fails */
+    char err[256]; /* one-line message when parsing fails */
 };
 
 /* Fills *o with defaults for role, then applies BP_* environment variables
@@ -117,16 +117,16 @@ struct bp_io {
 /* Outcome of a run, for callers and tests. */
 struct bp_report {
     uint64_t batch;
-    int64_t sent;        /* ventilator: tasks sent */
-    int64_t rejected;    /* ventilator: input records refused (too big) */
-    int64_t total;       /* sink: batch size announced by the ventilator */
-    int64_t ok;          /* worker: tasks done; sink: results ok */
-    int64_t failed;      /* tasks that failed */
-    int64_t missing;     /* sink: results never received */
-    int64_t duplicates;  /* sink: results received twice, dropped */
-    int64_t malformed;   /* frames dropped as malformed / wrong version */
-    int64_t stale;       /* sink: results of another batch, dropped */
-    int workers;         /* sink: distinct workers seen */
+    int64_t sent;       /* ventilator: tasks sent */
+    int64_t rejected;   /* ventilator: input records refused (too big) */
+    int64_t total;      /* sink: batch size announced by the ventilator */
+    int64_t ok;         /* worker: tasks done; sink: results ok */
+    int64_t failed;     /* tasks that failed */
+    int64_t missing;    /* sink: results never received */
+    int64_t duplicates; /* sink: results received twice, dropped */
+    int64_t malformed;  /* frames dropped as malformed / wrong version */
+    int64_t stale;      /* sink: results of another batch, dropped */
+    int workers;        /* sink: distinct workers seen */
     double elapsed_s;
 };
 

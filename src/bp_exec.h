@@ -12,24 +12,24 @@
 #define BP_ERR_TAIL 512
 
 struct bp_job {
-    pid_t pid;            /* 0 when no child is running */
+    pid_t pid;                 /* 0 when no child is running */
     int fd_in, fd_out, fd_err; /* -1 once closed */
-    const uint8_t *in;    /* task bytes, owned by the caller until done */
+    const uint8_t *in;         /* task bytes, owned by the caller until done */
     size_t in_len, in_off;
-    uint8_t *out;         /* stdout, reused across tasks (owned by the job) */
+    uint8_t *out; /* stdout, reused across tasks (owned by the job) */
     size_t out_len, out_cap, max_out;
-    int overflow;         /* stdout went past max_out */
+    int overflow; /* stdout went past max_out */
     char tail[BP_ERR_TAIL];
     size_t tail_len;
-    int64_t deadline;     /* kill after this (ms, bp_now_ms clock); 0: none */
-    int64_t next_check;   /* next waitpid() try once the pipes are closed */
+    int64_t deadline;   /* kill after this (ms, bp_now_ms clock); 0: none */
+    int64_t next_check; /* next waitpid() try once the pipes are closed */
     int check_step;
-    int64_t exit_seen;    /* when the child was reaped, pipes maybe still open */
+    int64_t exit_seen; /* when the child was reaped, pipes maybe still open */
     int timed_out, killed, exited;
     int wstatus;
     int done;
-    int status;           /* BP_ST_* once done */
-    int code;             /* exit status or signal number */
+    int status; /* BP_ST_* once done */
+    int code;   /* exit status or signal number */
 };
 
 /* Initialises an idle job; max_out bounds the collected stdout. */

@@ -29,8 +29,7 @@ static uint64_t get64(const uint8_t *p)
 int bp_hdr_encode(const struct bp_hdr *h, void *buf, size_t cap, size_t *len)
 {
     uint8_t *p = buf;
-    if (h->type < 1 || h->type > BP_MSG_TYPE_MAX || h->wid_len > BP_ID_MAX ||
-        h->status > BP_ST_MAX)
+    if (h->type < 1 || h->type > BP_MSG_TYPE_MAX || h->wid_len > BP_ID_MAX || h->status > BP_ST_MAX)
         return BP_EPROTO;
     size_t n = BP_HDR_FIXED + h->wid_len;
     if (cap < n)
@@ -94,7 +93,7 @@ void bp_hdr_set_wid(struct bp_hdr *h, const char *id)
 
 const char *bp_status_name(int status)
 {
-    static const char *const names[] = {"ok",     "failed",   "timeout",    "too-big",
+    static const char *const names[] = {"ok",         "failed",   "timeout",    "too-big",
                                         "exec-error", "signaled", "interrupted"};
     if (status < 0 || status > BP_ST_MAX)
         return "unknown";

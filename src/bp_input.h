@@ -8,13 +8,13 @@
 #include <stdio.h>
 
 struct bp_reader {
-    FILE *f;            /* NULL: the built-in tutorial strings */
-    int nul;            /* NUL-separated records */
-    size_t max;         /* longest record accepted */
-    char *buf;          /* reused for every record (owned) */
+    FILE *f;    /* NULL: the built-in tutorial strings */
+    int nul;    /* NUL-separated records */
+    size_t max; /* longest record accepted */
+    char *buf;  /* reused for every record (owned) */
     size_t cap;
-    size_t builtin;     /* next built-in string */
-    int64_t record;     /* 1-based number of the last record read */
+    size_t builtin; /* next built-in string */
+    int64_t record; /* 1-based number of the last record read */
 };
 
 /* The seven strings of the ZeroMQ tutorial this project started from. */

@@ -17,12 +17,38 @@ extern char **environ;
 #define R_ALL (R_V | R_W | R_S)
 
 enum {
-    O_HELP = 'h', O_VERSION = 'V', O_VERBOSE = 'v', O_QUIET = 'q', O_NUL = '0',
-    O_INPUT = 'i', O_OUTPUT = 'o', O_EXEC = 'e', O_JOBS = 'j', O_TRANSFORM = 't',
+    O_HELP = 'h',
+    O_VERSION = 'V',
+    O_VERBOSE = 'v',
+    O_QUIET = 'q',
+    O_NUL = '0',
+    O_INPUT = 'i',
+    O_OUTPUT = 'o',
+    O_EXEC = 'e',
+    O_JOBS = 'j',
+    O_TRANSFORM = 't',
     O_WAIT_WORKERS = 'w',
-    O_RAW = 256, O_MAX_MSG, O_LINGER, O_PROGRESS, O_NO_PROGRESS, O_BIND, O_SINK,
-    O_WAIT_TIMEOUT, O_TASKS, O_RESULTS, O_CONTROL, O_TASK_TIMEOUT, O_SLEEP, O_ONCE,
-    O_GRACE, O_STATUS_FILE, O_ID, O_CONTROL_BIND, O_ORDERED, O_TIMEOUT, O_COUNT,
+    O_RAW = 256,
+    O_MAX_MSG,
+    O_LINGER,
+    O_PROGRESS,
+    O_NO_PROGRESS,
+    O_BIND,
+    O_SINK,
+    O_WAIT_TIMEOUT,
+    O_TASKS,
+    O_RESULTS,
+    O_CONTROL,
+    O_TASK_TIMEOUT,
+    O_SLEEP,
+    O_ONCE,
+    O_GRACE,
+    O_STATUS_FILE,
+    O_ID,
+    O_CONTROL_BIND,
+    O_ORDERED,
+    O_TIMEOUT,
+    O_COUNT,
     O_SUMMARY_JSON
 };
 
@@ -187,10 +213,10 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
 {
     int64_t n;
     int b;
-#define BAD(...)                                                                              \
-    do {                                                                                     \
-        snprintf(o->err, sizeof o->err, __VA_ARGS__);                                        \
-        return BP_EUSAGE;                                                                     \
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        snprintf(o->err, sizeof o->err, __VA_ARGS__);                                              \
+        return BP_EUSAGE;                                                                          \
     } while (0)
 
     if (d->has_arg == required_argument && !arg)
@@ -203,6 +229,8 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
         if (!b)
             return BP_OK;
     }
+    /* Never NULL past the check above; spelled out for the analyzers. */
+    const char *val = arg ? arg : "";
     switch (d->val) {
     case O_HELP:
         *info = 1;
@@ -235,99 +263,99 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
         o->ordered = 1;
         break;
     case O_MAX_MSG:
-        if (parse_size(arg, &n) || n < 64 || n > (int64_t)1 << 31)
-            BAD("%s: expected a size from 64 to 2G (e.g. 1M), got '%s'", src, arg);
+        if (parse_size(val, &n) || n < 64 || n > (int64_t)1 << 31)
+            BAD("%s: expected a size from 64 to 2G (e.g. 1M), got '%s'", src, val);
         o->max_msg = n;
         break;
     case O_LINGER:
-        if (parse_duration_ms(arg, &o->linger_ms))
-            BAD("%s: expected a duration (e.g. 5s, 250ms), got '%s'", src, arg);
+        if (parse_duration_ms(val, &o->linger_ms))
+            BAD("%s: expected a duration (e.g. 5s, 250ms), got '%s'", src, val);
         break;
     case O_WAIT_TIMEOUT:
-        if (parse_duration_ms(arg, &o->wait_timeout_ms))
-            BAD("%s: expected a duration (e.g. 30s), got '%s'", src, arg);
+        if (parse_duration_ms(val, &o->wait_timeout_ms))
+            BAD("%s: expected a duration (e.g. 30s), got '%s'", src, val);
         break;
     case O_TASK_TIMEOUT:
-        if (parse_duration_ms(arg, &o->task_timeout_ms))
-            BAD("%s: expected a duration (e.g. 30s), got '%s'", src, arg);
+        if (parse_duration_ms(val, &o->task_timeout_ms))
+            BAD("%s: expected a duration (e.g. 30s), got '%s'", src, val);
         break;
     case O_SLEEP:
-        if (parse_duration_ms(arg, &o->sleep_ms))
-            BAD("%s: expected a duration (e.g. 1s), got '%s'", src, arg);
+        if (parse_duration_ms(val, &o->sleep_ms))
+            BAD("%s: expected a duration (e.g. 1s), got '%s'", src, val);
         break;
     case O_GRACE:
-        if (parse_duration_ms(arg, &o->grace_ms))
-            BAD("%s: expected a duration (e.g. 10s), got '%s'", src, arg);
+        if (parse_duration_ms(val, &o->grace_ms))
+            BAD("%s: expected a duration (e.g. 10s), got '%s'", src, val);
         break;
     case O_TIMEOUT:
-        if (parse_duration_ms(arg, &o->timeout_ms))
-            BAD("%s: expected a duration (e.g. 60s; 0 = none), got '%s'", src, arg);
+        if (parse_duration_ms(val, &o->timeout_ms))
+            BAD("%s: expected a duration (e.g. 60s; 0 = none), got '%s'", src, val);
         break;
     case O_WAIT_WORKERS:
-        if (parse_int64(arg, 0, 100000, &n))
-            BAD("%s: expected a number of workers (0-100000), got '%s'", src, arg);
+        if (parse_int64(val, 0, 100000, &n))
+            BAD("%s: expected a number of workers (0-100000), got '%s'", src, val);
         o->wait_workers = (int)n;
         break;
     case O_JOBS:
-        if (parse_int64(arg, 0, 1024, &n))
-            BAD("%s: expected 0 (= number of CPUs) to 1024, got '%s'", src, arg);
+        if (parse_int64(val, 0, 1024, &n))
+            BAD("%s: expected 0 (= number of CPUs) to 1024, got '%s'", src, val);
         o->jobs = (int)n;
         break;
     case O_COUNT:
-        if (parse_int64(arg, 0, INT64_MAX / 2, &n))
-            BAD("%s: expected a task count, got '%s'", src, arg);
+        if (parse_int64(val, 0, INT64_MAX / 2, &n))
+            BAD("%s: expected a task count, got '%s'", src, val);
         o->count = n;
         break;
     case O_BIND:
     case O_TASKS:
     case O_RESULTS:
-        if (!endpoint_ok(arg))
-            BAD("%s: invalid endpoint '%s' (expected e.g. tcp://host:5557)", src, arg);
+        if (!endpoint_ok(val))
+            BAD("%s: invalid endpoint '%s' (expected e.g. tcp://host:5557)", src, val);
         if (d->val == O_BIND)
-            o->bind = arg;
+            o->bind = val;
         else if (d->val == O_TASKS)
-            o->tasks = arg;
+            o->tasks = val;
         else
-            o->results = arg;
+            o->results = val;
         break;
     case O_SINK:
     case O_CONTROL:
     case O_CONTROL_BIND:
-        if (!is_none(arg) && !endpoint_ok(arg))
-            BAD("%s: invalid endpoint '%s' (expected e.g. tcp://host:5558, or none)", src, arg);
+        if (!is_none(val) && !endpoint_ok(val))
+            BAD("%s: invalid endpoint '%s' (expected e.g. tcp://host:5558, or none)", src, val);
         if (d->val == O_SINK)
-            o->sink = arg;
+            o->sink = val;
         else if (d->val == O_CONTROL)
-            o->control = arg;
+            o->control = val;
         else
-            o->control_bind = arg;
+            o->control_bind = val;
         break;
     case O_INPUT:
-        o->input = arg;
+        o->input = val;
         break;
     case O_OUTPUT:
-        o->output = arg;
+        o->output = val;
         break;
     case O_SUMMARY_JSON:
-        o->summary_json = arg;
+        o->summary_json = val;
         break;
     case O_STATUS_FILE:
-        o->status_file = arg;
+        o->status_file = val;
         break;
     case O_TRANSFORM:
-        if (!bp_transform_find(arg))
-            BAD("%s: unknown transform '%s' (known: %s)", src, arg, bp_transform_names());
-        o->transform = arg;
+        if (!bp_transform_find(val))
+            BAD("%s: unknown transform '%s' (known: %s)", src, val, bp_transform_names());
+        o->transform = val;
         break;
     case O_EXEC:
-        if (!*arg)
+        if (!*val)
             BAD("%s: empty command", src);
-        o->exec = arg;
+        o->exec = val;
         break;
     case O_ID:
-        if (!*arg || strlen(arg) > BP_ID_MAX)
+        if (!*val || strlen(val) > BP_ID_MAX)
             BAD("%s: worker id must be 1 to %d bytes", src, BP_ID_MAX);
-        snprintf(o->id, sizeof o->id, "%s", arg);
+        snprintf(o->id, sizeof o->id, "%s", val);
         break;
     default:
         BAD("%s: unhandled option", src);
@@ -473,7 +501,8 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
         if (is_none(o->control_bind))
             o->control_bind = NULL;
         if (o->raw && o->ordered) {
-            snprintf(o->err, sizeof o->err, "--ordered needs task ids: it cannot be used with --raw");
+            snprintf(o->err, sizeof o->err,
+                     "--ordered needs task ids: it cannot be used with --raw");
             return BP_EUSAGE;
         }
     }

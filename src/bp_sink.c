@@ -94,8 +94,8 @@ static void write_json(struct sink *k, const struct bp_report *r)
             "{\"batch\":\"%016" PRIx64 "\",\"total\":%" PRId64 ",\"ok\":%" PRId64
             ",\"failed\":%" PRId64 ",\"missing\":%" PRId64 ",\"duplicates\":%" PRId64
             ",\"stale\":%" PRId64 ",\"malformed\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
-            r->batch, r->total, r->ok, r->failed, r->missing, r->duplicates, r->stale,
-            r->malformed, r->elapsed_s);
+            r->batch, r->total, r->ok, r->failed, r->missing, r->duplicates, r->stale, r->malformed,
+            r->elapsed_s);
     for (int i = 0; i < k->st.nw; i++) {
         if (i)
             putc(',', f);
@@ -175,8 +175,9 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
         bp_log(BP_LOG_INFO, "  worker %-24s %8" PRId64 " ok %6" PRId64 " failed", k->st.w[i].id,
                k->st.w[i].ok, k->st.w[i].failed);
     if (k->stale || k->malformed)
-        bp_log(BP_LOG_WARN, "dropped %" PRId64 " results of other batches, %" PRId64
-               " malformed messages", k->stale, k->malformed);
+        bp_log(BP_LOG_WARN,
+               "dropped %" PRId64 " results of other batches, %" PRId64 " malformed messages",
+               k->stale, k->malformed);
     if (!complete) {
         if (!k->end_seen)
             bp_log(BP_LOG_ERROR, "the ventilator never announced the batch size");
@@ -259,8 +260,9 @@ static void on_result(struct sink *k, const struct bp_hdr *h, zmq_msg_t *m)
     }
     if (bp_reorder_put(&k->ro, h->task, m, !ok) != 0) {
         /* Too far ahead to hold: written now rather than lost. */
-        bp_log(BP_LOG_WARN, "task %" PRIu64 " too far ahead of %" PRIu64
-               " for --ordered: written out of order", h->task, k->ro.next);
+        bp_log(BP_LOG_WARN,
+               "task %" PRIu64 " too far ahead of %" PRIu64 " for --ordered: written out of order",
+               h->task, k->ro.next);
         if (ok)
             write_rec(k, zmq_msg_data(m), zmq_msg_size(m));
         return;
@@ -448,8 +450,7 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
                 if (k.malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
                     bp_log(BP_LOG_WARN, "dropped %s message (%" PRId64 " so far)%s",
                            rc == BP_EVERSION ? "other-version" : "malformed", k.malformed,
-                           rc == BP_EPROTO && k.malformed == 1 ? "; plain strings need --raw"
-                                                                : "");
+                           rc == BP_EPROTO && k.malformed == 1 ? "; plain strings need --raw" : "");
                 continue;
             }
             if (rc != BP_OK) {

@@ -13,7 +13,7 @@ struct bp_sockcfg {
     int64_t max_msg; /* ZMQ_MAXMSGSIZE; 0: unlimited */
     int sndhwm;      /* 0: libzmq's default */
     int rcvhwm;
-    int immediate;   /* ZMQ_IMMEDIATE: queue only to completed connections */
+    int immediate;         /* ZMQ_IMMEDIATE: queue only to completed connections */
     const char *subscribe; /* SUB only */
 };
 

@@ -70,8 +70,7 @@ double bp_stats_rate(const struct bp_stats *s, int64_t now)
     return (double)(s->ok + s->failed) * 1000.0 / (double)dt;
 }
 
-void bp_stats_progress(const struct bp_stats *s, int64_t total, int64_t now, char *buf,
-                       size_t len)
+void bp_stats_progress(const struct bp_stats *s, int64_t total, int64_t now, char *buf, size_t len)
 {
     int64_t done = s->ok + s->failed;
     double rate = bp_stats_rate(s, now);

@@ -37,7 +37,6 @@ int bp_stats_add(struct bp_stats *s, const char *wid, int ok);
 double bp_stats_rate(const struct bp_stats *s, int64_t now);
 
 /* Formats "done/total  rate/s  ETA m:ss" (total < 0: unknown) into buf. */
-void bp_stats_progress(const struct bp_stats *s, int64_t total, int64_t now, char *buf,
-                       size_t len);
+void bp_stats_progress(const struct bp_stats *s, int64_t total, int64_t now, char *buf, size_t len);
 
 #endif

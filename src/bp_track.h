@@ -30,10 +30,10 @@ int bp_idset_has(const struct bp_idset *s, uint64_t id);
 /* Holds out-of-order results until the ones before them have arrived.
  * Slots are a ring indexed by id - next; each holds a moved zmq_msg_t. */
 struct bp_reorder {
-    uint64_t next;      /* the id to write next */
+    uint64_t next; /* the id to write next */
     zmq_msg_t *msgs;
-    uint8_t *state;     /* 0 empty, 1 result, 2 skip (failed task) */
-    size_t cap;         /* power of two */
+    uint8_t *state; /* 0 empty, 1 result, 2 skip (failed task) */
+    size_t cap;     /* power of two */
     size_t held;
 };
 

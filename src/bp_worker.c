@@ -67,8 +67,11 @@ static int send_result(struct worker *w, uint64_t batch, uint64_t task, int stat
                        int64_t started, const void *data, size_t len, zmq_msg_t *zero_copy)
 {
     const struct bp_opts *o = w->o;
-    struct bp_hdr h = {.type = BP_MSG_RESULT, .status = (uint8_t)status, .batch = batch,
-                       .task = task, .code = code};
+    struct bp_hdr h = {.type = BP_MSG_RESULT,
+                       .status = (uint8_t)status,
+                       .batch = batch,
+                       .task = task,
+                       .code = code};
     int64_t el = bp_now_ms() - started;
     h.aux = el < 0 ? 0 : el > UINT32_MAX ? UINT32_MAX : (uint32_t)el;
     bp_hdr_set_wid(&h, o->id);
@@ -203,8 +206,8 @@ static void read_tasks(struct worker *w)
                            : bp_recv(w->pull, &h, &msg, ZMQ_DONTWAIT);
         if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
             break;
-        if (rc == BP_EPROTO || rc == BP_EVERSION || (rc == BP_OK && !w->o->raw &&
-                                                      h.type != BP_MSG_TASK)) {
+        if (rc == BP_EPROTO || rc == BP_EVERSION ||
+            (rc == BP_OK && !w->o->raw && h.type != BP_MSG_TASK)) {
             w->malformed++;
             if (w->malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
                 bp_log(BP_LOG_WARN, "dropped %s message from the ventilator (%" PRId64 " so far)%s",
@@ -444,8 +447,8 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
         worker_close(&w);
         return rc;
     }
-    bp_log(BP_LOG_DEBUG, "worker %s: tasks from %s, results to %s, %d job%s, %s%s", o->id,
-           o->tasks, o->results, w.nslots, w.nslots == 1 ? "" : "s",
+    bp_log(BP_LOG_DEBUG, "worker %s: tasks from %s, results to %s, %d job%s, %s%s", o->id, o->tasks,
+           o->results, w.nslots, w.nslots == 1 ? "" : "s",
            o->exec ? "exec: " : "transform: ", o->exec ? o->exec : w.tf->name);
     rc = worker_loop(&w);
     if (w.stopping && !o->raw)
@@ -456,8 +459,9 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     rep->failed = w.failed;
     rep->malformed = w.malformed;
     rep->elapsed_s = (double)(bp_now_ms() - t0) / 1000.0;
-    bp_log(BP_LOG_DEBUG, "worker %s: %" PRId64 " done, %" PRId64 " failed, %" PRId64
-           " malformed dropped", o->id, w.done, w.failed, w.malformed);
+    bp_log(BP_LOG_DEBUG,
+           "worker %s: %" PRId64 " done, %" PRId64 " failed, %" PRId64 " malformed dropped", o->id,
+           w.done, w.failed, w.malformed);
     if (w.unsent)
         bp_log(BP_LOG_ERROR, "%" PRId64 " results could not be sent", w.unsent);
     worker_close(&w);

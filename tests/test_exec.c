@@ -234,8 +234,9 @@ static void t_failed(void **state)
 static void t_stderr_tail(void **state)
 {
     struct bp_job *j = *state;
-    run(j, "i=0; while [ $i -lt 300 ]; do printf 'line %03d\\n' $i >&2; i=$((i+1)); done;"
-           " printf END >&2; exit 1",
+    run(j,
+        "i=0; while [ $i -lt 300 ]; do printf 'line %03d\\n' $i >&2; i=$((i+1)); done;"
+        " printf END >&2; exit 1",
         "", 0, 0);
     assert_int_equal(j->status, BP_ST_FAILED);
     assert_int_equal(j->code, 1);

@@ -188,7 +188,8 @@ static void t_too_big(void **state)
     expect_end(&r);
     close_reader(&r, f);
 
-    static const char n[] = "12345678\0ok\0" "123456789";
+    static const char n[] = "12345678\0ok\0"
+                            "123456789";
     open_reader(&r, &f, n, sizeof n - 1, 1, 4);
     assert_int_equal(bp_reader_next(&r, &rec, &len), BP_ETOOBIG);
     expect_rec(&r, "ok", 2);
@@ -242,9 +243,8 @@ static void t_long_records(void **state)
 static void t_tutorial(void **state)
 {
     (void)state;
-    static const char *const want[7] = {"hola",          "aloha",         "hello",
-                                        "buenas noches", "buenas tardes", "buenos dias",
-                                        "bienvenido"};
+    static const char *const want[7] = {
+        "hola", "aloha", "hello", "buenas noches", "buenas tardes", "buenos dias", "bienvenido"};
     struct bp_reader r;
     assert_int_equal(bp_reader_init(&r, NULL, 0, 1024), BP_OK);
     for (int i = 0; i < 7; i++) {

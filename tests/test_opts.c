@@ -155,10 +155,9 @@ static void t_flags_worker(void **state)
     struct args a;
     struct bp_opts o;
     mkargs(&a, "worker", "--tasks", "tcp://10.0.0.1:6000", "--results=ipc:///tmp/bp-results",
-           "--control", "none", "-t", "reverse", "-e", "tr a-z A-Z", "-j", "4",
-           "--task-timeout", "250ms", "--sleep", "1.5s", "--grace", "2m", "--id",
-           "pi-zero-1", "--status-file", "/tmp/st", "--max-msg-size", "64K", "--linger", "0",
-           "--raw", "-v", NULL);
+           "--control", "none", "-t", "reverse", "-e", "tr a-z A-Z", "-j", "4", "--task-timeout",
+           "250ms", "--sleep", "1.5s", "--grace", "2m", "--id", "pi-zero-1", "--status-file",
+           "/tmp/st", "--max-msg-size", "64K", "--linger", "0", "--raw", "-v", NULL);
     parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
     assert_string_equal(o.tasks, "tcp://10.0.0.1:6000");
     assert_string_equal(o.results, "ipc:///tmp/bp-results");
@@ -190,8 +189,8 @@ static void t_flags_ventilator(void **state)
     (void)state;
     struct args a;
     struct bp_opts o;
-    mkargs(&a, "ventilator", "--bind", "tcp://*:7000", "--sink", "none", "-i", "-", "-0", "-w",
-           "3", "--wait-timeout", "0", "--progress", "--linger", "1s", NULL);
+    mkargs(&a, "ventilator", "--bind", "tcp://*:7000", "--sink", "none", "-i", "-", "-0", "-w", "3",
+           "--wait-timeout", "0", "--progress", "--linger", "1s", NULL);
     parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
     assert_string_equal(o.bind, "tcp://*:7000");
     assert_null(o.sink);
@@ -241,8 +240,7 @@ static void t_env(void **state)
     char e1[] = "BP_JOBS=3", e2[] = "BP_ONCE=1", e3[] = "BP_TASK_TIMEOUT=1.5s",
          e4[] = "BP_TASKS=tcp://envhost:5557", e5[] = "BP_CONTROL=tcp://envhost:6000",
          e6[] = "BP_MAX_MSG_SIZE=64K", e7[] = "BP_ORDERED=1", /* not a worker option */
-        e8[] = "BP_HELP=1", e9[] = "BP_VERSION=1", e10[] = "BP_JOBSX=9",
-         e11[] = "XBP_ID=nope";
+        e8[] = "BP_HELP=1", e9[] = "BP_VERSION=1", e10[] = "BP_JOBSX=9", e11[] = "XBP_ID=nope";
     char *const env[] = {e1, e2, e3, e4, e5, e6, e7, e8, e9, e10, e11, NULL};
     mkargs(&a, "worker", NULL);
     parse_ok(&o, BP_ROLE_WORKER, &a, env);
@@ -353,8 +351,13 @@ static void t_sizes(void **state)
         const char *s;
         int64_t n;
     } ok[] = {
-        {"64K", 65536},   {"64k", 65536},      {"1M", 1048576}, {"1MiB", 1048576},
-        {"100000", 100000}, {"64", 64},        {"2048M", (int64_t)1 << 31},
+        {"64K", 65536},
+        {"64k", 65536},
+        {"1M", 1048576},
+        {"1MiB", 1048576},
+        {"100000", 100000},
+        {"64", 64},
+        {"2048M", (int64_t)1 << 31},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         struct args a;
@@ -362,8 +365,7 @@ static void t_sizes(void **state)
         mkargs(&a, "sink", "--max-msg-size", ok[i].s, NULL);
         parse_ok(&o, BP_ROLE_SINK, &a, NULL);
         if (o.max_msg != ok[i].n)
-            fail_msg("'%s' -> %lld, want %lld", ok[i].s, (long long)o.max_msg,
-                     (long long)ok[i].n);
+            fail_msg("'%s' -> %lld, want %lld", ok[i].s, (long long)o.max_msg, (long long)ok[i].n);
     }
     static const char *const bad[] = {"63", "1.5M", "3G", "2049M", "-1K", "x", "", "10Q"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

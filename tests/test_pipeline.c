@@ -165,8 +165,8 @@ static void tutorial_strings_upper_cased_once_each(void **state)
         lines[n++] = s;
     assert_int_equal(n, 7);
     qsort(lines, 7, sizeof lines[0], cmp_str);
-    const char *want[] = {"ALOHA",         "BIENVENIDO",  "BUENAS NOCHES", "BUENAS TARDES",
-                          "BUENOS DIAS",   "HELLO",       "HOLA"};
+    const char *want[] = {"ALOHA",       "BIENVENIDO", "BUENAS NOCHES", "BUENAS TARDES",
+                          "BUENOS DIAS", "HELLO",      "HOLA"};
     for (int i = 0; i < 7; i++)
         assert_string_equal(lines[i], want[i]);
     free(p.out);

@@ -49,8 +49,12 @@ static int teardown(void **state)
 static void t_roundtrip_over_tcp(void **state)
 {
     struct pair *p = *state;
-    struct bp_hdr h = {.type = BP_MSG_RESULT, .status = BP_ST_FAILED, .batch = 0x1122334455667788u,
-                       .task = 42, .code = 3, .aux = 17};
+    struct bp_hdr h = {.type = BP_MSG_RESULT,
+                       .status = BP_ST_FAILED,
+                       .batch = 0x1122334455667788u,
+                       .task = 42,
+                       .code = 3,
+                       .aux = 17};
     bp_hdr_set_wid(&h, "board-1");
     assert_int_equal(bp_send(p->push, &h, "payload", 7, 0), BP_OK);
     struct bp_hdr g;

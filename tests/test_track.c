@@ -407,20 +407,13 @@ static void t_reorder_far_id_32bit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_idset_basic),
-        cmocka_unit_test(t_idset_dup),
-        cmocka_unit_test(t_idset_grow),
-        cmocka_unit_test(t_idset_limit),
-        cmocka_unit_test(t_reorder_empty),
-        cmocka_unit_test(t_reorder_in_order),
-        cmocka_unit_test(t_reorder_out_of_order),
-        cmocka_unit_test(t_reorder_skip),
-        cmocka_unit_test(t_reorder_below_next),
-        cmocka_unit_test(t_reorder_double_put),
-        cmocka_unit_test(t_reorder_grow_reverse),
-        cmocka_unit_test(t_reorder_grow_wrapped),
-        cmocka_unit_test(t_reorder_free_held),
-        cmocka_unit_test(t_reorder_huge_id),
+        cmocka_unit_test(t_idset_basic),          cmocka_unit_test(t_idset_dup),
+        cmocka_unit_test(t_idset_grow),           cmocka_unit_test(t_idset_limit),
+        cmocka_unit_test(t_reorder_empty),        cmocka_unit_test(t_reorder_in_order),
+        cmocka_unit_test(t_reorder_out_of_order), cmocka_unit_test(t_reorder_skip),
+        cmocka_unit_test(t_reorder_below_next),   cmocka_unit_test(t_reorder_double_put),
+        cmocka_unit_test(t_reorder_grow_reverse), cmocka_unit_test(t_reorder_grow_wrapped),
+        cmocka_unit_test(t_reorder_free_held),    cmocka_unit_test(t_reorder_huge_id),
         cmocka_unit_test(t_reorder_far_id_32bit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

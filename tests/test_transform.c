@@ -62,7 +62,9 @@ static void t_reverse(void **state)
     check("reverse", "abcde", 5, "edcba");
     check("reverse", "ab", 2, "ba");
     check("reverse", "x", 1, "x");
-    check("reverse", "a\0b\xff", 4, "\xff" "b\0a");
+    check("reverse", "a\0b\xff", 4,
+          "\xff"
+          "b\0a");
 }
 
 static void t_empty(void **state)
@@ -85,10 +87,15 @@ static void t_non_ascii(void **state)
 {
     (void)state;
     /* UTF-8 "é" and "É", Latin-1 bytes, NUL, DEL: all left alone. */
-    const char in[] = "\xc3\xa9\xc3\x89\xe9\xc9\x00\x7f\x80\xff" "aZ";
+    const char in[] = "\xc3\xa9\xc3\x89\xe9\xc9\x00\x7f\x80\xff"
+                      "aZ";
     const size_t n = sizeof in - 1;
-    check("upper", in, n, "\xc3\xa9\xc3\x89\xe9\xc9\x00\x7f\x80\xff" "AZ");
-    check("lower", in, n, "\xc3\xa9\xc3\x89\xe9\xc9\x00\x7f\x80\xff" "az");
+    check("upper", in, n,
+          "\xc3\xa9\xc3\x89\xe9\xc9\x00\x7f\x80\xff"
+          "AZ");
+    check("lower", in, n,
+          "\xc3\xa9\xc3\x89\xe9\xc9\x00\x7f\x80\xff"
+          "az");
     check("echo", in, n, in);
 
     /* Every byte value: only ASCII letters change. */
@@ -123,8 +130,8 @@ static void t_unknown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_upper),   cmocka_unit_test(t_lower),     cmocka_unit_test(t_echo),
-        cmocka_unit_test(t_reverse), cmocka_unit_test(t_empty),     cmocka_unit_test(t_non_ascii),
+        cmocka_unit_test(t_upper),   cmocka_unit_test(t_lower), cmocka_unit_test(t_echo),
+        cmocka_unit_test(t_reverse), cmocka_unit_test(t_empty), cmocka_unit_test(t_non_ascii),
         cmocka_unit_test(t_unknown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
