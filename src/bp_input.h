@@ -15,6 +15,10 @@ struct bp_reader {
     size_t cap;
     size_t builtin; /* next built-in string */
     int64_t record; /* 1-based number of the last record read */
+    int fd;         /* f's descriptor, or -1 (e.g. fmemopen): then fread */
+    char *in;       /* read-ahead buffer (owned) */
+    size_t in_pos, in_len;
+    int eof;
 };
 
 /* The seven strings of the ZeroMQ tutorial this project started from. */

@@ -78,7 +78,8 @@ static void *raw_worker(void *p)
     for (long i = 0; i < n_msgs; i++) {
         check(zmq_msg_recv(&m, pull, 0), "recv");
         unsigned char *d = zmq_msg_data(&m);
-        for (size_t k = 0; k < zmq_msg_size(&m); k++)
+        size_t n = zmq_msg_size(&m);
+        for (size_t k = 0; k < n; k++)
             if (d[k] >= 'a' && d[k] <= 'z')
                 d[k] = (unsigned char)(d[k] - 32);
         check(zmq_msg_send(&m, push, 0), "send");
