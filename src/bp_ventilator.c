@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bp_frame.h"
@@ -20,6 +21,8 @@ struct vent {
     FILE *in;
     int own_in;
     int connected; /* workers with a completed handshake */
+    uint32_t *fds; /* their connections' fds, from the monitor */
+    int fd_cap;
 };
 
 /* Reads pending monitor events and keeps the count of connected workers. */
@@ -33,8 +36,12 @@ static void mon_drain(struct vent *v)
             return;
         }
         uint16_t event = 0;
-        if (zmq_msg_size(&ev) >= 2)
-            memcpy(&event, zmq_msg_data(&ev), 2); /* host order, by libzmq's contract */
+        uint32_t fd = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            /* host order, by libzmq's contract; the value is the fd */
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&fd, (const char *)zmq_msg_data(&ev) + 2, 4);
+        }
         int more = zmq_msg_more(&ev);
         zmq_msg_close(&ev);
         if (more) {
@@ -42,12 +49,27 @@ static void mon_drain(struct vent *v)
             if (zmq_msg_recv(&addr, v->mon, 0) >= 0)
                 zmq_msg_close(&addr);
         }
+        /* Count by connection: a disconnect is only a worker leaving if
+         * that connection had completed its handshake (a stray or failed
+         * peer also ends in DISCONNECTED). */
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-            v->connected++;
+            if (v->connected == v->fd_cap) {
+                int cap = v->fd_cap ? v->fd_cap * 2 : 16;
+                uint32_t *p = realloc(v->fds, (size_t)cap * sizeof *p);
+                if (!p)
+                    continue;
+                v->fds = p;
+                v->fd_cap = cap;
+            }
+            v->fds[v->connected++] = fd;
             bp_log(BP_LOG_DEBUG, "worker connected (%d now)", v->connected);
-        } else if (event == ZMQ_EVENT_DISCONNECTED && v->connected > 0) {
-            v->connected--;
-            bp_log(BP_LOG_DEBUG, "worker disconnected (%d now)", v->connected);
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            for (int i = 0; i < v->connected; i++)
+                if (v->fds[i] == fd) {
+                    v->fds[i] = v->fds[--v->connected];
+                    bp_log(BP_LOG_DEBUG, "worker disconnected (%d now)", v->connected);
+                    break;
+                }
         }
     }
 }
@@ -221,6 +243,8 @@ static void vent_close(struct vent *v)
         zmq_ctx_term(v->ctx);
     if (v->own_in && v->in)
         fclose(v->in);
+    free(v->fds);
+    v->fds = NULL;
 }
 
 int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep)

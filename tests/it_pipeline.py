@@ -28,7 +28,10 @@ def pipeline(workers, worker_args=(), tasks=None, sink_args=(), vent_args=(), wi
             f.write("".join(t + "\n" for t in tasks))
         vargs += ["--input", inp]
     v = env.run("ventilator", *vargs)
-    expect(v.returncode == 0, f"ventilator exit {v.returncode}: {v.stderr.decode()}")
+    if v.returncode != 0:
+        # Say what the workers were doing: exited (and how) or running.
+        state = "; ".join(f"{w.bp_name}: exit {w.poll()} {env.errors(w)!r}" for w in ws)
+        raise AssertionError(f"ventilator exit {v.returncode}: {v.stderr.decode()} [{state}]")
     rc = env.wait(sink)
     for w in ws:
         wrc = env.wait(w)
