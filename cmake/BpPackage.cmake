@@ -74,8 +74,7 @@ install(FILES ${_bp_pkg_bin}/README DESTINATION . COMPONENT toplevel EXCLUDE_FRO
 
 set(CPACK_PACKAGE_NAME boardpipe)
 set(CPACK_PACKAGE_VENDOR boardpipe)
-set(CPACK_PACKAGE_CONTACT "boardpipe developers <boardpipe@users.noreply.github.com>")
-set(CPACK_PACKAGE_HOMEPAGE_URL https://github.com/boardpipe/boardpipe)
+set(CPACK_PACKAGE_CONTACT "boardpipe developers <boardpipe@invalid.invalid>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
     "ZeroMQ task pipeline (ventilator, worker, sink) for single-board computers")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
