@@ -207,6 +207,27 @@ static void defaults(struct bp_opts *o, enum bp_role role)
     }
 }
 
+/* Where a duration option's value goes, or NULL if d is not one. */
+static int *duration_field(struct bp_opts *o, int val)
+{
+    switch (val) {
+    case O_LINGER:
+        return &o->linger_ms;
+    case O_WAIT_TIMEOUT:
+        return &o->wait_timeout_ms;
+    case O_TASK_TIMEOUT:
+        return &o->task_timeout_ms;
+    case O_SLEEP:
+        return &o->sleep_ms;
+    case O_GRACE:
+        return &o->grace_ms;
+    case O_TIMEOUT:
+        return &o->timeout_ms;
+    default:
+        return NULL;
+    }
+}
+
 /* Applies one option. src names where it came from, for messages. */
 static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, const char *src,
                  int *info)
@@ -231,6 +252,12 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
     }
     /* Never NULL past the check above; spelled out for the analyzers. */
     const char *val = arg ? arg : "";
+    int *dur = duration_field(o, d->val);
+    if (dur) {
+        if (parse_duration_ms(val, dur))
+            BAD("%s: expected a duration (e.g. 10s, 250ms, 2m; 0 = none), got '%s'", src, val);
+        return BP_OK;
+    }
     switch (d->val) {
     case O_HELP:
         *info = 1;
@@ -266,30 +293,6 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
         if (parse_size(val, &n) || n < 64 || n > (int64_t)1 << 31)
             BAD("%s: expected a size from 64 to 2G (e.g. 1M), got '%s'", src, val);
         o->max_msg = n;
-        break;
-    case O_LINGER:
-        if (parse_duration_ms(val, &o->linger_ms))
-            BAD("%s: expected a duration (e.g. 5s, 250ms), got '%s'", src, val);
-        break;
-    case O_WAIT_TIMEOUT:
-        if (parse_duration_ms(val, &o->wait_timeout_ms))
-            BAD("%s: expected a duration (e.g. 30s), got '%s'", src, val);
-        break;
-    case O_TASK_TIMEOUT:
-        if (parse_duration_ms(val, &o->task_timeout_ms))
-            BAD("%s: expected a duration (e.g. 30s), got '%s'", src, val);
-        break;
-    case O_SLEEP:
-        if (parse_duration_ms(val, &o->sleep_ms))
-            BAD("%s: expected a duration (e.g. 1s), got '%s'", src, val);
-        break;
-    case O_GRACE:
-        if (parse_duration_ms(val, &o->grace_ms))
-            BAD("%s: expected a duration (e.g. 10s), got '%s'", src, val);
-        break;
-    case O_TIMEOUT:
-        if (parse_duration_ms(val, &o->timeout_ms))
-            BAD("%s: expected a duration (e.g. 60s; 0 = none), got '%s'", src, val);
         break;
     case O_WAIT_WORKERS:
         if (parse_int64(val, 0, 100000, &n))
