@@ -132,6 +132,24 @@ int bp_send(void *sock, const struct bp_hdr *h, const void *payload, size_t len,
     return BP_OK;
 }
 
+int bp_send_msg(void *sock, const struct bp_hdr *h, zmq_msg_t *payload, int flags)
+{
+    if (h) {
+        uint8_t buf[BP_HDR_MAX];
+        size_t n;
+        int rc = bp_hdr_encode(h, buf, sizeof buf, &n);
+        if (rc != BP_OK)
+            return rc;
+        if (zmq_send(sock, buf, n, flags | ZMQ_SNDMORE) < 0)
+            return map_errno();
+        /* With the header queued, the payload frame always fits. */
+        flags = 0;
+    }
+    if (zmq_msg_send(payload, sock, flags) < 0)
+        return map_errno();
+    return BP_OK;
+}
+
 int bp_send_raw(void *sock, const void *payload, size_t len, int flags)
 {
     if (zmq_send(sock, payload, len, flags) < 0)

@@ -44,6 +44,11 @@ int bp_sock_endpoint(void *sock, char *buf, size_t len);
  * or 0. Returns BP_OK, BP_ETIMEDOUT (EAGAIN), BP_EINTR or BP_EZMQ. */
 int bp_send(void *sock, const struct bp_hdr *h, const void *payload, size_t len, int flags);
 
+/* Like bp_send() (h given) or bp_send_raw() (h NULL), but sends the payload
+ * message itself without copying; on BP_OK it is left empty, otherwise it
+ * is untouched and can be sent again. */
+int bp_send_msg(void *sock, const struct bp_hdr *h, zmq_msg_t *payload, int flags);
+
 /* Sends one raw frame (tutorial mode). Same returns as bp_send(). */
 int bp_send_raw(void *sock, const void *payload, size_t len, int flags);
 

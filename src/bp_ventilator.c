@@ -122,12 +122,14 @@ static int wait_workers(struct vent *v)
     return BP_OK;
 }
 
-/* Sends to the sink (BEGIN/END); the sink must be reachable. */
-static int tell_sink(struct vent *v, int type, uint64_t batch, uint64_t task)
+/* Sends to the sink (BEGIN/END); the sink must be reachable. io's stop
+ * flag ends the wait (NULL: only the timeout does). */
+static int tell_sink(struct vent *v, const struct bp_io *io, int type, uint64_t batch,
+                     uint64_t task)
 {
     struct bp_hdr h = {.type = (uint8_t)type, .batch = batch, .task = task};
     int tmo = v->o->wait_timeout_ms ? v->o->wait_timeout_ms : -1;
-    int rc = bp_role_wait_out(v->sink, v->io, tmo);
+    int rc = bp_role_wait_out(v->sink, io, tmo);
     if (rc == BP_OK)
         rc = bp_send(v->sink, &h, "", 0, ZMQ_DONTWAIT);
     if (rc == BP_ETIMEDOUT)
@@ -308,7 +310,7 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
         }
     }
     rep->batch = o->raw ? 0 : bp_role_batch_id();
-    if (v.sink && (rc = tell_sink(&v, BP_MSG_BATCH_BEGIN, rep->batch, 0)) != BP_OK) {
+    if (v.sink && (rc = tell_sink(&v, io, BP_MSG_BATCH_BEGIN, rep->batch, 0)) != BP_OK) {
         vent_close(&v);
         return rc;
     }
@@ -316,11 +318,7 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
     /* The sink learns the real batch size even after an error or a stop,
      * so it can finish with what was sent instead of waiting forever. */
     if (v.sink) {
-        struct bp_io noint = {0};
-        const struct bp_io *saved = v.io;
-        v.io = &noint;
-        rc = tell_sink(&v, BP_MSG_BATCH_END, rep->batch, (uint64_t)rep->sent);
-        v.io = saved;
+        rc = tell_sink(&v, NULL, BP_MSG_BATCH_END, rep->batch, (uint64_t)rep->sent);
         if (rc != BP_OK && send_rc == BP_OK)
             send_rc = rc;
     }

@@ -88,23 +88,12 @@ static int send_result(struct worker *w, uint64_t batch, uint64_t task, int stat
     }
     for (;;) {
         int rc;
-        if (o->raw) {
-            rc = zero_copy ? (zmq_msg_send(zero_copy, w->push, ZMQ_DONTWAIT) < 0
-                                  ? (errno == EAGAIN ? BP_ETIMEDOUT : BP_EZMQ)
-                                  : BP_OK)
-                           : bp_send_raw(w->push, data, len, ZMQ_DONTWAIT);
-        } else if (zero_copy) {
-            uint8_t hb[BP_HDR_MAX];
-            size_t hn;
-            rc = bp_hdr_encode(&h, hb, sizeof hb, &hn);
-            if (rc == BP_OK && zmq_send(w->push, hb, hn, ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0)
-                rc = errno == EAGAIN ? BP_ETIMEDOUT : BP_EZMQ;
-            /* With the header queued, the payload frame always fits. */
-            if (rc == BP_OK && zmq_msg_send(zero_copy, w->push, 0) < 0)
-                rc = BP_EZMQ;
-        } else {
+        if (zero_copy)
+            rc = bp_send_msg(w->push, o->raw ? NULL : &h, zero_copy, ZMQ_DONTWAIT);
+        else if (o->raw)
+            rc = bp_send_raw(w->push, data, len, ZMQ_DONTWAIT);
+        else
             rc = bp_send(w->push, &h, data, len, ZMQ_DONTWAIT);
-        }
         if (rc != BP_ETIMEDOUT) {
             if (rc != BP_OK) {
                 w->unsent++;
@@ -120,8 +109,7 @@ static int send_result(struct worker *w, uint64_t batch, uint64_t task, int stat
             int64_t left = w->grace_end - bp_now_ms();
             wait = left > 0 ? (int)left : 0;
         }
-        struct bp_io noint = {0};
-        rc = bp_role_wait_out(w->push, w->stopping ? &noint : w->io, wait);
+        rc = bp_role_wait_out(w->push, w->stopping ? NULL : w->io, wait);
         if (rc == BP_EINTR && !w->stopping) {
             w->stopping = 1;
             w->grace_end = bp_now_ms() + o->grace_ms;

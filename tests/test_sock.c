@@ -113,6 +113,30 @@ static void t_extra_frames_are_consumed(void **state)
     zmq_msg_close(&m);
 }
 
+static void t_zero_copy_send(void **state)
+{
+    struct pair *p = *state;
+    zmq_msg_t out, in;
+    struct bp_hdr h = {.type = BP_MSG_RESULT, .task = 9};
+    assert_int_equal(zmq_msg_init_size(&out, 3), 0);
+    memcpy(zmq_msg_data(&out), "abc", 3);
+    assert_int_equal(bp_send_msg(p->push, &h, &out, 0), BP_OK);
+    assert_int_equal(zmq_msg_size(&out), 0); /* moved into the socket */
+    struct bp_hdr g;
+    zmq_msg_init(&in);
+    assert_int_equal(bp_recv(p->pull, &g, &in, 0), BP_OK);
+    assert_int_equal(g.task, 9);
+    assert_memory_equal(zmq_msg_data(&in), "abc", 3);
+    /* Without a header: one raw frame. */
+    assert_int_equal(zmq_msg_init_size(&out, 2), 0);
+    memcpy(zmq_msg_data(&out), "xy", 2);
+    assert_int_equal(bp_send_msg(p->push, NULL, &out, 0), BP_OK);
+    assert_int_equal(bp_recv_raw(p->pull, &in, 0), BP_OK);
+    assert_memory_equal(zmq_msg_data(&in), "xy", 2);
+    zmq_msg_close(&out);
+    zmq_msg_close(&in);
+}
+
 static void t_nothing_waiting(void **state)
 {
     struct pair *p = *state;
@@ -143,6 +167,7 @@ int main(void)
         cmocka_unit_test(t_roundtrip_over_tcp),
         cmocka_unit_test(t_raw_frame_is_not_a_message),
         cmocka_unit_test(t_extra_frames_are_consumed),
+        cmocka_unit_test(t_zero_copy_send),
         cmocka_unit_test(t_nothing_waiting),
         cmocka_unit_test(t_open_errors),
     };
