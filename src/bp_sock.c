@@ -116,17 +116,26 @@ static int map_errno(void)
     }
 }
 
-int bp_send(void *sock, const struct bp_hdr *h, const void *payload, size_t len, int flags)
+/* Queues the header frame of a two-frame message. Both frames form one
+ * atomic message: once the header is queued the payload cannot fail for
+ * lack of room. */
+static int send_header(void *sock, const struct bp_hdr *h, int flags)
 {
     uint8_t buf[BP_HDR_MAX];
     size_t n;
     int rc = bp_hdr_encode(h, buf, sizeof buf, &n);
     if (rc != BP_OK)
         return rc;
-    /* Both frames go in one atomic message: if the first is queued the
-     * second cannot fail for lack of room. */
     if (zmq_send(sock, buf, n, flags | ZMQ_SNDMORE) < 0)
         return map_errno();
+    return BP_OK;
+}
+
+int bp_send(void *sock, const struct bp_hdr *h, const void *payload, size_t len, int flags)
+{
+    int rc = send_header(sock, h, flags);
+    if (rc != BP_OK)
+        return rc;
     if (zmq_send(sock, payload, len, flags) < 0)
         return map_errno();
     return BP_OK;
@@ -135,14 +144,9 @@ int bp_send(void *sock, const struct bp_hdr *h, const void *payload, size_t len,
 int bp_send_msg(void *sock, const struct bp_hdr *h, zmq_msg_t *payload, int flags)
 {
     if (h) {
-        uint8_t buf[BP_HDR_MAX];
-        size_t n;
-        int rc = bp_hdr_encode(h, buf, sizeof buf, &n);
+        int rc = send_header(sock, h, flags);
         if (rc != BP_OK)
             return rc;
-        if (zmq_send(sock, buf, n, flags | ZMQ_SNDMORE) < 0)
-            return map_errno();
-        /* With the header queued, the payload frame always fits. */
         flags = 0;
     }
     if (zmq_msg_send(payload, sock, flags) < 0)
