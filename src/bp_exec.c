@@ -1,9 +1,13 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,15 +17,36 @@
 
 extern char **environ;
 
-/* After the child exits, how long its pipes may stay open (held by a
- * background grandchild) before the job is finished without them. */
+/* After the command ended and its group was killed, how long its pipes may
+ * stay open (held by a process that left the group) before the job is
+ * finished without them. */
 #define BP_DRAIN_MS 500
+
+/* With all three pipes open the status pipe is not polled (no room): look
+ * at it this often. */
+#define BP_STATUS_POLL_MS 250
+
+/* Guard -> worker messages: two int32, kind and value. */
+enum { G_STARTED = 1, G_SETUP_ERR, G_EXEC_ERR, G_EXITED };
+
+/* The guard's fds: 0-2 the task's pipes, this one the status pipe. */
+#define G_ST_FD 3
+
+/* Sent to the guard by the kernel when the worker dies. Catchable, so the
+ * guard can kill its group; the handler checks the worker really died, so
+ * a `kill 0` from the task itself is harmless. */
+#define G_DEATH_SIG SIGTERM
 
 void bp_job_init(struct bp_job *j, size_t max_out)
 {
     memset(j, 0, sizeof *j);
-    j->fd_in = j->fd_out = j->fd_err = -1;
+    j->fd_in = j->fd_out = j->fd_err = j->fd_st = -1;
     j->max_out = max_out;
+}
+
+void bp_job_set_shell(struct bp_job *j, const char *path)
+{
+    j->shell = path;
 }
 
 static void close_fd(int *fd)
@@ -37,6 +62,7 @@ static void finish(struct bp_job *j, int status, int code)
     close_fd(&j->fd_in);
     close_fd(&j->fd_out);
     close_fd(&j->fd_err);
+    close_fd(&j->fd_st);
     j->pid = 0;
     j->done = 1;
     j->status = status;
@@ -64,81 +90,309 @@ static void tail_msg(struct bp_job *j, const char *msg)
     tail_add(j, msg, strlen(msg));
 }
 
+/* ---- The guard. It is forked from a possibly multi-threaded worker and
+ * never execs, so it only makes async-signal-safe calls: no stdio, no
+ * malloc, no locks. ---- */
+
+static pid_t g_parent; /* the worker, as seen before the fork */
+static int g_st = -1;  /* status pipe (moves to G_ST_FD) */
+
+static void g_on_death_sig(int sig)
+{
+    (void)sig;
+    /* The kernel reparents the guard before it sends the signal, so a
+     * changed parent means the worker is gone (a thread of the worker
+     * exiting reparents to another thread of the same process). */
+    if (getppid() != g_parent)
+        kill(0, SIGKILL);
+}
+
+static void g_send(int kind, int val)
+{
+    int32_t m[2] = {kind, val};
+    ssize_t w;
+    do
+        w = write(g_st, m, sizeof m);
+    while (w < 0 && errno == EINTR);
+    /* Nobody to report to: the worker is gone, and so goes the task. */
+    if (w != (ssize_t)sizeof m)
+        kill(0, SIGKILL);
+}
+
+static _Noreturn void g_fail(int kind, int err)
+{
+    g_send(kind, err);
+    _exit(127);
+}
+
+/* Parses a decimal fd name from /proc/self/fd; -1 if it is not one. */
+static int g_fd_name(const char *s)
+{
+    int fd = 0;
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || fd > 100000000)
+            return -1;
+        fd = fd * 10 + (*s - '0');
+    }
+    return fd;
+}
+
+/* Closes every fd from lowfd up. The guard never execs, so close-on-exec
+ * does not help it: it would hold the worker's sockets and, worse, pipe
+ * ends of its own job and of the others (the write end of a stdin: that
+ * `cat` would never see the end of its input). */
+static void g_close_from(int lowfd)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0U) == 0)
+        return;
+#endif
+    /* Kernels before 5.9: list /proc/self/fd with the raw syscall
+     * (opendir allocates). */
+    int d = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d >= 0) {
+        union {
+            char b[2048];
+            uint64_t align;
+        } buf;
+        long n;
+        while ((n = syscall(SYS_getdents64, d, buf.b, sizeof buf.b)) > 0) {
+            for (long off = 0; off + 19 < n;) {
+                unsigned short reclen; /* struct linux_dirent64: d_reclen at 16, name at 19 */
+                memcpy(&reclen, buf.b + off + 16, sizeof reclen);
+                if (reclen == 0)
+                    break;
+                int fd = g_fd_name(buf.b + off + 19);
+                if (fd >= lowfd && fd != d)
+                    close(fd);
+                off += reclen;
+            }
+        }
+        close(d);
+        if (n == 0)
+            return;
+    }
+    struct rlimit rl;
+    rlim_t max = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        max = rl.rlim_cur < (1u << 20) ? rl.rlim_cur : (1u << 20);
+    for (rlim_t fd = (rlim_t)lowfd; fd < max; fd++)
+        close((int)fd);
+}
+
+/* Runs in the forked child; all signals are blocked on entry. */
+static _Noreturn void guard(pid_t parent, const char *shell, const char *cmd, int in, int out,
+                            int err, int st)
+{
+    g_parent = parent;
+    g_st = st;
+
+    /* Default dispositions for everything the worker ignores or handles:
+     * the guard must not run the worker's handlers, and the shell must not
+     * inherit SIG_IGN (SIGPIPE). sigaction fails for the signals libc
+     * keeps for itself; that is fine. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            (void)sigaction(s, &sa, NULL);
+
+    /* fds 0-2: the task's pipes; G_ST_FD: status (close-on-exec, so the
+     * shell does not get it); nothing else. Copies above 10 first, so no
+     * dup2 overwrites a source still to be copied. */
+    int fds[4] = {in, out, err, st};
+    for (int i = 0; i < 4; i++)
+        if ((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
+            g_fail(G_SETUP_ERR, errno);
+    for (int i = 0; i < 3; i++)
+        if (dup2(fds[i], i) != i)
+            g_fail(G_SETUP_ERR, errno);
+    if (dup3(fds[3], G_ST_FD, O_CLOEXEC) != G_ST_FD)
+        g_fail(G_SETUP_ERR, errno);
+    g_st = G_ST_FD;
+    g_close_from(G_ST_FD + 1);
+
+    if (setpgid(0, 0) != 0)
+        g_fail(G_SETUP_ERR, errno);
+    sa.sa_handler = g_on_death_sig;
+    if (sigaction(G_DEATH_SIG, &sa, NULL) != 0)
+        g_fail(G_SETUP_ERR, errno);
+    if (prctl(PR_SET_PDEATHSIG, G_DEATH_SIG, 0, 0, 0) != 0)
+        g_fail(G_SETUP_ERR, errno);
+    /* The worker may have died before prctl: then no signal comes. */
+    if (getppid() != parent)
+        _exit(127);
+
+    /* Tells the guard whether the exec worked: EOF, or the errno. */
+    int xp[2];
+    if (pipe2(xp, O_CLOEXEC) != 0)
+        g_fail(G_SETUP_ERR, errno);
+    pid_t sh = fork();
+    if (sh == 0) {
+        sa.sa_handler = SIG_DFL;
+        (void)sigaction(G_DEATH_SIG, &sa, NULL); /* cannot fail: set above */
+        sigset_t none;
+        sigemptyset(&none);
+        (void)sigprocmask(SIG_SETMASK, &none, NULL); /* cannot fail */
+        char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+        execve(shell, argv, environ);
+        int e = errno;
+        (void)!write(xp[1], &e, sizeof e); /* the guard sees EOF otherwise */
+        _exit(127);
+    }
+    int fork_err = errno;
+    close(xp[1]);
+    /* The guard keeps none of the task's pipes: the worker must see their
+     * ends when the command's processes close them. */
+    close(0);
+    close(1);
+    close(2);
+    if (sh < 0)
+        g_fail(G_SETUP_ERR, fork_err);
+    int e = 0;
+    ssize_t r;
+    do
+        r = read(xp[0], &e, sizeof e);
+    while (r < 0 && errno == EINTR);
+    close(xp[0]);
+    int st_sh;
+    if (r == (ssize_t)sizeof e) {
+        while (waitpid(sh, &st_sh, 0) < 0 && errno == EINTR)
+            ;
+        g_fail(G_EXEC_ERR, e);
+    }
+    g_send(G_STARTED, 0);
+
+    sigset_t mask;
+    sigfillset(&mask);
+    sigdelset(&mask, G_DEATH_SIG);
+    (void)sigprocmask(SIG_SETMASK, &mask, NULL); /* cannot fail */
+    while (waitpid(sh, &st_sh, 0) < 0)
+        if (errno != EINTR)
+            kill(0, SIGKILL); /* cannot happen: sh is our child */
+    g_send(G_EXITED, st_sh);
+    /* Stay, holding the group id, until the worker kills the group (or
+     * dies, and the death signal handler does). */
+    for (;;)
+        pause();
+}
+
+/* ---- The worker's side ---- */
+
+static void start_error(struct bp_job *j, int code, const char *what, const char *shell)
+{
+    char m[256];
+    if (shell)
+        snprintf(m, sizeof m, "boardpipe: cannot run %s: %s", shell, strerror(code));
+    else
+        snprintf(m, sizeof m, "boardpipe: cannot start task: %s: %s", what, strerror(code));
+    tail_msg(j, m);
+    finish(j, BP_ST_EXECERR, code);
+}
+
+static void kill_group(struct bp_job *j)
+{
+    /* Only while the guard is unreaped: its pid is then still taken, so
+     * the group id names our group and no other. ESRCH (every member
+     * already dead) is fine. */
+    if (j->pid > 0 && !j->exited) {
+        (void)kill(-j->pid, SIGKILL);
+        (void)kill(j->pid, SIGKILL);
+    }
+}
+
+static void reap_blocking(struct bp_job *j)
+{
+    int st;
+    while (waitpid(j->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    j->exited = 1;
+}
+
 int bp_job_start(struct bp_job *j, const char *cmd, const void *in, size_t len, int timeout_ms,
                  int64_t now)
 {
-    int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
+    int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1}, pst[2] = {-1, -1};
     j->in = in;
     j->in_len = len;
     j->in_off = 0;
     j->out_len = 0;
     j->overflow = 0;
     j->tail_len = 0;
-    j->timed_out = j->killed = j->exited = 0;
+    j->timed_out = j->killed = j->ended = j->exited = j->st_got = 0;
+    j->wstatus = 0;
     j->exit_seen = 0;
-    j->next_check = 0;
+    j->next_check = now + BP_STATUS_POLL_MS;
     j->check_step = 1;
     j->done = 0;
     j->deadline = timeout_ms > 0 ? now + timeout_ms : 0;
+    const char *shell = j->shell ? j->shell : "/bin/sh";
 
-    if (pipe2(pin, O_CLOEXEC) || pipe2(pout, O_CLOEXEC) || pipe2(perr, O_CLOEXEC)) {
+    if (pipe2(pin, O_CLOEXEC) || pipe2(pout, O_CLOEXEC) || pipe2(perr, O_CLOEXEC) ||
+        pipe2(pst, O_CLOEXEC)) {
         int e = errno;
-        char m[128];
-        snprintf(m, sizeof m, "boardpipe: cannot create pipes: %s", strerror(e));
         close_fd(&pin[0]), close_fd(&pin[1]), close_fd(&pout[0]), close_fd(&pout[1]);
-        close_fd(&perr[0]), close_fd(&perr[1]);
-        tail_msg(j, m);
-        finish(j, BP_ST_EXECERR, e);
+        close_fd(&perr[0]), close_fd(&perr[1]), close_fd(&pst[0]), close_fd(&pst[1]);
+        start_error(j, e, "cannot create pipes", NULL);
         return BP_OK;
     }
 
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
-    posix_spawnattr_init(&at);
-    /* Own process group, so a timeout kills the whole pipeline the shell
-     * started; default signal dispositions and an empty mask, whatever the
-     * worker itself ignores or blocks. */
-    sigset_t none, def;
-    sigemptyset(&none);
-    sigemptyset(&def);
-    sigaddset(&def, SIGPIPE);
-    sigaddset(&def, SIGINT);
-    sigaddset(&def, SIGTERM);
-    sigaddset(&def, SIGCHLD);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &def);
-    posix_spawnattr_setpgroup(&at, 0);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-    pid_t pid;
-    int rc = posix_spawn(&pid, "/bin/sh", &fa, &at, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    close(pin[0]);
-    close(pout[1]);
-    close(perr[1]);
-    if (rc != 0) {
-        char m[128];
-        snprintf(m, sizeof m, "boardpipe: cannot run /bin/sh: %s", strerror(rc));
-        close(pin[1]);
-        close(pout[0]);
-        close(perr[0]);
-        tail_msg(j, m);
-        finish(j, BP_ST_EXECERR, rc);
+    /* The child starts with every signal blocked, so none of the worker's
+     * handlers runs in it before the guard resets them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    int rc = pthread_sigmask(SIG_BLOCK, &all, &old);
+    pid_t parent = getpid();
+    pid_t pid = rc == 0 ? fork() : -1;
+    if (pid == 0)
+        guard(parent, shell, cmd, pin[0], pout[1], perr[1], pst[1]);
+    int e = rc ? rc : errno;
+    if (rc == 0)
+        (void)pthread_sigmask(SIG_SETMASK, &old, NULL); /* cannot fail: old is valid */
+    close_fd(&pin[0]);
+    close_fd(&pout[1]);
+    close_fd(&perr[1]);
+    close_fd(&pst[1]);
+    if (pid < 0) {
+        close_fd(&pin[1]), close_fd(&pout[0]), close_fd(&perr[0]), close_fd(&pst[0]);
+        start_error(j, e, rc ? "pthread_sigmask" : "fork", NULL);
         return BP_OK;
     }
     j->pid = pid;
     j->fd_in = pin[1];
     j->fd_out = pout[0];
     j->fd_err = perr[0];
-    fcntl(j->fd_in, F_SETFL, O_NONBLOCK);
-    fcntl(j->fd_out, F_SETFL, O_NONBLOCK);
-    fcntl(j->fd_err, F_SETFL, O_NONBLOCK);
+    j->fd_st = pst[0];
+
+    int32_t m[2] = {0, 0};
+    ssize_t r;
+    do
+        r = read(j->fd_st, m, sizeof m);
+    while (r < 0 && errno == EINTR);
+    if (r != (ssize_t)sizeof m || m[0] != G_STARTED) {
+        e = r < 0 ? errno : EIO;
+        kill_group(j);
+        reap_blocking(j);
+        if (r == (ssize_t)sizeof m && m[0] == G_EXEC_ERR)
+            start_error(j, m[1], NULL, shell);
+        else if (r == (ssize_t)sizeof m && m[0] == G_SETUP_ERR)
+            start_error(j, m[1], "guard process", NULL);
+        else
+            start_error(j, e, "guard process died", NULL);
+        return BP_OK;
+    }
+    if (fcntl(j->fd_in, F_SETFL, O_NONBLOCK) || fcntl(j->fd_out, F_SETFL, O_NONBLOCK) ||
+        fcntl(j->fd_err, F_SETFL, O_NONBLOCK) || fcntl(j->fd_st, F_SETFL, O_NONBLOCK)) {
+        e = errno;
+        kill_group(j);
+        reap_blocking(j);
+        start_error(j, e, "fcntl", NULL);
+        return BP_OK;
+    }
     if (j->in_len == 0)
         close_fd(&j->fd_in);
     return BP_OK;
@@ -155,6 +409,10 @@ int bp_job_pollitems(const struct bp_job *j, zmq_pollitem_t *items)
         items[n++] = (zmq_pollitem_t){.socket = NULL, .fd = j->fd_out, .events = ZMQ_POLLIN};
     if (j->fd_err >= 0)
         items[n++] = (zmq_pollitem_t){.socket = NULL, .fd = j->fd_err, .events = ZMQ_POLLIN};
+    /* The caller has room for 3: the status pipe gets a slot once one of
+     * the others is closed (stdin, usually, soon after the start). */
+    if (j->fd_st >= 0 && n < 3)
+        items[n++] = (zmq_pollitem_t){.socket = NULL, .fd = j->fd_st, .events = ZMQ_POLLIN};
     return n;
 }
 
@@ -225,6 +483,21 @@ static void write_in(struct bp_job *j)
     close_fd(&j->fd_in);
 }
 
+/* Reads the guard's report, if there is one. The status pipe closes after
+ * it: the command is over. EOF without a report means the guard died. */
+static void read_status(struct bp_job *j)
+{
+    int32_t m[2];
+    ssize_t r = read(j->fd_st, m, sizeof m);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (r == (ssize_t)sizeof m && m[0] == G_EXITED) {
+        j->wstatus = m[1];
+        j->st_got = 1;
+    }
+    close_fd(&j->fd_st);
+}
+
 void bp_job_io(struct bp_job *j, const zmq_pollitem_t *items, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -236,15 +509,20 @@ void bp_job_io(struct bp_job *j, const zmq_pollitem_t *items, int n)
             read_out(j);
         else if (items[i].fd == j->fd_err && j->fd_err >= 0)
             read_err(j);
+        else if (items[i].fd == j->fd_st && j->fd_st >= 0)
+            read_status(j);
     }
 }
 
-static void kill_group(struct bp_job *j)
+/* Kills the group: from here the job only waits for the guard's death. */
+static void end_group(struct bp_job *j, int64_t now)
 {
-    if (j->pid > 0 && !j->exited) {
-        kill(-j->pid, SIGKILL);
-        kill(j->pid, SIGKILL);
-    }
+    if (j->ended)
+        return;
+    j->ended = 1;
+    j->exit_seen = now;
+    j->check_step = 1;
+    kill_group(j);
 }
 
 void bp_job_interrupt(struct bp_job *j)
@@ -252,7 +530,7 @@ void bp_job_interrupt(struct bp_job *j)
     if (j->done)
         return;
     j->killed = 1;
-    kill_group(j);
+    end_group(j, bp_now_ms());
 }
 
 static void conclude(struct bp_job *j)
@@ -283,20 +561,26 @@ int bp_job_check(struct bp_job *j, int64_t now, int64_t *wake_ms)
     *wake_ms = 0;
     if (j->done)
         return 1;
-    if (j->deadline && now >= j->deadline && !j->timed_out && !j->exited) {
+    if (j->deadline && now >= j->deadline && !j->timed_out && !j->ended) {
         j->timed_out = 1;
-        kill_group(j);
+        end_group(j, now);
     }
-    int pipes_open = j->fd_out >= 0 || j->fd_err >= 0;
-    if (!j->exited && (!pipes_open || j->timed_out || j->killed || now >= j->next_check)) {
-        pid_t r = waitpid(j->pid, &j->wstatus, WNOHANG);
+    if (j->fd_st >= 0)
+        read_status(j);
+    if (j->fd_st < 0)
+        end_group(j, now); /* the shell exited (or the guard died) */
+    if (j->ended && !j->exited) {
+        int st;
+        pid_t r = waitpid(j->pid, &st, WNOHANG);
         if (r == j->pid || (r < 0 && errno == ECHILD)) {
             j->exited = 1;
-            j->exit_seen = now;
-            if (r < 0)
-                j->wstatus = 0;
+            /* Killed by us, the guard's own status tells nothing; it is
+             * the status unless the guard died before reporting. */
+            if (!j->st_got)
+                j->wstatus = r == j->pid ? st : 0;
         }
     }
+    int pipes_open = j->fd_out >= 0 || j->fd_err >= 0;
     if (j->exited) {
         if (!pipes_open || now - j->exit_seen >= BP_DRAIN_MS || j->timed_out || j->killed) {
             /* Read what is already in the pipes before closing them. */
@@ -310,19 +594,19 @@ int bp_job_check(struct bp_job *j, int64_t now, int64_t *wake_ms)
         *wake_ms = j->exit_seen + BP_DRAIN_MS;
         return 0;
     }
-    if (!pipes_open) {
-        /* Pipes closed, child not yet reaped: usually microseconds away.
-         * Back off from 1 ms so a child that closed its output early and
-         * goes on running costs little. */
+    if (j->ended) {
+        /* SIGKILLed guard: reapable within moments. Back off from 1 ms so
+         * one stuck in the kernel costs little. */
         j->next_check = now + j->check_step;
         if (j->check_step < 100)
             j->check_step *= 2;
         *wake_ms = j->next_check;
-    } else {
-        /* A child may exit while a grandchild holds its pipes: look now
-         * and then without waiting on the pipes. */
+        return 0;
+    }
+    if (j->fd_in >= 0 && j->fd_out >= 0 && j->fd_err >= 0) {
+        /* The status pipe is not polled (see bp_job_pollitems). */
         if (now >= j->next_check)
-            j->next_check = now + 250;
+            j->next_check = now + BP_STATUS_POLL_MS;
         *wake_ms = j->next_check;
     }
     if (j->deadline && !j->timed_out && (*wake_ms == 0 || j->deadline < *wake_ms))
@@ -349,11 +633,13 @@ void bp_job_release(struct bp_job *j)
     if (j->pid > 0 && !j->done) {
         kill_group(j);
         if (!j->exited)
-            waitpid(j->pid, &j->wstatus, 0);
+            reap_blocking(j);
+        j->pid = 0;
     }
     close_fd(&j->fd_in);
     close_fd(&j->fd_out);
     close_fd(&j->fd_err);
+    close_fd(&j->fd_st);
     free(j->out);
     j->out = NULL;
     j->out_cap = j->out_len = 0;
