@@ -375,31 +375,91 @@ static void t_reorder_huge_id(void **state)
     bp_reorder_free(&r);
 }
 
-/* A garbage id far ahead (a task id up to 2^32 reaches the reorder buffer
- * before the batch size is known). On 32-bit targets the slot array of
- * 2^26 zmq_msg_t (64 bytes each) is 2^32 bytes: the size computation must
- * not wrap. The put may fail; it must not corrupt memory, and if it
- * succeeds the entry must come out intact. */
+/* A garbage id far ahead: a task id up to 2^32 (BP_IDSET_LIMIT) reaches
+ * the reorder buffer before the batch size is known. On 32-bit targets
+ * size_t is 32 bits: an offset of 2^32 + k truncated to size_t is k (a
+ * slot that looks free or held), and 2^26 slots of zmq_msg_t (64 bytes
+ * each) are 2^32 bytes, which wraps to a 0-byte allocation. So offsets
+ * must be judged in 64 bits and bounded by the window: next + WINDOW - 1
+ * is held, next + WINDOW and everything past it is refused, leaving the
+ * message with the caller and allocating nothing. */
+static void refuse(struct bp_reorder *r, uint64_t id)
+{
+    size_t cap = r->cap, held = r->held;
+    zmq_msg_t m;
+    make_msg(&m, id);
+    if (bp_reorder_put(r, id, &m, 0) != -1)
+        fail_msg("id %llu (next %llu) was accepted", (unsigned long long)id,
+                 (unsigned long long)r->next);
+    check_msg(&m, id); /* still the caller's */
+    zmq_msg_close(&m);
+    zmq_msg_init(&m);
+    assert_int_equal(bp_reorder_put(r, id, &m, 1), -1); /* nor as a skip */
+    zmq_msg_close(&m);
+    assert_int_equal(r->cap, cap); /* nothing allocated */
+    assert_int_equal(r->held, held);
+}
+
 static void t_reorder_far_id_32bit(void **state)
 {
     (void)state;
-    /* An id past the window is refused (and the message left with the
-     * caller) on every target; on 32-bit this once overflowed malloc. */
+    const uint64_t W = BP_REORDER_WINDOW;
+    const uint64_t G = (uint64_t)1 << 32;
     struct bp_reorder r;
     bp_reorder_init(&r);
     put_ok(&r, 0);
     put_ok(&r, 2);
-    const uint64_t far = BP_REORDER_WINDOW + 1;
-    zmq_msg_t m;
-    make_msg(&m, far);
-    assert_int_equal(bp_reorder_put(&r, far, &m, 0), -1);
-    check_msg(&m, far);
-    zmq_msg_close(&m);
+    /* next = 0: ids whose 32-bit truncation is 0 (next), 1 (free), 2
+     * (held), and the offsets that would overflow a 32-bit size. */
+    const uint64_t far[] = {W,     W + 1, (uint64_t)1 << 26, G - 1, G,
+                            G + 1, G + 2, G + W - 1,         G + W, UINT64_MAX};
+    for (size_t i = 0; i < sizeof far / sizeof far[0]; i++)
+        refuse(&r, far[i]);
+    /* The window's last id is held; the ring never grows past the window. */
+    put_ok(&r, W - 1);
+    assert_int_equal(r.held, 3);
+    assert_true(r.cap >= W - 1);
+    assert_true(r.cap <= W);
+    refuse(&r, W);
+    /* Slot 1 was not taken by G + 1 (which truncates to 1). */
     pop_expect(&r, 0);
     pop_none(&r);
     put_ok(&r, 1);
     pop_expect(&r, 1);
     pop_expect(&r, 2);
+    pop_none(&r);
+    /* next = 3: the window moved with it. */
+    assert_int_equal(r.next, 3);
+    put_ok(&r, 3 + W - 1); /* slot 2, just freed */
+    refuse(&r, 3 + W);
+    refuse(&r, 3 + W + 1);
+    assert_int_equal(r.held, 2);
+    assert_true(r.cap <= W);
+    pop_none(&r);
+    bp_reorder_free(&r); /* the held ones are released (ASan) */
+
+    /* Ids crossing 2^32: the sink's state after G - 2 results in order (set
+     * directly; popping 2^32 entries would take too long). Ring slots are
+     * the ids' low bits, so G - 2 .. G + 1 must come out in order. */
+    bp_reorder_init(&r);
+    r.next = G - 2;
+    put_ok(&r, G + 1);
+    put_ok(&r, G);
+    put_ok(&r, G - 1);
+    pop_none(&r);
+    refuse(&r, G - 3); /* below next */
+    refuse(&r, G - 2 + W);
+    refuse(&r, 2); /* what G + 2 truncates to: below next */
+    put_ok(&r, G - 2);
+    for (uint64_t id = G - 2; id <= G + 1; id++)
+        pop_expect(&r, id);
+    pop_none(&r);
+    assert_int_equal(r.held, 0);
+    /* next = G + 2: the window's last id is held, its end refused. */
+    put_ok(&r, G + 2 + W - 1);
+    refuse(&r, G + 2 + W);
+    put_ok(&r, G + 2);
+    pop_expect(&r, G + 2);
     pop_none(&r);
     bp_reorder_free(&r);
 }

@@ -7,8 +7,10 @@
 #   tests/fleet/fleet_test.sh [REPO_ROOT]
 #
 # Needs root. Exits 77 (skip) with the reason when namespaces, sshd, qemu or
-# binfmt_misc are not usable or the musl binaries are not built. Everything
-# it creates is named bpf<pid>... and removed on exit, failure or not.
+# binfmt_misc are not usable or the musl binaries are not built ("cannot run
+# here"); exits 1 when a check failed ("ran and failed"), also when a skip
+# or an error comes after the failed check. Everything it creates is named
+# bpf<pid>... and removed on exit, failure or not.
 #   BP_FLEET_BUILD_ROOT=DIR   binaries from DIR/<preset>/bin (default: build/)
 #   BP_FLEET_KEEP=1           keep the temp dir (logs, inventory) for a look
 #   BP_FLEET_TASKS=N          size of the first batch (default 1000)
@@ -31,7 +33,15 @@ PASSED=0
 FAILED=0
 
 log() { printf '[%3ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
-skip() { printf 'SKIP: %s\n' "$*"; exit 77; }
+# A skip only when nothing has failed yet: a failed check stays a failure.
+skip() {
+    if [ "$FAILED" -gt 0 ]; then
+        printf 'not ok - cannot go on (%s) after %d failed check(s)\n' "$*" "$FAILED"
+        exit 1
+    fi
+    printf 'SKIP: %s\n' "$*"
+    exit 77
+}
 ok() { PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$*"; }
 bad() { FAILED=$((FAILED + 1)); printf 'not ok - %s\n' "$*"; }
 check() { # check DESCRIPTION COMMAND...
@@ -111,10 +121,13 @@ cleanup() {
         echo "not ok - cleanup: namespaces named $ID* remain"
         rc=1
     fi
-    if [ "$rc" = 0 ] || [ "$rc" = 1 ]; then
-        printf 'fleet: %d passed, %d failed (%ss)\n' "$PASSED" "$FAILED" "$(($(date +%s) - T0))"
-        [ "$FAILED" -gt 0 ] && rc=1
+    # A failed check fails the run whatever came after it: a later skip
+    # (77) or a clean end (0) must not hide it.
+    if [ "$FAILED" -gt 0 ] && { [ "$rc" = 0 ] || [ "$rc" = 77 ]; }; then
+        rc=1
     fi
+    printf 'fleet: %d passed, %d failed (%ss), exit %d%s\n' "$PASSED" "$FAILED" \
+        "$(($(date +%s) - T0))" "$rc" "$([ "$rc" = 77 ] && echo ' (skipped: cannot run here)')"
     exit "$rc"
 }
 
