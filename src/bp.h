@@ -78,6 +78,15 @@ struct bp_opts {
     int grace_ms;        /* worker: time to finish in-flight tasks on stop */
     const char *status_file;
     char id[BP_ID_MAX + 1];
+    /* delivery (protocol v2) */
+    int hb_ms;            /* heartbeat interval, ventilator <-> worker <-> sink */
+    int liveness;         /* silent intervals before a peer counts as dead */
+    int max_attempts;     /* ventilator: losses before a task fails as lost */
+    int retries;          /* ventilator: re-runs of a failed command */
+    int task_deadline_ms; /* ventilator: redeliver a task out longer (0: never) */
+    int ack_timeout_ms;   /* ventilator: a result the sink did not acknowledge */
+    int prefetch;         /* worker: tasks queued beyond running ones (-1: auto) */
+    int host_timeout_ms;  /* worker --once: give up on a vanished ventilator */
     /* sink */
     const char *control_bind;
     const char *output; /* NULL or "-": stdout */
@@ -117,16 +126,21 @@ struct bp_io {
 /* Outcome of a run, for callers and tests. */
 struct bp_report {
     uint64_t batch;
-    int64_t sent;       /* ventilator: tasks sent */
-    int64_t rejected;   /* ventilator: input records refused (too big) */
-    int64_t total;      /* sink: batch size announced by the ventilator */
-    int64_t ok;         /* worker: tasks done; sink: results ok */
-    int64_t failed;     /* tasks that failed */
-    int64_t missing;    /* sink: results never received */
-    int64_t duplicates; /* sink: results received twice, dropped */
-    int64_t malformed;  /* frames dropped as malformed / wrong version */
-    int64_t stale;      /* sink: results of another batch, dropped */
-    int workers;        /* sink: distinct workers seen */
+    int64_t sent;        /* ventilator: tasks read into the batch */
+    int64_t rejected;    /* ventilator: input records refused (too big) */
+    int64_t total;       /* sink: batch size announced by the ventilator */
+    int64_t ok;          /* worker: tasks done; sink: results ok */
+    int64_t failed;      /* tasks that failed */
+    int64_t missing;     /* results never received (ventilator: tasks not final) */
+    int64_t duplicates;  /* sink: results received twice, dropped */
+    int64_t malformed;   /* frames dropped as malformed / wrong version */
+    int64_t stale;       /* sink: results of another batch, dropped */
+    int64_t lost;        /* tasks failed as lost --max-attempts times */
+    int64_t redelivered; /* ventilator: deliveries lost and sent again;
+                            sink: tasks whose final result came from a later delivery */
+    int64_t retried;     /* failed tries run again (--retries) */
+    int64_t recovered;   /* sink: tasks ok after a lost delivery */
+    int workers;         /* sink: distinct workers seen */
     double elapsed_s;
 };
 

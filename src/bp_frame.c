@@ -1,6 +1,13 @@
+#include <stdlib.h>
 #include <string.h>
 
 #include "bp_frame.h"
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -16,6 +23,11 @@ static void put64(uint8_t *p, uint64_t v)
     put32(p + 4, (uint32_t)v);
 }
 
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
 static uint32_t get32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -26,76 +38,355 @@ static uint64_t get64(const uint8_t *p)
     return (uint64_t)get32(p) << 32 | get32(p + 4);
 }
 
-int bp_hdr_encode(const struct bp_hdr *h, void *buf, size_t cap, size_t *len)
+/* Walks n variable-length records starting at off; each has a fixed part
+ * of rec bytes whose u32 at len_at is the payload length. The records must
+ * fill the body exactly. */
+static int walk_records(const uint8_t *b, size_t blen, size_t off, uint32_t n, size_t rec,
+                        size_t len_at, uint32_t max_rec)
 {
-    uint8_t *p = buf;
-    if (h->type < 1 || h->type > BP_MSG_TYPE_MAX || h->wid_len > BP_ID_MAX || h->status > BP_ST_MAX)
+    for (uint32_t i = 0; i < n; i++) {
+        if (blen - off < rec)
+            return BP_EPROTO;
+        uint32_t l = get32(b + off + len_at);
+        if (max_rec && l > max_rec)
+            return BP_EPROTO;
+        off += rec;
+        if (blen - off < l)
+            return BP_EPROTO;
+        off += l;
+    }
+    return off == blen ? BP_OK : BP_EPROTO;
+}
+
+/* n fixed-size records after a fixed part: exact length, no overflow. */
+static int exact(size_t blen, size_t fixed, uint32_t n, size_t rec)
+{
+    if (blen < fixed || (blen - fixed) % rec || (blen - fixed) / rec != n)
         return BP_EPROTO;
-    size_t n = BP_HDR_FIXED + h->wid_len;
-    if (cap < n)
-        return BP_ETOOBIG;
-    p[0] = 'b';
-    p[1] = 'p';
-    p[2] = BP_PROTO_VERSION;
-    p[3] = h->type;
-    p[4] = h->status;
-    p[5] = h->flags;
-    p[6] = h->wid_len;
-    p[7] = 0;
-    put64(p + 8, h->batch);
-    put64(p + 16, h->task);
-    put32(p + 24, (uint32_t)h->code);
-    put32(p + 28, h->aux);
-    memcpy(p + BP_HDR_FIXED, h->wid, h->wid_len);
-    *len = n;
     return BP_OK;
 }
 
-int bp_hdr_decode(struct bp_hdr *h, const void *buf, size_t len)
+int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_rec)
 {
     const uint8_t *p = buf;
     if (len < 3 || p[0] != 'b' || p[1] != 'p')
         return BP_EPROTO;
-    /* The version is checked before the length: a future version may have
-     * a different header size, and deserves its own error. */
+    /* The version is checked before the length: another version may have
+     * another layout, and deserves its own error. */
     if (p[2] != BP_PROTO_VERSION)
         return BP_EVERSION;
-    if (len < BP_HDR_FIXED)
+    if (len < BP_MSG_HDR)
         return BP_EPROTO;
-    uint8_t wl = p[6];
-    if (wl > BP_ID_MAX || len != (size_t)BP_HDR_FIXED + wl)
+    m->type = p[3];
+    m->n = get32(p + 4);
+    m->batch = get64(p + 8);
+    m->body = p + BP_MSG_HDR;
+    m->body_len = len - BP_MSG_HDR;
+    const uint8_t *b = m->body;
+    size_t bl = m->body_len;
+    switch (m->type) {
+    case BP_MSG_HELLO:
+        if (m->n != 0 || bl < BP_HELLO_FIXED + 1 || bl != (size_t)BP_HELLO_FIXED + 1 + b[8] ||
+            b[8] > BP_ID_MAX)
+            return BP_EPROTO;
+        return BP_OK;
+    case BP_MSG_CREDIT:
+        return exact(bl, BP_CREDIT_FIXED, m->n, 8);
+    case BP_MSG_BYE:
+        return exact(bl, BP_BYE_FIXED, m->n, 8);
+    case BP_MSG_TASKS:
+        return walk_records(b, bl, 0, m->n, BP_TASK_REC, 12, max_rec);
+    case BP_MSG_RESULTS: {
+        if (bl < 1 || b[0] > BP_ID_MAX || bl < (size_t)1 + b[0])
+            return BP_EPROTO;
+        int rc = walk_records(b, bl, (size_t)1 + b[0], m->n, BP_RESULT_REC, 20, max_rec);
+        if (rc != BP_OK)
+            return rc;
+        /* Statuses are checked here so consumers can index tables by them. */
+        size_t off = (size_t)1 + b[0];
+        for (uint32_t i = 0; i < m->n; i++) {
+            if (b[off + 10] > BP_ST_MAX)
+                return BP_EPROTO;
+            off += BP_RESULT_REC + get32(b + off + 20);
+        }
+        return BP_OK;
+    }
+    case BP_MSG_ACK:
+        if (exact(bl, 0, m->n, BP_ACK_REC) != BP_OK)
+            return BP_EPROTO;
+        for (uint32_t i = 0; i < m->n; i++)
+            if (b[(size_t)i * BP_ACK_REC + 10] > BP_ACK_RETRY)
+                return BP_EPROTO;
+        return BP_OK;
+    case BP_MSG_HEARTBEAT:
+        return m->n == 0 && bl == BP_HB_BODY ? BP_OK : BP_EPROTO;
+    case BP_MSG_END:
+        return m->n == 0 && bl == BP_END_BODY ? BP_OK : BP_EPROTO;
+    case BP_MSG_CLOSE:
+        return m->n == 0 && bl == BP_CLOSE_BODY ? BP_OK : BP_EPROTO;
+    case BP_MSG_COMPLETE:
+        return m->n == 0 && bl == BP_COMPLETE_BODY ? BP_OK : BP_EPROTO;
+    case BP_MSG_RESYNC:
+    case BP_MSG_BEGIN:
+        return m->n == 0 && bl == 0 ? BP_OK : BP_EPROTO;
+    default:
         return BP_EPROTO;
-    if (p[3] < 1 || p[3] > BP_MSG_TYPE_MAX || p[4] > BP_ST_MAX)
-        return BP_EPROTO;
-    h->type = p[3];
-    h->status = p[4];
-    h->flags = p[5];
-    h->wid_len = wl;
-    h->batch = get64(p + 8);
-    h->task = get64(p + 16);
-    h->code = (int32_t)get32(p + 24);
-    h->aux = get32(p + 28);
-    memcpy(h->wid, p + BP_HDR_FIXED, wl);
-    h->wid[wl] = '\0';
-    return BP_OK;
+    }
 }
 
-void bp_hdr_set_wid(struct bp_hdr *h, const char *id)
+int bp_msg_next_task(const struct bp_msg *m, size_t *off, struct bp_task_rec *t)
 {
-    size_t n = id ? strlen(id) : 0;
-    if (n > BP_ID_MAX)
-        n = BP_ID_MAX;
-    if (n)
-        memcpy(h->wid, id, n);
-    h->wid[n] = '\0';
-    h->wid_len = (uint8_t)n;
+    if (*off >= m->body_len)
+        return 0;
+    const uint8_t *r = m->body + *off;
+    t->id = get64(r);
+    t->attempt = get16(r + 8);
+    t->flags = r[10];
+    t->len = get32(r + 12);
+    t->data = r + BP_TASK_REC;
+    *off += BP_TASK_REC + (size_t)t->len;
+    return 1;
+}
+
+int bp_msg_next_result(const struct bp_msg *m, size_t *off, struct bp_result_rec *x)
+{
+    if (*off == 0)
+        *off = (size_t)1 + m->body[0];
+    if (*off >= m->body_len)
+        return 0;
+    const uint8_t *r = m->body + *off;
+    x->id = get64(r);
+    x->attempt = get16(r + 8);
+    x->status = r[10];
+    x->flags = r[11];
+    x->code = (int32_t)get32(r + 12);
+    x->elapsed_ms = get32(r + 16);
+    x->len = get32(r + 20);
+    x->data = r + BP_RESULT_REC;
+    *off += BP_RESULT_REC + (size_t)x->len;
+    return 1;
+}
+
+int bp_msg_next_ack(const struct bp_msg *m, size_t *off, struct bp_ack_rec *a)
+{
+    if (*off >= m->body_len)
+        return 0;
+    const uint8_t *r = m->body + *off;
+    a->id = get64(r);
+    a->attempt = get16(r + 8);
+    a->kind = r[10];
+    *off += BP_ACK_REC;
+    return 1;
+}
+
+int bp_msg_next_id(const struct bp_msg *m, size_t *off, uint64_t *id)
+{
+    if (*off == 0)
+        *off = 4; /* CREDIT and BYE: a u32 before the ids */
+    if (*off >= m->body_len)
+        return 0;
+    *id = get64(m->body + *off);
+    *off += 8;
+    return 1;
+}
+
+void bp_msg_hello(const struct bp_msg *m, struct bp_hello *h)
+{
+    h->jobs = get16(m->body);
+    h->credit = get32(m->body + 4);
+    h->id_len = m->body[8];
+    h->id = (const char *)m->body + 9;
+}
+
+uint32_t bp_msg_u32(const struct bp_msg *m)
+{
+    return m->body_len >= 4 ? get32(m->body) : 0;
+}
+
+uint64_t bp_msg_u64(const struct bp_msg *m, size_t at)
+{
+    return m->body_len >= at + 8 ? get64(m->body + at) : 0;
+}
+
+const char *bp_msg_wid(const struct bp_msg *m, uint8_t *len)
+{
+    *len = m->body[0];
+    return (const char *)m->body + 1;
+}
+
+void bp_pack_init(struct bp_pack *p)
+{
+    memset(p, 0, sizeof *p);
+}
+
+void bp_pack_free(struct bp_pack *p)
+{
+    free(p->p);
+    memset(p, 0, sizeof *p);
+}
+
+/* Makes room for more bytes; on failure the pack is marked broken and
+ * returns NULL (callers then write nothing). */
+static uint8_t *room(struct bp_pack *p, size_t more)
+{
+    if (p->err)
+        return NULL;
+    if (p->cap - p->len < more) {
+        size_t cap = p->cap ? p->cap : 256;
+        while (cap - p->len < more) {
+            if (cap > SIZE_MAX / 2) {
+                p->err = BP_ENOMEM;
+                return NULL;
+            }
+            cap *= 2;
+        }
+        uint8_t *n = realloc(p->p, cap);
+        if (!n) {
+            p->err = BP_ENOMEM;
+            return NULL;
+        }
+        p->p = n;
+        p->cap = cap;
+    }
+    uint8_t *at = p->p + p->len;
+    p->len += more;
+    return at;
+}
+
+void bp_pack_begin(struct bp_pack *p, int type, uint64_t batch)
+{
+    p->len = 0;
+    p->n = 0;
+    p->err = 0;
+    uint8_t *h = room(p, BP_MSG_HDR);
+    if (!h)
+        return;
+    h[0] = 'b';
+    h[1] = 'p';
+    h[2] = BP_PROTO_VERSION;
+    h[3] = (uint8_t)type;
+    put32(h + 4, 0);
+    put64(h + 8, batch);
+}
+
+void bp_pack_u8(struct bp_pack *p, uint8_t v)
+{
+    uint8_t *d = room(p, 1);
+    if (d)
+        *d = v;
+}
+
+void bp_pack_u16(struct bp_pack *p, uint16_t v)
+{
+    uint8_t *d = room(p, 2);
+    if (d)
+        put16(d, v);
+}
+
+void bp_pack_u32(struct bp_pack *p, uint32_t v)
+{
+    uint8_t *d = room(p, 4);
+    if (d)
+        put32(d, v);
+}
+
+void bp_pack_u64(struct bp_pack *p, uint64_t v)
+{
+    uint8_t *d = room(p, 8);
+    if (d)
+        put64(d, v);
+}
+
+void bp_pack_bytes(struct bp_pack *p, const void *src, size_t len)
+{
+    uint8_t *d = room(p, len);
+    if (d && len)
+        memcpy(d, src, len);
+}
+
+void bp_pack_task(struct bp_pack *p, uint64_t id, uint16_t attempt, uint8_t flags, const void *d,
+                  uint32_t len)
+{
+    uint8_t *r = room(p, BP_TASK_REC + (size_t)len);
+    if (!r)
+        return;
+    put64(r, id);
+    put16(r + 8, attempt);
+    r[10] = flags;
+    r[11] = 0;
+    put32(r + 12, len);
+    if (len)
+        memcpy(r + BP_TASK_REC, d, len);
+    p->n++;
+}
+
+uint8_t *bp_pack_result_reserve(struct bp_pack *p, const struct bp_result_rec *x)
+{
+    uint8_t *r = room(p, BP_RESULT_REC + (size_t)x->len);
+    if (!r)
+        return NULL;
+    put64(r, x->id);
+    put16(r + 8, x->attempt);
+    r[10] = x->status;
+    r[11] = x->flags;
+    put32(r + 12, (uint32_t)x->code);
+    put32(r + 16, x->elapsed_ms);
+    put32(r + 20, x->len);
+    p->n++;
+    return r + BP_RESULT_REC;
+}
+
+void bp_pack_result(struct bp_pack *p, const struct bp_result_rec *x)
+{
+    uint8_t *d = bp_pack_result_reserve(p, x);
+    if (d && x->len)
+        memcpy(d, x->data, x->len);
+}
+
+void bp_pack_ack(struct bp_pack *p, uint64_t id, uint16_t attempt, uint8_t kind)
+{
+    uint8_t *r = room(p, BP_ACK_REC);
+    if (!r)
+        return;
+    put64(r, id);
+    put16(r + 8, attempt);
+    r[10] = kind;
+    r[11] = 0;
+    p->n++;
+}
+
+void bp_pack_id(struct bp_pack *p, uint64_t id)
+{
+    uint8_t *r = room(p, 8);
+    if (!r)
+        return;
+    put64(r, id);
+    p->n++;
+}
+
+int bp_pack_finish(struct bp_pack *p)
+{
+    if (p->err || p->len < BP_MSG_HDR)
+        return BP_ENOMEM;
+    put32(p->p + 4, p->n);
+    return BP_OK;
 }
 
 const char *bp_status_name(int status)
 {
-    static const char *const names[] = {"ok",         "failed",   "timeout",    "too-big",
-                                        "exec-error", "signaled", "interrupted"};
+    static const char *const names[] = {"ok",         "failed",   "timeout",     "too-big",
+                                        "exec-error", "signaled", "interrupted", "lost"};
     if (status < 0 || status > BP_ST_MAX)
         return "unknown";
     return names[status];
+}
+
+const char *bp_msg_name(int type)
+{
+    static const char *const names[] = {"?",      "HELLO", "CREDIT",  "TASKS",   "HEARTBEAT",
+                                        "RESYNC", "END",   "BYE",     "RESULTS", "BEGIN",
+                                        "CLOSE",  "ACK",   "COMPLETE"};
+    if (type < 1 || type > BP_MSG_TYPE_MAX)
+        return "?";
+    return names[type];
 }

@@ -49,7 +49,15 @@ enum {
     O_ORDERED,
     O_TIMEOUT,
     O_COUNT,
-    O_SUMMARY_JSON
+    O_SUMMARY_JSON,
+    O_HEARTBEAT,
+    O_LIVENESS,
+    O_MAX_ATTEMPTS,
+    O_RETRIES,
+    O_TASK_DEADLINE,
+    O_ACK_TIMEOUT,
+    O_PREFETCH,
+    O_HOST_TIMEOUT
 };
 
 struct opt_def {
@@ -93,6 +101,14 @@ static const struct opt_def opt_defs[] = {
     {"timeout", required_argument, O_TIMEOUT, R_S},
     {"count", required_argument, O_COUNT, R_S},
     {"summary-json", required_argument, O_SUMMARY_JSON, R_S},
+    {"heartbeat", required_argument, O_HEARTBEAT, R_V | R_W},
+    {"liveness", required_argument, O_LIVENESS, R_V | R_W},
+    {"max-attempts", required_argument, O_MAX_ATTEMPTS, R_V},
+    {"retries", required_argument, O_RETRIES, R_V},
+    {"task-deadline", required_argument, O_TASK_DEADLINE, R_V},
+    {"ack-timeout", required_argument, O_ACK_TIMEOUT, R_V},
+    {"prefetch", required_argument, O_PREFETCH, R_W},
+    {"host-timeout", required_argument, O_HOST_TIMEOUT, R_W},
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -187,6 +203,12 @@ static void defaults(struct bp_opts *o, enum bp_role role)
     o->jobs = 1;
     o->grace_ms = 10000;
     o->transform = "upper";
+    o->hb_ms = 1000;
+    o->liveness = 3;
+    o->max_attempts = 3;
+    o->ack_timeout_ms = 10000;
+    o->prefetch = -1;
+    o->host_timeout_ms = 60000;
     switch (role) {
     case BP_ROLE_VENTILATOR:
         o->bind = "tcp://*:5557";
@@ -196,12 +218,10 @@ static void defaults(struct bp_opts *o, enum bp_role role)
     case BP_ROLE_WORKER:
         o->tasks = "tcp://localhost:5557";
         o->results = "tcp://localhost:5558";
-        o->control = "tcp://localhost:5559";
         o->linger_ms = 5000;
         break;
     case BP_ROLE_SINK:
         o->bind = "tcp://*:5558";
-        o->control_bind = "tcp://*:5559";
         o->linger_ms = 2000;
         break;
     }
@@ -223,6 +243,10 @@ static int *duration_field(struct bp_opts *o, int val)
         return &o->grace_ms;
     case O_TIMEOUT:
         return &o->timeout_ms;
+    case O_TASK_DEADLINE:
+        return &o->task_deadline_ms;
+    case O_HOST_TIMEOUT:
+        return &o->host_timeout_ms;
     default:
         return NULL;
     }
@@ -303,6 +327,40 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
         if (parse_int64(val, 0, 1024, &n))
             BAD("%s: expected 0 (= number of CPUs) to 1024, got '%s'", src, val);
         o->jobs = (int)n;
+        break;
+    case O_HEARTBEAT:
+    case O_ACK_TIMEOUT: {
+        int ms;
+        if (parse_duration_ms(val, &ms) || ms < 10 || ms > 3600000)
+            BAD("%s: expected a duration from 10ms to 1h (e.g. 1s, 500ms), got '%s'", src, val);
+        if (d->val == O_HEARTBEAT)
+            o->hb_ms = ms;
+        else
+            o->ack_timeout_ms = ms;
+        break;
+    }
+    case O_LIVENESS:
+    case O_MAX_ATTEMPTS:
+        if (parse_int64(val, 1, 1000, &n))
+            BAD("%s: expected a number from 1 to 1000, got '%s'", src, val);
+        if (d->val == O_LIVENESS)
+            o->liveness = (int)n;
+        else
+            o->max_attempts = (int)n;
+        break;
+    case O_RETRIES:
+        if (parse_int64(val, 0, 1000, &n))
+            BAD("%s: expected a number from 0 to 1000, got '%s'", src, val);
+        o->retries = (int)n;
+        break;
+    case O_PREFETCH:
+        if (!strcmp(val, "auto")) {
+            o->prefetch = -1;
+            break;
+        }
+        if (parse_int64(val, 0, 4096, &n))
+            BAD("%s: expected 'auto' or a number from 0 to 4096, got '%s'", src, val);
+        o->prefetch = (int)n;
         break;
     case O_COUNT:
         if (parse_int64(val, 0, INT64_MAX / 2, &n))
@@ -492,9 +550,9 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
         }
         if (is_none(o->control))
             o->control = NULL;
-        if (o->once && (o->raw || !o->control)) {
+        if (o->once && o->raw) {
             snprintf(o->err, sizeof o->err,
-                     "--once needs the sink's control channel (not --raw, not --control none)");
+                     "--once needs the acknowledged channel: it cannot be used with --raw");
             return BP_EUSAGE;
         }
     }
@@ -514,21 +572,34 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
 
 static const char usage_vent[] =
     "Usage: ventilator [OPTIONS] [FILE]\n"
-    "Fans tasks out to boardpipe workers (PUSH, binds). Tasks come from FILE\n"
-    "(or --input; '-' is stdin), one per line; with no input the tutorial's seven\n"
-    "strings are sent.\n"
+    "Hands tasks to boardpipe workers as they ask for them (ROUTER, binds) and\n"
+    "keeps each task until the sink has its result: a task on a worker that\n"
+    "dies or goes silent is sent again. Tasks come from FILE (or --input; '-'\n"
+    "is stdin), one per line; with no input the tutorial's seven strings.\n"
     "\n"
     "  -i, --input FILE        read tasks from FILE ('-': stdin)\n"
     "  -0, --null              tasks are NUL-separated (binary-safe)\n"
     "      --bind ENDPOINT     where workers connect (default tcp://*:5557)\n"
-    "      --sink ENDPOINT     tell this sink about the batch (default\n"
-    "                          tcp://localhost:5558; 'none' to skip)\n"
-    "  -w, --wait-workers N    wait until N workers are connected before sending\n"
-    "      --wait-timeout DUR  give up waiting for workers after DUR (default 60s;\n"
-    "                          also the longest time no worker takes a task; 0: forever)\n"
+    "      --sink ENDPOINT     the sink that acknowledges results (default\n"
+    "                          tcp://localhost:5558; 'none': a task counts as done\n"
+    "                          when its worker says so, with no acknowledgement)\n"
+    "  -w, --wait-workers N    wait until N workers said hello before starting\n"
+    "      --wait-timeout DUR  give up waiting for workers or the sink after DUR\n"
+    "                          (default 60s; 0: forever)\n"
+    "      --heartbeat DUR     heartbeat interval to workers and sink (1s)\n"
+    "      --liveness N        missed heartbeats before a worker is dead (3)\n"
+    "      --max-attempts N    deliveries a task may lose before it fails as\n"
+    "                          'lost N times' (3)\n"
+    "      --retries N         run a failed command again, on another worker if\n"
+    "                          there is one, up to N times (default 0)\n"
+    "      --task-deadline DUR redeliver a task out on a worker longer than DUR\n"
+    "                          (default: none; the worker keeps running it)\n"
+    "      --ack-timeout DUR   redeliver a task whose result the sink did not\n"
+    "                          acknowledge within DUR of the worker finishing (10s)\n"
     "      --max-msg-size SIZE largest task (default 1M)\n"
-    "      --linger DUR        time to hand queued tasks to workers on exit (10s)\n"
-    "      --raw               plain single-frame strings (tutorial/pyzmq peers)\n"
+    "      --linger DUR        time to deliver the last messages on exit (1s at most)\n"
+    "      --raw               plain single-frame strings over PUSH (tutorial/pyzmq\n"
+    "                          peers): NO delivery guarantee, nothing is sent again\n"
     "      --progress          live progress line on stderr (default: if a TTY)\n"
     "      --no-progress       no progress line\n"
     "  -v, --verbose           more log lines on stderr\n"
@@ -538,30 +609,39 @@ static const char usage_vent[] =
     "\n"
     "Every option can also be set as BP_<NAME> in the environment, e.g.\n"
     "BP_WAIT_WORKERS=2 (command-line options win).\n"
-    "Exit status: 0 ok (also when stopped by SIGINT/SIGTERM), 1 error, 2 usage,\n"
-    "3 some input records rejected.\n";
+    "Exit status: 0 every task ok, 1 error, 2 usage, 3 some tasks failed (or input\n"
+    "records rejected), 4 stopped before every task had a result.\n";
 
 static const char usage_worker[] =
     "Usage: worker [OPTIONS]\n"
-    "Pulls tasks from a ventilator, processes them and pushes results to a sink.\n"
+    "Asks a ventilator for tasks, runs them and sends the results to a sink.\n"
     "\n"
-    "      --tasks ENDPOINT    ventilator to pull from (default tcp://localhost:5557)\n"
-    "      --results ENDPOINT  sink to push to (default tcp://localhost:5558)\n"
-    "      --control ENDPOINT  sink's control channel (default tcp://localhost:5559;\n"
-    "                          'none' to ignore batch ends)\n"
+    "      --tasks ENDPOINT    ventilator (default tcp://localhost:5557)\n"
+    "      --results ENDPOINT  sink (default tcp://localhost:5558)\n"
     "  -t, --transform NAME    built-in transform: upper (default), lower, echo, reverse\n"
     "  -e, --exec CMD          run '/bin/sh -c CMD' per task: task on stdin, result is\n"
     "                          its stdout; a non-zero exit is reported as failed\n"
     "  -j, --jobs N            tasks run at once (default 1; 0: number of CPUs)\n"
+    "      --prefetch N|auto   tasks held beyond the running ones (default auto:\n"
+    "                          enough to cover a round trip; none for long tasks)\n"
     "      --task-timeout DUR  kill a command running longer (default: none)\n"
     "      --sleep DUR         wait DUR per task (the tutorial's 1s), default 0\n"
-    "      --once              exit 0 when the sink announces the end of the batch\n"
-    "      --grace DUR         on SIGINT/SIGTERM, time to finish running tasks (10s)\n"
-    "      --id NAME           worker id carried in results (default hostname:pid)\n"
+    "      --once              exit 0 when the ventilator ends the batch\n"
+    "      --host-timeout DUR  with --once: exit 1 when no ventilator answered for\n"
+    "                          DUR (default 60s; 0: wait forever)\n"
+    "      --heartbeat DUR     heartbeat interval (1s)\n"
+    "      --liveness N        missed heartbeats before the ventilator counts as\n"
+    "                          gone: queued tasks are dropped (it sends them to\n"
+    "                          others), running ones finish, then reconnect (3)\n"
+    "      --grace DUR         on SIGINT/SIGTERM: queued tasks are handed back at\n"
+    "                          once, running ones get DUR to finish (10s), then are\n"
+    "                          killed and handed back\n"
+    "      --id NAME           worker id (default hostname:pid)\n"
     "      --status-file FILE  keep id/state/done/failed counters in FILE\n"
     "      --max-msg-size SIZE largest task or result (default 1M)\n"
     "      --linger DUR        time to deliver queued results on exit (5s)\n"
-    "      --raw               plain single-frame strings (tutorial/pyzmq peers)\n"
+    "      --raw               plain single-frame strings over PULL/PUSH\n"
+    "                          (tutorial/pyzmq peers): NO delivery guarantee\n"
     "  -v, --verbose           more log lines on stderr\n"
     "  -q, --quiet             errors only\n"
     "  -h, --help              this text\n"
@@ -569,17 +649,17 @@ static const char usage_worker[] =
     "\n"
     "Every option can also be set as BP_<NAME> in the environment, e.g.\n"
     "BP_TASKS=tcp://host:5557 BP_JOBS=0 BP_ONCE=1 (command-line options win).\n"
-    "Exit status: 0 ok, 1 error, 2 usage.\n";
+    "(--control is accepted and ignored: protocol v2 has no control channel.)\n"
+    "Exit status: 0 ok, 1 error (or --once gave up on the host), 2 usage.\n";
 
 static const char usage_sink[] =
     "Usage: sink [OPTIONS]\n"
-    "Collects results from workers (PULL, binds) and writes them to stdout, one per\n"
-    "line, in completion order; the summary goes to stderr.\n"
+    "Collects results from workers (ROUTER, binds), acknowledges each to the\n"
+    "ventilator and writes each task's result once, one per line, in completion\n"
+    "order; the summary goes to stderr.\n"
     "\n"
     "      --bind ENDPOINT     where workers and the ventilator connect\n"
     "                          (default tcp://*:5558)\n"
-    "      --control-bind EP   control channel for workers (PUB, default\n"
-    "                          tcp://*:5559; 'none' to disable)\n"
     "  -o, --output FILE       write results to FILE instead of stdout\n"
     "  -0, --null              NUL-separated results instead of lines\n"
     "      --ordered           write results in input order\n"
@@ -589,7 +669,8 @@ static const char usage_sink[] =
     "      --count N           with --raw --once: exit after N results\n"
     "      --summary-json FILE also write the batch summary as JSON to FILE\n"
     "      --max-msg-size SIZE largest result (default 1M)\n"
-    "      --raw               plain single-frame strings (tutorial/pyzmq peers)\n"
+    "      --raw               plain single-frame strings over PULL (tutorial/pyzmq\n"
+    "                          peers): no ids, no acknowledgement\n"
     "      --progress          live progress line on stderr (default: if a TTY)\n"
     "      --no-progress       no progress line\n"
     "  -v, --verbose           more log lines on stderr\n"
@@ -598,6 +679,7 @@ static const char usage_sink[] =
     "  -V, --version           version, libzmq version and target\n"
     "\n"
     "Every option can also be set as BP_<NAME> in the environment.\n"
+    "(--control-bind is accepted and ignored: protocol v2 has no control channel.)\n"
     "Exit status: 0 all tasks ok, 1 error, 2 usage, 3 some tasks failed,\n"
     "4 tasks missing (timeout, or stopped mid-batch).\n";
 

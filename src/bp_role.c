@@ -4,6 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bp_frame.h"
 #include "bp_internal.h"
 #include "bp_role.h"
 
@@ -12,7 +13,7 @@ struct bp_sockcfg bp_role_sockcfg(const struct bp_opts *o)
     struct bp_sockcfg c = {0};
     c.linger_ms = o->linger_ms;
     /* Room for the header frame on top of the payload limit. */
-    c.max_msg = o->max_msg + BP_HDR_MAX;
+    c.max_msg = o->max_msg + BP_MSG_HDR + 64;
     return c;
 }
 

@@ -13,16 +13,26 @@
 #include "bp_track.h"
 
 #define MAX_FAIL_LINES 20
+/* Acknowledgements held while the ventilator is not known yet (results
+ * can overtake its BEGIN); past this the oldest are dropped: the
+ * ventilator sends those tasks again and the sink acknowledges them then. */
+#define MAX_PENDING_ACKS 65536
+#define READ_BURST 4096
 
 struct sink {
     const struct bp_opts *o;
     const struct bp_io *io;
     void *ctx;
     int own_ctx;
-    void *pull, *pub;
+    void *sock; /* v2: ROUTER; raw: PULL */
     FILE *out;
     int own_out;
     int progress;
+    /* the ventilator of the current batch */
+    uint8_t vent[255];
+    size_t vent_len;
+    struct bp_pack acks;
+    struct bp_pack reply;
     /* the current batch */
     int active;
     uint64_t batch;
@@ -30,9 +40,12 @@ struct sink {
     int64_t total;
     int64_t last_activity;
     struct bp_stats st;
-    struct bp_idset seen;
+    struct bp_idset seen;   /* a final result is in */
+    struct bp_idset failed; /* ... and it was a failure */
+    struct bp_idset tried;  /* a failed try was retried */
     struct bp_reorder ro;
-    int64_t dups, stale, malformed, fail_lines;
+    int64_t dups, stale, malformed, fail_lines, retried, redelivered, recovered, lost;
+    int64_t acks_dropped;
     int64_t raw_count;
     int io_error;
 };
@@ -55,10 +68,15 @@ static void batch_start(struct sink *k, uint64_t batch)
     k->end_seen = 0;
     k->total = -1;
     k->dups = k->stale = k->fail_lines = 0;
+    k->retried = k->redelivered = k->recovered = k->lost = 0;
     k->last_activity = bp_now_ms();
+    k->vent_len = 0;
+    k->acks.n = 0;
     bp_stats_free(&k->st);
     bp_stats_init(&k->st, k->last_activity);
     bp_idset_free(&k->seen);
+    bp_idset_free(&k->failed);
+    bp_idset_free(&k->tried);
     bp_reorder_free(&k->ro);
     bp_reorder_init(&k->ro);
     bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " started", batch);
@@ -91,17 +109,22 @@ static void write_json(struct sink *k, const struct bp_report *r)
         return;
     }
     fprintf(f,
-            "{\"batch\":\"%016" PRIx64 "\",\"total\":%" PRId64 ",\"ok\":%" PRId64
-            ",\"failed\":%" PRId64 ",\"missing\":%" PRId64 ",\"duplicates\":%" PRId64
-            ",\"stale\":%" PRId64 ",\"malformed\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
-            r->batch, r->total, r->ok, r->failed, r->missing, r->duplicates, r->stale, r->malformed,
+            "{\"batch\":\"%016" PRIx64 "\",\"total\":%" PRId64 ",\"delivered\":%" PRId64
+            ",\"ok\":%" PRId64 ",\"failed\":%" PRId64 ",\"missing\":%" PRId64
+            ",\"duplicates\":%" PRId64 ",\"redelivered\":%" PRId64 ",\"retried\":%" PRId64
+            ",\"recovered\":%" PRId64 ",\"lost\":%" PRId64 ",\"stale\":%" PRId64
+            ",\"malformed\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
+            r->batch, r->total, r->ok + r->failed, r->ok, r->failed, r->missing, r->duplicates,
+            r->redelivered, r->retried, r->recovered, r->lost, r->stale, r->malformed,
             r->elapsed_s);
     for (int i = 0; i < k->st.nw; i++) {
+        const struct bp_wstat *w = &k->st.w[i];
+        int64_t n = w->ok + w->failed;
         if (i)
             putc(',', f);
-        json_str(f, k->st.w[i].id);
-        fprintf(f, ":{\"ok\":%" PRId64 ",\"failed\":%" PRId64 "}", k->st.w[i].ok,
-                k->st.w[i].failed);
+        json_str(f, w->id);
+        fprintf(f, ":{\"ok\":%" PRId64 ",\"failed\":%" PRId64 ",\"mean_ms\":%.3f}", w->ok,
+                w->failed, n ? (double)w->ms / (double)n : 0.0);
     }
     fputs("}}\n", f);
     if (fclose(f) != 0) {
@@ -129,8 +152,43 @@ static void log_missing(struct sink *k)
         bp_log(BP_LOG_ERROR, "missing task ids: %s%s", line, shown == 20 ? " ..." : "");
 }
 
+static int send_to_vent(struct sink *k, struct bp_pack *p)
+{
+    if (!k->vent_len || bp_pack_finish(p) != BP_OK)
+        return BP_EIO;
+    int rc = bp_send_to(k->sock, k->vent, k->vent_len, p->p, p->len, ZMQ_DONTWAIT);
+    if (rc != BP_OK && rc != BP_ETIMEDOUT)
+        bp_log(BP_LOG_DEBUG, "cannot reach the ventilator: %s", zmq_strerror(errno));
+    return rc;
+}
+
+static void flush_acks(struct sink *k)
+{
+    if (!k->acks.n || !k->vent_len)
+        return;
+    /* A lost ack costs a redelivery, which is acknowledged again. */
+    send_to_vent(k, &k->acks);
+    bp_pack_begin(&k->acks, BP_MSG_ACK, k->batch);
+}
+
+static void ack(struct sink *k, uint64_t id, uint16_t attempt, uint8_t kind)
+{
+    if (k->acks.n >= MAX_PENDING_ACKS) {
+        if (!k->vent_len) {
+            k->acks_dropped++;
+            return;
+        }
+        flush_acks(k);
+    }
+    if (k->acks.n == 0)
+        bp_pack_begin(&k->acks, BP_MSG_ACK, k->batch);
+    bp_pack_ack(&k->acks, id, attempt, kind);
+    if (k->acks.len >= BP_PACK_BYTES)
+        flush_acks(k);
+}
+
 /* Ends the current batch: flushes output, prints the summary, tells the
- * workers. Returns the batch's outcome. */
+ * ventilator. Returns the batch's outcome. */
 static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
 {
     int64_t now = bp_now_ms();
@@ -148,6 +206,7 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
         zmq_msg_close(&m);
     }
     fflush(k->out);
+    flush_acks(k);
     if (k->progress)
         bp_role_progress_line(NULL);
     struct bp_report r = {0};
@@ -158,6 +217,10 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
     r.duplicates = k->dups;
     r.stale = k->stale;
     r.malformed = k->malformed;
+    r.redelivered = k->redelivered;
+    r.retried = k->retried;
+    r.recovered = k->recovered;
+    r.lost = k->lost;
     r.workers = k->st.nw;
     r.elapsed_s = (double)(now - k->st.start_ms) / 1000.0;
     if (k->end_seen && k->total > r.ok + r.failed)
@@ -171,9 +234,17 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
            " failed, %" PRId64 " missing, %" PRId64 " duplicates in %.3f s (%.1f tasks/s)",
            r.batch, complete ? "complete" : "INCOMPLETE", r.ok + r.failed, tot, r.ok, r.failed,
            r.missing, r.duplicates, r.elapsed_s, rate);
-    for (int i = 0; i < k->st.nw; i++)
-        bp_log(BP_LOG_INFO, "  worker %-24s %8" PRId64 " ok %6" PRId64 " failed", k->st.w[i].id,
-               k->st.w[i].ok, k->st.w[i].failed);
+    if (r.redelivered || r.retried || r.lost)
+        bp_log(BP_LOG_INFO,
+               "  %" PRId64 " redelivered (%" PRId64 " recovered after a loss), %" PRId64
+               " failed tries retried, %" PRId64 " lost",
+               r.redelivered, r.recovered, r.retried, r.lost);
+    for (int i = 0; i < k->st.nw; i++) {
+        const struct bp_wstat *w = &k->st.w[i];
+        int64_t n = w->ok + w->failed;
+        bp_log(BP_LOG_INFO, "  worker %-24s %8" PRId64 " ok %6" PRId64 " failed %9.1f ms/task",
+               w->id, w->ok, w->failed, n ? (double)w->ms / (double)n : 0.0);
+    }
     if (k->stale || k->malformed)
         bp_log(BP_LOG_WARN,
                "dropped %" PRId64 " results of other batches, %" PRId64 " malformed messages",
@@ -183,13 +254,13 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
             bp_log(BP_LOG_ERROR, "the ventilator never announced the batch size");
         else
             log_missing(k);
+    } else if (k->vent_len) {
+        bp_pack_begin(&k->reply, BP_MSG_COMPLETE, k->batch);
+        bp_pack_u64(&k->reply, (uint64_t)r.ok);
+        bp_pack_u64(&k->reply, (uint64_t)r.failed);
+        send_to_vent(k, &k->reply);
     }
     write_json(k, &r);
-    if (k->pub) {
-        struct bp_hdr h = {.type = BP_MSG_CONTROL_END, .batch = k->batch};
-        if (bp_send(k->pub, &h, "", 0, ZMQ_DONTWAIT) != BP_OK)
-            bp_log(BP_LOG_WARN, "cannot announce the batch end to workers");
-    }
     if (rep)
         *rep = r;
     k->active = 0;
@@ -198,7 +269,7 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
     return r.failed ? BP_EFAILED : BP_OK;
 }
 
-static void report_failure(struct sink *k, const struct bp_hdr *h, zmq_msg_t *m)
+static void report_failure(struct sink *k, const struct bp_result_rec *r, const char *wid)
 {
     if (k->fail_lines++ >= MAX_FAIL_LINES) {
         if (k->fail_lines == MAX_FAIL_LINES + 1)
@@ -206,8 +277,8 @@ static void report_failure(struct sink *k, const struct bp_hdr *h, zmq_msg_t *m)
         return;
     }
     char show[240];
-    size_t n = zmq_msg_size(m);
-    const char *d = zmq_msg_data(m);
+    size_t n = r->len;
+    const char *d = (const char *)r->data;
     while (n && (d[n - 1] == '\n' || d[n - 1] == '\r'))
         n--;
     /* The tail's last line is usually the error. */
@@ -220,53 +291,39 @@ static void report_failure(struct sink *k, const struct bp_hdr *h, zmq_msg_t *m)
     if (n - from > 200)
         from = n - 200;
     bp_printable(show, sizeof show, d + from, n - from);
-    bp_log(BP_LOG_ERROR, "task %" PRIu64 " %s (code %d) on %s: %s", h->task,
-           bp_status_name(h->status), h->code, h->wid_len ? h->wid : "?", show);
+    bp_log(BP_LOG_ERROR, "task %" PRIu64 " %s (code %d) on %s: %s", r->id,
+           bp_status_name(r->status), r->code, wid, show);
 }
 
-static void on_result(struct sink *k, const struct bp_hdr *h, zmq_msg_t *m)
+/* Writes an ok result now, or files it for --ordered. r->data points into
+ * the received message m, which may be moved into the reorder buffer. */
+static void output(struct sink *k, const struct bp_result_rec *r, int ok)
 {
-    if (!k->active) {
-        /* A result can overtake the ventilator's BEGIN: they travel on
-         * different connections. */
-        batch_start(k, h->batch);
-    } else if (h->batch != k->batch) {
-        k->stale++;
-        return;
-    }
-    k->last_activity = bp_now_ms();
-    if ((k->end_seen && h->task >= (uint64_t)k->total)) {
-        k->malformed++;
-        return;
-    }
-    int fresh = bp_idset_add(&k->seen, h->task);
-    if (fresh < 0) {
-        k->malformed++;
-        return;
-    }
-    if (!fresh) {
-        k->dups++;
-        bp_log(BP_LOG_DEBUG, "duplicate result for task %" PRIu64 " dropped", h->task);
-        return;
-    }
-    int ok = h->status == BP_ST_OK;
-    bp_stats_add(&k->st, h->wid_len ? h->wid : "?", ok);
-    if (!ok)
-        report_failure(k, h, m);
     if (!k->o->ordered) {
         if (ok)
-            write_rec(k, zmq_msg_data(m), zmq_msg_size(m));
+            write_rec(k, r->data, r->len);
         return;
     }
-    if (bp_reorder_put(&k->ro, h->task, m, !ok) != 0) {
+    zmq_msg_t m;
+    if (zmq_msg_init_size(&m, ok ? r->len : 0) != 0) {
+        bp_log(BP_LOG_ERROR, "out of memory holding task %" PRIu64 ": written out of order", r->id);
+        if (ok)
+            write_rec(k, r->data, r->len);
+        return;
+    }
+    if (ok && r->len)
+        memcpy(zmq_msg_data(&m), r->data, r->len);
+    if (bp_reorder_put(&k->ro, r->id, &m, !ok) != 0) {
         /* Too far ahead to hold: written now rather than lost. */
         bp_log(BP_LOG_WARN,
                "task %" PRIu64 " too far ahead of %" PRIu64 " for --ordered: written out of order",
-               h->task, k->ro.next);
+               r->id, k->ro.next);
         if (ok)
-            write_rec(k, zmq_msg_data(m), zmq_msg_size(m));
+            write_rec(k, r->data, r->len);
+        zmq_msg_close(&m);
         return;
     }
+    zmq_msg_close(&m);
     zmq_msg_t out;
     zmq_msg_init(&out);
     int skip;
@@ -276,56 +333,141 @@ static void on_result(struct sink *k, const struct bp_hdr *h, zmq_msg_t *m)
     zmq_msg_close(&out);
 }
 
-static void on_message(struct sink *k, const struct bp_hdr *h, zmq_msg_t *m)
+static void on_result(struct sink *k, const struct bp_result_rec *r, const char *wid)
 {
-    switch (h->type) {
-    case BP_MSG_RESULT:
-        on_result(k, h, m);
-        break;
-    case BP_MSG_BATCH_BEGIN:
-        if (k->active && k->batch == h->batch)
-            break;
-        if (k->active && (k->st.ok + k->st.failed) > 0) {
-            bp_log(BP_LOG_WARN, "batch %016" PRIx64 " begins before %016" PRIx64 " completed",
-                   h->batch, k->batch);
-            batch_finish(k, NULL, 0);
-        }
-        batch_start(k, h->batch);
-        break;
-    case BP_MSG_BATCH_END:
-        if (!k->active)
-            batch_start(k, h->batch);
-        if (h->batch != k->batch) {
-            k->stale++;
-            break;
-        }
-        k->end_seen = 1;
-        k->total = (int64_t)h->task;
-        k->last_activity = bp_now_ms();
-        bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " has %" PRId64 " tasks", k->batch, k->total);
-        break;
-    default:
+    if (k->end_seen && r->id >= (uint64_t)k->total) {
         k->malformed++;
+        return;
+    }
+    if (bp_idset_has(&k->seen, r->id)) {
+        /* Already final: first result wins; tell the ventilator again. */
+        k->dups++;
+        ack(k, r->id, r->attempt, bp_idset_has(&k->failed, r->id) ? BP_ACK_FAILED : BP_ACK_OK);
+        return;
+    }
+    int ok = r->status == BP_ST_OK;
+    if (!ok && !(r->flags & BP_RF_FINAL)) {
+        /* A failed try with retries left: counted, not written. */
+        if (bp_idset_add(&k->tried, r->id) < 0) {
+            k->malformed++;
+            return;
+        }
+        k->retried++;
+        bp_log(BP_LOG_DEBUG, "task %" PRIu64 " try %u %s on %s: retried", r->id,
+               (unsigned)r->attempt, bp_status_name(r->status), wid);
+        ack(k, r->id, r->attempt, BP_ACK_RETRY);
+        return;
+    }
+    int fresh = bp_idset_add(&k->seen, r->id);
+    if (fresh < 0 || (!ok && bp_idset_add(&k->failed, r->id) < 0)) {
+        k->malformed++;
+        return;
+    }
+    bp_stats_add(&k->st, wid, ok);
+    bp_stats_time(&k->st, r->elapsed_ms);
+    if (r->attempt > 1) {
+        k->redelivered++;
+        if (ok && !bp_idset_has(&k->tried, r->id))
+            k->recovered++;
+    }
+    if (r->status == BP_ST_LOST)
+        k->lost++;
+    if (!ok)
+        report_failure(k, r, wid);
+    output(k, r, ok);
+    ack(k, r->id, r->attempt, ok ? BP_ACK_OK : BP_ACK_FAILED);
+}
+
+static void adopt_ventilator(struct sink *k, zmq_msg_t *rid)
+{
+    size_t n = zmq_msg_size(rid);
+    if (n == 0 || n > sizeof k->vent)
+        return;
+    memcpy(k->vent, zmq_msg_data(rid), n);
+    k->vent_len = n;
+    if (bp_log_enabled(BP_LOG_DEBUG)) {
+        char hex[64] = "";
+        for (size_t i = 0; i < n && i < 16; i++)
+            snprintf(hex + 2 * i, sizeof hex - 2 * i, "%02x", ((const uint8_t *)k->vent)[i]);
+        bp_log(BP_LOG_DEBUG, "ventilator is peer %s", hex);
     }
 }
 
-/* A worker whose control connection was still being set up when the
- * batch ended would miss a single announcement (PUB drops messages for
- * peers not yet subscribed), so a sink about to exit repeats it a few
- * times over half a second, a few reconnect intervals of libzmq. */
-static void announce_end(struct sink *k, const struct bp_io *io)
+static void on_message(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
 {
-    struct bp_hdr h = {.type = BP_MSG_CONTROL_END, .batch = k->batch};
-    for (int i = 0; i < 5 && !bp_role_stopped(io); i++) {
-        zmq_poll(NULL, 0, 100);
-        bp_send(k->pub, &h, "", 0, ZMQ_DONTWAIT);
+    if (m->type == BP_MSG_HEARTBEAT) {
+        /* Answer a ping at once: the ventilator measures us by it. The
+         * sender of a ping on the current batch is its ventilator. */
+        uint64_t ping = bp_msg_u64(m, 0);
+        if (!ping)
+            return;
+        if (k->active && m->batch == k->batch)
+            adopt_ventilator(k, rid);
+        bp_pack_begin(&k->reply, BP_MSG_HEARTBEAT, m->batch);
+        bp_pack_u64(&k->reply, 0);
+        bp_pack_u64(&k->reply, ping);
+        if (bp_pack_finish(&k->reply) == BP_OK)
+            bp_send_to(k->sock, zmq_msg_data(rid), zmq_msg_size(rid), k->reply.p, k->reply.len,
+                       ZMQ_DONTWAIT);
+        return;
+    }
+    if (m->type != BP_MSG_RESULTS && m->type != BP_MSG_BEGIN && m->type != BP_MSG_CLOSE) {
+        k->malformed++;
+        return;
+    }
+    if (!k->active) {
+        /* Results can overtake the ventilator's BEGIN: they travel on
+         * other connections. */
+        batch_start(k, m->batch);
+    } else if (m->batch != k->batch) {
+        if (m->type == BP_MSG_BEGIN && (k->st.ok + k->st.failed) > 0) {
+            bp_log(BP_LOG_WARN, "batch %016" PRIx64 " begins before %016" PRIx64 " completed",
+                   m->batch, k->batch);
+            batch_finish(k, NULL, 0);
+            batch_start(k, m->batch);
+        } else if (m->type == BP_MSG_BEGIN) {
+            batch_start(k, m->batch);
+        } else {
+            k->stale++;
+            return;
+        }
+    }
+    k->last_activity = bp_now_ms();
+    switch (m->type) {
+    case BP_MSG_BEGIN:
+        adopt_ventilator(k, rid);
+        break;
+    case BP_MSG_CLOSE:
+        adopt_ventilator(k, rid);
+        k->end_seen = 1;
+        k->total = (int64_t)bp_msg_u64(m, 0);
+        if (k->total < 0)
+            k->total = 0;
+        bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " has %" PRId64 " tasks", k->batch, k->total);
+        break;
+    case BP_MSG_RESULTS: {
+        uint8_t wl;
+        const char *w = bp_msg_wid(m, &wl);
+        /* Peer-chosen: made printable before it reaches a log or a file. */
+        char wid[BP_ID_MAX * 4 + 1];
+        if (wl)
+            bp_printable(wid, sizeof wid, w, wl);
+        else
+            snprintf(wid, sizeof wid, "?");
+        size_t off = 0;
+        struct bp_result_rec r;
+        while (bp_msg_next_result(m, &off, &r))
+            on_result(k, &r, wid);
+        break;
+    }
+    default:
+        break;
     }
 }
 
 static void sink_close(struct sink *k)
 {
-    bp_sock_close(&k->pull);
-    bp_sock_close(&k->pub);
+    bp_sock_close(&k->sock);
     if (k->own_ctx && k->ctx)
         zmq_ctx_term(k->ctx);
     if (k->out)
@@ -334,7 +476,11 @@ static void sink_close(struct sink *k)
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->output, strerror(errno));
     bp_stats_free(&k->st);
     bp_idset_free(&k->seen);
+    bp_idset_free(&k->failed);
+    bp_idset_free(&k->tried);
     bp_reorder_free(&k->ro);
+    bp_pack_free(&k->acks);
+    bp_pack_free(&k->reply);
 }
 
 static int sink_open(struct sink *k)
@@ -363,24 +509,27 @@ static int sink_open(struct sink *k)
         }
     }
     struct bp_sockcfg c = bp_role_sockcfg(o);
-    c.rcvhwm = 10000;
-    k->pull = bp_sock_open(k->ctx, ZMQ_PULL, o->bind, 1, &c, err, sizeof err);
-    if (!k->pull) {
+    c.rcvhwm = o->raw ? 10000 : 1000;
+    /* A pack of small results, or one result of up to --max-msg-size. */
+    c.max_msg = o->max_msg + BP_PACK_BYTES + 64 + BP_ID_MAX;
+    k->sock = bp_sock_open(k->ctx, o->raw ? ZMQ_PULL : ZMQ_ROUTER, o->bind, 1, &c, err, sizeof err);
+    if (!k->sock) {
         bp_log(BP_LOG_ERROR, "%s", err);
         return BP_EZMQ;
     }
     char ep[BP_ENDPOINT_MAX];
-    if (bp_sock_endpoint(k->pull, ep, sizeof ep) == BP_OK)
+    if (bp_sock_endpoint(k->sock, ep, sizeof ep) == BP_OK)
         bp_log(BP_LOG_DEBUG, "results on %s", ep);
-    if (!o->raw && o->control_bind) {
-        c = bp_role_sockcfg(o);
-        k->pub = bp_sock_open(k->ctx, ZMQ_PUB, o->control_bind, 1, &c, err, sizeof err);
-        if (!k->pub) {
-            bp_log(BP_LOG_ERROR, "%s", err);
-            return BP_EZMQ;
-        }
-    }
     return BP_OK;
+}
+
+static void note_malformed(struct sink *k, int rc)
+{
+    k->malformed++;
+    if (k->malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
+        bp_log(BP_LOG_WARN, "dropped %s message (%" PRId64 " so far)%s",
+               rc == BP_EVERSION ? "other-version" : "malformed", k->malformed,
+               rc == BP_EPROTO && k->malformed == 1 ? "; plain strings need --raw" : "");
 }
 
 int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep)
@@ -392,7 +541,11 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
     memset(rep, 0, sizeof *rep);
     bp_stats_init(&k.st, bp_now_ms());
     bp_idset_init(&k.seen);
+    bp_idset_init(&k.failed);
+    bp_idset_init(&k.tried);
     bp_reorder_init(&k.ro);
+    bp_pack_init(&k.acks);
+    bp_pack_init(&k.reply);
     int rc = sink_open(&k);
     if (rc != BP_OK) {
         sink_close(&k);
@@ -401,7 +554,8 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
     k.progress = bp_role_progress(o);
     int result = BP_OK;
     int64_t next_draw = 0;
-    zmq_msg_t m;
+    zmq_msg_t rid, m;
+    zmq_msg_init(&rid);
     zmq_msg_init(&m);
     for (;;) {
         if (bp_role_stopped(io)) {
@@ -431,7 +585,7 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
             if (left < tmo)
                 tmo = (long)left;
         }
-        zmq_pollitem_t it = {.socket = k.pull, .events = ZMQ_POLLIN};
+        zmq_pollitem_t it = {.socket = k.sock, .events = ZMQ_POLLIN};
         int prc = zmq_poll(&it, 1, tmo);
         if (prc < 0 && errno != EINTR) {
             bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
@@ -439,18 +593,13 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
             break;
         }
         int done = 0;
-        for (int n = 0; n < 4096 && !done; n++) {
-            struct bp_hdr h;
-            rc = o->raw ? bp_recv_raw(k.pull, &m, ZMQ_DONTWAIT)
-                        : bp_recv(k.pull, &h, &m, ZMQ_DONTWAIT);
+        for (int n = 0; n < READ_BURST && !done; n++) {
+            rc = o->raw ? bp_recv_raw(k.sock, &m, ZMQ_DONTWAIT)
+                        : bp_recv_from(k.sock, &rid, &m, ZMQ_DONTWAIT);
             if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
                 break;
-            if (rc == BP_EPROTO || rc == BP_EVERSION) {
-                k.malformed++;
-                if (k.malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
-                    bp_log(BP_LOG_WARN, "dropped %s message (%" PRId64 " so far)%s",
-                           rc == BP_EVERSION ? "other-version" : "malformed", k.malformed,
-                           rc == BP_EPROTO && k.malformed == 1 ? "; plain strings need --raw" : "");
+            if (rc == BP_EPROTO) {
+                note_malformed(&k, rc);
                 continue;
             }
             if (rc != BP_OK) {
@@ -466,17 +615,24 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
                     done = 1;
                 continue;
             }
-            on_message(&k, &h, &m);
+            struct bp_msg msg;
+            rc = bp_msg_decode(&msg, zmq_msg_data(&m), zmq_msg_size(&m), (uint32_t)o->max_msg);
+            if (rc != BP_OK) {
+                note_malformed(&k, rc);
+                continue;
+            }
+            on_message(&k, &rid, &msg);
             if (k.active && k.end_seen && k.st.ok + k.st.failed >= k.total) {
                 result = batch_finish(&k, rep, 1);
                 if (o->once)
                     done = 1;
             }
         }
+        /* Acknowledge what this turn brought, in one message. */
+        if (k.active)
+            flush_acks(&k);
         if (done == 2)
             break;
-        if (done && k.pub && !o->raw)
-            announce_end(&k, io);
         if (done) {
             if (o->raw)
                 bp_log(BP_LOG_INFO, "%" PRId64 " results", k.raw_count);
@@ -489,6 +645,7 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
             next_draw = now + 250;
         }
     }
+    zmq_msg_close(&rid);
     zmq_msg_close(&m);
     if (o->raw)
         rep->ok = k.raw_count;

@@ -59,6 +59,8 @@ void *bp_sock_new(void *ctx, int type, const struct bp_sockcfg *cfg, char *err, 
         rc = setint(s, ZMQ_RCVHWM, cfg->rcvhwm);
     if (rc == 0 && cfg->immediate)
         rc = setint(s, ZMQ_IMMEDIATE, 1);
+    if (rc == 0 && cfg->router_mandatory)
+        rc = setint(s, ZMQ_ROUTER_MANDATORY, 1);
     if (rc == 0 && type == ZMQ_SUB)
         rc = zmq_setsockopt(s, ZMQ_SUBSCRIBE, cfg->subscribe ? cfg->subscribe : "",
                             cfg->subscribe ? strlen(cfg->subscribe) : 0);
@@ -116,47 +118,20 @@ static int map_errno(void)
     }
 }
 
-/* Queues the header frame of a two-frame message. Both frames form one
- * atomic message: once the header is queued the payload cannot fail for
- * lack of room. */
-static int send_header(void *sock, const struct bp_hdr *h, int flags)
-{
-    uint8_t buf[BP_HDR_MAX];
-    size_t n;
-    int rc = bp_hdr_encode(h, buf, sizeof buf, &n);
-    if (rc != BP_OK)
-        return rc;
-    if (zmq_send(sock, buf, n, flags | ZMQ_SNDMORE) < 0)
-        return map_errno();
-    return BP_OK;
-}
-
-int bp_send(void *sock, const struct bp_hdr *h, const void *payload, size_t len, int flags)
-{
-    int rc = send_header(sock, h, flags);
-    if (rc != BP_OK)
-        return rc;
-    if (zmq_send(sock, payload, len, flags) < 0)
-        return map_errno();
-    return BP_OK;
-}
-
-int bp_send_msg(void *sock, const struct bp_hdr *h, zmq_msg_t *payload, int flags)
-{
-    if (h) {
-        int rc = send_header(sock, h, flags);
-        if (rc != BP_OK)
-            return rc;
-        flags = 0;
-    }
-    if (zmq_msg_send(payload, sock, flags) < 0)
-        return map_errno();
-    return BP_OK;
-}
-
 int bp_send_raw(void *sock, const void *payload, size_t len, int flags)
 {
     if (zmq_send(sock, payload, len, flags) < 0)
+        return errno == EHOSTUNREACH ? BP_EIO : map_errno();
+    return BP_OK;
+}
+
+int bp_send_to(void *router, const void *rid, size_t rid_len, const void *buf, size_t len,
+               int flags)
+{
+    if (zmq_send(router, rid, rid_len, flags | ZMQ_SNDMORE) < 0)
+        return errno == EHOSTUNREACH ? BP_EIO : map_errno();
+    /* Once the routing frame is accepted the body cannot fail for room. */
+    if (zmq_send(router, buf, len, flags) < 0)
         return map_errno();
     return BP_OK;
 }
@@ -170,31 +145,6 @@ static void drain(void *sock, zmq_msg_t *m)
     }
 }
 
-int bp_recv(void *sock, struct bp_hdr *h, zmq_msg_t *payload, int flags)
-{
-    zmq_msg_t head;
-    zmq_msg_init(&head);
-    if (zmq_msg_recv(&head, sock, flags) < 0) {
-        int rc = map_errno();
-        zmq_msg_close(&head);
-        return rc;
-    }
-    int rc = bp_hdr_decode(h, zmq_msg_data(&head), zmq_msg_size(&head));
-    if (!zmq_msg_more(&head)) {
-        zmq_msg_close(&head);
-        return rc == BP_OK ? BP_EPROTO : rc;
-    }
-    zmq_msg_close(&head);
-    /* Once the first frame is in, the rest of the message is too. */
-    if (zmq_msg_recv(payload, sock, 0) < 0)
-        return map_errno();
-    if (zmq_msg_more(payload)) {
-        drain(sock, payload);
-        return BP_EPROTO;
-    }
-    return rc;
-}
-
 int bp_recv_raw(void *sock, zmq_msg_t *payload, int flags)
 {
     if (zmq_msg_recv(payload, sock, flags) < 0)
@@ -204,4 +154,39 @@ int bp_recv_raw(void *sock, zmq_msg_t *payload, int flags)
         return BP_EPROTO;
     }
     return BP_OK;
+}
+
+int bp_recv_from(void *router, zmq_msg_t *rid, zmq_msg_t *msg, int flags)
+{
+    if (zmq_msg_recv(rid, router, flags) < 0)
+        return map_errno();
+    if (!zmq_msg_more(rid))
+        return BP_EPROTO;
+    /* Once the first frame is in, the rest of the message is too. */
+    if (zmq_msg_recv(msg, router, 0) < 0)
+        return map_errno();
+    if (zmq_msg_more(msg)) {
+        drain(router, msg);
+        return BP_EPROTO;
+    }
+    return BP_OK;
+}
+
+static int events(void *sock)
+{
+    int ev = 0;
+    size_t n = sizeof ev;
+    if (zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &n) != 0)
+        return 0;
+    return ev;
+}
+
+int bp_sock_writable(void *sock)
+{
+    return (events(sock) & ZMQ_POLLOUT) != 0;
+}
+
+int bp_sock_readable(void *sock)
+{
+    return (events(sock) & ZMQ_POLLIN) != 0;
 }

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <zmq.h>
 
-#include "bp_frame.h"
+#include "bp.h"
 
 struct bp_sockcfg {
     int linger_ms;
@@ -15,6 +15,7 @@ struct bp_sockcfg {
     int rcvhwm;
     int immediate;         /* ZMQ_IMMEDIATE: queue only to completed connections */
     const char *subscribe; /* SUB only */
+    int router_mandatory;  /* ROUTER: unroutable sends fail (EHOSTUNREACH) */
 };
 
 /* Creates a ZeroMQ context whose I/O threads have SIGINT/SIGTERM blocked,
@@ -40,28 +41,31 @@ void bp_sock_close(void **sock);
 /* Copies the socket's last bound endpoint (resolves "tcp://x:*") into buf. */
 int bp_sock_endpoint(void *sock, char *buf, size_t len);
 
-/* Sends header h and payload as one two-frame message. flags: ZMQ_DONTWAIT
- * or 0. Returns BP_OK, BP_ETIMEDOUT (EAGAIN), BP_EINTR or BP_EZMQ. */
-int bp_send(void *sock, const struct bp_hdr *h, const void *payload, size_t len, int flags);
-
-/* Like bp_send() (h given) or bp_send_raw() (h NULL), but sends the payload
- * message itself without copying; on BP_OK it is left empty, otherwise it
- * is untouched and can be sent again. */
-int bp_send_msg(void *sock, const struct bp_hdr *h, zmq_msg_t *payload, int flags);
-
-/* Sends one raw frame (tutorial mode). Same returns as bp_send(). */
+/* Sends one single-frame message (a v2 message, or a raw string). flags:
+ * ZMQ_DONTWAIT or 0. Returns BP_OK, BP_ETIMEDOUT (EAGAIN), BP_EINTR,
+ * BP_EIO (ROUTER with ZMQ_ROUTER_MANDATORY: the peer is gone) or BP_EZMQ. */
 int bp_send_raw(void *sock, const void *payload, size_t len, int flags);
 
-/* Receives one message. On BP_OK, *h is decoded and payload holds the
- * second frame (the caller passes an initialised zmq_msg_t and keeps
- * ownership). A message that is not exactly header + payload, or whose
- * header does not decode, is consumed whole and BP_EPROTO/BP_EVERSION is
- * returned. BP_ETIMEDOUT (nothing there with ZMQ_DONTWAIT), BP_EINTR and
- * BP_EZMQ as for bp_send(). */
-int bp_recv(void *sock, struct bp_hdr *h, zmq_msg_t *payload, int flags);
+/* ROUTER: sends buf to the peer with routing id rid. Same returns; an
+ * unknown peer (ZMQ_ROUTER_MANDATORY) gives BP_EIO. */
+int bp_send_to(void *router, const void *rid, size_t rid_len, const void *buf, size_t len,
+               int flags);
 
-/* Receives a one-frame raw message into payload. A multi-frame message is
- * consumed whole and BP_EPROTO returned. */
+/* Receives a one-frame message into payload (an initialised zmq_msg_t the
+ * caller owns). A multi-frame message is consumed whole and BP_EPROTO
+ * returned. BP_ETIMEDOUT (nothing there with ZMQ_DONTWAIT), BP_EINTR and
+ * BP_EZMQ as above. */
 int bp_recv_raw(void *sock, zmq_msg_t *payload, int flags);
+
+/* ROUTER: receives [routing id][message] into rid and msg (initialised by
+ * the caller). Anything but exactly two frames is consumed whole and
+ * BP_EPROTO returned. */
+int bp_recv_from(void *router, zmq_msg_t *rid, zmq_msg_t *msg, int flags);
+
+/* Whether sock can take a message now (ZMQ_EVENTS has ZMQ_POLLOUT). */
+int bp_sock_writable(void *sock);
+
+/* Whether sock has a message waiting (ZMQ_EVENTS has ZMQ_POLLIN). */
+int bp_sock_readable(void *sock);
 
 #endif

@@ -62,6 +62,12 @@ int bp_stats_add(struct bp_stats *s, const char *wid, int ok)
     return BP_OK;
 }
 
+void bp_stats_time(struct bp_stats *s, int64_t ms)
+{
+    if (s->last < s->nw)
+        s->w[s->last].ms += ms;
+}
+
 double bp_stats_rate(const struct bp_stats *s, int64_t now)
 {
     int64_t dt = now - s->start_ms;

@@ -13,6 +13,7 @@
 struct bp_wstat {
     char id[BP_ID_MAX + 1];
     int64_t ok, failed;
+    int64_t ms; /* task time the worker reported, summed */
 };
 
 struct bp_stats {
@@ -32,6 +33,9 @@ void bp_stats_free(struct bp_stats *s);
 /* Counts one result of worker wid. Returns BP_OK or BP_ENOMEM (the
  * totals are still counted). */
 int bp_stats_add(struct bp_stats *s, const char *wid, int ok);
+
+/* Adds ms of reported task time to the worker of the last bp_stats_add(). */
+void bp_stats_time(struct bp_stats *s, int64_t ms);
 
 /* Tasks per second since start (0 before any time has passed). */
 double bp_stats_rate(const struct bp_stats *s, int64_t now);

@@ -1,144 +1,36 @@
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bp_dispatch.h"
 #include "bp_frame.h"
 #include "bp_input.h"
 #include "bp_internal.h"
 #include "bp_role.h"
 #include "bp_sock.h"
 
+/* How long a finished batch waits for the sink's COMPLETE (every result
+ * was acknowledged one by one already; this only confirms the batch). */
+#define COMPLETE_WAIT_MS 5000
+/* Messages read from one socket per loop turn, so none starves the rest. */
+#define READ_BURST 256
+
 struct vent {
     const struct bp_opts *o;
     const struct bp_io *io;
     void *ctx;
     int own_ctx;
-    void *push;
-    void *sink;
-    void *mon;
+    void *tasks; /* v2: ROUTER; raw: PUSH */
+    void *sink;  /* v2: DEALER to the sink, or NULL */
     FILE *in;
     int own_in;
-    int connected; /* workers with a completed handshake */
-    uint32_t *fds; /* their connections' fds, from the monitor */
-    int fd_cap;
+    struct bp_reader rd;
+    int rd_open;
+    struct bp_dispatch *d;
 };
-
-/* Reads pending monitor events and keeps the count of connected workers. */
-static void mon_drain(struct vent *v)
-{
-    for (;;) {
-        zmq_msg_t ev, addr;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, v->mon, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ev);
-            return;
-        }
-        uint16_t event = 0;
-        uint32_t fd = 0;
-        if (zmq_msg_size(&ev) >= 6) {
-            /* host order, by libzmq's contract; the value is the fd */
-            memcpy(&event, zmq_msg_data(&ev), 2);
-            memcpy(&fd, (const char *)zmq_msg_data(&ev) + 2, 4);
-        }
-        int more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        if (more) {
-            zmq_msg_init(&addr);
-            if (zmq_msg_recv(&addr, v->mon, 0) >= 0)
-                zmq_msg_close(&addr);
-        }
-        /* Count by connection: a disconnect is only a worker leaving if
-         * that connection had completed its handshake (a stray or failed
-         * peer also ends in DISCONNECTED). */
-        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-            if (v->connected == v->fd_cap) {
-                int cap = v->fd_cap ? v->fd_cap * 2 : 16;
-                uint32_t *p = realloc(v->fds, (size_t)cap * sizeof *p);
-                if (!p)
-                    continue;
-                v->fds = p;
-                v->fd_cap = cap;
-            }
-            v->fds[v->connected++] = fd;
-            bp_log(BP_LOG_DEBUG, "worker connected (%d now)", v->connected);
-        } else if (event == ZMQ_EVENT_DISCONNECTED) {
-            for (int i = 0; i < v->connected; i++)
-                if (v->fds[i] == fd) {
-                    v->fds[i] = v->fds[--v->connected];
-                    bp_log(BP_LOG_DEBUG, "worker disconnected (%d now)", v->connected);
-                    break;
-                }
-        }
-    }
-}
-
-static int mon_open(struct vent *v)
-{
-    char ep[64];
-    snprintf(ep, sizeof ep, "inproc://bp-vent-monitor-%p", (void *)v);
-    if (zmq_socket_monitor(v->push, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED)) {
-        bp_log(BP_LOG_ERROR, "cannot monitor the task socket: %s", zmq_strerror(errno));
-        return BP_EZMQ;
-    }
-    v->mon = zmq_socket(v->ctx, ZMQ_PAIR);
-    if (!v->mon || zmq_connect(v->mon, ep)) {
-        bp_log(BP_LOG_ERROR, "cannot connect the monitor: %s", zmq_strerror(errno));
-        return BP_EZMQ;
-    }
-    return BP_OK;
-}
-
-static int wait_workers(struct vent *v)
-{
-    const struct bp_opts *o = v->o;
-    int64_t start = bp_now_ms();
-    int64_t deadline = o->wait_timeout_ms ? start + o->wait_timeout_ms : -1;
-    int64_t next_note = start + 5000;
-    bp_log(BP_LOG_INFO, "waiting for %d worker%s on %s", o->wait_workers,
-           o->wait_workers == 1 ? "" : "s", o->bind);
-    for (;;) {
-        mon_drain(v);
-        if (v->connected >= o->wait_workers)
-            break;
-        if (bp_role_stopped(v->io))
-            return BP_EINTR;
-        int64_t now = bp_now_ms();
-        if (deadline >= 0 && now >= deadline) {
-            bp_log(BP_LOG_ERROR, "only %d of %d workers connected after %.1f s", v->connected,
-                   o->wait_workers, (double)o->wait_timeout_ms / 1000.0);
-            return BP_ETIMEDOUT;
-        }
-        if (now >= next_note) {
-            bp_log(BP_LOG_INFO, "%d of %d workers connected", v->connected, o->wait_workers);
-            next_note = now + 5000;
-        }
-        zmq_pollitem_t it = {.socket = v->mon, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, 250) < 0 && errno != EINTR)
-            return BP_EZMQ;
-    }
-    bp_log(BP_LOG_INFO, "%d worker%s connected", v->connected, v->connected == 1 ? "" : "s");
-    return BP_OK;
-}
-
-/* Sends to the sink (BEGIN/END); the sink must be reachable. io's stop
- * flag ends the wait (NULL: only the timeout does). */
-static int tell_sink(struct vent *v, const struct bp_io *io, int type, uint64_t batch,
-                     uint64_t task)
-{
-    struct bp_hdr h = {.type = (uint8_t)type, .batch = batch, .task = task};
-    int tmo = v->o->wait_timeout_ms ? v->o->wait_timeout_ms : -1;
-    int rc = bp_role_wait_out(v->sink, io, tmo);
-    if (rc == BP_OK)
-        rc = bp_send(v->sink, &h, "", 0, ZMQ_DONTWAIT);
-    if (rc == BP_ETIMEDOUT)
-        bp_log(BP_LOG_ERROR, "sink at %s not reachable after %.1f s", v->o->sink,
-               (double)v->o->wait_timeout_ms / 1000.0);
-    else if (rc == BP_EZMQ)
-        bp_log(BP_LOG_ERROR, "cannot send to sink %s: %s", v->o->sink, zmq_strerror(errno));
-    return rc;
-}
 
 static int open_input(struct vent *v)
 {
@@ -157,111 +49,413 @@ static int open_input(struct vent *v)
         }
         v->own_in = 1;
     }
-    return BP_OK;
+    int rc = bp_reader_init(&v->rd, v->in, v->o->nul, (size_t)v->o->max_msg);
+    v->rd_open = rc == BP_OK;
+    return rc;
 }
 
-static int send_all(struct vent *v, uint64_t batch, struct bp_report *rep)
+static void vent_close(struct vent *v)
+{
+    bp_dispatch_destroy(&v->d);
+    bp_sock_close(&v->tasks);
+    bp_sock_close(&v->sink);
+    if (v->own_ctx && v->ctx)
+        zmq_ctx_term(v->ctx);
+    if (v->rd_open)
+        bp_reader_free(&v->rd);
+    if (v->own_in && v->in)
+        fclose(v->in);
+}
+
+/* Whether reading a record now would not block on a slow pipe or tty. */
+static int input_ready(const struct bp_reader *r)
+{
+    if (r->fd < 0 || r->in_pos < r->in_len || r->eof)
+        return 1;
+    struct pollfd p = {.fd = r->fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* Reads the next record; BP_EXIT_INFO at the end. Oversized records are
+ * skipped and counted here. */
+static int next_record(struct vent *v, struct bp_report *rep, const char **rec, size_t *len)
+{
+    for (;;) {
+        int rc = bp_reader_next(&v->rd, rec, len);
+        if (rc != BP_ETOOBIG)
+            return rc;
+        rep->rejected++;
+        bp_log(BP_LOG_ERROR, "record %" PRId64 " is longer than %" PRId64 " bytes: skipped",
+               v->rd.record, v->o->max_msg);
+    }
+}
+
+/* ---- raw mode: the tutorial's PUSH, no ids, no acknowledgement ---- */
+
+static int run_raw(struct vent *v, struct bp_report *rep)
 {
     const struct bp_opts *o = v->o;
-    struct bp_reader rd;
-    int rc = bp_reader_init(&rd, v->in, o->nul, (size_t)o->max_msg);
-    if (rc != BP_OK)
-        return rc;
-    int progress = bp_role_progress(o);
-    int64_t next_draw = 0;
-    struct bp_hdr h = {.type = BP_MSG_TASK, .batch = batch};
     int stall = o->wait_timeout_ms ? o->wait_timeout_ms : -1;
+    if (o->wait_workers > 0) {
+        /* Plain PULL peers say nothing: the best we can do is wait until
+         * the socket can take a message, i.e. some peer is connected. */
+        bp_log(BP_LOG_INFO, "raw mode: waiting for a worker on %s", o->bind);
+        int rc = bp_role_wait_out(v->tasks, v->io, stall);
+        if (rc != BP_OK) {
+            if (rc == BP_ETIMEDOUT)
+                bp_log(BP_LOG_ERROR, "no worker connected after %.1f s",
+                       (double)o->wait_timeout_ms / 1000.0);
+            return rc;
+        }
+    }
     for (;;) {
         const char *rec;
         size_t len;
-        rc = bp_reader_next(&rd, &rec, &len);
-        if (rc == BP_EXIT_INFO) {
-            rc = BP_OK;
-            break;
-        }
-        if (rc == BP_ETOOBIG) {
-            rep->rejected++;
-            bp_log(BP_LOG_ERROR, "record %" PRId64 " is longer than %" PRId64 " bytes: skipped",
-                   rd.record, o->max_msg);
-            continue;
-        }
+        int rc = next_record(v, rep, &rec, &len);
+        if (rc == BP_EXIT_INFO)
+            return BP_OK;
         if (rc != BP_OK) {
-            bp_log(BP_LOG_ERROR, "reading input failed after record %" PRId64 ": %s", rd.record,
+            bp_log(BP_LOG_ERROR, "reading input failed after record %" PRId64 ": %s", v->rd.record,
                    strerror(errno));
-            break;
+            return rc;
         }
-        h.task = (uint64_t)rep->sent;
         for (;;) {
-            rc = o->raw ? bp_send_raw(v->push, rec, len, ZMQ_DONTWAIT)
-                        : bp_send(v->push, &h, rec, len, ZMQ_DONTWAIT);
+            rc = bp_send_raw(v->tasks, rec, len, ZMQ_DONTWAIT);
             if (rc != BP_ETIMEDOUT)
                 break;
-            /* No worker has room (or none is connected): wait, bounded. */
-            rc = bp_role_wait_out(v->push, v->io, stall);
+            rc = bp_role_wait_out(v->tasks, v->io, stall);
             if (rc == BP_ETIMEDOUT)
                 bp_log(BP_LOG_ERROR, "no worker took a task for %.1f s (%" PRId64 " sent)",
                        (double)stall / 1000.0, rep->sent);
             if (rc != BP_OK)
                 break;
         }
-        if (rc == BP_EINTR && bp_role_stopped(v->io))
-            break;
         if (rc != BP_OK) {
             if (rc == BP_EZMQ)
                 bp_log(BP_LOG_ERROR, "sending task failed: %s", zmq_strerror(errno));
-            break;
+            return rc;
         }
         rep->sent++;
-        if (bp_role_stopped(v->io)) {
-            rc = BP_EINTR;
-            break;
-        }
-        if (progress) {
-            int64_t now = bp_now_ms();
-            if (now >= next_draw) {
-                char line[64];
-                snprintf(line, sizeof line, "%" PRId64 " tasks sent", rep->sent);
-                bp_role_progress_line(line);
-                next_draw = now + 250;
-            }
-        }
+        if (bp_role_stopped(v->io))
+            return BP_EINTR;
     }
-    if (progress)
-        bp_role_progress_line(NULL);
-    bp_reader_free(&rd);
-    return rc;
 }
 
-static void vent_close(struct vent *v)
+/* ---- v2: acknowledged, credit-based ---- */
+
+static void log_worker(void *arg, const char *wid, int64_t out, int64_t done)
 {
-    if (v->mon && v->push) {
-        zmq_socket_monitor(v->push, NULL, 0);
-        bp_sock_close(&v->mon);
+    (void)arg;
+    char show[BP_ID_MAX * 4 + 1];
+    bp_printable(show, sizeof show, wid, strlen(wid));
+    bp_log(BP_LOG_DEBUG, "  worker %-24s %6" PRId64 " out %8" PRId64 " done", show, out, done);
+}
+
+/* Sends what the dispatcher has to say. Returns 1 if a sink message is
+ * waiting for the sink to become writable. */
+static int drain_out(struct vent *v, int64_t now)
+{
+    struct bp_out out;
+    for (int n = 0; n < 100000; n++) {
+        int mask = BP_TO_WORKER | (v->sink && bp_sock_writable(v->sink) ? BP_TO_SINK : 0);
+        if (!bp_dispatch_peek(v->d, now, mask, &out))
+            break;
+        int rc;
+        if (out.dest == BP_TO_SINK)
+            rc = bp_send_raw(v->sink, out.data, out.len, ZMQ_DONTWAIT);
+        else
+            rc = bp_send_to(v->tasks, out.rid, out.rid_len, out.data, out.len, ZMQ_DONTWAIT);
+        if (rc == BP_OK) {
+            bp_dispatch_commit(v->d, now);
+            continue;
+        }
+        if (rc == BP_EIO && out.dest == BP_TO_WORKER) {
+            bp_dispatch_worker_gone(v->d, out.rid, out.rid_len, now);
+            continue;
+        }
+        if (rc != BP_ETIMEDOUT && rc != BP_EINTR)
+            bp_log(BP_LOG_WARN, "cannot send to %s: %s",
+                   out.dest == BP_TO_SINK ? "the sink" : "a worker", zmq_strerror(errno));
+        break;
     }
-    bp_sock_close(&v->mon);
-    bp_sock_close(&v->push);
-    bp_sock_close(&v->sink);
-    if (v->own_ctx && v->ctx)
-        zmq_ctx_term(v->ctx);
-    if (v->own_in && v->in)
-        fclose(v->in);
-    free(v->fds);
-    v->fds = NULL;
+    return v->sink && !bp_sock_writable(v->sink) && bp_dispatch_peek(v->d, now, BP_TO_SINK, &out);
+}
+
+static void read_workers(struct vent *v, int64_t now)
+{
+    zmq_msg_t rid, msg;
+    zmq_msg_init(&rid);
+    zmq_msg_init(&msg);
+    for (int n = 0; n < READ_BURST; n++) {
+        int rc = bp_recv_from(v->tasks, &rid, &msg, ZMQ_DONTWAIT);
+        if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
+            break;
+        if (rc != BP_OK) {
+            if (rc == BP_EZMQ) {
+                bp_log(BP_LOG_ERROR, "receiving from workers failed: %s", zmq_strerror(errno));
+                break;
+            }
+            continue;
+        }
+        rc = bp_dispatch_on_worker(v->d, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_data(&msg),
+                                   zmq_msg_size(&msg), now);
+        if (rc != BP_OK) {
+            struct bp_dispatch_stats s;
+            bp_dispatch_stats(v->d, &s);
+            if (s.malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
+                bp_log(BP_LOG_WARN, "dropped %s message from a worker (%" PRId64 " so far)%s",
+                       rc == BP_EVERSION ? "other-version" : "malformed", s.malformed,
+                       rc == BP_EVERSION ? ": a boardpipe of another protocol version?" : "");
+        }
+    }
+    zmq_msg_close(&rid);
+    zmq_msg_close(&msg);
+}
+
+static void read_sink(struct vent *v, int64_t now)
+{
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    for (int n = 0; n < READ_BURST; n++) {
+        int rc = bp_recv_raw(v->sink, &msg, ZMQ_DONTWAIT);
+        if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
+            break;
+        if (rc == BP_OK)
+            rc = bp_dispatch_on_sink(v->d, zmq_msg_data(&msg), zmq_msg_size(&msg), now);
+        if (rc == BP_EVERSION)
+            bp_log(BP_LOG_ERROR, "the sink speaks another protocol version");
+        if (rc == BP_EZMQ)
+            break;
+    }
+    zmq_msg_close(&msg);
+}
+
+static void progress(struct vent *v, int64_t now, int64_t *next_draw)
+{
+    if (now < *next_draw)
+        return;
+    struct bp_dispatch_stats s;
+    bp_dispatch_stats(v->d, &s);
+    char line[128];
+    snprintf(line, sizeof line,
+             "%" PRId64 "%s tasks, %" PRId64 " done, %" PRId64 " out, %d worker%s", s.added,
+             s.input_done ? "" : "+", s.ok + s.failed, s.out + s.done_wait, s.workers,
+             s.workers == 1 ? "" : "s");
+    bp_role_progress_line(line);
+    *next_draw = now + 250;
+}
+
+static int run_v2(struct vent *v, struct bp_report *rep)
+{
+    const struct bp_opts *o = v->o;
+    int64_t start = bp_now_ms();
+    int64_t wait_end = o->wait_timeout_ms ? start + o->wait_timeout_ms : INT64_MAX;
+    int64_t all_final_at = 0, next_draw = 0, next_note = start + 5000;
+    int draw = bp_role_progress(o);
+    int waiting = o->wait_workers > 0;
+    int eof = 0, result = BP_OK, stopping = 0, sink_seen = 0;
+    int64_t stop_at = 0;
+    if (waiting)
+        bp_log(BP_LOG_INFO, "waiting for %d worker%s on %s", o->wait_workers,
+               o->wait_workers == 1 ? "" : "s", o->bind);
+    for (;;) {
+        int64_t now = bp_now_ms();
+        struct bp_dispatch_stats s;
+        bp_dispatch_stats(v->d, &s);
+        if (!stopping && bp_role_stopped(v->io)) {
+            stopping = 1;
+            stop_at = now;
+            bp_log(BP_LOG_WARN, "stopping with %" PRId64 " of %" PRId64 " tasks not done",
+                   s.added - s.ok - s.failed, s.added);
+            if (!s.input_done)
+                bp_dispatch_input_done(v->d); /* the sink learns the real size */
+            bp_dispatch_finish(v->d, BP_END_STOPPING);
+            result = BP_EINCOMPLETE;
+        }
+        if (waiting && s.workers >= o->wait_workers) {
+            waiting = 0;
+            bp_log(BP_LOG_INFO, "%d worker%s connected", s.workers, s.workers == 1 ? "" : "s");
+        }
+        if (waiting && now >= next_note) {
+            bp_log(BP_LOG_INFO, "%d of %d workers connected", s.workers, o->wait_workers);
+            next_note = now + 5000;
+        }
+        if (!stopping && waiting && now >= wait_end) {
+            bp_log(BP_LOG_ERROR, "only %d of %d workers connected after %.1f s", s.workers,
+                   o->wait_workers, (double)o->wait_timeout_ms / 1000.0);
+            return BP_ETIMEDOUT;
+        }
+        sink_seen |= s.sink_alive;
+        if (!stopping && v->sink && !sink_seen && now >= wait_end) {
+            bp_log(BP_LOG_ERROR, "sink at %s not reachable after %.1f s", o->sink,
+                   (double)o->wait_timeout_ms / 1000.0);
+            return BP_ETIMEDOUT;
+        }
+        /* Input is read only as fast as workers take it: memory stays
+         * bounded by the dispatcher's window, whatever the file's size. */
+        while (!stopping && !waiting && !eof && bp_dispatch_want_input(v->d) &&
+               input_ready(&v->rd)) {
+            const char *rec;
+            size_t len;
+            int rc = next_record(v, rep, &rec, &len);
+            if (rc == BP_EXIT_INFO) {
+                eof = 1;
+                bp_dispatch_input_done(v->d);
+                break;
+            }
+            if (rc != BP_OK) {
+                bp_log(BP_LOG_ERROR, "reading input failed after record %" PRId64 ": %s",
+                       v->rd.record, strerror(errno));
+                eof = 1;
+                bp_dispatch_input_done(v->d);
+                result = BP_EIO;
+                break;
+            }
+            rc = bp_dispatch_add(v->d, rec, len, NULL);
+            if (rc != BP_OK) {
+                bp_log(BP_LOG_ERROR, "cannot hold task %" PRId64 ": %s", v->rd.record,
+                       bp_strerror(rc));
+                result = rc;
+                stopping = 1;
+                stop_at = now;
+                bp_dispatch_input_done(v->d);
+                bp_dispatch_finish(v->d, BP_END_STOPPING);
+                break;
+            }
+        }
+        bp_dispatch_on_timer(v->d, now);
+        bp_dispatch_stats(v->d, &s);
+        if (s.all_final && !s.finished) {
+            if (!all_final_at)
+                all_final_at = now;
+            if (s.complete || !v->sink || now - all_final_at >= COMPLETE_WAIT_MS) {
+                if (v->sink && !s.complete)
+                    bp_log(BP_LOG_WARN, "the sink acknowledged every result but did not confirm "
+                                        "the batch");
+                bp_dispatch_finish(v->d, BP_END_COMPLETE);
+            }
+        }
+        int sink_wait = drain_out(v, now);
+        bp_dispatch_stats(v->d, &s);
+        if (s.finished && s.end_pending == 0)
+            break;
+        if (stopping && now - stop_at >= 1000)
+            break; /* END could not reach every worker: they find out anyway */
+        if (draw)
+            progress(v, now, &next_draw);
+
+        zmq_pollitem_t it[3];
+        int n = 0;
+        it[n++] = (zmq_pollitem_t){.socket = v->tasks, .events = ZMQ_POLLIN};
+        if (v->sink)
+            it[n++] = (zmq_pollitem_t){
+                .socket = v->sink, .events = (short)(ZMQ_POLLIN | (sink_wait ? ZMQ_POLLOUT : 0))};
+        int want_in = !stopping && !waiting && !eof && bp_dispatch_want_input(v->d);
+        if (want_in && v->rd.fd >= 0)
+            it[n++] = (zmq_pollitem_t){.fd = v->rd.fd, .events = ZMQ_POLLIN};
+        int64_t wake = bp_dispatch_next_deadline(v->d);
+        long tmo = wake == INT64_MAX ? 1000 : wake > now ? (long)(wake - now) : 0;
+        if (tmo > 1000)
+            tmo = 1000;
+        if (draw && tmo > 250)
+            tmo = 250;
+        if (tmo == 0 && sink_wait)
+            tmo = 50; /* the due message is for a sink that is not there yet */
+        if (want_in && v->rd.fd < 0)
+            tmo = 0;
+        if (zmq_poll(it, n, tmo) < 0 && errno != EINTR) {
+            bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
+            return BP_EZMQ;
+        }
+        now = bp_now_ms();
+        read_workers(v, now);
+        if (v->sink)
+            read_sink(v, now);
+    }
+    if (draw)
+        bp_role_progress_line(NULL);
+    struct bp_dispatch_stats s;
+    bp_dispatch_stats(v->d, &s);
+    rep->sent = s.added;
+    rep->total = s.added;
+    rep->ok = s.ok;
+    rep->failed = s.failed;
+    rep->lost = s.lost;
+    rep->redelivered = s.redelivered;
+    rep->retried = s.retried;
+    rep->missing = s.added - s.ok - s.failed;
+    rep->malformed = s.malformed;
+    rep->workers = s.workers_seen;
+    if (bp_log_enabled(BP_LOG_DEBUG)) {
+        bp_dispatch_each_worker(v->d, log_worker, NULL);
+        bp_log(BP_LOG_DEBUG,
+               "%" PRId64 " stale, %" PRId64 " malformed, %" PRId64 " refused messages; %" PRId64
+               " handed back; sink %s",
+               s.stale, s.malformed, s.refused, s.handed_back,
+               s.complete     ? "confirmed the batch"
+               : s.sink_alive ? "alive"
+                              : "silent");
+    }
+    if (result == BP_OK && rep->missing)
+        result = BP_EINCOMPLETE;
+    if (result == BP_OK && (rep->failed || rep->rejected))
+        result = BP_EFAILED;
+    return result;
+}
+
+static int open_sockets(struct vent *v)
+{
+    const struct bp_opts *o = v->o;
+    char err[320];
+    struct bp_sockcfg c = bp_role_sockcfg(o);
+    if (o->raw) {
+        c.sndhwm = 1000;
+        v->tasks = bp_sock_open(v->ctx, ZMQ_PUSH, o->bind, 1, &c, err, sizeof err);
+    } else {
+        /* Worker messages are credits, ids and heartbeats: small. */
+        c.max_msg = 64 * 1024 + 64;
+        /* Credit bounds what is queued to each worker, not the HWM. */
+        c.sndhwm = 0;
+        c.router_mandatory = 1;
+        c.linger_ms = o->linger_ms < 1000 ? o->linger_ms : 1000;
+        v->tasks = bp_sock_open(v->ctx, ZMQ_ROUTER, o->bind, 1, &c, err, sizeof err);
+    }
+    if (!v->tasks) {
+        bp_log(BP_LOG_ERROR, "%s", err);
+        return BP_EZMQ;
+    }
+    char ep[BP_ENDPOINT_MAX];
+    if (bp_sock_endpoint(v->tasks, ep, sizeof ep) == BP_OK)
+        bp_log(BP_LOG_DEBUG, "tasks on %s", ep);
+    if (!o->raw && o->sink) {
+        struct bp_sockcfg sc = bp_role_sockcfg(o);
+        /* Not ZMQ_IMMEDIATE: with it libzmq drops what a sink sent just
+         * before it disconnected (its last ACKs and COMPLETE). Tasks wait
+         * for the sink's first answer anyway (the dispatcher). */
+        sc.max_msg = 1024 * 1024;
+        v->sink = bp_sock_open(v->ctx, ZMQ_DEALER, o->sink, 0, &sc, err, sizeof err);
+        if (!v->sink) {
+            bp_log(BP_LOG_ERROR, "%s", err);
+            return BP_EZMQ;
+        }
+    }
+    return BP_OK;
 }
 
 int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep)
 {
     struct vent v = {.o = o, .io = io};
     struct bp_report dummy;
-    char err[320];
     int rc;
     if (!rep)
         rep = &dummy;
     memset(rep, 0, sizeof *rep);
     int64_t t0 = bp_now_ms();
 
-    if ((rc = open_input(&v)) != BP_OK)
+    if ((rc = open_input(&v)) != BP_OK) {
+        vent_close(&v);
         return rc;
+    }
     v.ctx = io && io->zmq_ctx ? io->zmq_ctx : NULL;
     if (!v.ctx) {
         v.ctx = bp_ctx_new();
@@ -272,69 +466,51 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
             return BP_EZMQ;
         }
     }
-    struct bp_sockcfg cfg = bp_role_sockcfg(o);
-    cfg.sndhwm = 1000;
-    v.push = bp_sock_new(v.ctx, ZMQ_PUSH, &cfg, err, sizeof err);
-    /* The monitor must watch before the bind: a worker that is already
-     * retrying would otherwise connect unseen and never be counted. */
-    if (v.push && o->wait_workers > 0 && (rc = mon_open(&v)) != BP_OK) {
+    if ((rc = open_sockets(&v)) != BP_OK) {
         vent_close(&v);
         return rc;
     }
-    if (!v.push || bp_sock_attach(&v.push, o->bind, 1, err, sizeof err) != BP_OK) {
-        bp_log(BP_LOG_ERROR, "%s", err);
-        vent_close(&v);
-        return BP_EZMQ;
-    }
-    char ep[BP_ENDPOINT_MAX];
-    if (bp_sock_endpoint(v.push, ep, sizeof ep) == BP_OK)
-        bp_log(BP_LOG_DEBUG, "tasks on %s", ep);
-
-    if (!o->raw && o->sink) {
-        struct bp_sockcfg sc = bp_role_sockcfg(o);
-        /* Queue to the sink only once it is really there: otherwise BEGIN
-         * and END would sit in a pipe and vanish at exit. */
-        sc.immediate = 1;
-        v.sink = bp_sock_open(v.ctx, ZMQ_PUSH, o->sink, 0, &sc, err, sizeof err);
-        if (!v.sink) {
-            bp_log(BP_LOG_ERROR, "%s", err);
+    if (o->raw) {
+        rc = run_raw(&v, rep);
+    } else {
+        rep->batch = bp_role_batch_id();
+        struct bp_dispatch_cfg c;
+        bp_dispatch_defaults(&c, rep->batch);
+        c.hb_ivl_ms = o->hb_ms;
+        c.liveness = o->liveness;
+        c.max_attempts = o->max_attempts;
+        c.retries = o->retries;
+        c.task_deadline_ms = o->task_deadline_ms;
+        c.ack_timeout_ms = o->ack_timeout_ms;
+        c.max_rec = (uint32_t)o->max_msg;
+        c.use_sink = v.sink != NULL;
+        if (c.max_bytes < (size_t)o->max_msg * 4)
+            c.max_bytes = (size_t)o->max_msg * 4;
+        v.d = bp_dispatch_new(&c, t0);
+        if (!v.d) {
+            bp_log(BP_LOG_ERROR, "cannot set up the dispatcher: out of memory");
             vent_close(&v);
-            return BP_EZMQ;
+            return BP_ENOMEM;
         }
-    }
-    if (o->wait_workers > 0) {
-        rc = wait_workers(&v);
-        if (rc != BP_OK) {
-            vent_close(&v);
-            return rc;
-        }
-    }
-    rep->batch = o->raw ? 0 : bp_role_batch_id();
-    if (v.sink && (rc = tell_sink(&v, io, BP_MSG_BATCH_BEGIN, rep->batch, 0)) != BP_OK) {
-        vent_close(&v);
-        return rc;
-    }
-    int send_rc = send_all(&v, rep->batch, rep);
-    /* The sink learns the real batch size even after an error or a stop,
-     * so it can finish with what was sent instead of waiting forever. */
-    if (v.sink) {
-        rc = tell_sink(&v, NULL, BP_MSG_BATCH_END, rep->batch, (uint64_t)rep->sent);
-        if (rc != BP_OK && send_rc == BP_OK)
-            send_rc = rc;
+        rc = run_v2(&v, rep);
     }
     rep->elapsed_s = (double)(bp_now_ms() - t0) / 1000.0;
     if (o->raw)
-        bp_log(BP_LOG_INFO, "sent %" PRId64 " tasks in %.3f s", rep->sent, rep->elapsed_s);
-    else
-        bp_log(BP_LOG_INFO, "batch %016" PRIx64 ": sent %" PRId64 " tasks in %.3f s", rep->batch,
+        bp_log(BP_LOG_INFO, "sent %" PRId64 " tasks in %.3f s (raw: no delivery guarantee)",
                rep->sent, rep->elapsed_s);
+    else
+        bp_log(rc == BP_OK ? BP_LOG_INFO : BP_LOG_ERROR,
+               "batch %016" PRIx64 ": %" PRId64 " tasks, %" PRId64 " ok, %" PRId64
+               " failed (%" PRId64 " lost), %" PRId64 " not done; %" PRId64 " redelivered, %" PRId64
+               " retried, in %.3f s",
+               rep->batch, rep->total, rep->ok, rep->failed, rep->lost, rep->missing,
+               rep->redelivered, rep->retried, rep->elapsed_s);
     if (rep->rejected)
         bp_log(BP_LOG_ERROR, "%" PRId64 " input records rejected", rep->rejected);
-    if (o->linger_ms > 0)
-        bp_log(BP_LOG_DEBUG, "handing queued tasks to workers (up to %.1f s)",
-               (double)o->linger_ms / 1000.0);
     vent_close(&v);
-    if (send_rc != BP_OK)
-        return send_rc;
-    return rep->rejected ? BP_EFAILED : BP_OK;
+    if (rc == BP_EINTR)
+        return BP_OK; /* raw mode stopped by a signal: not an error */
+    if (rc == BP_OK && rep->rejected)
+        return BP_EFAILED;
+    return rc;
 }

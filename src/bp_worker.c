@@ -13,34 +13,81 @@
 #include "bp_sock.h"
 #include "bp_transform.h"
 
-/* One task in progress: a child process (--exec) or a built-in result
- * held back until its --sleep is over. */
+/* Credit a worker with an instant built-in transform asks for: enough that
+ * the channel is never round-trip bound for small tasks. */
+#define BUILTIN_WINDOW 1024
+/* The most tasks a worker queues beyond its running ones (--prefetch). */
+#define MAX_PREFETCH 256
+/* Longest pause between two tries to reach a silent host. */
+#define MAX_BACKOFF_MS 30000
+
+/* A task received and not started yet. */
+struct qtask {
+    uint64_t batch, id;
+    uint16_t attempt;
+    uint8_t flags;
+    uint8_t *data;
+    uint32_t len, cap;
+};
+
+/* One task in progress: a child process (--exec) or a built-in result held
+ * back until its --sleep is over. */
 struct slot {
     int busy;
-    uint64_t batch, task;
+    struct qtask t; /* the task (its buffer stays with the slot) */
     int64_t started, ready_at;
-    zmq_msg_t msg; /* the task payload (exec: the child's stdin) */
     struct bp_job job;
-    int item_first, item_n; /* this job's pipes in the poll set */
+    int item_first, item_n;
 };
+
+enum host_state { H_HELLO, H_ACTIVE };
 
 struct worker {
     const struct bp_opts *o;
     const struct bp_io *io;
     void *ctx;
     int own_ctx;
-    void *pull, *push, *sub;
+    void *tsock; /* v2: DEALER to the ventilator; raw: PULL */
+    void *rsock; /* v2: DEALER to the sink; raw: PUSH */
     const struct bp_transform *tf;
+    int instant; /* built-in transform without --sleep: no slot needed */
     struct slot *slots;
     int nslots, busy;
+    struct qtask *q;
+    uint32_t qcap, qhead, qlen;
     zmq_pollitem_t *items;
+    /* the task channel (v2) */
+    int host;
+    int ever_connected;
+    int64_t host_heard, next_hb, next_hello, next_reopen, backoff_ms, lost_since;
+    int64_t credit_out; /* credit granted and not used by tasks yet */
+    uint32_t window_max;
+    double rtt_ms, task_ms; /* moving averages, for --prefetch auto */
+    uint64_t batch;         /* of the newest tasks */
+    /* results being packed (v2) */
+    struct bp_pack rp;
+    uint64_t rp_batch;
+    uint64_t *rp_ids;
+    uint32_t rp_n;
+    int rp_blocked; /* the sink cannot take the pack now */
+    uint64_t *done; /* ids whose results went out: reported in CREDIT */
+    uint32_t ndone, done_cap;
+    uint64_t done_batch;
+    struct bp_pack cp; /* control messages to the ventilator */
+    /* lifecycle */
     int stopping;
     int64_t grace_end;
     int batch_over;
-    int64_t done, failed, malformed, unsent;
+    int gave_up;
+    int64_t ok_n, failed_n, malformed, unsent, dropped;
     int64_t next_status;
     const char *state;
 };
+
+static int64_t dead_ms(const struct worker *w)
+{
+    return (int64_t)w->o->hb_ms * w->o->liveness;
+}
 
 static void write_status(struct worker *w)
 {
@@ -55,277 +102,699 @@ static void write_status(struct worker *w)
         bp_log(BP_LOG_WARN, "cannot write status file %s: %s", tmp, strerror(errno));
         return;
     }
-    fprintf(f, "id=%s\nstate=%s\ndone=%" PRId64 "\nfailed=%" PRId64 "\nrunning=%d\npid=%ld\n",
-            w->o->id, w->state, w->done, w->failed, w->busy, (long)getpid());
+    fprintf(f,
+            "id=%s\nstate=%s\ndone=%" PRId64 "\nfailed=%" PRId64
+            "\nrunning=%d\nqueued=%u\npid=%ld\n",
+            w->o->id, w->state, w->ok_n, w->failed_n, w->busy, w->qlen, (long)getpid());
     /* rename() makes the update atomic for readers such as `bpfleet status`. */
     if (fclose(f) != 0 || rename(tmp, path) != 0)
         bp_log(BP_LOG_WARN, "cannot update status file %s: %s", path, strerror(errno));
 }
 
-/* Sends a result, waiting (bounded) while the sink's queue is full. */
-static int send_result(struct worker *w, uint64_t batch, uint64_t task, int status, int code,
-                       int64_t started, const void *data, size_t len, zmq_msg_t *zero_copy)
+/* Copies a task into t's reusable buffer. */
+static int task_copy(struct qtask *t, const struct bp_task_rec *r, uint64_t batch)
+{
+    if (t->cap < r->len || !t->data) {
+        uint32_t cap = r->len < 64 ? 64 : r->len;
+        uint8_t *p = realloc(t->data, cap);
+        if (!p)
+            return BP_ENOMEM;
+        t->data = p;
+        t->cap = cap;
+    }
+    if (r->len)
+        memcpy(t->data, r->data, r->len);
+    t->len = r->len;
+    t->batch = batch;
+    t->id = r->id;
+    t->attempt = r->attempt;
+    t->flags = r->flags;
+    return BP_OK;
+}
+
+/* Tasks held: queued, running, and results not sent yet. Credit keeps
+ * this (plus credit not yet used) within the window. */
+static int64_t held(const struct worker *w)
+{
+    return (int64_t)w->qlen + w->busy + w->rp_n;
+}
+
+static uint32_t window(const struct worker *w)
 {
     const struct bp_opts *o = w->o;
-    struct bp_hdr h = {.type = BP_MSG_RESULT,
-                       .status = (uint8_t)status,
-                       .batch = batch,
-                       .task = task,
-                       .code = code};
-    int64_t el = bp_now_ms() - started;
-    h.aux = el < 0 ? 0 : el > UINT32_MAX ? UINT32_MAX : (uint32_t)el;
-    bp_hdr_set_wid(&h, o->id);
-    if (status == BP_ST_OK)
-        w->done++;
-    else
-        w->failed++;
-    if (o->raw && status != BP_ST_OK) {
-        /* Plain peers have no status field: report here, send nothing. */
+    if (w->instant)
+        return o->prefetch >= 0 ? (uint32_t)(o->prefetch > 0 ? o->prefetch : 1) : BUILTIN_WINDOW;
+    uint32_t pf;
+    if (o->prefetch >= 0) {
+        pf = (uint32_t)o->prefetch;
+    } else {
+        /* Enough queued to cover a round trip, and not one task more: a
+         * slow board must not sit on work a fast one could do. */
+        double per_slot = w->task_ms > 0 ? w->task_ms / w->nslots : 0;
+        double want = per_slot > 0 ? 2.0 * w->rtt_ms / per_slot : 0;
+        pf = want > MAX_PREFETCH ? MAX_PREFETCH : (uint32_t)want;
+    }
+    return (uint32_t)w->nslots + pf;
+}
+
+/* ---- messages to the ventilator ---- */
+
+static int send_ctl(struct worker *w)
+{
+    if (bp_pack_finish(&w->cp) != BP_OK)
+        return BP_ENOMEM;
+    return bp_send_raw(w->tsock, w->cp.p, w->cp.len, ZMQ_DONTWAIT);
+}
+
+static void send_hello(struct worker *w, int64_t now)
+{
+    const struct bp_opts *o = w->o;
+    int64_t credit = (int64_t)window(w) - held(w);
+    if (credit < 0 || w->stopping)
+        credit = 0;
+    size_t idl = strlen(o->id);
+    bp_pack_begin(&w->cp, BP_MSG_HELLO, 0);
+    bp_pack_u16(&w->cp, (uint16_t)w->nslots);
+    bp_pack_u16(&w->cp, 0);
+    bp_pack_u32(&w->cp, (uint32_t)credit);
+    bp_pack_u8(&w->cp, (uint8_t)idl);
+    bp_pack_bytes(&w->cp, o->id, idl);
+    int rc = send_ctl(w);
+    /* One HELLO per connection attempt; a full pipe is tried again soon.
+     * No answer within the backoff: host_lost() opens a new connection. */
+    w->next_hello = rc == BP_OK ? INT64_MAX : now + 100;
+    if (rc == BP_OK) {
+        w->credit_out = credit;
+        if (!w->backoff_ms)
+            w->backoff_ms = dead_ms(w);
+        w->next_reopen = now + w->backoff_ms;
+        bp_log(BP_LOG_DEBUG, "hello sent (credit %" PRId64 ")", credit);
+    }
+}
+
+static void send_heartbeat(struct worker *w, int64_t now)
+{
+    bp_pack_begin(&w->cp, BP_MSG_HEARTBEAT, w->batch);
+    bp_pack_u64(&w->cp, (uint64_t)now | 1);
+    bp_pack_u64(&w->cp, 0);
+    send_ctl(w);
+    w->next_hb = now + w->o->hb_ms;
+}
+
+/* Reports done ids and tops credit up to the window. */
+static void send_credit(struct worker *w, int force)
+{
+    int64_t grant = 0;
+    if (w->host == H_ACTIVE && !w->stopping && !(w->o->once && w->batch_over)) {
+        grant = (int64_t)window(w) - held(w) - w->credit_out;
+        if (grant < 0)
+            grant = 0;
+    }
+    /* Small grants are batched for instant tasks: one message per pack. */
+    int64_t thresh = w->instant ? window(w) / 4 : 1;
+    if (!w->ndone && grant < thresh && !force)
+        return;
+    if (!w->ndone && !grant)
+        return;
+    bp_pack_begin(&w->cp, BP_MSG_CREDIT, w->ndone ? w->done_batch : w->batch);
+    bp_pack_u32(&w->cp, (uint32_t)grant);
+    for (uint32_t i = 0; i < w->ndone; i++)
+        bp_pack_id(&w->cp, w->done[i]);
+    if (send_ctl(w) == BP_OK)
+        w->credit_out += grant;
+    /* Done ids that could not be told are not retried: the ventilator
+     * learns from the sink's acknowledgements anyway. */
+    w->ndone = 0;
+}
+
+static void note_done(struct worker *w, uint64_t batch, uint64_t id)
+{
+    if (w->ndone && (w->ndone == w->done_cap || batch != w->done_batch))
+        send_credit(w, 1);
+    w->done_batch = batch;
+    w->done[w->ndone++] = id;
+}
+
+/* ---- results ---- */
+
+/* Sends the results pack. Returns BP_OK (sent or nothing to send) or
+ * BP_ETIMEDOUT when the sink cannot take it now (kept for later). */
+static int flush_results(struct worker *w)
+{
+    if (!w->rp_n)
+        return BP_OK;
+    if (bp_pack_finish(&w->rp) != BP_OK) {
+        bp_log(BP_LOG_ERROR, "out of memory packing results: %u lost", w->rp_n);
+        w->unsent += w->rp_n;
+        w->rp_n = 0;
+        return BP_OK;
+    }
+    int rc = bp_send_raw(w->rsock, w->rp.p, w->rp.len, ZMQ_DONTWAIT);
+    if (rc == BP_ETIMEDOUT || rc == BP_EINTR) {
+        w->rp_blocked = 1;
+        return BP_ETIMEDOUT;
+    }
+    w->rp_blocked = 0;
+    if (rc != BP_OK) {
+        bp_log(BP_LOG_ERROR, "cannot send %u results: %s", w->rp_n, zmq_strerror(errno));
+        w->unsent += w->rp_n;
+    } else {
+        for (uint32_t i = 0; i < w->rp_n; i++)
+            note_done(w, w->rp_batch, w->rp_ids[i]);
+    }
+    w->rp_n = 0;
+    return BP_OK;
+}
+
+/* Makes room in the pack for one more result of len bytes of batch. */
+static int result_room(struct worker *w, uint64_t batch, size_t len)
+{
+    if (w->rp_n && (batch != w->rp_batch || w->rp_n == w->window_max ||
+                    w->rp.len + BP_RESULT_REC + len > BP_PACK_BYTES))
+        if (flush_results(w) != BP_OK)
+            return BP_ETIMEDOUT;
+    if (!w->rp_n) {
+        bp_pack_begin(&w->rp, BP_MSG_RESULTS, batch);
+        size_t idl = strlen(w->o->id);
+        bp_pack_u8(&w->rp, (uint8_t)idl);
+        bp_pack_bytes(&w->rp, w->o->id, idl);
+        w->rp_batch = batch;
+    }
+    return BP_OK;
+}
+
+/* Plain peers: one frame per result, failures only logged. */
+static void raw_result(struct worker *w, int status, int code, const void *data, size_t len)
+{
+    if (status != BP_ST_OK) {
         char show[160];
         bp_printable(show, sizeof show, data, len > 120 ? 120 : len);
         bp_log(BP_LOG_ERROR, "task %s (code %d): %s", bp_status_name(status), code, show);
-        return BP_OK;
+        return;
     }
     for (;;) {
-        int rc;
-        if (zero_copy)
-            rc = bp_send_msg(w->push, o->raw ? NULL : &h, zero_copy, ZMQ_DONTWAIT);
-        else if (o->raw)
-            rc = bp_send_raw(w->push, data, len, ZMQ_DONTWAIT);
-        else
-            rc = bp_send(w->push, &h, data, len, ZMQ_DONTWAIT);
-        if (rc != BP_ETIMEDOUT) {
-            if (rc != BP_OK) {
-                w->unsent++;
-                bp_log(BP_LOG_ERROR, "cannot send result of task %" PRIu64 ": %s", task,
-                       zmq_strerror(errno));
-            }
-            return rc;
-        }
-        /* Sink queue full: backpressure. A stopping worker waits out its
-         * grace period, then gives up (and says so). */
+        int rc = bp_send_raw(w->rsock, data, len, ZMQ_DONTWAIT);
+        if (rc == BP_OK)
+            return;
         int wait = -1;
         if (w->stopping) {
             int64_t left = w->grace_end - bp_now_ms();
             wait = left > 0 ? (int)left : 0;
         }
-        rc = bp_role_wait_out(w->push, w->stopping ? NULL : w->io, wait);
+        if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
+            rc = bp_role_wait_out(w->rsock, w->stopping ? NULL : w->io, wait);
         if (rc == BP_EINTR && !w->stopping) {
             w->stopping = 1;
-            w->grace_end = bp_now_ms() + o->grace_ms;
+            w->grace_end = bp_now_ms() + w->o->grace_ms;
             continue;
         }
         if (rc != BP_OK) {
             w->unsent++;
-            bp_log(BP_LOG_ERROR, "sink not taking results: result of task %" PRIu64 " lost", task);
-            return rc;
+            bp_log(BP_LOG_ERROR, "sink not taking results: a result was lost");
+            return;
         }
     }
 }
 
-static void finish_slot(struct worker *w, struct slot *s)
+static void count(struct worker *w, int status, int64_t elapsed)
 {
+    if (status == BP_ST_OK)
+        w->ok_n++;
+    else
+        w->failed_n++;
+    /* Moving average of task time, for the prefetch window. */
+    double el = (double)elapsed;
+    w->task_ms = w->task_ms > 0 ? 0.8 * w->task_ms + 0.2 * el : (el > 0 ? el : 0.01);
+}
+
+/* Appends the outcome of t. Returns BP_ETIMEDOUT if the sink is blocked
+ * (nothing appended: try again later). */
+static int add_result(struct worker *w, const struct qtask *t, int status, int code,
+                      int64_t elapsed, const void *data, size_t len)
+{
+    if (w->o->raw) {
+        count(w, status, elapsed);
+        raw_result(w, status, code, data, len);
+        return BP_OK;
+    }
+    if (result_room(w, t->batch, len) != BP_OK)
+        return BP_ETIMEDOUT;
+    struct bp_result_rec r = {
+        .id = t->id,
+        .attempt = t->attempt,
+        .status = (uint8_t)status,
+        .flags = status == BP_ST_OK || (t->flags & BP_TF_LAST_TRY) ? BP_RF_FINAL : 0,
+        .code = code,
+        .elapsed_ms = elapsed < 0            ? 0
+                      : elapsed > UINT32_MAX ? UINT32_MAX
+                                             : (uint32_t)elapsed,
+        .data = data,
+        .len = (uint32_t)len};
+    bp_pack_result(&w->rp, &r);
+    w->rp_ids[w->rp_n++] = t->id;
+    count(w, status, elapsed);
+    return BP_OK;
+}
+
+/* A built-in transform straight into the results pack: no copy, no slot. */
+static int run_instant(struct worker *w, uint64_t batch, const struct bp_task_rec *tr)
+{
+    if (w->o->raw) {
+        /* The task bytes are ours (a received message): transform in place. */
+        w->tf->fn(tr->data, tr->len, (uint8_t *)(uintptr_t)tr->data);
+        count(w, BP_ST_OK, 0);
+        raw_result(w, BP_ST_OK, 0, tr->data, tr->len);
+        return BP_OK;
+    }
+    if (result_room(w, batch, tr->len) != BP_OK)
+        return BP_ETIMEDOUT;
+    struct bp_result_rec r = {.id = tr->id,
+                              .attempt = tr->attempt,
+                              .status = BP_ST_OK,
+                              .flags = BP_RF_FINAL,
+                              .len = tr->len};
+    uint8_t *dst = bp_pack_result_reserve(&w->rp, &r);
+    if (!dst)
+        return BP_ENOMEM;
+    w->tf->fn(tr->data, tr->len, dst);
+    w->rp_ids[w->rp_n++] = tr->id;
+    w->ok_n++;
+    return BP_OK;
+}
+
+/* ---- the local queue and slots ---- */
+
+static int enqueue(struct worker *w, uint64_t batch, const struct bp_task_rec *tr)
+{
+    if (w->qlen == w->qcap) {
+        /* More than the credit we gave: a confused or hostile peer. */
+        w->dropped++;
+        return BP_ETOOBIG;
+    }
+    struct qtask *t = &w->q[(w->qhead + w->qlen) % w->qcap];
+    if (task_copy(t, tr, batch) != BP_OK) {
+        w->dropped++;
+        return BP_ENOMEM;
+    }
+    w->qlen++;
+    return BP_OK;
+}
+
+/* Forgets the queued, unstarted tasks (the ventilator has them back). */
+static void drop_queue(struct worker *w, const char *why)
+{
+    if (w->qlen)
+        bp_log(BP_LOG_INFO, "%s: dropping %u queued task%s (the ventilator sends them again)", why,
+               w->qlen, w->qlen == 1 ? "" : "s");
+    w->qlen = 0;
+}
+
+static void start_slot(struct worker *w, struct slot *s, int64_t now)
+{
+    struct qtask *t = &w->q[w->qhead];
+    /* Swap buffers so neither side allocates. */
+    struct qtask tmp = s->t;
+    s->t = *t;
+    *t = tmp;
+    w->qhead = (w->qhead + 1) % w->qcap;
+    w->qlen--;
+    s->busy = 1;
+    w->busy++;
+    s->started = now;
+    if (w->o->exec) {
+        s->ready_at = 0;
+        bp_job_start(&s->job, w->o->exec, s->t.data, s->t.len, w->o->task_timeout_ms, now);
+    } else {
+        w->tf->fn(s->t.data, s->t.len, s->t.data);
+        s->ready_at = now + w->o->sleep_ms;
+    }
+}
+
+/* Starts queued tasks while there is room (instant ones run at once). */
+static void start_queued(struct worker *w, int64_t now)
+{
+    if (w->stopping)
+        return;
+    if (w->instant) {
+        while (w->qlen && !w->rp_blocked) {
+            struct qtask *t = &w->q[w->qhead];
+            struct bp_task_rec tr = {.id = t->id,
+                                     .attempt = t->attempt,
+                                     .flags = t->flags,
+                                     .data = t->data,
+                                     .len = t->len};
+            if (run_instant(w, t->batch, &tr) != BP_OK)
+                return;
+            w->qhead = (w->qhead + 1) % w->qcap;
+            w->qlen--;
+        }
+        return;
+    }
+    for (int i = 0; i < w->nslots && w->qlen; i++)
+        if (!w->slots[i].busy)
+            start_slot(w, &w->slots[i], now);
+}
+
+static int finish_slot(struct worker *w, struct slot *s, int64_t now)
+{
+    int rc;
     if (w->o->exec) {
         size_t len;
         const uint8_t *out = bp_job_result(&s->job, &len);
         if (s->job.status != BP_ST_OK) {
             char show[200];
             bp_printable(show, sizeof show, out, len > 160 ? 160 : len);
-            bp_log(BP_LOG_DEBUG, "task %" PRIu64 " %s (code %d): %s", s->task,
+            bp_log(BP_LOG_DEBUG, "task %" PRIu64 " %s (code %d): %s", s->t.id,
                    bp_status_name(s->job.status), s->job.code, show);
         }
-        send_result(w, s->batch, s->task, s->job.status, s->job.code, s->started, out, len, NULL);
+        rc = add_result(w, &s->t, s->job.status, s->job.code, now - s->started, out, len);
     } else {
-        send_result(w, s->batch, s->task, BP_ST_OK, 0, s->started, NULL, 0, &s->msg);
+        rc = add_result(w, &s->t, BP_ST_OK, 0, now - s->started, s->t.data, s->t.len);
     }
-    zmq_msg_close(&s->msg);
+    if (rc != BP_OK)
+        return rc; /* the sink is blocked: finish it later */
     s->busy = 0;
     w->busy--;
+    return BP_OK;
 }
 
-/* Takes one received task payload (moved from msg) into a free slot, or
- * answers it at once for a built-in transform without --sleep. */
-static void start_task(struct worker *w, uint64_t batch, uint64_t task, zmq_msg_t *msg)
+/* ---- receiving ---- */
+
+static void note_malformed(struct worker *w, int rc)
 {
-    const struct bp_opts *o = w->o;
-    int64_t now = bp_now_ms();
-    if (!o->exec) {
-        /* Transform in place: the received buffer is ours. */
-        w->tf->fn(zmq_msg_data(msg), zmq_msg_size(msg), zmq_msg_data(msg));
-        if (o->sleep_ms <= 0) {
-            send_result(w, batch, task, BP_ST_OK, 0, now, NULL, 0, msg);
-            return;
+    w->malformed++;
+    if (w->malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
+        bp_log(BP_LOG_WARN, "dropped %s message from the ventilator (%" PRId64 " so far)%s",
+               rc == BP_EVERSION ? "other-version" : "malformed", w->malformed,
+               rc == BP_EPROTO && w->malformed == 1 ? "; plain strings need --raw" : "");
+}
+
+static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
+{
+    (void)now;
+    size_t off = 0;
+    struct bp_task_rec tr;
+    w->batch = m->batch;
+    w->credit_out -= m->n;
+    if (w->credit_out < 0)
+        w->credit_out = 0;
+    while (bp_msg_next_task(m, &off, &tr)) {
+        if (w->stopping || (w->o->once && w->batch_over)) {
+            w->dropped++;
+            continue;
         }
-    }
-    struct slot *s = NULL;
-    for (int i = 0; i < w->nslots; i++)
-        if (!w->slots[i].busy) {
-            s = &w->slots[i];
-            break;
-        }
-    if (!s) /* cannot happen: tasks are read only while a slot is free */
-        abort();
-    s->busy = 1;
-    w->busy++;
-    s->batch = batch;
-    s->task = task;
-    s->started = now;
-    zmq_msg_init(&s->msg);
-    zmq_msg_move(&s->msg, msg);
-    if (o->exec) {
-        s->ready_at = 0;
-        bp_job_start(&s->job, o->exec, zmq_msg_data(&s->msg), zmq_msg_size(&s->msg),
-                     o->task_timeout_ms, now);
-    } else {
-        s->ready_at = now + o->sleep_ms;
+        if (w->instant && !w->qlen && !w->rp_blocked && run_instant(w, m->batch, &tr) == BP_OK)
+            continue;
+        enqueue(w, m->batch, &tr);
     }
 }
 
-static void read_tasks(struct worker *w)
+static void on_host_message(struct worker *w, const void *buf, size_t len, int64_t now)
+{
+    struct bp_msg m;
+    int rc = bp_msg_decode(&m, buf, len, (uint32_t)w->o->max_msg);
+    if (rc != BP_OK) {
+        note_malformed(w, rc);
+        return;
+    }
+    w->host_heard = now;
+    if (w->host != H_ACTIVE && m.type != BP_MSG_RESYNC) {
+        bp_log(w->ever_connected ? BP_LOG_INFO : BP_LOG_DEBUG, "connected to the ventilator");
+        w->host = H_ACTIVE;
+        w->ever_connected = 1;
+        w->backoff_ms = 0;
+    }
+    switch (m.type) {
+    case BP_MSG_TASKS:
+        on_tasks(w, &m, now);
+        break;
+    case BP_MSG_HEARTBEAT: {
+        uint64_t echo = bp_msg_u64(&m, 8);
+        if (echo && echo <= (uint64_t)now + 1) {
+            double rtt = (double)((uint64_t)now - (echo & ~(uint64_t)1));
+            w->rtt_ms = w->rtt_ms > 0 ? 0.8 * w->rtt_ms + 0.2 * rtt : (rtt > 0 ? rtt : 0.1);
+        }
+        break;
+    }
+    case BP_MSG_RESYNC:
+        /* The ventilator does not know this session (it restarted, or gave
+         * us up for dead): what we queued was given to others. */
+        drop_queue(w, "the ventilator lost track of this worker");
+        w->host = H_HELLO;
+        w->credit_out = 0;
+        send_hello(w, now);
+        break;
+    case BP_MSG_END:
+        if (bp_msg_u32(&m) == BP_END_COMPLETE)
+            bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " is complete", m.batch);
+        else
+            bp_log(BP_LOG_INFO, "the ventilator is stopping");
+        w->batch_over = 1;
+        drop_queue(w, "batch over");
+        break;
+    default:
+        note_malformed(w, BP_EPROTO);
+    }
+}
+
+static void read_host(struct worker *w, int64_t now)
 {
     zmq_msg_t msg;
     zmq_msg_init(&msg);
-    /* A slot per task read: never take more than we can run. Built-ins
-     * without --sleep need no slot. */
-    int instant = !w->o->exec && w->o->sleep_ms <= 0;
-    for (int n = 0; n < 256 && (instant || w->busy < w->nslots) && !w->stopping; n++) {
-        struct bp_hdr h;
-        int rc = w->o->raw ? bp_recv_raw(w->pull, &msg, ZMQ_DONTWAIT)
-                           : bp_recv(w->pull, &h, &msg, ZMQ_DONTWAIT);
+    for (int n = 0; n < 64; n++) {
+        if (w->o->raw && (w->instant ? 0 : held(w) >= (int64_t)w->nslots))
+            break;
+        int rc = bp_recv_raw(w->tsock, &msg, ZMQ_DONTWAIT);
         if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
             break;
-        if (rc == BP_EPROTO || rc == BP_EVERSION ||
-            (rc == BP_OK && !w->o->raw && h.type != BP_MSG_TASK)) {
-            w->malformed++;
-            if (w->malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
-                bp_log(BP_LOG_WARN, "dropped %s message from the ventilator (%" PRId64 " so far)%s",
-                       rc == BP_EVERSION ? "other-version" : "malformed", w->malformed,
-                       rc == BP_EPROTO && w->malformed == 1 ? "; plain strings need --raw" : "");
+        if (rc == BP_EPROTO) {
+            note_malformed(w, rc);
             continue;
         }
         if (rc != BP_OK) {
-            bp_log(BP_LOG_ERROR, "receiving task failed: %s", zmq_strerror(errno));
+            bp_log(BP_LOG_ERROR, "receiving from the ventilator failed: %s", zmq_strerror(errno));
             break;
         }
-        if (w->o->raw)
-            h.batch = h.task = 0;
-        start_task(w, h.batch, h.task, &msg);
+        if (w->o->raw) {
+            struct bp_task_rec tr = {.data = zmq_msg_data(&msg),
+                                     .len = (uint32_t)zmq_msg_size(&msg)};
+            if (w->instant)
+                run_instant(w, 0, &tr);
+            else
+                enqueue(w, 0, &tr);
+            continue;
+        }
+        on_host_message(w, zmq_msg_data(&msg), zmq_msg_size(&msg), now);
     }
     zmq_msg_close(&msg);
 }
 
-static void read_control(struct worker *w)
-{
-    zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    for (;;) {
-        struct bp_hdr h;
-        int rc = bp_recv(w->sub, &h, &msg, ZMQ_DONTWAIT);
-        if (rc == BP_ETIMEDOUT || rc == BP_EINTR || rc == BP_EZMQ)
-            break;
-        if (rc == BP_OK && h.type == BP_MSG_CONTROL_END) {
-            bp_log(BP_LOG_DEBUG, "sink: batch %016" PRIx64 " is over", h.batch);
-            w->batch_over = 1;
-        }
-    }
-    zmq_msg_close(&msg);
-}
+/* ---- sockets ---- */
 
-/* Tasks already queued for this worker when it stops are reported as
- * interrupted, so the sink can account for them. */
-static void hand_back_queued(struct worker *w)
+static int open_task_socket(struct worker *w)
 {
-    zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    int64_t n = 0;
-    for (;;) {
-        struct bp_hdr h;
-        int rc = bp_recv(w->pull, &h, &msg, ZMQ_DONTWAIT);
-        if (rc != BP_OK) {
-            if (rc == BP_EPROTO || rc == BP_EVERSION)
-                continue;
-            break;
-        }
-        if (h.type != BP_MSG_TASK)
-            continue;
-        static const char why[] = "boardpipe: worker stopping: task not started";
-        send_result(w, h.batch, h.task, BP_ST_INTERRUPTED, 0, bp_now_ms(), why, sizeof why - 1,
-                    NULL);
-        n++;
+    const struct bp_opts *o = w->o;
+    char err[320];
+    struct bp_sockcfg c = bp_role_sockcfg(o);
+    /* A task message is a pack of small tasks or one large task. */
+    c.max_msg = o->max_msg + BP_PACK_BYTES + 64;
+    if (o->raw) {
+        /* Few tasks queued here: the rest stay at the ventilator. */
+        c.rcvhwm = w->instant ? 100 : 2 * w->nslots + 2;
+        c.linger_ms = 0;
+        w->tsock = bp_sock_open(w->ctx, ZMQ_PULL, o->tasks, 0, &c, err, sizeof err);
+    } else {
+        /* Not ZMQ_IMMEDIATE: with it libzmq drops what the ventilator sent
+         * just before it went away (its END). The one HELLO per socket
+         * waits in the pipe until the ventilator is there. */
+        c.linger_ms = 1000; /* room for a last BYE */
+        w->tsock = bp_sock_open(w->ctx, ZMQ_DEALER, o->tasks, 0, &c, err, sizeof err);
     }
-    zmq_msg_close(&msg);
-    if (n)
-        bp_log(BP_LOG_WARN, "handed back %" PRId64 " queued task%s as interrupted", n,
-               n == 1 ? "" : "s");
+    if (!w->tsock) {
+        bp_log(BP_LOG_ERROR, "%s", err);
+        return BP_EZMQ;
+    }
+    return BP_OK;
 }
 
 static int open_sockets(struct worker *w)
 {
     const struct bp_opts *o = w->o;
     char err[320];
+    int rc = open_task_socket(w);
+    if (rc != BP_OK)
+        return rc;
     struct bp_sockcfg c = bp_role_sockcfg(o);
-    /* Few tasks queued here: the rest stay at the ventilator for other
-     * workers. (Real per-task balancing needs credit; see docs.) */
-    c.rcvhwm = o->exec || o->sleep_ms ? 2 * o->jobs + 2 : 100;
-    /* Only results need lingering at exit; the PULL and SUB sockets have
-     * nothing worth delivering (a SUB would wait on its subscription). */
-    c.linger_ms = 0;
-    w->pull = bp_sock_open(w->ctx, ZMQ_PULL, o->tasks, 0, &c, err, sizeof err);
-    if (!w->pull)
-        goto fail;
-    c = bp_role_sockcfg(o);
-    w->push = bp_sock_open(w->ctx, ZMQ_PUSH, o->results, 0, &c, err, sizeof err);
-    if (!w->push)
-        goto fail;
-    if (o->control && !o->raw) {
-        c = bp_role_sockcfg(o);
-        c.linger_ms = 0;
-        c.subscribe = "bp";
-        w->sub = bp_sock_open(w->ctx, ZMQ_SUB, o->control, 0, &c, err, sizeof err);
-        if (!w->sub)
-            goto fail;
+    c.max_msg = 0; /* nothing comes back on it */
+    c.sndhwm = o->raw ? 0 : 64;
+    w->rsock =
+        bp_sock_open(w->ctx, o->raw ? ZMQ_PUSH : ZMQ_DEALER, o->results, 0, &c, err, sizeof err);
+    if (!w->rsock) {
+        bp_log(BP_LOG_ERROR, "%s", err);
+        return BP_EZMQ;
     }
     return BP_OK;
-fail:
-    bp_log(BP_LOG_ERROR, "%s", err);
-    return BP_EZMQ;
+}
+
+/* Nothing heard from the ventilator for the liveness time: stop taking
+ * work, give up what is queued, reconnect afresh. Running tasks go on;
+ * their results still go to the sink (which keeps the first result of a
+ * task), so a short outage wastes nothing. */
+static void host_lost(struct worker *w, int64_t now)
+{
+    if (w->host == H_ACTIVE) {
+        bp_log(BP_LOG_WARN, "no word from the ventilator for %.1f s: reconnecting",
+               (double)dead_ms(w) / 1000.0);
+        w->lost_since = now;
+    }
+    drop_queue(w, "ventilator lost");
+    int was_hello = w->host == H_HELLO;
+    w->host = H_HELLO;
+    w->credit_out = 0;
+    /* A new connection: a ventilator that still hears the old one would
+     * otherwise keep counting on tasks we just dropped. The old HELLO
+     * still waiting in its pipe goes with it (linger 0). */
+    int zero = 0;
+    zmq_setsockopt(w->tsock, ZMQ_LINGER, &zero, sizeof zero);
+    bp_sock_close(&w->tsock);
+    if (open_task_socket(w) != BP_OK) {
+        w->gave_up = 1;
+        return;
+    }
+    if (was_hello) {
+        w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : dead_ms(w);
+        if (w->backoff_ms > MAX_BACKOFF_MS)
+            w->backoff_ms = MAX_BACKOFF_MS;
+    }
+    w->host_heard = now;
+    send_hello(w, now);
 }
 
 static void worker_close(struct worker *w)
 {
     if (w->slots) {
         for (int i = 0; i < w->nslots; i++) {
-            if (w->slots[i].busy)
-                zmq_msg_close(&w->slots[i].msg);
             bp_job_release(&w->slots[i].job);
+            free(w->slots[i].t.data);
         }
         free(w->slots);
     }
+    if (w->q) {
+        for (uint32_t i = 0; i < w->qcap; i++)
+            free(w->q[i].data);
+        free(w->q);
+    }
     free(w->items);
-    bp_sock_close(&w->pull);
-    bp_sock_close(&w->push);
-    bp_sock_close(&w->sub);
+    free(w->rp_ids);
+    free(w->done);
+    bp_pack_free(&w->rp);
+    bp_pack_free(&w->cp);
+    bp_sock_close(&w->tsock);
+    bp_sock_close(&w->rsock);
     if (w->own_ctx && w->ctx)
         zmq_ctx_term(w->ctx);
 }
 
+/* ---- stopping ---- */
+
+static void begin_stop(struct worker *w, int64_t now)
+{
+    const struct bp_opts *o = w->o;
+    w->stopping = 1;
+    w->grace_end = now + o->grace_ms;
+    bp_log(BP_LOG_INFO,
+           "stopping: handing back %u queued, finishing %d running task%s (grace %.1f s)", w->qlen,
+           w->busy, w->busy == 1 ? "" : "s", (double)o->grace_ms / 1000.0);
+    if (o->raw || w->host != H_ACTIVE) {
+        w->qlen = 0;
+        return;
+    }
+    /* Unstarted tasks go back at once, so others can run them now. */
+    bp_pack_begin(&w->cp, BP_MSG_BYE, w->batch);
+    bp_pack_u32(&w->cp, 0);
+    for (uint32_t i = 0; i < w->qlen; i++)
+        bp_pack_id(&w->cp, w->q[(w->qhead + i) % w->qcap].id);
+    send_ctl(w);
+    w->qlen = 0;
+}
+
+/* The last word: everything sent, and the ids of tasks cut off by the
+ * end of the grace period handed back. */
+static void say_gone(struct worker *w, const uint64_t *ids, int n)
+{
+    if (w->o->raw || w->host != H_ACTIVE)
+        return;
+    send_credit(w, 0);
+    bp_pack_begin(&w->cp, BP_MSG_BYE, w->batch);
+    bp_pack_u32(&w->cp, BP_BYE_GONE);
+    for (int i = 0; i < n; i++)
+        bp_pack_id(&w->cp, ids[i]);
+    send_ctl(w);
+}
+
+/* ---- the loop ---- */
+
 static int worker_loop(struct worker *w)
 {
     const struct bp_opts *o = w->o;
+    int64_t start = bp_now_ms();
+    uint64_t *cut = NULL;
+    int ncut = 0;
     for (;;) {
         int64_t now = bp_now_ms();
-        if (!w->stopping && bp_role_stopped(w->io)) {
+        if (!w->stopping && bp_role_stopped(w->io))
+            begin_stop(w, now);
+        if (w->stopping && now >= w->grace_end) {
+            for (int i = 0; i < w->nslots; i++) {
+                struct slot *s = &w->slots[i];
+                if (!s->busy)
+                    continue;
+                if (!cut)
+                    cut = calloc((size_t)w->nslots, sizeof *cut);
+                if (cut)
+                    cut[ncut++] = s->t.id;
+                if (o->exec)
+                    bp_job_release(&s->job); /* kills its process group */
+                s->busy = 0;
+                w->busy--;
+            }
+            if (w->rp_n) {
+                bp_log(BP_LOG_ERROR, "the sink did not take %u results in time", w->rp_n);
+                w->unsent += w->rp_n;
+                w->rp_n = 0;
+            }
+        }
+        /* the task channel */
+        if (!o->raw && !w->stopping) {
+            if (w->host == H_ACTIVE && now - w->host_heard >= dead_ms(w))
+                host_lost(w, now);
+            else if (w->host == H_HELLO && now >= w->next_hello)
+                send_hello(w, now);
+            else if (w->host == H_HELLO && now >= w->next_reopen)
+                host_lost(w, now);
+            if (o->once && w->host != H_ACTIVE && o->host_timeout_ms > 0) {
+                int64_t since = w->ever_connected ? w->lost_since : start;
+                if (now - since >= o->host_timeout_ms && !w->gave_up) {
+                    bp_log(BP_LOG_ERROR, "no ventilator at %s for %.1f s: giving up", o->tasks,
+                           (double)o->host_timeout_ms / 1000.0);
+                    w->gave_up = 1;
+                }
+            }
+        }
+        /* Also while stopping: a worker finishing its tasks is alive. */
+        if (!o->raw && w->host == H_ACTIVE && now >= w->next_hb)
+            send_heartbeat(w, now);
+        if (w->gave_up && !w->stopping) {
             w->stopping = 1;
             w->grace_end = now + o->grace_ms;
-            bp_log(BP_LOG_INFO, "stopping: finishing %d running task%s (grace %.1f s)", w->busy,
-                   w->busy == 1 ? "" : "s", (double)o->grace_ms / 1000.0);
+            w->qlen = 0;
         }
-        if (w->stopping && now >= w->grace_end)
-            for (int i = 0; i < w->nslots; i++)
-                if (w->slots[i].busy && o->exec)
-                    bp_job_interrupt(&w->slots[i].job);
-        if (w->busy == 0 && (w->stopping || (o->once && w->batch_over)))
-            return BP_OK;
+        int idle = w->busy == 0 && w->qlen == 0 && w->rp_n == 0;
+        if (idle && (w->stopping || (o->once && w->batch_over))) {
+            say_gone(w, cut, ncut);
+            free(cut);
+            return w->gave_up ? BP_ETIMEDOUT : BP_OK;
+        }
         w->state = w->stopping ? "stopping" : w->busy ? "running" : "idle";
         if (o->status_file && now >= w->next_status) {
             write_status(w);
@@ -333,16 +802,27 @@ static int worker_loop(struct worker *w)
         }
 
         int n = 0;
-        int task_idx = -1, ctl_idx = -1;
-        if (!w->stopping && (w->busy < w->nslots)) {
+        int task_idx = -1, res_idx = -1;
+        int read_tasks = !o->raw || (!w->stopping && (w->instant || held(w) < w->nslots));
+        if (w->tsock && read_tasks) {
             task_idx = n;
-            w->items[n++] = (zmq_pollitem_t){.socket = w->pull, .events = ZMQ_POLLIN};
+            w->items[n++] = (zmq_pollitem_t){.socket = w->tsock, .events = ZMQ_POLLIN};
         }
-        if (w->sub) {
-            ctl_idx = n;
-            w->items[n++] = (zmq_pollitem_t){.socket = w->sub, .events = ZMQ_POLLIN};
+        if (w->rp_blocked) {
+            res_idx = n;
+            w->items[n++] = (zmq_pollitem_t){.socket = w->rsock, .events = ZMQ_POLLOUT};
         }
         int64_t wake = now + 1000;
+        if (!o->raw) {
+            if (w->host == H_ACTIVE && w->next_hb < wake)
+                wake = w->next_hb;
+            if (w->host == H_HELLO && w->next_hello < wake)
+                wake = w->next_hello;
+            if (w->host == H_HELLO && w->next_reopen < wake)
+                wake = w->next_reopen;
+            if (w->host == H_ACTIVE && w->host_heard + dead_ms(w) < wake)
+                wake = w->host_heard + dead_ms(w);
+        }
         if (w->stopping && w->grace_end < wake)
             wake = w->grace_end;
         if (o->status_file && w->next_status < wake)
@@ -368,9 +848,12 @@ static int worker_loop(struct worker *w)
             }
         }
         long tmo = wake > now ? (long)(wake - now) : 0;
+        if (w->rp_blocked && tmo > 100)
+            tmo = 100;
         int rc = zmq_poll(w->items, n, tmo);
         if (rc < 0 && errno != EINTR) {
             bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
+            free(cut);
             return BP_EZMQ;
         }
         if (rc > 0 && o->exec) {
@@ -381,18 +864,24 @@ static int worker_loop(struct worker *w)
             }
         }
         now = bp_now_ms();
+        if (res_idx >= 0 || w->rp_blocked)
+            flush_results(w);
         for (int i = 0; i < w->nslots; i++) {
             struct slot *s = &w->slots[i];
             if (!s->busy)
                 continue;
             int64_t jw;
             if (o->exec ? bp_job_check(&s->job, now, &jw) : now >= s->ready_at)
-                finish_slot(w, s);
+                finish_slot(w, s, now);
         }
-        if (ctl_idx >= 0 && (w->items[ctl_idx].revents & ZMQ_POLLIN))
-            read_control(w);
+        start_queued(w, now);
         if (task_idx >= 0 && (w->items[task_idx].revents & ZMQ_POLLIN))
-            read_tasks(w);
+            read_host(w, now);
+        start_queued(w, now);
+        /* A lone result goes out at once; many go out in packs. */
+        flush_results(w);
+        if (!o->raw)
+            send_credit(w, 0);
     }
 }
 
@@ -413,14 +902,26 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     /* A command that exits before reading its stdin must not kill us. */
     signal(SIGPIPE, SIG_IGN);
     w.nslots = o->jobs > 0 ? o->jobs : 1;
+    w.instant = !o->exec && o->sleep_ms <= 0;
+    w.window_max = w.instant ? BUILTIN_WINDOW : (uint32_t)w.nslots + MAX_PREFETCH;
+    if (o->prefetch > 0 && (uint32_t)o->prefetch + (uint32_t)w.nslots > w.window_max)
+        w.window_max = (uint32_t)o->prefetch + (uint32_t)w.nslots;
+    w.qcap = w.window_max;
+    w.done_cap = 4 * w.window_max;
     w.slots = calloc((size_t)w.nslots, sizeof *w.slots);
-    w.items = calloc((size_t)w.nslots * 3 + 2, sizeof *w.items);
-    if (!w.slots || !w.items) {
+    w.items = calloc((size_t)w.nslots * 3 + 3, sizeof *w.items);
+    w.q = calloc(w.qcap, sizeof *w.q);
+    w.rp_ids = calloc(w.window_max, sizeof *w.rp_ids);
+    w.done = calloc(w.done_cap, sizeof *w.done);
+    bp_pack_init(&w.rp);
+    bp_pack_init(&w.cp);
+    if (!w.slots || !w.items || !w.q || !w.rp_ids || !w.done) {
         worker_close(&w);
         return BP_ENOMEM;
     }
     for (int i = 0; i < w.nslots; i++)
         bp_job_init(&w.slots[i].job, (size_t)o->max_msg);
+    w.rtt_ms = 1.0;
     w.ctx = io && io->zmq_ctx ? io->zmq_ctx : NULL;
     if (!w.ctx) {
         w.ctx = bp_ctx_new();
@@ -438,18 +939,19 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     bp_log(BP_LOG_DEBUG, "worker %s: tasks from %s, results to %s, %d job%s, %s%s", o->id, o->tasks,
            o->results, w.nslots, w.nslots == 1 ? "" : "s",
            o->exec ? "exec: " : "transform: ", o->exec ? o->exec : w.tf->name);
+    w.host = H_HELLO;
+    w.next_hello = t0;
     rc = worker_loop(&w);
-    if (w.stopping && !o->raw)
-        hand_back_queued(&w);
     w.state = "stopped";
     write_status(&w);
-    rep->ok = w.done;
-    rep->failed = w.failed;
+    rep->ok = w.ok_n;
+    rep->failed = w.failed_n;
     rep->malformed = w.malformed;
     rep->elapsed_s = (double)(bp_now_ms() - t0) / 1000.0;
     bp_log(BP_LOG_DEBUG,
-           "worker %s: %" PRId64 " done, %" PRId64 " failed, %" PRId64 " malformed dropped", o->id,
-           w.done, w.failed, w.malformed);
+           "worker %s: %" PRId64 " done, %" PRId64 " failed, %" PRId64 " malformed, %" PRId64
+           " dropped",
+           o->id, w.ok_n, w.failed_n, w.malformed, w.dropped);
     if (w.unsent)
         bp_log(BP_LOG_ERROR, "%" PRId64 " results could not be sent", w.unsent);
     worker_close(&w);

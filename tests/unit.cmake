@@ -1,7 +1,27 @@
 # Unit tests: one cmocka executable per library module. Included from
 # tests/CMakeLists.txt. Registered as add_test(NAME x COMMAND <target>) so
 # CTest runs cross builds under CMAKE_CROSSCOMPILING_EMULATOR (qemu-user).
-set(BP_UNIT_MODULES frame opts transform stats track input exec sock)
+set(BP_UNIT_MODULES frame dispatch opts transform stats track input exec sock)
+
+# The list and the files must agree, loudly: a listed module without its
+# test_<module>.c, or a test_*.c that no list registers (it would never
+# run), stops the configure step.
+set(_bp_registered test_pipeline.c) # tests/CMakeLists.txt registers it
+foreach(m IN LISTS BP_UNIT_MODULES)
+  if(NOT EXISTS ${CMAKE_CURRENT_LIST_DIR}/test_${m}.c)
+    message(FATAL_ERROR "tests/unit.cmake lists module '${m}' but "
+      "tests/test_${m}.c does not exist: add it or drop '${m}' from BP_UNIT_MODULES")
+  endif()
+  list(APPEND _bp_registered test_${m}.c)
+endforeach()
+file(GLOB _bp_test_sources RELATIVE ${CMAKE_CURRENT_LIST_DIR}
+  CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/test_*.c)
+foreach(f IN LISTS _bp_test_sources)
+  if(NOT f IN_LIST _bp_registered)
+    message(FATAL_ERROR "tests/${f} is not registered: add its module to "
+      "BP_UNIT_MODULES in tests/unit.cmake")
+  endif()
+endforeach()
 
 foreach(m IN LISTS BP_UNIT_MODULES)
   add_executable(test_${m} ${CMAKE_CURRENT_LIST_DIR}/test_${m}.c)

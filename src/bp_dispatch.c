@@ -1,0 +1,1158 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bp_dispatch.h"
+#include "bp_frame.h"
+
+/* Task states (bp_dispatch_task reports LOSTQ and LOSTSENT both as 4). */
+enum { T_FREE = 0, T_QUEUED, T_OUT, T_DONE, T_LOSTQ, T_LOSTSENT, T_ZOMBIE };
+
+struct task {
+    uint64_t id;
+    uint8_t state;
+    uint8_t inq;      /* in the queue, the retry list or the lost list */
+    uint16_t attempt; /* deliveries so far */
+    uint16_t losses, fails;
+    int32_t worker; /* OUT/DONE: the worker index; -1 none */
+    uint32_t wgen;  /* that worker's generation, so a reused index never matches */
+    int32_t avoid;  /* a worker that failed this task (retries go elsewhere) */
+    int64_t t_out;
+    int64_t deadline; /* OUT: task deadline (0 none); DONE/LOSTSENT: ack deadline */
+    uint8_t *data;
+    uint32_t len, cap;
+};
+
+struct worker {
+    uint8_t rid[255];
+    uint8_t rid_len;
+    uint8_t live;
+    uint8_t leaving; /* said BYE: no more tasks */
+    uint8_t end_pending;
+    uint32_t gen;
+    uint32_t credit;
+    int64_t last_seen, next_hb;
+    uint64_t echo; /* a ping to answer, 0 none */
+    int64_t out, done;
+    char id[BP_ID_MAX + 1];
+};
+
+struct resync {
+    uint8_t rid[255];
+    uint8_t len;
+};
+
+#define N_RESYNC 16
+#define LOST_REASON_MAX 96
+
+enum { PK_NONE, PK_BEGIN, PK_CLOSE, PK_SINK_HB, PK_LOST, PK_RESYNC, PK_END, PK_HB, PK_TASKS };
+
+struct bp_dispatch {
+    struct bp_dispatch_cfg c;
+    int64_t dead_ms, scan_ms;
+    struct task *t;
+    uint32_t *freel;
+    uint32_t nfree;
+    uint32_t *map; /* id -> slot + 1; 0 empty; open addressing */
+    uint64_t map_mask;
+    uint32_t *q; /* ring of slots, front = next to send */
+    uint32_t qhead, qlen, qmask;
+    uint32_t *rq; /* retry list: failed tries, preferably for another worker */
+    uint32_t rqlen;
+    uint32_t *lq; /* lost tasks whose final result goes to the sink */
+    uint32_t lqlen;
+    struct worker *w;
+    uint32_t nw; /* worker slots in use (live or not) */
+    uint32_t rr;
+    uint32_t last_w; /* lookup cache */
+    uint32_t next_gen;
+    struct resync rs[N_RESYNC];
+    int nrs;
+    int sink_alive, sink_seen, need_begin, need_close, complete;
+    int64_t sink_last, sink_next_hb;
+    uint64_t next_id;
+    int input_done, finished, end_reason;
+    int64_t held, held_bytes, queued, out, done_wait, lost_wait;
+    int64_t next_scan;
+    struct bp_dispatch_stats st;
+    struct bp_pack pk;
+    /* what the last peek prepared, for commit */
+    int pk_kind;
+    uint32_t pk_w;
+    uint32_t pk_n;      /* records in the message */
+    uint32_t pk_qpop;   /* entries to pop from the queue front */
+    uint32_t *pk_slots; /* the slots in the message */
+};
+
+void bp_dispatch_defaults(struct bp_dispatch_cfg *c, uint64_t batch)
+{
+    memset(c, 0, sizeof *c);
+    c->batch = batch;
+    c->hb_ivl_ms = 1000;
+    c->liveness = 3;
+    c->max_attempts = 3;
+    c->retries = 0;
+    c->task_deadline_ms = 0;
+    c->ack_timeout_ms = 10000;
+    c->max_tasks = 65536;
+    c->max_bytes = (size_t)64 << 20;
+    c->max_workers = 1024;
+    c->max_credit = 4096;
+    c->pack_max = 256;
+    c->pack_bytes = BP_PACK_BYTES;
+    c->max_rec = BP_DEFAULT_MAX_MSG;
+    c->use_sink = 1;
+}
+
+static uint64_t hash64(uint64_t id)
+{
+    return id * 0x9E3779B97F4A7C15ull;
+}
+
+static uint32_t map_find(const struct bp_dispatch *d, uint64_t id)
+{
+    uint64_t i = hash64(id) & d->map_mask;
+    for (;;) {
+        uint32_t v = d->map[i];
+        if (!v)
+            return UINT32_MAX;
+        if (d->t[v - 1].id == id)
+            return v - 1;
+        i = (i + 1) & d->map_mask;
+    }
+}
+
+static void map_put(struct bp_dispatch *d, uint64_t id, uint32_t slot)
+{
+    uint64_t i = hash64(id) & d->map_mask;
+    while (d->map[i])
+        i = (i + 1) & d->map_mask;
+    d->map[i] = slot + 1;
+}
+
+/* Linear probing with backward-shift deletion: no tombstones to pile up. */
+static void map_del(struct bp_dispatch *d, uint64_t id)
+{
+    uint64_t i = hash64(id) & d->map_mask;
+    for (;;) {
+        uint32_t v = d->map[i];
+        if (!v)
+            return;
+        if (d->t[v - 1].id == id)
+            break;
+        i = (i + 1) & d->map_mask;
+    }
+    uint64_t j = i;
+    for (;;) {
+        j = (j + 1) & d->map_mask;
+        uint32_t v = d->map[j];
+        if (!v)
+            break;
+        uint64_t home = hash64(d->t[v - 1].id) & d->map_mask;
+        /* Move v back to the hole unless its home lies cyclically in (i, j]. */
+        int in_between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!in_between) {
+            d->map[i] = v;
+            i = j;
+        }
+    }
+    d->map[i] = 0;
+}
+
+static uint32_t pow2_at_least(uint64_t n)
+{
+    uint64_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p > UINT32_MAX ? 0 : (uint32_t)p;
+}
+
+struct bp_dispatch *bp_dispatch_new(const struct bp_dispatch_cfg *cfg, int64_t now)
+{
+    if (!cfg || cfg->hb_ivl_ms <= 0 || cfg->liveness <= 0 || cfg->max_attempts <= 0 ||
+        cfg->retries < 0 || cfg->max_tasks == 0 || cfg->max_tasks > (1u << 24) ||
+        cfg->max_workers == 0 || cfg->max_workers > 65536 || cfg->pack_max == 0 ||
+        cfg->max_credit == 0 || cfg->ack_timeout_ms <= 0 || cfg->max_attempts > 60000 ||
+        cfg->retries > 60000)
+        return NULL;
+    struct bp_dispatch *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->c = *cfg;
+    d->dead_ms = (int64_t)cfg->hb_ivl_ms * cfg->liveness;
+    d->scan_ms = cfg->hb_ivl_ms / 4 > 10 ? cfg->hb_ivl_ms / 4 : 10;
+    uint32_t n = cfg->max_tasks;
+    uint32_t qcap = pow2_at_least(n);
+    uint32_t mcap = pow2_at_least((uint64_t)n * 2);
+    d->t = calloc(n, sizeof *d->t);
+    d->freel = malloc((size_t)n * sizeof *d->freel);
+    d->map = calloc(mcap, sizeof *d->map);
+    d->q = malloc((size_t)qcap * sizeof *d->q);
+    d->rq = malloc((size_t)n * sizeof *d->rq);
+    d->lq = malloc((size_t)n * sizeof *d->lq);
+    d->w = calloc(cfg->max_workers, sizeof *d->w);
+    d->pk_slots = malloc((size_t)(cfg->pack_max > n ? cfg->pack_max : n) * sizeof *d->pk_slots);
+    if (!qcap || !mcap || !d->t || !d->freel || !d->map || !d->q || !d->rq || !d->lq || !d->w ||
+        !d->pk_slots) {
+        bp_dispatch_destroy(&d);
+        return NULL;
+    }
+    d->map_mask = mcap - 1;
+    d->qmask = qcap - 1;
+    for (uint32_t i = 0; i < n; i++)
+        d->freel[i] = n - 1 - i;
+    d->nfree = n;
+    bp_pack_init(&d->pk);
+    d->need_begin = cfg->use_sink;
+    d->sink_next_hb = now;
+    d->next_scan = INT64_MAX;
+    return d;
+}
+
+void bp_dispatch_destroy(struct bp_dispatch **dp)
+{
+    if (!dp || !*dp)
+        return;
+    struct bp_dispatch *d = *dp;
+    if (d->t)
+        for (uint32_t i = 0; i < d->c.max_tasks; i++)
+            free(d->t[i].data);
+    free(d->t);
+    free(d->freel);
+    free(d->map);
+    free(d->q);
+    free(d->rq);
+    free(d->lq);
+    free(d->w);
+    free(d->pk_slots);
+    bp_pack_free(&d->pk);
+    free(d);
+    *dp = NULL;
+}
+
+/* ---- queues ---- */
+
+static void q_push_back(struct bp_dispatch *d, uint32_t s)
+{
+    d->q[(d->qhead + d->qlen) & d->qmask] = s;
+    d->qlen++;
+    d->t[s].inq = 1;
+}
+
+static void q_push_front(struct bp_dispatch *d, uint32_t s)
+{
+    d->qhead = (d->qhead - 1) & d->qmask;
+    d->q[d->qhead] = s;
+    d->qlen++;
+    d->t[s].inq = 1;
+}
+
+static uint32_t q_at(const struct bp_dispatch *d, uint32_t i)
+{
+    return d->q[(d->qhead + i) & d->qmask];
+}
+
+/* ---- task life ---- */
+
+static void slot_free(struct bp_dispatch *d, uint32_t s)
+{
+    struct task *t = &d->t[s];
+    map_del(d, t->id);
+    /* Keep an ordinary buffer for the next task; give big ones back. */
+    if (t->cap > BP_PACK_BYTES) {
+        free(t->data);
+        t->data = NULL;
+        t->cap = 0;
+    }
+    t->state = T_FREE;
+    t->inq = 0;
+    d->freel[d->nfree++] = s;
+}
+
+/* Leaves state s of task t (keeps the per-state counts right). */
+static void leave_state(struct bp_dispatch *d, struct task *t)
+{
+    switch (t->state) {
+    case T_QUEUED:
+        d->queued--;
+        break;
+    case T_OUT:
+        d->out--;
+        if (t->worker >= 0 && d->w[t->worker].gen == t->wgen && d->w[t->worker].out > 0)
+            d->w[t->worker].out--;
+        break;
+    case T_DONE:
+        d->done_wait--;
+        break;
+    case T_LOSTQ:
+    case T_LOSTSENT:
+        d->lost_wait--;
+        break;
+    default:
+        break;
+    }
+}
+
+/* A final outcome for the task in slot s. */
+static void finalize(struct bp_dispatch *d, uint32_t s, int ok)
+{
+    struct task *t = &d->t[s];
+    int was_lost = t->state == T_LOSTSENT || t->state == T_LOSTQ;
+    leave_state(d, t);
+    if (ok)
+        d->st.ok++;
+    else
+        d->st.failed++;
+    if (was_lost && !ok)
+        d->st.lost++;
+    d->held--;
+    d->held_bytes -= t->len;
+    if (t->inq) {
+        /* Still referenced by a queue: freed when it comes off it. */
+        t->state = T_ZOMBIE;
+        return;
+    }
+    slot_free(d, s);
+}
+
+/* Back to the front of the queue (a loss, a hand-back). */
+static void requeue_front(struct bp_dispatch *d, uint32_t s)
+{
+    struct task *t = &d->t[s];
+    leave_state(d, t);
+    t->state = T_QUEUED;
+    t->worker = -1;
+    d->queued++;
+    q_push_front(d, s);
+}
+
+/* A delivery of slot s was lost (worker died, deadline, no ack). */
+static void lose(struct bp_dispatch *d, uint32_t s, int64_t now)
+{
+    struct task *t = &d->t[s];
+    (void)now;
+    if (t->losses < UINT16_MAX)
+        t->losses++;
+    if (t->losses >= d->c.max_attempts) {
+        if (!d->c.use_sink) {
+            t->state = T_LOSTSENT; /* nobody to tell: final at once */
+            d->lost_wait++;
+            finalize(d, s, 0);
+            return;
+        }
+        leave_state(d, t);
+        t->state = T_LOSTQ;
+        d->lost_wait++;
+        if (!t->inq) {
+            d->lq[d->lqlen++] = s;
+            t->inq = 1;
+        }
+        return;
+    }
+    d->st.redelivered++;
+    requeue_front(d, s);
+}
+
+/* ---- workers ---- */
+
+static struct worker *find_worker(struct bp_dispatch *d, const void *rid, size_t len)
+{
+    if (d->last_w < d->nw) {
+        struct worker *w = &d->w[d->last_w];
+        if (w->live && w->rid_len == len && !memcmp(w->rid, rid, len))
+            return w;
+    }
+    for (uint32_t i = 0; i < d->nw; i++) {
+        struct worker *w = &d->w[i];
+        if (w->live && w->rid_len == len && !memcmp(w->rid, rid, len)) {
+            d->last_w = i;
+            return w;
+        }
+    }
+    return NULL;
+}
+
+static uint32_t widx(const struct bp_dispatch *d, const struct worker *w)
+{
+    return (uint32_t)(w - d->w);
+}
+
+/* Everything out on w goes back to the queue; loss says whether that
+ * counts against the tasks (death) or not (hand-back, new session). */
+static void release_worker_tasks(struct bp_dispatch *d, struct worker *w, int loss, int64_t now)
+{
+    int32_t wi = (int32_t)widx(d, w);
+    if (w->out == 0)
+        return;
+    /* Lose in reverse id order so the queue front ends up in id order. */
+    for (uint32_t k = d->c.max_tasks; k-- > 0;) {
+        struct task *t = &d->t[k];
+        if (t->state != T_OUT || t->worker != wi || t->wgen != w->gen)
+            continue;
+        if (loss) {
+            lose(d, k, now);
+        } else {
+            if (t->attempt)
+                t->attempt--;
+            d->st.handed_back++;
+            requeue_front(d, k);
+        }
+    }
+    w->out = 0;
+}
+
+static void kill_worker(struct bp_dispatch *d, struct worker *w, int64_t now)
+{
+    release_worker_tasks(d, w, 1, now);
+    w->live = 0;
+    w->end_pending = 0;
+    d->st.workers--;
+}
+
+static struct worker *new_worker(struct bp_dispatch *d, const void *rid, size_t len)
+{
+    struct worker *w = NULL;
+    for (uint32_t i = 0; i < d->nw; i++)
+        if (!d->w[i].live) {
+            w = &d->w[i];
+            break;
+        }
+    if (!w) {
+        if (d->nw >= d->c.max_workers)
+            return NULL;
+        w = &d->w[d->nw++];
+    }
+    memset(w, 0, sizeof *w);
+    memcpy(w->rid, rid, len);
+    w->rid_len = (uint8_t)len;
+    w->live = 1;
+    w->gen = ++d->next_gen;
+    d->st.workers++;
+    d->st.workers_seen++;
+    return w;
+}
+
+static void add_resync(struct bp_dispatch *d, const void *rid, size_t len)
+{
+    for (int i = 0; i < d->nrs; i++)
+        if (d->rs[i].len == len && !memcmp(d->rs[i].rid, rid, len))
+            return;
+    if (d->nrs == N_RESYNC)
+        return; /* the peer asks again with its next heartbeat */
+    memcpy(d->rs[d->nrs].rid, rid, len);
+    d->rs[d->nrs].len = (uint8_t)len;
+    d->nrs++;
+}
+
+static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const struct bp_msg *m,
+                     int64_t now)
+{
+    struct bp_hello h;
+    bp_msg_hello(m, &h);
+    struct worker *w = find_worker(d, rid, rlen);
+    if (w) {
+        /* A new session on the same connection: what it had is void. */
+        release_worker_tasks(d, w, 0, now);
+    } else {
+        /* The same worker (by its id) on a new connection: the old one is
+         * gone, and what it held will not come back through it. */
+        for (uint32_t i = 0; i < d->nw && h.id_len; i++) {
+            struct worker *o = &d->w[i];
+            if (o->live && strlen(o->id) == h.id_len && !memcmp(o->id, h.id, h.id_len))
+                kill_worker(d, o, now);
+        }
+        w = new_worker(d, rid, rlen);
+        if (!w) {
+            d->st.refused++;
+            return;
+        }
+    }
+    memcpy(w->id, h.id, h.id_len);
+    w->id[h.id_len] = '\0';
+    w->credit = h.credit > d->c.max_credit ? d->c.max_credit : h.credit;
+    w->leaving = 0;
+    w->last_seen = now;
+    w->next_hb = now + d->c.hb_ivl_ms;
+    w->end_pending = (uint8_t)d->finished;
+}
+
+static void on_done_id(struct bp_dispatch *d, struct worker *w, uint64_t id, int64_t now)
+{
+    uint32_t s = map_find(d, id);
+    if (s == UINT32_MAX) {
+        d->st.stale++;
+        return;
+    }
+    struct task *t = &d->t[s];
+    if (t->state != T_OUT || t->worker != (int32_t)widx(d, w) || t->wgen != w->gen) {
+        d->st.stale++;
+        return;
+    }
+    w->done++;
+    if (!d->c.use_sink) {
+        finalize(d, s, 1);
+        return;
+    }
+    leave_state(d, t);
+    t->state = T_DONE;
+    t->deadline = now + d->c.ack_timeout_ms;
+    d->done_wait++;
+    if (d->next_scan == INT64_MAX)
+        d->next_scan = now + d->scan_ms;
+}
+
+int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len, const void *buf,
+                          size_t len, int64_t now)
+{
+    struct bp_msg m;
+    int rc = bp_msg_decode(&m, buf, len, d->c.max_rec);
+    if (rc != BP_OK || rid_len == 0 || rid_len > 255) {
+        d->st.malformed++;
+        return rc == BP_OK ? BP_EPROTO : rc;
+    }
+    if (m.type == BP_MSG_HELLO) {
+        on_hello(d, rid, rid_len, &m, now);
+        return BP_OK;
+    }
+    if (m.type != BP_MSG_CREDIT && m.type != BP_MSG_HEARTBEAT && m.type != BP_MSG_BYE) {
+        d->st.malformed++;
+        return BP_EPROTO;
+    }
+    struct worker *w = find_worker(d, rid, rid_len);
+    if (!w) {
+        d->st.refused++;
+        if (m.type != BP_MSG_BYE)
+            add_resync(d, rid, rid_len);
+        return BP_OK;
+    }
+    w->last_seen = now;
+    int ours = m.batch == d->c.batch;
+    size_t off = 0;
+    uint64_t id;
+    switch (m.type) {
+    case BP_MSG_HEARTBEAT: {
+        uint64_t ping = bp_msg_u64(&m, 0);
+        if (ping) {
+            w->echo = ping;
+            w->next_hb = now;
+        }
+        break;
+    }
+    case BP_MSG_CREDIT: {
+        uint64_t c = (uint64_t)w->credit + bp_msg_u32(&m);
+        w->credit = c > d->c.max_credit ? d->c.max_credit : (uint32_t)c;
+        while (bp_msg_next_id(&m, &off, &id))
+            if (ours)
+                on_done_id(d, w, id, now);
+            else
+                d->st.stale++;
+        break;
+    }
+    case BP_MSG_BYE: {
+        uint32_t flags = bp_msg_u32(&m);
+        int32_t wi = (int32_t)widx(d, w);
+        while (bp_msg_next_id(&m, &off, &id)) {
+            uint32_t s = ours ? map_find(d, id) : UINT32_MAX;
+            struct task *t = s == UINT32_MAX ? NULL : &d->t[s];
+            if (!t || t->state != T_OUT || t->worker != wi || t->wgen != w->gen) {
+                d->st.stale++;
+                continue;
+            }
+            if (t->attempt)
+                t->attempt--;
+            d->st.handed_back++;
+            requeue_front(d, s);
+        }
+        w->leaving = 1;
+        w->credit = 0;
+        if (flags & BP_BYE_GONE)
+            kill_worker(d, w, now); /* whatever it still had out is a loss */
+        break;
+    }
+    default:
+        break;
+    }
+    return BP_OK;
+}
+
+void bp_dispatch_worker_gone(struct bp_dispatch *d, const void *rid, size_t rid_len, int64_t now)
+{
+    struct worker *w = find_worker(d, rid, rid_len);
+    if (w)
+        kill_worker(d, w, now);
+}
+
+/* ---- sink ---- */
+
+static void sink_heard(struct bp_dispatch *d, int64_t now)
+{
+    d->sink_last = now;
+    if (d->sink_alive)
+        return;
+    d->sink_alive = 1;
+    if (d->sink_seen) {
+        /* The sink was gone: tell it the batch again (idempotent there),
+         * and give results in flight a fresh chance to be acknowledged. */
+        d->need_begin = 1;
+        d->need_close = d->input_done;
+        for (uint32_t k = 0; k < d->c.max_tasks; k++) {
+            struct task *t = &d->t[k];
+            if (t->state == T_DONE || t->state == T_LOSTSENT)
+                t->deadline = now + d->c.ack_timeout_ms;
+        }
+    }
+    d->sink_seen = 1;
+}
+
+static void on_ack(struct bp_dispatch *d, const struct bp_ack_rec *a, int64_t now)
+{
+    uint32_t s = map_find(d, a->id);
+    if (s == UINT32_MAX) {
+        d->st.stale++;
+        return;
+    }
+    struct task *t = &d->t[s];
+    if (t->state == T_ZOMBIE || t->state == T_FREE) {
+        d->st.stale++;
+        return;
+    }
+    if (a->kind != BP_ACK_RETRY) {
+        finalize(d, s, a->kind == BP_ACK_OK);
+        return;
+    }
+    /* A failed try: only the current delivery's failure counts. */
+    if (a->attempt != t->attempt || (t->state != T_OUT && t->state != T_DONE)) {
+        d->st.stale++;
+        return;
+    }
+    if (t->fails < UINT16_MAX)
+        t->fails++;
+    if (t->fails > d->c.retries) {
+        /* The worker should have made it final; do not loop on it. */
+        lose(d, s, now);
+        return;
+    }
+    d->st.retried++;
+    t->avoid = t->worker;
+    leave_state(d, t);
+    t->state = T_QUEUED;
+    t->worker = -1;
+    d->queued++;
+    d->rq[d->rqlen++] = s;
+    t->inq = 1;
+}
+
+int bp_dispatch_on_sink(struct bp_dispatch *d, const void *buf, size_t len, int64_t now)
+{
+    struct bp_msg m;
+    int rc = bp_msg_decode(&m, buf, len, d->c.max_rec);
+    if (rc != BP_OK) {
+        d->st.malformed++;
+        return rc;
+    }
+    if (m.batch != d->c.batch) {
+        d->st.stale++;
+        return BP_OK;
+    }
+    size_t off = 0;
+    struct bp_ack_rec a;
+    switch (m.type) {
+    case BP_MSG_ACK:
+        sink_heard(d, now);
+        while (bp_msg_next_ack(&m, &off, &a))
+            on_ack(d, &a, now);
+        break;
+    case BP_MSG_HEARTBEAT:
+        sink_heard(d, now);
+        break;
+    case BP_MSG_COMPLETE:
+        sink_heard(d, now);
+        d->complete = 1;
+        break;
+    default:
+        d->st.malformed++;
+        return BP_EPROTO;
+    }
+    return BP_OK;
+}
+
+/* ---- input ---- */
+
+int bp_dispatch_want_input(const struct bp_dispatch *d)
+{
+    if (d->input_done || d->finished || d->nfree == 0 || d->held_bytes >= (int64_t)d->c.max_bytes)
+        return 0;
+    uint64_t want = d->c.pack_max;
+    for (uint32_t i = 0; i < d->nw; i++)
+        if (d->w[i].live && !d->w[i].leaving)
+            want += d->w[i].credit;
+    return (uint64_t)d->queued < want;
+}
+
+int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_t *id)
+{
+    if (d->input_done)
+        return BP_EUSAGE;
+    if (len > d->c.max_rec)
+        return BP_ETOOBIG;
+    if (d->nfree == 0)
+        return BP_ENOMEM;
+    uint32_t s = d->freel[d->nfree - 1];
+    struct task *t = &d->t[s];
+    if (t->cap < len || !t->data) {
+        size_t cap = len < 64 ? 64 : len;
+        uint8_t *p = realloc(t->data, cap);
+        if (!p)
+            return BP_ENOMEM;
+        t->data = p;
+        t->cap = (uint32_t)cap;
+    }
+    d->nfree--;
+    if (len)
+        memcpy(t->data, data, len);
+    t->len = (uint32_t)len;
+    t->id = d->next_id++;
+    t->state = T_QUEUED;
+    t->attempt = t->losses = t->fails = 0;
+    t->worker = t->avoid = -1;
+    t->deadline = 0;
+    map_put(d, t->id, s);
+    q_push_back(d, s);
+    d->queued++;
+    d->held++;
+    d->held_bytes += (int64_t)len;
+    d->st.added++;
+    if (id)
+        *id = t->id;
+    return BP_OK;
+}
+
+void bp_dispatch_input_done(struct bp_dispatch *d)
+{
+    if (d->input_done)
+        return;
+    d->input_done = 1;
+    d->need_close = d->c.use_sink;
+}
+
+/* ---- timers ---- */
+
+void bp_dispatch_on_timer(struct bp_dispatch *d, int64_t now)
+{
+    for (uint32_t i = 0; i < d->nw; i++) {
+        struct worker *w = &d->w[i];
+        if (w->live && now - w->last_seen >= d->dead_ms)
+            kill_worker(d, w, now);
+    }
+    if (d->c.use_sink && d->sink_alive && now - d->sink_last >= d->dead_ms)
+        d->sink_alive = 0;
+    if (now < d->next_scan)
+        return;
+    int need = 0;
+    for (uint32_t k = 0; k < d->c.max_tasks; k++) {
+        struct task *t = &d->t[k];
+        if (t->state == T_OUT && d->c.task_deadline_ms > 0) {
+            if (now - t->t_out >= d->c.task_deadline_ms)
+                lose(d, k, now);
+            else
+                need = 1;
+        } else if (t->state == T_DONE || t->state == T_LOSTSENT) {
+            /* No ack while the sink is away is the sink's fault, not the task's. */
+            if (d->sink_alive && now >= t->deadline) {
+                if (t->state == T_DONE) {
+                    lose(d, k, now);
+                } else {
+                    t->state = T_LOSTQ; /* send the lost result again */
+                    if (!t->inq) {
+                        d->lq[d->lqlen++] = k;
+                        t->inq = 1;
+                    }
+                }
+            }
+            need = 1;
+        }
+    }
+    d->next_scan = need ? now + d->scan_ms : INT64_MAX;
+}
+
+int64_t bp_dispatch_next_deadline(const struct bp_dispatch *d)
+{
+    int64_t n = d->next_scan;
+    if (d->c.use_sink) {
+        if (d->sink_next_hb < n)
+            n = d->sink_next_hb;
+        if (d->sink_alive && d->sink_last + d->dead_ms < n)
+            n = d->sink_last + d->dead_ms;
+    }
+    for (uint32_t i = 0; i < d->nw; i++) {
+        const struct worker *w = &d->w[i];
+        if (!w->live)
+            continue;
+        if (w->next_hb < n)
+            n = w->next_hb;
+        if (w->last_seen + d->dead_ms < n)
+            n = w->last_seen + d->dead_ms;
+    }
+    return n;
+}
+
+/* ---- output ---- */
+
+/* Drops finished (zombie) entries off the queue front and the retry list,
+ * so what is left there is really waiting. */
+static void purge(struct bp_dispatch *d)
+{
+    while (d->qlen) {
+        uint32_t s = d->q[d->qhead];
+        if (d->t[s].state == T_QUEUED)
+            break;
+        d->qhead = (d->qhead + 1) & d->qmask;
+        d->qlen--;
+        d->t[s].inq = 0;
+        if (d->t[s].state == T_ZOMBIE)
+            slot_free(d, s);
+    }
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < d->rqlen; i++) {
+        uint32_t s = d->rq[i];
+        if (d->t[s].state == T_QUEUED) {
+            d->rq[j++] = s;
+            continue;
+        }
+        d->t[s].inq = 0;
+        if (d->t[s].state == T_ZOMBIE)
+            slot_free(d, s);
+    }
+    d->rqlen = j;
+    j = 0;
+    for (uint32_t i = 0; i < d->lqlen; i++) {
+        uint32_t s = d->lq[i];
+        if (d->t[s].state == T_LOSTQ) {
+            d->lq[j++] = s;
+            continue;
+        }
+        d->t[s].inq = 0;
+        if (d->t[s].state == T_ZOMBIE)
+            slot_free(d, s);
+    }
+    d->lqlen = j;
+}
+
+static int other_taker(const struct bp_dispatch *d, uint32_t wi)
+{
+    for (uint32_t i = 0; i < d->nw; i++)
+        if (i != wi && d->w[i].live && !d->w[i].leaving && d->w[i].credit > 0)
+            return 1;
+    return 0;
+}
+
+/* Adds the task in slot s to the TASKS pack unless the pack is full (a
+ * pack always takes its first task, however big). Returns 0 when full. */
+static int pack_task(struct bp_dispatch *d, uint32_t s, uint32_t *n, size_t *bytes)
+{
+    const struct task *t = &d->t[s];
+    if (*n && *bytes + BP_TASK_REC + t->len > d->c.pack_bytes)
+        return 0;
+    uint8_t fl = t->fails >= d->c.retries ? BP_TF_LAST_TRY : 0;
+    bp_pack_task(&d->pk, t->id, (uint16_t)(t->attempt + 1), fl, t->data, t->len);
+    *bytes += BP_TASK_REC + t->len;
+    d->pk_slots[(*n)++] = s;
+    return 1;
+}
+
+/* Fills a TASKS pack for worker wi; returns the number of tasks in it. */
+static uint32_t build_tasks(struct bp_dispatch *d, uint32_t wi)
+{
+    struct worker *w = &d->w[wi];
+    uint32_t lim = w->credit < d->c.pack_max ? w->credit : d->c.pack_max;
+    /* A short queue is shared out between the workers that can take
+     * work, rather than all going to whoever asks first. */
+    uint32_t takers = 0;
+    for (uint32_t i = 0; i < d->nw; i++)
+        if (d->w[i].live && !d->w[i].leaving && d->w[i].credit > 0)
+            takers++;
+    if (takers > 1) {
+        uint64_t share = ((uint64_t)d->queued + takers - 1) / takers;
+        if (share < lim)
+            lim = (uint32_t)share;
+    }
+    size_t bytes = 0;
+    uint32_t n = 0;
+    int avoid_ok = !other_taker(d, wi);
+    bp_pack_begin(&d->pk, BP_MSG_TASKS, d->c.batch);
+    for (uint32_t i = 0; i < d->rqlen && n < lim; i++) {
+        const struct task *t = &d->t[d->rq[i]];
+        if (t->state != T_QUEUED || (t->avoid == (int32_t)wi && !avoid_ok))
+            continue;
+        if (!pack_task(d, d->rq[i], &n, &bytes))
+            break;
+    }
+    uint32_t k = 0;
+    for (; k < d->qlen && n < lim; k++) {
+        uint32_t s = q_at(d, k);
+        if (d->t[s].state == T_QUEUED && !pack_task(d, s, &n, &bytes))
+            break;
+    }
+    d->pk_qpop = k;
+    return n;
+}
+
+static void build_hb(struct bp_dispatch *d, uint64_t ping, uint64_t echo)
+{
+    bp_pack_begin(&d->pk, BP_MSG_HEARTBEAT, d->c.batch);
+    bp_pack_u64(&d->pk, ping);
+    bp_pack_u64(&d->pk, echo);
+}
+
+static int emit(struct bp_dispatch *d, int kind, int dest, const struct worker *w, struct bp_out *o)
+{
+    if (bp_pack_finish(&d->pk) != BP_OK)
+        return 0; /* out of memory: try again on the next call */
+    d->pk_kind = kind;
+    o->dest = dest;
+    o->rid = w ? w->rid : NULL;
+    o->rid_len = w ? w->rid_len : 0;
+    o->data = d->pk.p;
+    o->len = d->pk.len;
+    return 1;
+}
+
+static int peek_sink(struct bp_dispatch *d, int64_t now, struct bp_out *o)
+{
+    if (d->need_begin) {
+        bp_pack_begin(&d->pk, BP_MSG_BEGIN, d->c.batch);
+        return emit(d, PK_BEGIN, BP_TO_SINK, NULL, o);
+    }
+    if (now >= d->sink_next_hb) {
+        /* The sink answers a ping at once: that is how we know it is there. */
+        build_hb(d, (uint64_t)now | 1, 0);
+        return emit(d, PK_SINK_HB, BP_TO_SINK, NULL, o);
+    }
+    if (d->lqlen) {
+        bp_pack_begin(&d->pk, BP_MSG_RESULTS, d->c.batch);
+        static const char me[] = "ventilator";
+        bp_pack_u8(&d->pk, (uint8_t)(sizeof me - 1));
+        bp_pack_bytes(&d->pk, me, sizeof me - 1);
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < d->lqlen && n < d->c.pack_max; i++) {
+            struct task *t = &d->t[d->lq[i]];
+            if (t->state != T_LOSTQ)
+                continue;
+            char why[LOST_REASON_MAX];
+            int wl = snprintf(why, sizeof why,
+                              "boardpipe: lost %u times (worker died, went silent or overran "
+                              "its deadline)",
+                              (unsigned)t->losses);
+            struct bp_result_rec r = {.id = t->id,
+                                      .attempt = t->attempt,
+                                      .status = BP_ST_LOST,
+                                      .flags = BP_RF_FINAL,
+                                      .code = t->losses,
+                                      .data = (const uint8_t *)why,
+                                      .len = wl > 0 ? (uint32_t)wl : 0};
+            bp_pack_result(&d->pk, &r);
+            d->pk_slots[n++] = d->lq[i];
+        }
+        if (n) {
+            d->pk_n = n;
+            return emit(d, PK_LOST, BP_TO_SINK, NULL, o);
+        }
+    }
+    if (d->need_close) {
+        bp_pack_begin(&d->pk, BP_MSG_CLOSE, d->c.batch);
+        bp_pack_u64(&d->pk, d->next_id);
+        return emit(d, PK_CLOSE, BP_TO_SINK, NULL, o);
+    }
+    return 0;
+}
+
+int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out *o)
+{
+    d->pk_kind = PK_NONE;
+    purge(d);
+    if ((mask & BP_TO_SINK) && d->c.use_sink && peek_sink(d, now, o))
+        return 1;
+    if (!(mask & BP_TO_WORKER))
+        return 0;
+    if (d->nrs) {
+        bp_pack_begin(&d->pk, BP_MSG_RESYNC, d->c.batch);
+        d->pk_kind = PK_RESYNC;
+        if (bp_pack_finish(&d->pk) != BP_OK)
+            return 0;
+        o->dest = BP_TO_WORKER;
+        o->rid = d->rs[0].rid;
+        o->rid_len = d->rs[0].len;
+        o->data = d->pk.p;
+        o->len = d->pk.len;
+        return 1;
+    }
+    int may_send = !d->finished && (d->sink_alive || !d->c.use_sink) && d->queued > 0;
+    for (uint32_t j = 0; j < d->nw; j++) {
+        uint32_t i = (d->rr + j) % d->nw;
+        struct worker *w = &d->w[i];
+        if (!w->live)
+            continue;
+        d->pk_w = i;
+        if (w->end_pending) {
+            bp_pack_begin(&d->pk, BP_MSG_END, d->c.batch);
+            bp_pack_u32(&d->pk, (uint32_t)d->end_reason);
+            return emit(d, PK_END, BP_TO_WORKER, w, o);
+        }
+        if (now >= w->next_hb || w->echo) {
+            build_hb(d, 0, w->echo);
+            return emit(d, PK_HB, BP_TO_WORKER, w, o);
+        }
+        if (may_send && w->credit > 0 && !w->leaving) {
+            uint32_t n = build_tasks(d, i);
+            if (n) {
+                d->pk_n = n;
+                return emit(d, PK_TASKS, BP_TO_WORKER, w, o);
+            }
+        }
+    }
+    return 0;
+}
+
+void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
+{
+    struct worker *w = d->pk_kind >= PK_END ? &d->w[d->pk_w] : NULL;
+    switch (d->pk_kind) {
+    case PK_BEGIN:
+        d->need_begin = 0;
+        break;
+    case PK_CLOSE:
+        d->need_close = 0;
+        break;
+    case PK_SINK_HB:
+        d->sink_next_hb = now + d->c.hb_ivl_ms;
+        break;
+    case PK_LOST:
+        for (uint32_t i = 0; i < d->pk_n; i++) {
+            struct task *t = &d->t[d->pk_slots[i]];
+            t->state = T_LOSTSENT;
+            t->deadline = now + d->c.ack_timeout_ms;
+        }
+        if (d->next_scan == INT64_MAX)
+            d->next_scan = now + d->scan_ms;
+        break; /* purge() takes them off the lost list */
+    case PK_RESYNC:
+        memmove(&d->rs[0], &d->rs[1], (size_t)(d->nrs - 1) * sizeof d->rs[0]);
+        d->nrs--;
+        break;
+    case PK_END:
+        w->end_pending = 0;
+        break;
+    case PK_HB:
+        w->echo = 0;
+        w->next_hb = now + d->c.hb_ivl_ms;
+        break;
+    case PK_TASKS: {
+        int64_t dl = d->c.task_deadline_ms > 0 ? now + d->c.task_deadline_ms : 0;
+        for (uint32_t i = 0; i < d->pk_n; i++) {
+            uint32_t s = d->pk_slots[i];
+            struct task *t = &d->t[s];
+            t->state = T_OUT;
+            t->worker = (int32_t)d->pk_w;
+            t->wgen = w->gen;
+            t->attempt++;
+            t->t_out = now;
+            t->deadline = dl;
+            d->queued--;
+            d->out++;
+        }
+        w->credit -= d->pk_n;
+        w->out += d->pk_n;
+        /* Off the queue and the retry list now, so that a loss before the
+         * next peek can put a task back without it being there twice. */
+        for (uint32_t i = 0; i < d->pk_qpop; i++) {
+            uint32_t s = d->q[d->qhead];
+            d->qhead = (d->qhead + 1) & d->qmask;
+            d->qlen--;
+            d->t[s].inq = 0;
+            if (d->t[s].state == T_ZOMBIE)
+                slot_free(d, s);
+        }
+        uint32_t j = 0;
+        for (uint32_t i = 0; i < d->rqlen; i++) {
+            uint32_t s = d->rq[i];
+            if (d->t[s].state == T_OUT)
+                d->t[s].inq = 0;
+            else
+                d->rq[j++] = s;
+        }
+        d->rqlen = j;
+        if (dl && d->next_scan == INT64_MAX)
+            d->next_scan = now + d->scan_ms;
+        d->rr = (d->pk_w + 1) % (d->nw ? d->nw : 1);
+        break;
+    }
+    default:
+        break;
+    }
+    d->pk_kind = PK_NONE;
+}
+
+void bp_dispatch_finish(struct bp_dispatch *d, int reason)
+{
+    d->finished = 1;
+    d->end_reason = reason;
+    for (uint32_t i = 0; i < d->nw; i++)
+        if (d->w[i].live)
+            d->w[i].end_pending = 1;
+}
+
+void bp_dispatch_stats(const struct bp_dispatch *d, struct bp_dispatch_stats *s)
+{
+    *s = d->st;
+    s->queued = d->queued;
+    s->out = d->out;
+    s->done_wait = d->done_wait;
+    s->held_bytes = d->held_bytes;
+    s->sink_alive = d->sink_alive;
+    s->complete = d->complete;
+    s->input_done = d->input_done;
+    s->finished = d->finished;
+    s->all_final = d->input_done && d->held == 0;
+    int pend = 0;
+    for (uint32_t i = 0; i < d->nw; i++)
+        if (d->w[i].live && d->w[i].end_pending)
+            pend++;
+    s->end_pending = pend;
+}
+
+int bp_dispatch_task(const struct bp_dispatch *d, uint64_t id, char *wid, size_t wid_len,
+                     int *attempt)
+{
+    if (wid && wid_len)
+        wid[0] = '\0';
+    uint32_t s = map_find(d, id);
+    if (s == UINT32_MAX)
+        return 0;
+    const struct task *t = &d->t[s];
+    if (attempt)
+        *attempt = t->attempt;
+    switch (t->state) {
+    case T_QUEUED:
+        return 1;
+    case T_OUT:
+        if (wid && wid_len && t->worker >= 0)
+            snprintf(wid, wid_len, "%s", d->w[t->worker].id);
+        return 2;
+    case T_DONE:
+        return 3;
+    case T_LOSTQ:
+    case T_LOSTSENT:
+        return 4;
+    default:
+        return 0;
+    }
+}
+
+void bp_dispatch_each_worker(const struct bp_dispatch *d,
+                             void (*fn)(void *arg, const char *wid, int64_t out, int64_t done),
+                             void *arg)
+{
+    for (uint32_t i = 0; i < d->nw; i++)
+        if (d->w[i].live)
+            fn(arg, d->w[i].id, d->w[i].out, d->w[i].done);
+}
