@@ -14,6 +14,9 @@ struct bp_sockcfg bp_role_sockcfg(const struct bp_opts *o)
     c.linger_ms = o->linger_ms;
     /* Room for the header frame on top of the payload limit. */
     c.max_msg = o->max_msg + BP_MSG_HDR + 64;
+    /* A worker started before its host connects within milliseconds of
+     * the bind, not at libzmq's next 100 ms retry; backoff to 1 s. */
+    c.reconnect_ms = 10;
     return c;
 }
 

@@ -59,6 +59,10 @@ void *bp_sock_new(void *ctx, int type, const struct bp_sockcfg *cfg, char *err, 
         rc = setint(s, ZMQ_RCVHWM, cfg->rcvhwm);
     if (rc == 0 && cfg->immediate)
         rc = setint(s, ZMQ_IMMEDIATE, 1);
+    if (rc == 0 && cfg->reconnect_ms > 0)
+        rc = setint(s, ZMQ_RECONNECT_IVL, cfg->reconnect_ms);
+    if (rc == 0 && cfg->reconnect_ms > 0)
+        rc = setint(s, ZMQ_RECONNECT_IVL_MAX, 1000);
     if (rc == 0 && cfg->router_mandatory)
         rc = setint(s, ZMQ_ROUTER_MANDATORY, 1);
     if (rc == 0 && type == ZMQ_SUB)

@@ -16,6 +16,7 @@ struct bp_sockcfg {
     int immediate;         /* ZMQ_IMMEDIATE: queue only to completed connections */
     const char *subscribe; /* SUB only */
     int router_mandatory;  /* ROUTER: unroutable sends fail (EHOSTUNREACH) */
+    int reconnect_ms;      /* first reconnect try, doubling up to 1 s (0: libzmq's 100 ms) */
 };
 
 /* Creates a ZeroMQ context whose I/O threads have SIGINT/SIGTERM blocked,

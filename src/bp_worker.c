@@ -84,6 +84,12 @@ struct worker {
     const char *state;
 };
 
+static void set_linger(void *sock, int ms)
+{
+    if (sock)
+        zmq_setsockopt(sock, ZMQ_LINGER, &ms, sizeof ms);
+}
+
 static int64_t dead_ms(const struct worker *w)
 {
     return (int64_t)w->o->hb_ms * w->o->liveness;
@@ -654,8 +660,7 @@ static void host_lost(struct worker *w, int64_t now)
     /* A new connection: a ventilator that still hears the old one would
      * otherwise keep counting on tasks we just dropped. The old HELLO
      * still waiting in its pipe goes with it (linger 0). */
-    int zero = 0;
-    zmq_setsockopt(w->tsock, ZMQ_LINGER, &zero, sizeof zero);
+    set_linger(w->tsock, 0);
     bp_sock_close(&w->tsock);
     if (open_task_socket(w) != BP_OK) {
         w->gave_up = 1;
@@ -791,7 +796,12 @@ static int worker_loop(struct worker *w)
         }
         int idle = w->busy == 0 && w->qlen == 0 && w->rp_n == 0;
         if (idle && (w->stopping || (o->once && w->batch_over))) {
-            say_gone(w, cut, ncut);
+            /* After END the ventilator is leaving: a BYE would only wait
+             * out the linger in a pipe nobody reads. */
+            if (w->stopping)
+                say_gone(w, cut, ncut);
+            else
+                set_linger(w->tsock, 0);
             free(cut);
             return w->gave_up ? BP_ETIMEDOUT : BP_OK;
         }
