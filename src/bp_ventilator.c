@@ -432,7 +432,8 @@ static int open_sockets(struct vent *v)
         /* Not ZMQ_IMMEDIATE: with it libzmq drops what a sink sent just
          * before it disconnected (its last ACKs and COMPLETE). Tasks wait
          * for the sink's first answer anyway (the dispatcher). */
-        sc.max_msg = 1024 * 1024;
+        /* ACK packs and heartbeats: small. */
+        sc.max_msg = 2 * BP_PACK_BYTES;
         v->sink = bp_sock_open(v->ctx, ZMQ_DEALER, o->sink, 0, &sc, err, sizeof err);
         if (!v->sink) {
             bp_log(BP_LOG_ERROR, "%s", err);

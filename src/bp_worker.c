@@ -631,7 +631,10 @@ static int open_sockets(struct worker *w)
     if (rc != BP_OK)
         return rc;
     struct bp_sockcfg c = bp_role_sockcfg(o);
-    c.max_msg = 0; /* nothing comes back on it */
+    /* Nothing legitimate comes back on it: a peer that sends anyway is
+     * cut off (MAXMSGSIZE) and can queue next to nothing (RCVHWM). */
+    c.max_msg = 64;
+    c.rcvhwm = 1;
     c.sndhwm = o->raw ? 0 : 64;
     w->rsock =
         bp_sock_open(w->ctx, o->raw ? ZMQ_PUSH : ZMQ_DEALER, o->results, 0, &c, err, sizeof err);
