@@ -18,6 +18,10 @@
  * ventilator sends those tasks again and the sink acknowledges them then. */
 #define MAX_PENDING_ACKS 65536
 #define READ_BURST 4096
+/* Result ids are accepted only this far above the lowest id without a
+ * final result: the ventilator never has more than 65 536 tasks out, and
+ * a peer's made-up id must not decide how big the id bitmaps grow. */
+#define ID_WINDOW ((uint64_t)1 << 20)
 
 struct sink {
     const struct bp_opts *o;
@@ -43,6 +47,7 @@ struct sink {
     struct bp_idset seen;   /* a final result is in */
     struct bp_idset failed; /* ... and it was a failure */
     struct bp_idset tried;  /* a failed try was retried */
+    uint64_t low;           /* the lowest id without a final result */
     struct bp_reorder ro;
     int64_t dups, stale, malformed, fail_lines, retried, redelivered, recovered, lost;
     int64_t acks_dropped;
@@ -69,6 +74,7 @@ static void batch_start(struct sink *k, uint64_t batch)
     k->total = -1;
     k->dups = k->stale = k->fail_lines = 0;
     k->retried = k->redelivered = k->recovered = k->lost = 0;
+    k->low = 0;
     k->last_activity = bp_now_ms();
     k->vent_len = 0;
     k->acks.n = 0;
@@ -335,7 +341,9 @@ static void output(struct sink *k, const struct bp_result_rec *r, int ok)
 
 static void on_result(struct sink *k, const struct bp_result_rec *r, const char *wid)
 {
-    if (k->end_seen && r->id >= (uint64_t)k->total) {
+    /* Ids below low are late duplicates: those are answered below. */
+    if ((k->end_seen && r->id >= (uint64_t)k->total) ||
+        (r->id >= k->low && r->id - k->low >= ID_WINDOW)) {
         k->malformed++;
         return;
     }
@@ -363,6 +371,8 @@ static void on_result(struct sink *k, const struct bp_result_rec *r, const char 
         k->malformed++;
         return;
     }
+    while (bp_idset_has(&k->seen, k->low))
+        k->low++;
     bp_stats_add(&k->st, wid, ok);
     bp_stats_time(&k->st, r->elapsed_ms);
     if (r->attempt > 1) {
