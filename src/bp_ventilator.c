@@ -254,7 +254,7 @@ static int run_v2(struct vent *v, struct bp_report *rep)
     int draw = bp_role_progress(o);
     int waiting = o->wait_workers > 0;
     int eof = 0, result = BP_OK, stopping = 0, sink_seen = 0;
-    int64_t stop_at = 0;
+    int64_t stop_at = 0, no_worker_since = start;
     if (waiting)
         bp_log(BP_LOG_INFO, "waiting for %d worker%s on %s", o->wait_workers,
                o->wait_workers == 1 ? "" : "s", o->bind);
@@ -286,6 +286,20 @@ static int run_v2(struct vent *v, struct bp_report *rep)
             return BP_ETIMEDOUT;
         }
         sink_seen |= s.sink_alive;
+        /* Work waiting and nobody to do it: bounded like every other wait. */
+        if (s.workers > 0 || s.queued == 0)
+            no_worker_since = now;
+        if (!stopping && !waiting && o->wait_timeout_ms &&
+            now - no_worker_since >= o->wait_timeout_ms) {
+            bp_log(BP_LOG_ERROR, "no worker for %.1f s with %" PRId64 " tasks waiting: giving up",
+                   (double)o->wait_timeout_ms / 1000.0, s.queued);
+            stopping = 1;
+            stop_at = now;
+            if (!s.input_done)
+                bp_dispatch_input_done(v->d);
+            bp_dispatch_finish(v->d, BP_END_STOPPING);
+            result = BP_ETIMEDOUT;
+        }
         if (!stopping && v->sink && !sink_seen && now >= wait_end) {
             bp_log(BP_LOG_ERROR, "sink at %s not reachable after %.1f s", o->sink,
                    (double)o->wait_timeout_ms / 1000.0);
