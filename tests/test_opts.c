@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -90,7 +91,7 @@ static void t_defaults_worker(void **state)
     assert_int_equal(o.role, BP_ROLE_WORKER);
     assert_string_equal(o.tasks, "tcp://localhost:5557");
     assert_string_equal(o.results, "tcp://localhost:5558");
-    assert_string_equal(o.control, "tcp://localhost:5559");
+    assert_null(o.control); /* v2: no control channel */
     assert_string_equal(o.transform, "upper");
     assert_null(o.exec);
     assert_int_equal(o.jobs, 1);
@@ -100,6 +101,10 @@ static void t_defaults_worker(void **state)
     assert_int_equal(o.grace_ms, 10000);
     assert_int_equal(o.linger_ms, 5000);
     assert_null(o.status_file);
+    assert_int_equal(o.hb_ms, 1000);
+    assert_int_equal(o.liveness, 3);
+    assert_int_equal(o.prefetch, -1); /* auto */
+    assert_int_equal(o.host_timeout_ms, 60000);
 
     /* Default id: "host:pid". */
     char host[64] = "worker";
@@ -127,6 +132,12 @@ static void t_defaults_ventilator(void **state)
     assert_int_equal(o.wait_workers, 0);
     assert_int_equal(o.wait_timeout_ms, 60000);
     assert_int_equal(o.linger_ms, 10000);
+    assert_int_equal(o.hb_ms, 1000);
+    assert_int_equal(o.liveness, 3);
+    assert_int_equal(o.max_attempts, 3);
+    assert_int_equal(o.retries, 0);
+    assert_int_equal(o.task_deadline_ms, 0);
+    assert_int_equal(o.ack_timeout_ms, 10000);
 }
 
 static void t_defaults_sink(void **state)
@@ -139,7 +150,7 @@ static void t_defaults_sink(void **state)
     check_common_defaults(&o);
     assert_int_equal(o.role, BP_ROLE_SINK);
     assert_string_equal(o.bind, "tcp://*:5558");
-    assert_string_equal(o.control_bind, "tcp://*:5559");
+    assert_null(o.control_bind); /* v2: no control channel */
     assert_null(o.output);
     assert_int_equal(o.ordered, 0);
     assert_int_equal(o.once, 0);
@@ -181,7 +192,7 @@ static void t_flags_worker(void **state)
     assert_int_equal(o.log_level, BP_LOG_ERROR); /* last one wins */
     assert_string_equal(o.transform, "lower");
     assert_int_equal(o.jobs, 2);
-    assert_string_equal(o.control, "tcp://localhost:5559");
+    assert_null(o.control);
 }
 
 static void t_flags_ventilator(void **state)
@@ -248,7 +259,7 @@ static void t_env(void **state)
     assert_int_equal(o.once, 1);
     assert_int_equal(o.task_timeout_ms, 1500);
     assert_string_equal(o.tasks, "tcp://envhost:5557");
-    assert_string_equal(o.control, "tcp://envhost:6000");
+    /* BP_CONTROL is accepted (old unit files keep working) and unused. */
     assert_int_equal(o.max_msg, 65536);
     assert_string_not_equal(o.id, "nope");
 
@@ -266,8 +277,7 @@ static void t_env(void **state)
          s3[] = "BP_NULL=1", s4[] = "BP_TIMEOUT=2m";
     char *const env3[] = {s1, s2, s3, s4, NULL};
     mkargs(&a, "sink", NULL);
-    parse_ok(&o, BP_ROLE_SINK, &a, env3);
-    assert_string_equal(o.control_bind, "tcp://*:6001");
+    parse_ok(&o, BP_ROLE_SINK, &a, env3); /* BP_CONTROL_BIND accepted, unused */
     assert_string_equal(o.summary_json, "/tmp/x.json");
     assert_int_equal(o.nul, 1);
     assert_int_equal(o.timeout_ms, 120000);
@@ -433,15 +443,17 @@ static void t_errors(void **state)
 
     mkargs(&a, "sink", "--ordered", "--raw", NULL);
     parse_bad(BP_ROLE_SINK, &a, NULL, "--ordered");
-    /* worker --once waits for the sink's batch end: it needs the channel. */
-    mkargs(&a, "worker", "--once", "--control", "none", NULL);
-    parse_bad(BP_ROLE_WORKER, &a, NULL, "--once needs");
+    /* worker --once learns the batch end from the ventilator's END: it
+     * needs the acknowledged channel, not --raw. */
     mkargs(&a, "worker", "--once", "--raw", NULL);
-    parse_bad(BP_ROLE_WORKER, &a, NULL, "--once needs");
+    parse_bad(BP_ROLE_WORKER, &a, NULL,
+              "--once needs the acknowledged channel: it cannot be used with --raw");
     char e1[] = "BP_RAW=1";
     char *const env[] = {e1, NULL};
     mkargs(&a, "sink", "--ordered", NULL);
     parse_bad(BP_ROLE_SINK, &a, env, "--raw");
+    mkargs(&a, "worker", "--once", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, env, "--once needs the acknowledged channel");
 
     mkargs(&a, "worker", "extra", NULL);
     parse_bad(BP_ROLE_WORKER, &a, NULL, "unexpected argument 'extra'");
@@ -603,13 +615,303 @@ static void t_repeat(void **state)
     }
 }
 
+/* Protocol v2 has no PUB/SUB control channel: --control and --control-bind
+ * are accepted (old scripts keep working) and ignored; worker --once needs
+ * no control channel any more. */
+static void t_control_gone(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    mkargs(&a, "worker", "--once", "--control", "none", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.once, 1);
+    assert_null(o.control);
+    mkargs(&a, "worker", "--once", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.once, 1);
+    assert_null(o.control);
+    mkargs(&a, "worker", "--once", "--control", "tcp://localhost:5559", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.once, 1);
+    mkargs(&a, "worker", "--control=", NULL); /* empty: same as none */
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_null(o.control);
+
+    char e1[] = "BP_CONTROL=none", e2[] = "BP_ONCE=1";
+    char *const env[] = {e1, e2, NULL};
+    mkargs(&a, "worker", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, env);
+    assert_int_equal(o.once, 1);
+    assert_null(o.control);
+
+    mkargs(&a, "sink", "--once", "--control-bind", "tcp://*:5559", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+    mkargs(&a, "sink", "--control-bind", "none", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+    assert_null(o.control_bind);
+    char s1[] = "BP_CONTROL_BIND=none";
+    char *const senv[] = {s1, NULL};
+    mkargs(&a, "sink", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, senv);
+    assert_null(o.control_bind);
+
+    /* Still validated as endpoints: a typo is not silently ignored. */
+    mkargs(&a, "worker", "--control", "localhost:5559", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "invalid endpoint 'localhost:5559'");
+}
+
+/* Good values of the delivery options, on the roles that have them. */
+static void t_delivery_flags(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    mkargs(&a, "ventilator", "--heartbeat", "250ms", "--liveness", "5", "--max-attempts", "7",
+           "--retries", "2", "--task-deadline", "1.5m", "--ack-timeout", "30s", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.hb_ms, 250);
+    assert_int_equal(o.liveness, 5);
+    assert_int_equal(o.max_attempts, 7);
+    assert_int_equal(o.retries, 2);
+    assert_int_equal(o.task_deadline_ms, 90000);
+    assert_int_equal(o.ack_timeout_ms, 30000);
+
+    /* The limits themselves are accepted. */
+    mkargs(&a, "ventilator", "--heartbeat=10ms", "--liveness=1", "--max-attempts=1", "--retries=0",
+           "--task-deadline=0", "--ack-timeout=10ms", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.hb_ms, 10);
+    assert_int_equal(o.liveness, 1);
+    assert_int_equal(o.max_attempts, 1);
+    assert_int_equal(o.retries, 0);
+    assert_int_equal(o.task_deadline_ms, 0);
+    assert_int_equal(o.ack_timeout_ms, 10);
+    mkargs(&a, "ventilator", "--heartbeat", "1h", "--liveness", "1000", "--max-attempts", "1000",
+           "--retries", "1000", "--ack-timeout", "3600", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.hb_ms, 3600000);
+    assert_int_equal(o.liveness, 1000);
+    assert_int_equal(o.max_attempts, 1000);
+    assert_int_equal(o.retries, 1000);
+    assert_int_equal(o.ack_timeout_ms, 3600000);
+
+    mkargs(&a, "worker", "--heartbeat", "0.5", "--liveness", "10", "--prefetch", "8",
+           "--host-timeout", "2m", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.hb_ms, 500);
+    assert_int_equal(o.liveness, 10);
+    assert_int_equal(o.prefetch, 8);
+    assert_int_equal(o.host_timeout_ms, 120000);
+
+    mkargs(&a, "worker", "--prefetch", "0", "--host-timeout", "0", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.prefetch, 0);
+    assert_int_equal(o.host_timeout_ms, 0); /* wait forever */
+    mkargs(&a, "worker", "--prefetch", "4096", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.prefetch, 4096);
+    /* auto after a number: the last one wins */
+    mkargs(&a, "worker", "--prefetch", "3", "--prefetch=auto", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.prefetch, -1);
+}
+
+/* BP_<NAME> for each delivery option, and the command line over it. */
+static void t_delivery_env(void **state)
+{
+    (void)state;
+    struct args a;
+    struct bp_opts o;
+    char v1[] = "BP_HEARTBEAT=200ms", v2[] = "BP_LIVENESS=4", v3[] = "BP_MAX_ATTEMPTS=5",
+         v4[] = "BP_RETRIES=1", v5[] = "BP_TASK_DEADLINE=45s", v6[] = "BP_ACK_TIMEOUT=2s",
+         v7[] = "BP_PREFETCH=9", /* not a ventilator option: ignored */
+        v8[] = "BP_HOST_TIMEOUT=1s";
+    char *const venv[] = {v1, v2, v3, v4, v5, v6, v7, v8, NULL};
+    mkargs(&a, "ventilator", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, venv);
+    assert_int_equal(o.hb_ms, 200);
+    assert_int_equal(o.liveness, 4);
+    assert_int_equal(o.max_attempts, 5);
+    assert_int_equal(o.retries, 1);
+    assert_int_equal(o.task_deadline_ms, 45000);
+    assert_int_equal(o.ack_timeout_ms, 2000);
+    assert_int_equal(o.prefetch, -1);
+    assert_int_equal(o.host_timeout_ms, 60000);
+
+    mkargs(&a, "ventilator", "--retries", "3", "--heartbeat", "2s", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, venv);
+    assert_int_equal(o.retries, 3);
+    assert_int_equal(o.hb_ms, 2000);
+    assert_int_equal(o.liveness, 4); /* not overridden */
+
+    char w1[] = "BP_PREFETCH=auto", w2[] = "BP_HOST_TIMEOUT=90s", w3[] = "BP_HEARTBEAT=100ms",
+         w4[] = "BP_LIVENESS=6", w5[] = "BP_RETRIES=5", /* not a worker option: ignored */
+        w6[] = "BP_MAX_ATTEMPTS=9";
+    char *const wenv[] = {w1, w2, w3, w4, w5, w6, NULL};
+    mkargs(&a, "worker", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, wenv);
+    assert_int_equal(o.prefetch, -1);
+    assert_int_equal(o.host_timeout_ms, 90000);
+    assert_int_equal(o.hb_ms, 100);
+    assert_int_equal(o.liveness, 6);
+    assert_int_equal(o.retries, 0);
+    assert_int_equal(o.max_attempts, 3);
+
+    char w7[] = "BP_PREFETCH=16";
+    char *const wenv2[] = {w7, NULL};
+    parse_ok(&o, BP_ROLE_WORKER, &a, wenv2);
+    assert_int_equal(o.prefetch, 16);
+    mkargs(&a, "worker", "--prefetch", "auto", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, wenv2);
+    assert_int_equal(o.prefetch, -1);
+}
+
+/* Bad values: BP_EUSAGE and a one-line message naming the option (or the
+ * variable) and the value. */
+static void t_delivery_bad(void **state)
+{
+    (void)state;
+    static const struct {
+        enum bp_role role;
+        const char *opt, *val, *want;
+    } bad[] = {
+        {BP_ROLE_WORKER, "--prefetch", "-1",
+         "--prefetch: expected 'auto' or a number from 0 to 4096, got '-1'"},
+        {BP_ROLE_WORKER, "--prefetch", "lots",
+         "--prefetch: expected 'auto' or a number from 0 to 4096, got 'lots'"},
+        {BP_ROLE_WORKER, "--prefetch", "4097", "got '4097'"},
+        {BP_ROLE_WORKER, "--prefetch", "AUTO", "got 'AUTO'"},
+        {BP_ROLE_WORKER, "--prefetch", "", "--prefetch"},
+        {BP_ROLE_WORKER, "--liveness", "0",
+         "--liveness: expected a number from 1 to 1000, got '0'"},
+        {BP_ROLE_VENTILATOR, "--liveness", "1001",
+         "--liveness: expected a number from 1 to 1000, got '1001'"},
+        {BP_ROLE_VENTILATOR, "--liveness", "3x", "got '3x'"},
+        {BP_ROLE_WORKER, "--heartbeat", "5ms",
+         "--heartbeat: expected a duration from 10ms to 1h (e.g. 1s, 500ms), got '5ms'"},
+        {BP_ROLE_VENTILATOR, "--heartbeat", "9ms",
+         "--heartbeat: expected a duration from 10ms to 1h"},
+        {BP_ROLE_VENTILATOR, "--heartbeat", "0",
+         "--heartbeat: expected a duration from 10ms to 1h"},
+        {BP_ROLE_VENTILATOR, "--heartbeat", "61m", "got '61m'"},
+        {BP_ROLE_WORKER, "--heartbeat", "fast", "got 'fast'"},
+        {BP_ROLE_VENTILATOR, "--max-attempts", "0",
+         "--max-attempts: expected a number from 1 to 1000, got '0'"},
+        {BP_ROLE_VENTILATOR, "--max-attempts", "1001", "--max-attempts"},
+        {BP_ROLE_VENTILATOR, "--max-attempts", "-3", "--max-attempts"},
+        {BP_ROLE_VENTILATOR, "--retries", "-1",
+         "--retries: expected a number from 0 to 1000, got '-1'"},
+        {BP_ROLE_VENTILATOR, "--retries", "1001", "--retries"},
+        {BP_ROLE_VENTILATOR, "--retries", "some", "--retries"},
+        {BP_ROLE_VENTILATOR, "--task-deadline", "x",
+         "--task-deadline: expected a duration (e.g. 10s, 250ms, 2m; 0 = none), got 'x'"},
+        {BP_ROLE_VENTILATOR, "--task-deadline", "-5s", "--task-deadline"},
+        {BP_ROLE_VENTILATOR, "--ack-timeout", "5ms",
+         "--ack-timeout: expected a duration from 10ms to 1h"},
+        {BP_ROLE_VENTILATOR, "--ack-timeout", "2h", "--ack-timeout"},
+        {BP_ROLE_VENTILATOR, "--ack-timeout", "0", "--ack-timeout"},
+        {BP_ROLE_WORKER, "--host-timeout", "soon", "--host-timeout: expected a duration"},
+        {BP_ROLE_WORKER, "--host-timeout", "-1", "--host-timeout"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct args a;
+        mkargs(&a, "prog", bad[i].opt, bad[i].val, NULL);
+        parse_bad(bad[i].role, &a, NULL, bad[i].want);
+    }
+
+    /* The same checks through the environment, named by the variable. */
+    static const struct {
+        enum bp_role role;
+        const char *var, *want;
+    } envbad[] = {
+        {BP_ROLE_WORKER, "BP_PREFETCH=-1", "environment BP_PREFETCH: expected 'auto' or a number"},
+        {BP_ROLE_WORKER, "BP_PREFETCH=lots", "got 'lots'"},
+        {BP_ROLE_WORKER, "BP_HEARTBEAT=5ms",
+         "environment BP_HEARTBEAT: expected a duration from 10ms"},
+        {BP_ROLE_WORKER, "BP_LIVENESS=0", "environment BP_LIVENESS"},
+        {BP_ROLE_WORKER, "BP_HOST_TIMEOUT=x", "environment BP_HOST_TIMEOUT"},
+        {BP_ROLE_VENTILATOR, "BP_MAX_ATTEMPTS=0", "environment BP_MAX_ATTEMPTS"},
+        {BP_ROLE_VENTILATOR, "BP_RETRIES=-1", "environment BP_RETRIES"},
+        {BP_ROLE_VENTILATOR, "BP_TASK_DEADLINE=x", "environment BP_TASK_DEADLINE"},
+        {BP_ROLE_VENTILATOR, "BP_ACK_TIMEOUT=1ms", "environment BP_ACK_TIMEOUT"},
+        {BP_ROLE_VENTILATOR, "BP_HEARTBEAT=", "environment BP_HEARTBEAT"},
+    };
+    for (size_t i = 0; i < sizeof envbad / sizeof envbad[0]; i++) {
+        struct args a;
+        char var[80];
+        snprintf(var, sizeof var, "%s", envbad[i].var);
+        char *const env[] = {var, NULL};
+        mkargs(&a, "prog", NULL);
+        parse_bad(envbad[i].role, &a, env, envbad[i].want);
+    }
+
+    /* A bad environment value is an error even when the command line sets
+     * the option too: the environment is applied first. */
+    char e1[] = "BP_LIVENESS=0";
+    char *const env1[] = {e1, NULL};
+    struct args a;
+    mkargs(&a, "worker", "--liveness", "3", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, env1, "BP_LIVENESS");
+
+    /* Missing values. */
+    mkargs(&a, "worker", "--prefetch", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "needs a value");
+    mkargs(&a, "ventilator", "--retries", NULL);
+    parse_bad(BP_ROLE_VENTILATOR, &a, NULL, "needs a value");
+}
+
+/* Each delivery option belongs to its roles only. */
+static void t_delivery_roles(void **state)
+{
+    (void)state;
+    static const struct {
+        enum bp_role role;
+        const char *opt, *val;
+    } other[] = {
+        {BP_ROLE_SINK, "--heartbeat", "1s"},       {BP_ROLE_SINK, "--liveness", "3"},
+        {BP_ROLE_WORKER, "--max-attempts", "3"},   {BP_ROLE_SINK, "--max-attempts", "3"},
+        {BP_ROLE_WORKER, "--retries", "1"},        {BP_ROLE_WORKER, "--task-deadline", "1s"},
+        {BP_ROLE_WORKER, "--ack-timeout", "1s"},   {BP_ROLE_VENTILATOR, "--prefetch", "1"},
+        {BP_ROLE_SINK, "--prefetch", "1"},         {BP_ROLE_VENTILATOR, "--host-timeout", "1s"},
+        {BP_ROLE_VENTILATOR, "--control", "none"}, {BP_ROLE_WORKER, "--control-bind", "none"},
+    };
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        struct args a;
+        char want[64];
+        snprintf(want, sizeof want, "unknown option '%s'", other[i].opt);
+        mkargs(&a, "prog", other[i].opt, other[i].val, NULL);
+        parse_bad(other[i].role, &a, NULL, want);
+    }
+}
+
+/* Every code has a text of its own: not the fallback for an unknown code
+ * (a missing table entry would silently read "unknown error") and not
+ * another code's text. BP_OK and BP_EXIT_INFO are both success and may
+ * share one. */
 static void t_strerror(void **state)
 {
     (void)state;
+    const char *unknown = bp_strerror(-1);
+    assert_non_null(unknown);
+    assert_true(strlen(unknown) > 0);
+    assert_string_equal(bp_strerror(INT_MIN), unknown);
+    assert_string_equal(bp_strerror(1000), unknown);
+    assert_string_equal(bp_strerror(INT_MAX), unknown);
     for (int e = BP_OK; e <= BP_EXIT_INFO; e++) {
-        assert_non_null(bp_strerror(e));
-        assert_true(strlen(bp_strerror(e)) > 0);
+        const char *s = bp_strerror(e);
+        assert_non_null(s);
+        if (strlen(s) == 0 || strcmp(s, unknown) == 0)
+            fail_msg("bp_strerror(%d) is '%s', the text for an unknown code", e, s);
+        for (int f = BP_OK; f < e; f++) {
+            if (f == BP_OK && e == BP_EXIT_INFO)
+                continue;
+            if (strcmp(s, bp_strerror(f)) == 0)
+                fail_msg("codes %d and %d share the text '%s'", f, e, s);
+        }
     }
+    assert_non_null(strstr(bp_strerror(BP_ETIMEDOUT), "timed out"));
+    assert_non_null(strstr(bp_strerror(BP_EUSAGE), "usage"));
     assert_int_equal(bp_exit_code(BP_OK), 0);
     assert_int_equal(bp_exit_code(BP_EXIT_INFO), 0);
     assert_int_equal(bp_exit_code(BP_EUSAGE), 2);
@@ -641,6 +943,11 @@ int main(void)
         cmocka_unit_test(t_ventilator_file_over_env),
         cmocka_unit_test(t_jobs_zero),
         cmocka_unit_test(t_repeat),
+        cmocka_unit_test(t_control_gone),
+        cmocka_unit_test(t_delivery_flags),
+        cmocka_unit_test(t_delivery_env),
+        cmocka_unit_test(t_delivery_bad),
+        cmocka_unit_test(t_delivery_roles),
         cmocka_unit_test(t_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
