@@ -504,15 +504,23 @@ static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
     w->credit_out -= m->n;
     if (w->credit_out < 0)
         w->credit_out = 0;
+    int back = 0;
     while (bp_msg_next_task(m, &off, &tr)) {
         if (w->stopping || (w->o->once && w->batch_over)) {
-            w->dropped++;
+            /* Crossed our BYE in flight: straight back, no attempt lost. */
+            if (!back++) {
+                bp_pack_begin(&w->cp, BP_MSG_BYE, m->batch);
+                bp_pack_u32(&w->cp, 0);
+            }
+            bp_pack_id(&w->cp, tr.id);
             continue;
         }
         if (w->instant && !w->qlen && !w->rp_blocked && run_instant(w, m->batch, &tr) == BP_OK)
             continue;
         enqueue(w, m->batch, &tr);
     }
+    if (back)
+        send_ctl(w);
 }
 
 static void on_host_message(struct worker *w, const void *buf, size_t len, int64_t now)
