@@ -82,6 +82,7 @@ struct bp_dispatch {
     uint32_t pk_n;      /* records in the message */
     uint32_t pk_qpop;   /* entries to pop from the queue front */
     uint32_t *pk_slots; /* the slots in the message */
+    uint32_t *scratch;  /* max_tasks slots of room for one message's ids */
 };
 
 void bp_dispatch_defaults(struct bp_dispatch_cfg *c, uint64_t batch)
@@ -191,9 +192,10 @@ struct bp_dispatch *bp_dispatch_new(const struct bp_dispatch_cfg *cfg, int64_t n
     d->rq = malloc((size_t)n * sizeof *d->rq);
     d->lq = malloc((size_t)n * sizeof *d->lq);
     d->w = calloc(cfg->max_workers, sizeof *d->w);
+    d->scratch = malloc((size_t)n * sizeof *d->scratch);
     d->pk_slots = malloc((size_t)(cfg->pack_max > n ? cfg->pack_max : n) * sizeof *d->pk_slots);
     if (!qcap || !mcap || !d->t || !d->freel || !d->map || !d->q || !d->rq || !d->lq || !d->w ||
-        !d->pk_slots) {
+        !d->pk_slots || !d->scratch) {
         bp_dispatch_destroy(&d);
         return NULL;
     }
@@ -225,6 +227,7 @@ void bp_dispatch_destroy(struct bp_dispatch **dp)
     free(d->lq);
     free(d->w);
     free(d->pk_slots);
+    free(d->scratch);
     bp_pack_free(&d->pk);
     free(d);
     *dp = NULL;
@@ -551,6 +554,7 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
     case BP_MSG_BYE: {
         uint32_t flags = bp_msg_u32(&m);
         int32_t wi = (int32_t)widx(d, w);
+        uint32_t nb = 0;
         while (bp_msg_next_id(&m, &off, &id)) {
             uint32_t s = ours ? map_find(d, id) : UINT32_MAX;
             struct task *t = s == UINT32_MAX ? NULL : &d->t[s];
@@ -561,7 +565,15 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
             if (t->attempt)
                 t->attempt--;
             d->st.handed_back++;
-            requeue_front(d, s);
+            leave_state(d, t); /* OUT no more: a repeated id is now stale */
+            t->state = T_QUEUED;
+            d->queued++;
+            d->scratch[nb++] = s;
+        }
+        /* Pushed to the front in reverse, so they go out again in order. */
+        while (nb--) {
+            d->t[d->scratch[nb]].worker = -1;
+            q_push_front(d, d->scratch[nb]);
         }
         w->leaving = 1;
         w->credit = 0;
@@ -876,7 +888,7 @@ static uint32_t build_tasks(struct bp_dispatch *d, uint32_t wi)
         if (share < lim)
             lim = (uint32_t)share;
     }
-    size_t bytes = 0;
+    size_t bytes = BP_MSG_HDR; /* pack_bytes bounds the whole message */
     uint32_t n = 0;
     int avoid_ok = !other_taker(d, wi);
     bp_pack_begin(&d->pk, BP_MSG_TASKS, d->c.batch);
@@ -1139,9 +1151,9 @@ int bp_dispatch_task(const struct bp_dispatch *d, uint64_t id, char *wid, size_t
             snprintf(wid, wid_len, "%s", d->w[t->worker].id);
         return 2;
     case T_DONE:
+    case T_LOSTSENT:
         return 3;
     case T_LOSTQ:
-    case T_LOSTSENT:
         return 4;
     default:
         return 0;

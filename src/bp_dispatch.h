@@ -140,7 +140,8 @@ struct bp_dispatch_stats {
 void bp_dispatch_stats(const struct bp_dispatch *d, struct bp_dispatch_stats *s);
 
 /* For tests and logs: the state of task id (0 not held or final, 1 queued,
- * 2 out, 3 done waiting for the ack, 4 lost result waiting to go to the sink) and,
+ * 2 out, 3 its result (or its lost report) waiting for the sink's ack, 4 its
+ * lost report waiting to go to the sink) and,
  * when out, the HELLO id of the worker it is on (NUL-terminated in wid,
  * wid_len >= 65). attempt gets the number of deliveries so far. */
 int bp_dispatch_task(const struct bp_dispatch *d, uint64_t id, char *wid, size_t wid_len,
