@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""Fault injection with the real binaries (CTest label chaos).
+
+One scenario per run (--scenario NAME): start a sink, a ventilator and
+workers, injure them while a batch runs, then assert boardpipe's promise:
+every task id yields exactly one result at the sink (no line missing, none
+twice), every failure has a reason, and the exit codes say what happened.
+Each run prints its seed; --seed replays it. Exit 0 pass, 1 fail, 77 skip
+(only for "cannot run here": no root, no netns, no netem).
+
+  kill     N --exec tasks over 4 workers, K random kill -9, each restarted
+  sigterm  SIGTERM of a worker mid-batch: handed back, nothing lost
+  sigstop  a worker frozen 5 s (SIGSTOP) then SIGCONT: redelivered, deduplicated
+  linkcut  a worker in its own network namespace, link down 5 s, then up
+  netem    10 % loss and 100 ms delay on one worker's link
+  speeds   4 workers with per-task delays 1x,1x,2x,4x: makespan close to ideal
+"""
+import argparse
+import os
+import random
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import chaoslib as cl  # noqa: E402
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what)
+
+
+class Batch:
+    """A sink, a ventilator and named workers around one task file."""
+
+    def __init__(self, h, ntasks, bind_ip="127.0.0.1", vent_args=(), sink_args=()):
+        self.h = h
+        self.n = ntasks
+        self.bind_ip = bind_ip
+        self.pt, self.pr = cl.free_ports(2, bind_ip)
+        self.tasks = h.path("tasks.txt")
+        with open(self.tasks, "w") as f:
+            for i in range(ntasks):
+                f.write(f"t{i:06d}\n")
+        self.out = h.path("out.txt")
+        self.summary = h.path("summary.json")
+        self.progress = cl.Progress(h.path("progress.txt"))
+        self.workers = {}
+        self.expect = lambda t: f"{t}-done"  # what the workers make of task t
+        self.vent_args = list(vent_args)
+        self.sink = h.start("sink", "sink", [
+            "--bind", f"tcp://{bind_ip}:{self.pr}", "--once", "-o", self.out,
+            "--summary-json", self.summary, "--timeout", "120s"] + list(sink_args))
+        self.vent = None
+
+    def exec_cmd(self, name, delay):
+        # The progress line is one small O_APPEND write: counts executions.
+        d = f"sleep {delay}; " if delay else ""
+        return (f'read x; echo "{name} $x" >> {self.progress.path}; {d}echo "$x-done"')
+
+    def worker(self, name, args, host=None, netns=None):
+        host = host or self.bind_ip
+        p = self.h.start(name, "worker", [
+            "--tasks", f"tcp://{host}:{self.pt}", "--results", f"tcp://{host}:{self.pr}",
+            "--once", "--id", name, "-q"] + list(args), netns=netns)
+        self.workers.setdefault(name, []).append(p)
+        return p
+
+    def start(self, nworkers):
+        self.t0 = time.monotonic()
+        self.vent = self.h.start("ventilator", "ventilator", [
+            "--bind", f"tcp://{self.bind_ip}:{self.pt}", "--sink",
+            f"tcp://{self.bind_ip}:{self.pr}", "--wait-workers", nworkers,
+            "--wait-timeout", "120s"] + self.vent_args + [self.tasks])
+
+    def wait_progress(self, count, timeout):
+        end = time.monotonic() + timeout
+        while self.progress.count() < count:
+            check(self.vent.alive(), f"ventilator exited early:\n{self.vent.tail()}")
+            check(time.monotonic() < end,
+                  f"no progress to {count} executions in {timeout} s "
+                  f"({self.progress.total} so far)")
+            time.sleep(0.02)
+
+    def finish(self, timeout, expect_ok=True):
+        """Waits for the ventilator and the sink, then checks the promise."""
+        vrc = self.vent.wait(timeout)
+        check(vrc is not None, f"the ventilator did not finish in {timeout} s:\n"
+              f"{self.vent.tail()}\nsink:\n{self.sink.tail()}")
+        src = self.sink.wait(60)
+        check(src is not None, f"the sink did not finish:\n{self.sink.tail()}")
+        self.elapsed = time.monotonic() - self.t0
+        lines = cl.read_lines(self.out)
+        want = {self.expect(f"t{i:06d}") for i in range(self.n)}
+        seen, dups = set(), []
+        for ln in lines:
+            (dups.append(ln) if ln in seen else seen.add(ln))
+        js = cl.read_json(self.summary)
+        failures = cl.parse_failures(self.sink.stderr())
+        missing = want - seen
+        extra = seen - want
+        check(not dups, f"duplicate output lines: {cl.show(dups)}")
+        check(not extra, f"unexpected output lines: {cl.show(extra)}")
+        unexplained = [t for t in missing if int(t[1:7].lstrip("0") or "0") not in failures]
+        check(not unexplained, f"tasks with no result and no failure reason: "
+              f"{cl.show(unexplained)}\nsink:\n{self.sink.tail()}")
+        for tid, (status, code, wid, why) in failures.items():
+            check(why, f"task {tid} failed ({status}) without a reason")
+        check(js.get("total") == self.n, f"summary total {js.get('total')} != {self.n}: {js}")
+        check(js.get("ok", 0) + js.get("failed", 0) == self.n,
+              f"summary ok+failed != {self.n}: {js}")
+        if expect_ok:
+            check(not missing, f"{len(missing)} tasks failed: {cl.show(missing)}\n"
+                  f"{self.sink.tail()}")
+            check(vrc == 0, f"ventilator exit {vrc}, expected 0:\n{self.vent.tail()}")
+            check(src == 0, f"sink exit {src}, expected 0:\n{self.sink.tail()}")
+        else:
+            check(vrc == (3 if missing else 0), f"ventilator exit {vrc}:\n{self.vent.tail()}")
+        self.summary_json = js
+        return js
+
+    def wait_workers(self, names, timeout=30, ok_codes=(0,)):
+        for name in names:
+            for p in self.workers[name]:
+                if p.killed_by_harness:
+                    continue
+                rc = p.wait(timeout)
+                check(rc is not None, f"worker {name} did not exit:\n{p.tail()}")
+                check(rc in ok_codes, f"worker {name} exit {rc}, expected {ok_codes}:\n{p.tail()}")
+
+
+def mark_killed(p):
+    p.killed_by_harness = True
+
+
+# ----------------------------------------------------------------- scenarios
+
+def sc_kill(h, a, rng):
+    n, kills = a.tasks or (10000 if not h.emu else 600), a.kills or (5 if not h.emu else 3)
+    b = Batch(h, n)
+    names = [f"w{i}" for i in range(4)]
+    for nm in names:
+        b.worker(nm, ["--jobs", 2, "--exec", b.exec_cmd(nm, 0)])
+    b.start(4)
+    points = sorted(rng.sample(range(n // 10, n * 8 // 10), kills))
+    print(f"chaos kill: {n} tasks, kill -9 at executions {points}", flush=True)
+    for k, at in enumerate(points):
+        b.wait_progress(at, 300)
+        live = [nm for nm in names if b.workers[nm][-1].alive()]
+        victim = rng.choice(live)
+        p = b.workers[victim][-1]
+        p.signal(signal.SIGKILL)
+        mark_killed(p)
+        print(f"  kill -9 {victim} after {b.progress.total} executions; restarting it",
+              flush=True)
+        b.worker(victim, ["--jobs", 2, "--exec", b.exec_cmd(victim, 0)])
+    js = b.finish(600)
+    print(f"  done in {b.elapsed:.1f} s: {js.get('redelivered')} redelivered, "
+          f"{js.get('duplicates')} duplicates, {b.progress.count() - n} extra executions",
+          flush=True)
+    b.wait_workers(names)
+
+
+def sc_sigterm(h, a, rng):
+    n = a.tasks or 300
+    b = Batch(h, n)
+    names = ["w0", "w1", "w2"]
+    for nm in names:
+        b.worker(nm, ["--jobs", 2, "--prefetch", 2, "--exec", b.exec_cmd(nm, "0.05")])
+    b.start(3)
+    b.wait_progress(rng.randint(n // 5, n // 3), 120)
+    victim = b.workers["w1"][-1]
+    before = b.progress.by_worker["w1"]
+    victim.signal(signal.SIGTERM)
+    print(f"chaos sigterm: SIGTERM w1 after {b.progress.total} executions "
+          f"({before} on w1)", flush=True)
+    rc = victim.wait(60)
+    check(rc is not None, f"w1 did not stop after SIGTERM:\n{victim.tail()}")
+    check(rc == 0, f"w1 exit {rc} after SIGTERM:\n{victim.tail()}")
+    js = b.finish(300)
+    # Graceful: nothing was lost, so nothing needed a second delivery.
+    check(js.get("redelivered") == 0, f"a graceful stop lost tasks: {js}")
+    check(js.get("lost") == 0, f"tasks lost: {js}")
+    print(f"  done in {b.elapsed:.1f} s, w1 ran {b.progress.by_worker['w1']}", flush=True)
+    b.wait_workers(["w0", "w2"])
+
+
+def sc_sigstop(h, a, rng):
+    # Long enough that work is left when the frozen worker wakes up.
+    n = a.tasks or 900
+    b = Batch(h, n)
+    names = ["w0", "w1", "w2"]
+    for nm in names:
+        b.worker(nm, ["--jobs", 2, "--host-timeout", "10s", "--exec", b.exec_cmd(nm, "0.05")])
+    b.start(3)
+    b.wait_progress(rng.randint(n // 10, n // 6), 120)
+    victim = b.workers["w1"][-1]
+    victim.signal_group(signal.SIGSTOP)
+    print(f"chaos sigstop: w1 frozen after {b.progress.total} executions", flush=True)
+    time.sleep(5)
+    victim.signal_group(signal.SIGCONT)
+    js = b.finish(300)
+    check(js.get("redelivered", 0) >= 1, f"the frozen worker's tasks were not redelivered: {js}")
+    print(f"  done in {b.elapsed:.1f} s: {js.get('redelivered')} redelivered, "
+          f"{js.get('duplicates')} late duplicates dropped", flush=True)
+    b.wait_workers(["w0", "w2"])
+    # Should the batch end while it is frozen, a --once worker finds no
+    # ventilator and gives up after --host-timeout: exit 1, said so.
+    b.wait_workers(["w1"], timeout=60, ok_codes=(0, 1))
+
+
+def netns_batch(h, a, rng, n, delay):
+    ns = cl.NetNS(h)
+    ns.setup()
+    b = Batch(h, n, bind_ip="0.0.0.0")
+    b.worker("local", ["--jobs", 2, "--exec", b.exec_cmd("local", delay)], host="127.0.0.1")
+    # A --once worker cut off at the batch's end may find no ventilator to
+    # end it: it gives up after --host-timeout (exit 1), which is right.
+    b.worker("remote", ["--jobs", 2, "--host-timeout", "10s", "--exec",
+                        b.exec_cmd("remote", delay)], host=ns.host_ip, netns=ns.name)
+    return ns, b
+
+
+def sc_linkcut(h, a, rng):
+    n = a.tasks or 300
+    ns, b = netns_batch(h, a, rng, n, "0.03")
+    b.start(2)
+    b.wait_progress(rng.randint(n // 6, n // 4), 120)
+    check(b.progress.by_worker["remote"] > 0, "the namespaced worker got no task before the cut")
+    ns.link(False)
+    print(f"chaos linkcut: link down after {b.progress.total} executions", flush=True)
+    time.sleep(5)
+    ns.link(True)
+    js = b.finish(300)
+    print(f"  done in {b.elapsed:.1f} s: {js.get('redelivered')} redelivered, "
+          f"{js.get('duplicates')} duplicates", flush=True)
+    b.wait_workers(["local"])
+    b.wait_workers(["remote"], timeout=60, ok_codes=(0, 1))
+
+
+def sc_netem(h, a, rng):
+    n = a.tasks or 200
+    ns, b = netns_batch(h, a, rng, n, "0.02")
+    ns.netem(["loss", "10%", "delay", "100ms"])
+    b.start(2)
+    js = b.finish(300)
+    check(b.progress.by_worker["remote"] > 0, "the worker behind the lossy link got no task")
+    print(f"chaos netem: done in {b.elapsed:.1f} s, remote ran "
+          f"{b.progress.by_worker['remote']}, local {b.progress.by_worker['local']}; "
+          f"{js.get('redelivered')} redelivered", flush=True)
+    b.wait_workers(["local"])
+    b.wait_workers(["remote"], timeout=60, ok_codes=(0, 1))
+
+
+def sc_speeds(h, a, rng):
+    n = a.tasks or 400
+    base = 0.010
+    factors = [1, 1, 2, 4]
+    b = Batch(h, n)
+    b.expect = str.upper  # the built-in transform
+    for i, f in enumerate(factors):
+        b.worker(f"x{f}-{i}", ["--sleep", f"{int(base * f * 1000)}ms"])
+    b.start(len(factors))
+    js = b.finish(300)
+    ideal = n / sum(1 / (base * f) for f in factors)
+    ratio = js["elapsed_s"] / ideal
+    shares = {k: v["ok"] for k, v in js.get("workers", {}).items()}
+    print(f"chaos speeds: makespan {js['elapsed_s']:.3f} s, ideal {ideal:.3f} s, "
+          f"ratio {ratio:.3f}; tasks per worker {shares}", flush=True)
+    # Loose on purpose (a shared 2-core machine); the bench reports the ratio.
+    check(ratio <= 1.6, f"makespan {ratio:.2f}x the ideal (bound 1.6x)")
+    b.wait_workers(list(b.workers))
+
+
+SCENARIOS = {"kill": sc_kill, "sigterm": sc_sigterm, "sigstop": sc_sigstop,
+             "linkcut": sc_linkcut, "netem": sc_netem, "speeds": sc_speeds}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--emulator", default="")
+    ap.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    ap.add_argument("--tasks", type=int, default=0)
+    ap.add_argument("--kills", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--budget", type=int, default=900, help="seconds before the watchdog")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    a = ap.parse_args()
+    seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
+    rng = random.Random(seed)
+    h = cl.Harness(a.bin, a.emulator, keep=a.keep)
+    h.set_budget(a.budget)
+    t0 = time.monotonic()
+    try:
+        SCENARIOS[a.scenario](h, a, rng)
+    except cl.Skip as e:
+        print(f"SKIP: {a.scenario}: {e}", flush=True)
+        h.cleanup()
+        return cl.SKIP_CODE
+    except (Fail, cl.Timeout) as e:
+        print(f"FAIL: {a.scenario} (seed {seed}): {e}", flush=True)
+        for p in h.procs:
+            print(f"--- {p.describe()}\n{p.tail(8)}", flush=True)
+        h.cleanup()
+        return 1
+    h.cleanup()
+    print(f"PASS: {a.scenario} (seed {seed}) in {time.monotonic() - t0:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
