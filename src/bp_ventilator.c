@@ -286,9 +286,14 @@ static int run_v2(struct vent *v, struct bp_report *rep)
             return BP_ETIMEDOUT;
         }
         sink_seen |= s.sink_alive;
+        if (!stopping && v->sink && !sink_seen && now >= wait_end) {
+            bp_log(BP_LOG_ERROR, "sink at %s not reachable after %.1f s", o->sink,
+                   (double)o->wait_timeout_ms / 1000.0);
+            return BP_ETIMEDOUT;
+        }
         /* Work waiting and nobody to do it: bounded like every other wait. */
-        if (s.workers > 0 || s.queued == 0)
-            no_worker_since = now;
+        if (s.workers > 0 || s.queued == 0 || (v->sink && !sink_seen))
+            no_worker_since = now; /* no sink yet is reported as such */
         if (!stopping && !waiting && o->wait_timeout_ms &&
             now - no_worker_since >= o->wait_timeout_ms) {
             bp_log(BP_LOG_ERROR, "no worker for %.1f s with %" PRId64 " tasks waiting: giving up",
@@ -299,11 +304,6 @@ static int run_v2(struct vent *v, struct bp_report *rep)
                 bp_dispatch_input_done(v->d);
             bp_dispatch_finish(v->d, BP_END_STOPPING);
             result = BP_ETIMEDOUT;
-        }
-        if (!stopping && v->sink && !sink_seen && now >= wait_end) {
-            bp_log(BP_LOG_ERROR, "sink at %s not reachable after %.1f s", o->sink,
-                   (double)o->wait_timeout_ms / 1000.0);
-            return BP_ETIMEDOUT;
         }
         /* Input is read only as fast as workers take it: memory stays
          * bounded by the dispatcher's window, whatever the file's size. */
