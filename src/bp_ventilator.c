@@ -30,6 +30,11 @@ struct vent {
     struct bp_reader rd;
     int rd_open;
     struct bp_dispatch *d;
+    /* raw mode: plain peers say nothing, so connections are counted */
+    void *mon;
+    int connected; /* connections with a completed handshake */
+    uint32_t *fds; /* their fds, from the monitor */
+    int fd_cap;
 };
 
 static int open_input(struct vent *v)
@@ -56,6 +61,11 @@ static int open_input(struct vent *v)
 
 static void vent_close(struct vent *v)
 {
+    if (v->mon && v->tasks)
+        zmq_socket_monitor(v->tasks, NULL, 0);
+    bp_sock_close(&v->mon);
+    free(v->fds);
+    v->fds = NULL;
     bp_dispatch_destroy(&v->d);
     bp_sock_close(&v->tasks);
     bp_sock_close(&v->sink);
@@ -92,21 +102,111 @@ static int next_record(struct vent *v, struct bp_report *rep, const char **rec, 
 
 /* ---- raw mode: the tutorial's PUSH, no ids, no acknowledgement ---- */
 
+/* Reads pending monitor events and keeps the count of connected workers. */
+static void mon_drain(struct vent *v)
+{
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, v->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        uint16_t event = 0;
+        uint32_t fd = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            /* host order, by libzmq's contract; the value is the fd */
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&fd, (const char *)zmq_msg_data(&ev) + 2, 4);
+        }
+        int more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        if (more) {
+            zmq_msg_init(&addr);
+            if (zmq_msg_recv(&addr, v->mon, 0) >= 0)
+                zmq_msg_close(&addr);
+        }
+        /* Count by connection: a disconnect is only a worker leaving if
+         * that connection had completed its handshake (a stray or failed
+         * peer also ends in DISCONNECTED). */
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            if (v->connected == v->fd_cap) {
+                int cap = v->fd_cap ? v->fd_cap * 2 : 16;
+                uint32_t *p = realloc(v->fds, (size_t)cap * sizeof *p);
+                if (!p)
+                    continue;
+                v->fds = p;
+                v->fd_cap = cap;
+            }
+            v->fds[v->connected++] = fd;
+            bp_log(BP_LOG_DEBUG, "worker connected (%d now)", v->connected);
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            for (int i = 0; i < v->connected; i++)
+                if (v->fds[i] == fd) {
+                    v->fds[i] = v->fds[--v->connected];
+                    bp_log(BP_LOG_DEBUG, "worker disconnected (%d now)", v->connected);
+                    break;
+                }
+        }
+    }
+}
+
+static int mon_open(struct vent *v)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://bp-vent-monitor-%p", (void *)v);
+    if (zmq_socket_monitor(v->tasks, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED)) {
+        bp_log(BP_LOG_ERROR, "cannot monitor the task socket: %s", zmq_strerror(errno));
+        return BP_EZMQ;
+    }
+    v->mon = zmq_socket(v->ctx, ZMQ_PAIR);
+    if (!v->mon || zmq_connect(v->mon, ep)) {
+        bp_log(BP_LOG_ERROR, "cannot connect the monitor: %s", zmq_strerror(errno));
+        return BP_EZMQ;
+    }
+    return BP_OK;
+}
+
+static int raw_wait_workers(struct vent *v)
+{
+    const struct bp_opts *o = v->o;
+    int64_t start = bp_now_ms();
+    int64_t deadline = o->wait_timeout_ms ? start + o->wait_timeout_ms : -1;
+    int64_t next_note = start + 5000;
+    bp_log(BP_LOG_INFO, "waiting for %d worker%s on %s", o->wait_workers,
+           o->wait_workers == 1 ? "" : "s", o->bind);
+    for (;;) {
+        mon_drain(v);
+        if (v->connected >= o->wait_workers)
+            break;
+        if (bp_role_stopped(v->io))
+            return BP_EINTR;
+        int64_t now = bp_now_ms();
+        if (deadline >= 0 && now >= deadline) {
+            bp_log(BP_LOG_ERROR, "only %d of %d workers connected after %.1f s", v->connected,
+                   o->wait_workers, (double)o->wait_timeout_ms / 1000.0);
+            return BP_ETIMEDOUT;
+        }
+        if (now >= next_note) {
+            bp_log(BP_LOG_INFO, "%d of %d workers connected", v->connected, o->wait_workers);
+            next_note = now + 5000;
+        }
+        zmq_pollitem_t it = {.socket = v->mon, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, 250) < 0 && errno != EINTR)
+            return BP_EZMQ;
+    }
+    bp_log(BP_LOG_INFO, "%d worker%s connected", v->connected, v->connected == 1 ? "" : "s");
+    return BP_OK;
+}
+
 static int run_raw(struct vent *v, struct bp_report *rep)
 {
     const struct bp_opts *o = v->o;
     int stall = o->wait_timeout_ms ? o->wait_timeout_ms : -1;
     if (o->wait_workers > 0) {
-        /* Plain PULL peers say nothing: the best we can do is wait until
-         * the socket can take a message, i.e. some peer is connected. */
-        bp_log(BP_LOG_INFO, "raw mode: waiting for a worker on %s", o->bind);
-        int rc = bp_role_wait_out(v->tasks, v->io, stall);
-        if (rc != BP_OK) {
-            if (rc == BP_ETIMEDOUT)
-                bp_log(BP_LOG_ERROR, "no worker connected after %.1f s",
-                       (double)o->wait_timeout_ms / 1000.0);
+        int rc = raw_wait_workers(v);
+        if (rc != BP_OK)
             return rc;
-        }
     }
     for (;;) {
         const char *rec;
@@ -424,7 +524,13 @@ static int open_sockets(struct vent *v)
     struct bp_sockcfg c = bp_role_sockcfg(o);
     if (o->raw) {
         c.sndhwm = 1000;
-        v->tasks = bp_sock_open(v->ctx, ZMQ_PUSH, o->bind, 1, &c, err, sizeof err);
+        v->tasks = bp_sock_new(v->ctx, ZMQ_PUSH, &c, err, sizeof err);
+        /* The monitor must watch before the bind: a worker that is already
+         * retrying would otherwise connect unseen and never be counted. */
+        if (v->tasks && o->wait_workers > 0 && mon_open(v) != BP_OK)
+            return BP_EZMQ;
+        if (v->tasks && bp_sock_attach(&v->tasks, o->bind, 1, err, sizeof err) != BP_OK)
+            v->tasks = NULL;
     } else {
         /* Worker messages are credits, ids and heartbeats: small. */
         c.max_msg = 64 * 1024 + 64;
