@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """ventilator -> workers -> sink, the real binaries on loopback."""
+import os
 import signal
 import time
 
@@ -10,7 +11,8 @@ TUTORIAL = ["hola", "aloha", "hello", "buenas noches", "buenas tardes", "buenos 
             "bienvenido"]
 
 
-def pipeline(workers, worker_args=(), tasks=None, sink_args=(), vent_args=(), wid="w"):
+def pipeline(workers, worker_args=(), tasks=None, sink_args=(), vent_args=(), wid="w",
+             vent_rc=0):
     pt, pr, pc = ports(3)
     summary = env.path(f"summary-{pt}.json")
     sink = env.start("sink", "--once", "--timeout", "120s", "--bind", f"tcp://127.0.0.1:{pr}",
@@ -28,7 +30,7 @@ def pipeline(workers, worker_args=(), tasks=None, sink_args=(), vent_args=(), wi
             f.write("".join(t + "\n" for t in tasks))
         vargs += ["--input", inp]
     v = env.run("ventilator", *vargs)
-    if v.returncode != 0:
+    if v.returncode != vent_rc:
         # Say what the workers were doing: exited (and how) or running.
         state = "; ".join(f"{w.bp_name}: exit {w.poll()} {env.errors(w)!r}" for w in ws)
         raise AssertionError(f"ventilator exit {v.returncode}: {v.stderr.decode()} [{state}]")
@@ -73,7 +75,8 @@ def ordered_output():
 def failing_command():
     tasks = ["1", "2", "3", "4", "5"]
     cmd = 'read x; if [ "$x" = 3 ]; then echo "no good: $x" >&2; exit 3; fi; echo "ok $x"'
-    rc, out, err, js = pipeline(2, ("--exec", cmd), tasks)
+    # v2: the ventilator also says some failed (exit 3).
+    rc, out, err, js = pipeline(2, ("--exec", cmd), tasks, vent_rc=3)
     expect(rc == 3, f"sink should exit 3 (some failed), got {rc}: {err}")
     expect(js["ok"] == 4 and js["failed"] == 1, js)
     expect("task 2 failed (code 3)" in err and "no good: 3" in err, err)
@@ -81,14 +84,20 @@ def failing_command():
 
 
 def task_timeout():
-    rc, out, err, js = pipeline(1, ("--exec", "sleep 30", "--task-timeout", "500ms"), ["x"])
+    rc, out, err, js = pipeline(1, ("--exec", "sleep 30", "--task-timeout", "500ms"), ["x"],
+                                vent_rc=3)
     expect(rc == 3 and js["failed"] == 1, f"rc {rc} {js}")
     expect("timeout" in err, err)
 
 
 def seed_sleep_option():
-    rc, out, err, js = pipeline(2, ("--sleep", "100ms"), ["a", "b", "c"])
+    # One worker, three tasks of --sleep 300ms: at least 0.9 s, or the
+    # option did nothing (a lower bound only: never a speed test).
+    t0 = time.monotonic()
+    rc, out, err, js = pipeline(1, ("--sleep", "300ms"), ["a", "b", "c"])
+    took = time.monotonic() - t0
     expect(rc == 0 and sorted(out.split()) == ["A", "B", "C"], f"{rc} {out} {err}")
+    expect(took >= 0.9, f"3 tasks with --sleep 300ms took {took:.2f} s: no sleep happened")
 
 
 def nul_separated():
@@ -103,27 +112,41 @@ def nul_separated():
                 f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "-", input=data)
     expect(v.returncode == 0, v.stderr)
     expect(env.wait(sink) == 0, env.errors(sink))
-    env.wait(w)
+    expect(env.wait(w) == 0, env.errors(w))
     got = sorted(env.output(sink).split(b"\x00")[:-1])
     expect(got == sorted([b"dc\nba", b"\x02\x01", b"y x"]), got)
 
 
+def wait_for(path, timeout=120):
+    end = time.monotonic() + timeout
+    while not os.path.exists(path):
+        expect(time.monotonic() < end, f"{path} never appeared")
+        time.sleep(0.02)
+
+
 def sigterm_worker_finishes_inflight():
-    pt, pr, pc = ports(3)
+    pt, pr = ports(2)
     summary = env.path("sig.json")
+    started = env.path("started")
+    inp = env.path("slow.txt")
+    with open(inp, "w") as f:
+        f.write("slow\n")
     sink = env.start("sink", "--once", "--timeout", "60s", "--bind", f"tcp://127.0.0.1:{pr}",
-                     "--control-bind", f"tcp://127.0.0.1:{pc}", "--summary-json", summary)
+                     "--summary-json", summary)
     w = env.start("worker", "--tasks", f"tcp://127.0.0.1:{pt}", "--results",
-                  f"tcp://127.0.0.1:{pr}", "--control", f"tcp://127.0.0.1:{pc}",
-                  "--exec", "sleep 1; cat", "--grace", "20s")
-    v = env.run("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
-                f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "-", input=b"slow\n")
-    expect(v.returncode == 0, v.stderr)
-    time.sleep(0.3)
+                  f"tcp://127.0.0.1:{pr}", "--exec", f"touch {started}; sleep 1; cat",
+                  "--grace", "20s")
+    v = env.start("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
+                  f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "--input", inp)
+    wait_for(started)  # the task is running on the worker now
     w.send_signal(signal.SIGTERM)
     expect(env.wait(w, 60) == 0, "worker should exit 0 after SIGTERM: " + env.errors(w))
+    expect(env.wait(v) == 0, env.errors(v))
     expect(env.wait(sink) == 0, env.errors(sink))
     expect(env.output(sink) == b"slow\n", env.output(sink))
+    js = read_json(summary)
+    # Finished where it ran: not lost, not run again elsewhere.
+    expect(js["redelivered"] == 0 and js["ok"] == 1, js)
 
 
 def sigint_idle_sink_exits_zero():
@@ -135,17 +158,24 @@ def sigint_idle_sink_exits_zero():
     expect(env.wait(sink, 60) == 0, env.errors(sink))
 
 
-def missing_results_time_out():
-    # A batch whose tasks go to a worker that never answers: the sink gives up
-    # after --timeout, lists what is missing and exits 4.
-    pt, pr, pc = ports(3)
-    sink = env.start("sink", "--once", "--timeout", "2s", "--bind", f"tcp://127.0.0.1:{pr}",
-                     "--control-bind", f"tcp://127.0.0.1:{pc}")
+def stopped_ventilator_leaves_batch_incomplete():
+    # SIGINT of the ventilator mid-batch: exit 4 (not every task final); the
+    # sink learns the batch size, gives up after --timeout, lists what is
+    # missing and exits 4.
+    pt, pr = ports(2)
+    started = env.path("started2")
+    inp = env.path("two.txt")
+    with open(inp, "w") as f:
+        f.write("a\nb\n")
+    sink = env.start("sink", "--once", "--timeout", "2s", "--bind", f"tcp://127.0.0.1:{pr}")
     w = env.start("worker", "--tasks", f"tcp://127.0.0.1:{pt}", "--results",
-                  f"tcp://127.0.0.1:{ports(1)[0]}", "--control", "none")
-    v = env.run("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
-                f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "-", input=b"a\nb\n")
-    expect(v.returncode == 0, v.stderr)
+                  f"tcp://127.0.0.1:{pr}", "--exec", f"touch {started}; sleep 30")
+    v = env.start("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
+                  f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "--input", inp)
+    wait_for(started)
+    v.send_signal(signal.SIGINT)
+    vrc = env.wait(v, 60)
+    expect(vrc == 4, f"ventilator exit {vrc}: {env.errors(v)}")
     rc = env.wait(sink, 120)
     err = env.errors(sink)
     expect(rc == 4, f"sink exit {rc}: {err}")
@@ -153,8 +183,16 @@ def missing_results_time_out():
     env.kill(w)
 
 
+def once_worker_gives_up_without_host():
+    pt, pr = ports(2)
+    w = env.start("worker", "--once", "--host-timeout", "2s", "--tasks",
+                  f"tcp://127.0.0.1:{pt}", "--results", f"tcp://127.0.0.1:{pr}")
+    rc = env.wait(w, 60)
+    expect(rc == 1 and "no ventilator" in env.errors(w), f"exit {rc}: {env.errors(w)}")
+
+
 for name, fn in list(globals().items()):
-    if callable(fn) and fn.__module__ == "__main__" and name not in ("pipeline",) \
+    if callable(fn) and fn.__module__ == "__main__" and name not in ("pipeline", "wait_for") \
             and not name.startswith("_") and fn.__code__.co_argcount == 0:
         env.check(name, fn)
 env.finish()
