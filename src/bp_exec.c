@@ -289,7 +289,8 @@ static void start_error(struct bp_job *j, int code, const char *what, const char
     if (shell)
         snprintf(m, sizeof m, "boardpipe: cannot run %s: %s", shell, strerror(code));
     else
-        snprintf(m, sizeof m, "boardpipe: cannot start task: %s: %s", what, strerror(code));
+        snprintf(m, sizeof m, "boardpipe: cannot start task: %s: %s", what ? what : "?",
+                 strerror(code));
     tail_msg(j, m);
     finish(j, BP_ST_EXECERR, code);
 }

@@ -90,10 +90,9 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
             b[8] > BP_ID_MAX)
             return BP_EPROTO;
         return BP_OK;
-    case BP_MSG_CREDIT:
-        return exact(bl, BP_CREDIT_FIXED, m->n, 8);
+    case BP_MSG_CREDIT: /* u32 credit, then ids; BYE has the same shape */
     case BP_MSG_BYE:
-        return exact(bl, BP_BYE_FIXED, m->n, 8);
+        return exact(bl, BP_CREDIT_FIXED, m->n, 8);
     case BP_MSG_TASKS:
         return walk_records(b, bl, 0, m->n, BP_TASK_REC, 12, max_rec);
     case BP_MSG_RESULTS: {

@@ -27,7 +27,7 @@
 
 /* A pack is closed once it holds this many bytes (a single record may be
  * larger, up to --max-msg-size). */
-#define BP_PACK_BYTES (64 * 1024)
+#define BP_PACK_BYTES ((size_t)64 * 1024)
 
 enum bp_msg_type {
     BP_MSG_HELLO = 1,     /* worker -> ventilator: I am here, take my credit */

@@ -782,12 +782,12 @@ static int worker_loop(struct worker *w)
         }
         /* the task channel */
         if (!o->raw && !w->stopping) {
-            if (w->host == H_ACTIVE && now - w->host_heard >= dead_ms(w))
+            int silent = w->host == H_ACTIVE && now - w->host_heard >= dead_ms(w);
+            int unanswered = w->host == H_HELLO && now < w->next_hello && now >= w->next_reopen;
+            if (silent || unanswered)
                 host_lost(w, now);
             else if (w->host == H_HELLO && now >= w->next_hello)
                 send_hello(w, now);
-            else if (w->host == H_HELLO && now >= w->next_reopen)
-                host_lost(w, now);
             if (o->once && w->host != H_ACTIVE && o->host_timeout_ms > 0) {
                 int64_t since = w->ever_connected ? w->lost_since : start;
                 if (now - since >= o->host_timeout_ms && !w->gave_up) {
