@@ -290,15 +290,15 @@ static void read_workers(struct vent *v, int64_t now)
         int rc = bp_recv_from(v->tasks, &rid, &msg, ZMQ_DONTWAIT);
         if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
             break;
-        if (rc != BP_OK) {
-            if (rc == BP_EZMQ) {
-                bp_log(BP_LOG_ERROR, "receiving from workers failed: %s", zmq_strerror(errno));
-                break;
-            }
-            continue;
+        if (rc == BP_EZMQ) {
+            bp_log(BP_LOG_ERROR, "receiving from workers failed: %s", zmq_strerror(errno));
+            break;
         }
-        rc = bp_dispatch_on_worker(v->d, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_data(&msg),
-                                   zmq_msg_size(&msg), now);
+        /* A message of more than one frame (e.g. a v1 peer's) is handed on
+         * as an empty one, so the dispatcher counts it as malformed. */
+        rc = bp_dispatch_on_worker(v->d, zmq_msg_data(&rid), zmq_msg_size(&rid),
+                                   rc == BP_OK ? zmq_msg_data(&msg) : "",
+                                   rc == BP_OK ? zmq_msg_size(&msg) : 0, now);
         if (rc != BP_OK) {
             struct bp_dispatch_stats s;
             bp_dispatch_stats(v->d, &s);
@@ -554,6 +554,9 @@ static int open_sockets(struct vent *v)
          * for the sink's first answer anyway (the dispatcher). */
         /* ACK packs and heartbeats: small. */
         sc.max_msg = 2 * BP_PACK_BYTES;
+        /* Everything that matters was acknowledged before we close: what is
+         * still queued for a sink that never came is not worth 10 s. */
+        sc.linger_ms = o->linger_ms < 1000 ? o->linger_ms : 1000;
         v->sink = bp_sock_open(v->ctx, ZMQ_DEALER, o->sink, 0, &sc, err, sizeof err);
         if (!v->sink) {
             bp_log(BP_LOG_ERROR, "%s", err);
