@@ -592,6 +592,15 @@ void bp_dispatch_worker_gone(struct bp_dispatch *d, const void *rid, size_t rid_
     struct worker *w = find_worker(d, rid, rid_len);
     if (w)
         kill_worker(d, w, now);
+    /* A RESYNC for a connection that is gone can never be sent; left
+     * queued it would be peeked first for ever and starve everyone. */
+    for (int i = 0; i < d->nrs; i++) {
+        if (d->rs[i].len == rid_len && !memcmp(d->rs[i].rid, rid, rid_len)) {
+            memmove(&d->rs[i], &d->rs[i + 1], (size_t)(d->nrs - i - 1) * sizeof d->rs[0]);
+            d->nrs--;
+            break; /* add_resync() keeps rids unique */
+        }
+    }
 }
 
 /* ---- sink ---- */

@@ -77,8 +77,9 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
 /* A message from the sink. Same returns as bp_dispatch_on_worker(). */
 int bp_dispatch_on_sink(struct bp_dispatch *d, const void *msg, size_t len, int64_t now);
 
-/* The socket says this worker cannot be reached (EHOSTUNREACH): it is
- * dead, its tasks go back to the queue. */
+/* The socket says this peer cannot be reached (EHOSTUNREACH): a worker
+ * is dead and its tasks go back to the queue; anything still queued for
+ * the peer (a RESYNC) is dropped, so the next peek returns something else. */
 void bp_dispatch_worker_gone(struct bp_dispatch *d, const void *rid, size_t rid_len, int64_t now);
 
 /* Handles everything due at now: silent workers and sink, overdue tasks,

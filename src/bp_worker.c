@@ -554,6 +554,8 @@ static void on_host_message(struct worker *w, const void *buf, size_t len, int64
         /* The ventilator does not know this session (it restarted, or gave
          * us up for dead): what we queued was given to others. */
         drop_queue(w, "the ventilator lost track of this worker");
+        if (w->host == H_ACTIVE)
+            w->lost_since = now; /* --host-timeout counts from here */
         w->host = H_HELLO;
         w->credit_out = 0;
         send_hello(w, now);

@@ -1251,6 +1251,37 @@ static void t_unknown_and_refused(void **state)
     h_end(&h);
 }
 
+/* A RESYNC queued for a connection that is gone (the send says
+ * EHOSTUNREACH, the driver calls worker_gone) is dropped: the next peek
+ * is the live workers' traffic, not the same RESYNC for ever (found by
+ * the link-cut chaos test: the ventilator spun and starved every worker). */
+static void t_resync_to_gone_peer(void **state)
+{
+    (void)state;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    static struct h h; /* static: the teardown may free it after a failure */
+    h_start_sink(&h, &c);
+    OK(w_hello(&h, RID("A"), "wa", 3));
+    add_n(&h, 3);
+    (void)w_hb(&h, RID("X"), 1, 0); /* an old session's heartbeat */
+    (void)w_hb(&h, RID("Y"), 1, 0);
+    struct bp_out o;
+    assert_int_equal(bp_dispatch_peek(h.d, h.now, BP_TO_WORKER, &o), 1);
+    assert_int_equal(o.rid_len, 1);
+    assert_memory_equal(o.rid, "X", 1);
+    /* the driver's send failed: X is unreachable */
+    bp_dispatch_worker_gone(h.d, RID("X"), h.now);
+    assert_int_equal(bp_dispatch_peek(h.d, h.now, BP_TO_WORKER, &o), 1);
+    assert_false(o.rid_len == 1 && !memcmp(o.rid, "X", 1));
+    drain(&h);
+    assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_RESYNC, RID("X")), 0);
+    assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_RESYNC, RID("Y")), 1);
+    struct bp_task_rec r[4];
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 4), 3);
+    h_end(&h);
+}
+
 /* Heartbeats: a worker's ping is echoed; every live worker and the sink
  * hear from the ventilator at least every interval. */
 static void t_heartbeats(void **state)
@@ -2267,6 +2298,7 @@ int main(void)
         cmocka_unit_test_teardown(t_task_deadline, teardown),
         cmocka_unit_test_teardown(t_bye, teardown),
         cmocka_unit_test_teardown(t_unknown_and_refused, teardown),
+        cmocka_unit_test_teardown(t_resync_to_gone_peer, teardown),
         cmocka_unit_test_teardown(t_heartbeats, teardown),
         cmocka_unit_test_teardown(t_sink_outage, teardown),
         cmocka_unit_test_teardown(t_no_sink, teardown),
