@@ -5,8 +5,13 @@ One scenario per run (--scenario NAME): start a sink, a ventilator and
 workers, injure them while a batch runs, then assert boardpipe's promise:
 every task id yields exactly one result at the sink (no line missing, none
 twice), every failure has a reason, and the exit codes say what happened.
-Each run prints its seed; --seed replays it. Exit 0 pass, 1 fail, 77 skip
-(only for "cannot run here": no root, no netns, no netem).
+A few tasks (every 100th, or 1000th of 10 000) fail on purpose, so
+the failure path is injured too: each must fail once with its reason, and
+then the ventilator and the sink exit 3. A batch that stops moving for 45 s
+fails at once (with the ventilator's CPU use) instead of waiting out the
+binaries' own 120 s timeouts. Each run prints its seed first; --seed
+replays it. Exit 0 pass, 1 fail, 77 skip (only for "cannot run here": no
+root, no netns).
 
   kill     N --exec tasks over 4 workers, K random kill -9, each restarted
   sigterm  SIGTERM of a worker mid-batch: handed back, nothing lost
@@ -19,11 +24,13 @@ import argparse
 import os
 import queue
 import random
+import shlex
 import signal
 import socket
 import sys
 import threading
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chaoslib as cl  # noqa: E402
@@ -38,18 +45,42 @@ def check(cond, what):
         raise Fail(what)
 
 
+def cpu_share(pid, span=1.0):
+    """How busy a process is (a stuck loop spins, a blocked one sleeps)."""
+    def ticks():
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    try:
+        t0 = ticks()
+        time.sleep(span)
+        used = (ticks() - t0) / os.sysconf("SC_CLK_TCK")
+        return f"{100 * used / span:.0f}% CPU"
+    except (OSError, ValueError, IndexError):
+        return "CPU unknown"
+
+
 class Batch:
     """A sink, a ventilator and named workers around one task file."""
 
-    def __init__(self, h, ntasks, bind_ip="127.0.0.1", vent_args=(), sink_args=()):
+    def __init__(self, h, ntasks, bind_ip="127.0.0.1", vent_args=(), sink_args=(),
+                 poison_every=0):
         self.h = h
         self.n = ntasks
         self.bind_ip = bind_ip
         self.pt, self.pr = cl.free_ports(2, bind_ip)
+        # Every poison_every-th task fails on purpose ("t000999x": the command
+        # exits 3 saying "boom"), so the failure path is injured too: such a
+        # task must get exactly one failed result with that reason, and the
+        # ventilator and the sink must exit 3. At most 20 (the sink shows the
+        # first 20 failure reasons and only counts the rest).
+        self.poison = {i for i in range(ntasks)
+                       if poison_every and i % poison_every == poison_every - 1}
+        assert len(self.poison) <= 20, "the sink prints 20 failure reasons at most"
         self.tasks = h.path("tasks.txt")
         with open(self.tasks, "w") as f:
             for i in range(ntasks):
-                f.write(f"t{i:06d}\n")
+                f.write(f"t{i:06d}" + ("x" if i in self.poison else "") + "\n")
         self.out = h.path("out.txt")
         self.summary = h.path("summary.json")
         self.progress = cl.Progress(h.path("progress.txt"))
@@ -64,7 +95,8 @@ class Batch:
     def exec_cmd(self, name, delay):
         # The progress line is one small O_APPEND write: counts executions.
         d = f"sleep {delay}; " if delay else ""
-        return (f'read x; echo "{name} $x" >> {self.progress.path}; {d}echo "$x-done"')
+        return (f'read x; echo "{name} $x" >> {self.progress.path}; {d}'
+                'case "$x" in *x) echo "boom $x" >&2; exit 3;; esac; echo "$x-done"')
 
     def worker(self, name, args, host=None, netns=None):
         host = host or self.bind_ip
@@ -90,40 +122,91 @@ class Batch:
                   f"({self.progress.total} so far)")
             time.sleep(0.02)
 
+    def wait_vent(self, timeout, stall=45.0):
+        """The ventilator's exit code, or None after timeout s. Fails early
+        when the batch is stuck: no task started and no result written for
+        stall s while the ventilator runs (its own give-up takes 120 s)."""
+        end = time.monotonic() + timeout
+        last, t_last = None, time.monotonic()
+        while time.monotonic() < end:
+            rc = self.vent.poll()
+            if rc is not None:
+                return rc
+            try:
+                size = os.path.getsize(self.out)
+            except OSError:
+                size = 0
+            now_state = (self.progress.count(), size)
+            if now_state != last:
+                last, t_last = now_state, time.monotonic()
+            elif time.monotonic() - t_last >= stall:
+                live = ", ".join(f"{n}: {ps[-1].describe()}" for n, ps in self.workers.items())
+                raise Fail(f"stalled: no task started and no result written for {stall:.0f} s "
+                           f"(ventilator {cpu_share(self.vent.pid)}; "
+                           f"{self.progress.total} executions, by worker "
+                           f"{dict(self.progress.by_worker)}; {len(cl.read_lines(self.out))} "
+                           f"output lines of {self.n}); workers {live}")
+            time.sleep(0.1)
+        return None
+
     def finish(self, timeout, expect_ok=True):
         """Waits for the ventilator and the sink, then checks the promise."""
-        vrc = self.vent.wait(timeout)
+        vrc = self.wait_vent(timeout)
         check(vrc is not None, f"the ventilator did not finish in {timeout} s:\n"
               f"{self.vent.tail()}\nsink:\n{self.sink.tail()}")
         src = self.sink.wait(60)
         check(src is not None, f"the sink did not finish:\n{self.sink.tail()}")
         self.elapsed = time.monotonic() - self.t0
         lines = cl.read_lines(self.out)
-        want = {self.expect(f"t{i:06d}") for i in range(self.n)}
+        want = {self.expect(f"t{i:06d}"): i for i in range(self.n) if i not in self.poison}
         seen, dups = set(), []
         for ln in lines:
             (dups.append(ln) if ln in seen else seen.add(ln))
         js = cl.read_json(self.summary)
         failures = cl.parse_failures(self.sink.stderr())
-        missing = want - seen
-        extra = seen - want
+        missing = set(want) - seen
+        extra = seen - set(want)
         check(not dups, f"duplicate output lines: {cl.show(dups)}")
         check(not extra, f"unexpected output lines: {cl.show(extra)}")
-        unexplained = [t for t in missing if int(t[1:7].lstrip("0") or "0") not in failures]
+        unexplained = [t for t in missing if want[t] not in failures]
         check(not unexplained, f"tasks with no result and no failure reason: "
               f"{cl.show(unexplained)}\nsink:\n{self.sink.tail()}")
         for tid, (status, code, wid, why) in failures.items():
             check(why, f"task {tid} failed ({status}) without a reason")
+        ok_ids = {want[t] for t in seen}
+        both = ok_ids & set(failures)
+        check(not both, f"tasks with an output line and a failure: {cl.show(both)}")
+        silent = self.poison - set(failures)
+        check(not silent, f"tasks that fail on purpose without a failure line: "
+              f"{cl.show(silent)}\nsink:\n{self.sink.tail()}")
+        for tid in self.poison:
+            status, code, wid, why = failures[tid]
+            check(status == "failed" and code == 3 and "boom" in why,
+                  f"task {tid} should fail with code 3 \"boom\", got {status} (code {code}) "
+                  f"on {wid}: {why!r}")
         check(js.get("total") == self.n, f"summary total {js.get('total')} != {self.n}: {js}")
         check(js.get("ok", 0) + js.get("failed", 0) == self.n,
               f"summary ok+failed != {self.n}: {js}")
+        check(js.get("missing") == 0 and js.get("malformed") == 0,
+              f"summary missing/malformed not 0: {js}")
+        wok = sum(w.get("ok", 0) for w in js.get("workers", {}).values())
+        check(wok == js.get("ok"), f"the workers' ok add up to {wok}, not {js.get('ok')}: {js}")
+        want_rc = 3 if self.poison else 0
         if expect_ok:
-            check(not missing, f"{len(missing)} tasks failed: {cl.show(missing)}\n"
+            bad = set(failures) - self.poison
+            check(not missing and not bad,
+                  f"{len(missing) + len(bad)} tasks failed: "
+                  f"{cl.show([f'{i} {failures[i]}' for i in bad] or missing)}\n"
                   f"{self.sink.tail()}")
-            check(vrc == 0, f"ventilator exit {vrc}, expected 0:\n{self.vent.tail()}")
-            check(src == 0, f"sink exit {src}, expected 0:\n{self.sink.tail()}")
+            check(js.get("ok") == self.n - len(self.poison)
+                  and js.get("failed") == len(self.poison), f"summary ok/failed: {js}")
+            check(vrc == want_rc, f"ventilator exit {vrc}, expected {want_rc}:\n"
+                  f"{self.vent.tail()}")
+            check(src == want_rc, f"sink exit {src}, expected {want_rc}:\n{self.sink.tail()}")
         else:
-            check(vrc == (3 if missing else 0), f"ventilator exit {vrc}:\n{self.vent.tail()}")
+            want_rc = 3 if missing or self.poison else 0
+            check(vrc == want_rc, f"ventilator exit {vrc}:\n{self.vent.tail()}")
+            check(src == want_rc, f"sink exit {src}:\n{self.sink.tail()}")
         self.summary_json = js
         return js
 
@@ -144,8 +227,8 @@ def mark_killed(p):
 # ----------------------------------------------------------------- scenarios
 
 def sc_kill(h, a, rng):
-    n, kills = a.tasks or (10000 if not h.emu else 600), a.kills or (5 if not h.emu else 3)
-    b = Batch(h, n)
+    n, kills = a.tasks or (600 if h.emu else 10000), a.kills or (3 if h.emu else 5)
+    b = Batch(h, n, poison_every=1000 if n >= 5000 else 100)
     names = [f"w{i}" for i in range(4)]
     for nm in names:
         b.worker(nm, ["--jobs", 2, "--exec", b.exec_cmd(nm, 0)])
@@ -157,8 +240,8 @@ def sc_kill(h, a, rng):
         live = [nm for nm in names if b.workers[nm][-1].alive()]
         victim = rng.choice(live)
         p = b.workers[victim][-1]
-        p.signal(signal.SIGKILL)
         mark_killed(p)
+        p.signal_group(signal.SIGKILL)  # a board dies with its running commands
         print(f"  kill -9 {victim} after {b.progress.total} executions; restarting it",
               flush=True)
         b.worker(victim, ["--jobs", 2, "--exec", b.exec_cmd(victim, 0)])
@@ -171,7 +254,7 @@ def sc_kill(h, a, rng):
 
 def sc_sigterm(h, a, rng):
     n = a.tasks or 300
-    b = Batch(h, n)
+    b = Batch(h, n, poison_every=100)
     names = ["w0", "w1", "w2"]
     for nm in names:
         b.worker(nm, ["--jobs", 2, "--prefetch", 2, "--exec", b.exec_cmd(nm, "0.05")])
@@ -196,7 +279,7 @@ def sc_sigterm(h, a, rng):
 def sc_sigstop(h, a, rng):
     # Long enough that work is left when the frozen worker wakes up.
     n = a.tasks or 900
-    b = Batch(h, n)
+    b = Batch(h, n, poison_every=100)
     names = ["w0", "w1", "w2"]
     for nm in names:
         b.worker(nm, ["--jobs", 2, "--host-timeout", "10s", "--exec", b.exec_cmd(nm, "0.05")])
@@ -207,20 +290,33 @@ def sc_sigstop(h, a, rng):
     print(f"chaos sigstop: w1 frozen after {b.progress.total} executions", flush=True)
     time.sleep(5)
     victim.signal_group(signal.SIGCONT)
+    b.progress.count()
+    at_cont, left = b.progress.by_worker["w1"], n - b.progress.total
+    print(f"  SIGCONT after {b.progress.total} executions, {left} tasks left", flush=True)
     js = b.finish(300)
+    b.progress.count()
     check(js.get("redelivered", 0) >= 1, f"the frozen worker's tasks were not redelivered: {js}")
     print(f"  done in {b.elapsed:.1f} s: {js.get('redelivered')} redelivered, "
-          f"{js.get('duplicates')} late duplicates dropped", flush=True)
+          f"{js.get('duplicates')} late duplicates dropped; w1 ran "
+          f"{b.progress.by_worker['w1'] - at_cont} after waking", flush=True)
     b.wait_workers(["w0", "w2"])
-    # Should the batch end while it is frozen, a --once worker finds no
-    # ventilator and gives up after --host-timeout: exit 1, said so.
-    b.wait_workers(["w1"], timeout=60, ok_codes=(0, 1))
+    if left >= 300:
+        # Seconds of work were left: the woken worker must rejoin (told to by
+        # the ventilator or on its own), take some, and get the batch's END.
+        check(b.progress.by_worker["w1"] > at_cont + 2,
+              f"w1 did no work after SIGCONT although {left} tasks were left:\n"
+              f"{b.workers['w1'][-1].describe()}\n{b.workers['w1'][-1].tail()}")
+        b.wait_workers(["w1"], timeout=60)
+    else:
+        # Should the batch end while it is frozen, a --once worker finds no
+        # ventilator and gives up after --host-timeout: exit 1, said so.
+        b.wait_workers(["w1"], timeout=60, ok_codes=(0, 1))
 
 
 def netns_batch(h, a, rng, n, delay):
     ns = cl.NetNS(h)
     ns.setup()
-    b = Batch(h, n, bind_ip="0.0.0.0")
+    b = Batch(h, n, bind_ip="0.0.0.0", poison_every=100)
     b.worker("local", ["--jobs", 2, "--exec", b.exec_cmd("local", delay)], host="127.0.0.1")
     # A --once worker cut off at the batch's end may find no ventilator to
     # end it: it gives up after --host-timeout (exit 1), which is right.
@@ -230,7 +326,9 @@ def netns_batch(h, a, rng, n, delay):
 
 
 def sc_linkcut(h, a, rng):
-    n = a.tasks or 300
+    # Long enough (about 7 s of work for two workers) that work is left when
+    # the link comes back: the cut worker must rejoin and take some.
+    n = a.tasks or 900
     ns, b = netns_batch(h, a, rng, n, "0.03")
     b.start(2)
     b.wait_progress(rng.randint(n // 6, n // 4), 120)
@@ -239,11 +337,24 @@ def sc_linkcut(h, a, rng):
     print(f"chaos linkcut: link down after {b.progress.total} executions", flush=True)
     time.sleep(5)
     ns.link(True)
+    b.progress.count()
+    at_up, left = b.progress.by_worker["remote"], n - b.progress.total
+    print(f"  link up after {b.progress.total} executions, {left} tasks left", flush=True)
     js = b.finish(300)
+    b.progress.count()
+    again = b.progress.by_worker["remote"] - at_up
     print(f"  done in {b.elapsed:.1f} s: {js.get('redelivered')} redelivered, "
-          f"{js.get('duplicates')} duplicates", flush=True)
+          f"{js.get('duplicates')} duplicates; remote ran {again} after the link came back",
+          flush=True)
     b.wait_workers(["local"])
-    b.wait_workers(["remote"], timeout=60, ok_codes=(0, 1))
+    if left >= 300:
+        check(again > 2, f"the cut worker did no work after the link came back although "
+              f"{left} tasks were left:\n{b.workers['remote'][-1].describe()}\n"
+              f"{b.workers['remote'][-1].tail()}")
+        # It rejoined, so the ventilator's END reaches it: a clean exit.
+        b.wait_workers(["remote"], timeout=60)
+    else:
+        b.wait_workers(["remote"], timeout=60, ok_codes=(0, 1))
 
 
 class LossyRelay:
@@ -314,7 +425,7 @@ def sc_netem(h, a, rng):
     n = a.tasks or 200
     ns = cl.NetNS(h)
     ns.setup()
-    b = Batch(h, n, bind_ip="0.0.0.0")
+    b = Batch(h, n, bind_ip="0.0.0.0", poison_every=100)
     b.worker("local", ["--jobs", 2, "--exec", b.exec_cmd("local", "0.02")], host="127.0.0.1")
     remote = ["--jobs", 2, "--host-timeout", "10s", "--exec", b.exec_cmd("remote", "0.02")]
     try:
@@ -378,11 +489,19 @@ def main():
     ap.add_argument("--tasks", type=int, default=0)
     ap.add_argument("--kills", type=int, default=0)
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--budget", type=int, default=900, help="seconds before the watchdog")
+    # Below CTest's TIMEOUT (900), so the harness reports and cleans up itself.
+    ap.add_argument("--budget", type=int, default=840, help="seconds before the watchdog")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
     rng = random.Random(seed)
+    # Printed first too: a run killed from outside still tells its seed.
+    replay = " ".join(shlex.quote(x) for x in [
+        sys.executable, os.path.abspath(__file__), "--bin", a.bin, f"--emulator={a.emulator}",
+        "--scenario", a.scenario, "--seed", str(seed)]
+        + (["--tasks", str(a.tasks)] if a.tasks else [])
+        + (["--kills", str(a.kills)] if a.kills else []))
+    print(f"chaos {a.scenario}: seed {seed}; replay: {replay}", flush=True)
     h = cl.Harness(a.bin, a.emulator, keep=a.keep)
     h.set_budget(a.budget)
     t0 = time.monotonic()
@@ -392,10 +511,12 @@ def main():
         print(f"SKIP: {a.scenario}: {e}", flush=True)
         h.cleanup()
         return cl.SKIP_CODE
-    except (Fail, cl.Timeout) as e:
-        print(f"FAIL: {a.scenario} (seed {seed}): {e}", flush=True)
+    except Exception as e:  # noqa: BLE001 - Fail, Timeout, or a harness error: a failure
+        what = str(e) if isinstance(e, (Fail, cl.Timeout)) else traceback.format_exc()
+        print(f"FAIL: {a.scenario} (seed {seed}): {what}", flush=True)
         for p in h.procs:
             print(f"--- {p.describe()}\n{p.tail(8)}", flush=True)
+        print(f"replay: {replay}", flush=True)
         h.cleanup()
         return 1
     h.cleanup()

@@ -60,7 +60,11 @@ def pid_alive(pid):
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (killed, not yet reaped) is gone too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class Proc:
@@ -138,6 +142,18 @@ class Proc:
         return f"{self.name} (pid {self.pid}, {state})"
 
 
+def sweep_stale_tmp():
+    """Removes temp dirs of earlier runs that were SIGKILLed (their pid is
+    gone), unless they were made with --keep."""
+    base = tempfile.gettempdir()
+    for name in os.listdir(base):
+        m = re.fullmatch(r"bp-chaos-(\d+)-\w+", name)
+        path = os.path.join(base, name)
+        if (m and not pid_alive(int(m.group(1))) and os.path.isdir(path)
+                and not os.path.exists(os.path.join(path, ".keep"))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def free_port(addr="127.0.0.1"):
     with socket.socket() as s:
         s.bind((addr, 0))
@@ -164,7 +180,10 @@ class Harness:
         self.bin = bindir
         self.emu = shlex.split(emulator)
         self.keep = keep
-        self.tmp = tempfile.mkdtemp(prefix="bp-chaos-")
+        sweep_stale_tmp()
+        self.tmp = tempfile.mkdtemp(prefix=f"bp-chaos-{os.getpid()}-")
+        if keep:
+            open(os.path.join(self.tmp, ".keep"), "w").close()
         self.procs = []
         self._undo = []  # (label, callable), run LIFO
         self._cleaning = False
