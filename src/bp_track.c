@@ -126,3 +126,20 @@ int bp_reorder_pop(struct bp_reorder *r, zmq_msg_t *msg, int *skip)
     r->held--;
     return 1;
 }
+
+void bp_reorder_skip_to(struct bp_reorder *r, uint64_t id)
+{
+    while (r->next < id) {
+        if (r->cap) {
+            size_t i = (size_t)(r->next & (r->cap - 1));
+            if (r->state[i] == 1)
+                zmq_msg_close(&r->msgs[i]);
+            if (r->state[i])
+                r->held--;
+            r->state[i] = 0;
+        }
+        r->next++;
+        if (!r->held && r->next < id)
+            r->next = id; /* nothing left to drop on the way */
+    }
+}

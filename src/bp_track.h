@@ -53,4 +53,8 @@ int bp_reorder_put(struct bp_reorder *r, uint64_t id, zmq_msg_t *msg, int skip);
  * *skip = 1 and leave msg alone), advances next and returns 1; else 0. */
 int bp_reorder_pop(struct bp_reorder *r, zmq_msg_t *msg, int *skip);
 
+/* Drops whatever is held below id and moves next up to id (no-op when
+ * next is already there): those ids were written elsewhere. */
+void bp_reorder_skip_to(struct bp_reorder *r, uint64_t id);
+
 #endif
