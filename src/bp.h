@@ -48,6 +48,11 @@ void bp_log_init(const char *prog, int level);
 #define BP_ID_MAX 64
 #define BP_DEFAULT_MAX_MSG (1024 * 1024)
 
+/* --sync: when the journal (and the sink's output) are forced to disk.
+ * The sink acknowledges a result only once it is on disk (always,
+ * interval), so a power cut loses nothing the ventilator counts as done. */
+enum bp_sync { BP_SYNC_INTERVAL = 0, BP_SYNC_ALWAYS, BP_SYNC_NONE };
+
 /* Every option of every role. bp_opts_parse() fills it from the environment
  * (BP_<LONG_NAME>) and then the command line. Strings point into argv or
  * the environment, or into the struct's own buffers. */
@@ -94,7 +99,12 @@ struct bp_opts {
     int timeout_ms; /* sink: give up after this long without progress */
     int64_t count;  /* sink --raw --once: results to wait for */
     const char *summary_json;
-    char err[256]; /* one-line message when parsing fails */
+    /* host durability (ventilator, sink) */
+    const char *journal; /* NULL: none unless --resume (then a default path) */
+    int resume;          /* continue the batch in the journal, if there is one */
+    int sync;            /* BP_SYNC_*: when the journal (and output) reach the disk */
+    int sync_ms;         /* BP_SYNC_INTERVAL: at most this long apart */
+    char err[256];       /* one-line message when parsing fails */
 };
 
 /* Fills *o with defaults for role, then applies BP_* environment variables

@@ -302,6 +302,8 @@ static void finalize(struct bp_dispatch *d, uint32_t s, int ok)
     struct task *t = &d->t[s];
     int was_lost = t->state == T_LOSTSENT || t->state == T_LOSTQ;
     leave_state(d, t);
+    if (d->c.on_final)
+        d->c.on_final(d->c.on_final_arg, t->id, ok);
     if (ok)
         d->st.ok++;
     else
@@ -745,6 +747,21 @@ int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_
     d->st.added++;
     if (id)
         *id = t->id;
+    return BP_OK;
+}
+
+int bp_dispatch_add_final(struct bp_dispatch *d, int ok, uint64_t *id)
+{
+    if (d->input_done)
+        return BP_EUSAGE;
+    if (id)
+        *id = d->next_id;
+    d->next_id++;
+    d->st.added++;
+    if (ok)
+        d->st.ok++;
+    else
+        d->st.failed++;
     return BP_OK;
 }
 

@@ -44,6 +44,10 @@ struct bp_dispatch_cfg {
     size_t pack_bytes;    /* bytes in one TASKS message (one task may be bigger) */
     uint32_t max_rec;     /* largest task/result payload accepted */
     int use_sink;         /* 0: no sink; a task is final when its worker says DONE */
+    /* Called when a task becomes final (ok: 1, failed or lost: 0), so the
+     * caller can journal it. May be NULL. Must not call the dispatcher. */
+    void (*on_final)(void *arg, uint64_t id, int ok);
+    void *on_final_arg;
 };
 
 /* Fills c with the defaults above for batch. */
@@ -65,6 +69,12 @@ int bp_dispatch_want_input(const struct bp_dispatch *d);
  * it (input order). Returns BP_OK, BP_ENOMEM, BP_ETOOBIG (len > max_rec)
  * or BP_EUSAGE (input already done). */
 int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_t *id);
+
+/* Takes the next id for a task that is already final (a resumed batch:
+ * the journal says its result reached the sink), without holding it.
+ * Counted in added and in ok or failed; on_final is not called. Returns
+ * BP_OK or BP_EUSAGE (input already done). */
+int bp_dispatch_add_final(struct bp_dispatch *d, int ok, uint64_t *id);
 
 /* No more tasks will be added: the batch has bp_dispatch_stats().added. */
 void bp_dispatch_input_done(struct bp_dispatch *d);

@@ -57,7 +57,11 @@ enum {
     O_TASK_DEADLINE,
     O_ACK_TIMEOUT,
     O_PREFETCH,
-    O_HOST_TIMEOUT
+    O_HOST_TIMEOUT,
+    O_JOURNAL,
+    O_RESUME,
+    O_SYNC,
+    O_SYNC_INTERVAL
 };
 
 struct opt_def {
@@ -109,6 +113,10 @@ static const struct opt_def opt_defs[] = {
     {"ack-timeout", required_argument, O_ACK_TIMEOUT, R_V},
     {"prefetch", required_argument, O_PREFETCH, R_W},
     {"host-timeout", required_argument, O_HOST_TIMEOUT, R_W},
+    {"journal", required_argument, O_JOURNAL, R_V | R_S},
+    {"resume", no_argument, O_RESUME, R_V | R_S},
+    {"sync", required_argument, O_SYNC, R_V | R_S},
+    {"sync-interval", required_argument, O_SYNC_INTERVAL, R_V | R_S},
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -209,6 +217,7 @@ static void defaults(struct bp_opts *o, enum bp_role role)
     o->ack_timeout_ms = 10000;
     o->prefetch = -1;
     o->host_timeout_ms = 60000;
+    o->sync_ms = 200;
     switch (role) {
     case BP_ROLE_VENTILATOR:
         o->bind = "tcp://*:5557";
@@ -247,6 +256,8 @@ static int *duration_field(struct bp_opts *o, int val)
         return &o->task_deadline_ms;
     case O_HOST_TIMEOUT:
         return &o->host_timeout_ms;
+    case O_SYNC_INTERVAL:
+        return &o->sync_ms;
     default:
         return NULL;
     }
@@ -312,6 +323,24 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
         break;
     case O_ORDERED:
         o->ordered = 1;
+        break;
+    case O_RESUME:
+        o->resume = 1;
+        break;
+    case O_JOURNAL:
+        if (!*val)
+            BAD("%s: empty file name", src);
+        o->journal = val;
+        break;
+    case O_SYNC:
+        if (!strcmp(val, "always"))
+            o->sync = BP_SYNC_ALWAYS;
+        else if (!strcmp(val, "interval"))
+            o->sync = BP_SYNC_INTERVAL;
+        else if (!strcmp(val, "none"))
+            o->sync = BP_SYNC_NONE;
+        else
+            BAD("%s: expected always, interval or none, got '%s'", src, val);
         break;
     case O_MAX_MSG:
         if (parse_size(val, &n) || n < 64 || n > (int64_t)1 << 31)
@@ -558,6 +587,28 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
     }
     if (role == BP_ROLE_VENTILATOR && is_none(o->sink))
         o->sink = NULL;
+    if ((o->journal || o->resume) && o->raw) {
+        snprintf(o->err, sizeof o->err,
+                 "--journal/--resume need the acknowledged channel: not with --raw");
+        return BP_EUSAGE;
+    }
+    if (o->sync == BP_SYNC_INTERVAL && o->sync_ms < 1) {
+        snprintf(o->err, sizeof o->err, "--sync-interval: must be at least 1ms");
+        return BP_EUSAGE;
+    }
+    /* A resumed batch is read again from the start: a pipe cannot be. */
+    if (role == BP_ROLE_VENTILATOR && (o->journal || o->resume) &&
+        (!o->input || !strcmp(o->input, "-"))) {
+        snprintf(o->err, sizeof o->err,
+                 "--journal/--resume need --input FILE (stdin cannot be read again)");
+        return BP_EUSAGE;
+    }
+    if (role == BP_ROLE_SINK && (o->journal || o->resume) &&
+        (!o->output || !strcmp(o->output, "-"))) {
+        snprintf(o->err, sizeof o->err,
+                 "--journal/--resume need --output FILE (stdout cannot be continued)");
+        return BP_EUSAGE;
+    }
     if (role == BP_ROLE_SINK) {
         if (is_none(o->control_bind))
             o->control_bind = NULL;
@@ -596,6 +647,16 @@ static const char usage_vent[] =
     "                          (default: none; the worker keeps running it)\n"
     "      --ack-timeout DUR   redeliver a task whose result the sink did not\n"
     "                          acknowledge within DUR of the worker finishing (10s)\n"
+    "      --resume            continue the batch in the journal (its batch id;\n"
+    "                          only tasks without an acknowledged result are sent);\n"
+    "                          with no journal yet, start one (default journal:\n"
+    "                          FILE.vjournal next to the input)\n"
+    "      --journal JFILE     keep the batch's progress in JFILE (removed when the\n"
+    "                          batch completes); refuses an existing one without\n"
+    "                          --resume\n"
+    "      --sync MODE         when the journal is forced to disk: interval (every\n"
+    "                          --sync-interval, default 200ms), always, none\n"
+    "                          (what is not on disk is run again after a power cut)\n"
     "      --max-msg-size SIZE largest task (default 1M)\n"
     "      --linger DUR        time to deliver the last messages on exit (1s at most)\n"
     "      --raw               plain single-frame strings over PUSH (tutorial/pyzmq\n"
@@ -668,6 +729,17 @@ static const char usage_sink[] =
     "                          wait forever); missing tasks are listed\n"
     "      --count N           with --raw --once: exit after N results\n"
     "      --summary-json FILE also write the batch summary as JSON to FILE\n"
+    "      --resume            continue the batch in the journal: the output is\n"
+    "                          appended to (never truncated), no task written twice;\n"
+    "                          with no journal yet, start one (default journal:\n"
+    "                          FILE.journal next to --output FILE)\n"
+    "      --journal JFILE     keep what was written in JFILE (removed when the\n"
+    "                          batch completes); refuses an existing one without\n"
+    "                          --resume\n"
+    "      --sync MODE         results are acknowledged once on disk: interval\n"
+    "                          (fsync every --sync-interval, default 200ms), always\n"
+    "                          (every turn), none (no fsync: a process crash loses\n"
+    "                          nothing, a power cut may)\n"
     "      --max-msg-size SIZE largest result (default 1M)\n"
     "      --raw               plain single-frame strings over PULL (tutorial/pyzmq\n"
     "                          peers): no ids, no acknowledgement\n"

@@ -1,12 +1,15 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bp_frame.h"
 #include "bp_internal.h"
+#include "bp_journal.h"
 #include "bp_role.h"
 #include "bp_sock.h"
 #include "bp_stats.h"
@@ -53,7 +56,23 @@ struct sink {
     int64_t acks_dropped;
     int64_t raw_count;
     int io_error;
+    /* the journal (--journal / --resume): see docs/journal.md */
+    struct bp_journal *j;
+    char jpath[1024];
+    uint8_t *jf; /* this turn's accepted results, not yet journaled */
+    size_t jf_len, jf_cap;
+    int jf_dirty; /* results accepted since the last commit */
+    int unsynced; /* written since the last fsync */
+    int64_t next_sync;
+    int restoring; /* batch_start() from the journal: keep it */
 };
+
+/* Sink journal records (docs/journal.md). */
+static const char SJ_MAGIC[BP_JOURNAL_MAGIC_LEN] = {'b', 'p', 's', 'j', 'r', 'n', '1', '\n'};
+enum { SJ_BATCH = 'B', SJ_TOTAL = 'T', SJ_FINAL = 'F', SJ_WRITTEN = 'W' };
+#define SJ_OK 0x01   /* the task's final result is ok */
+#define SJ_HELD 0x02 /* --ordered: held, not written yet; its bytes follow */
+#define SJ_FLUSH_AT ((size_t)1 << 20)
 
 static int write_rec(struct sink *k, const void *data, size_t len)
 {
@@ -64,6 +83,141 @@ static int write_rec(struct sink *k, const void *data, size_t len)
         return BP_EIO;
     }
     return BP_OK;
+}
+
+static void journal_fail(struct sink *k, const char *what)
+{
+    /* Acknowledging what is not on record would let a resume lose it:
+     * the sink stops rather than go on without its journal. */
+    bp_log(BP_LOG_ERROR, "journal %s: %s failed: %s", k->jpath, what, strerror(errno));
+    bp_journal_close(&k->j, 0);
+    k->io_error = 1;
+}
+
+static void jf_reserve(struct sink *k, size_t more)
+{
+    if (k->jf_len + more <= k->jf_cap)
+        return;
+    size_t cap = k->jf_cap ? k->jf_cap : 4096;
+    while (cap < k->jf_len + more)
+        cap *= 2;
+    uint8_t *p = realloc(k->jf, cap);
+    if (!p) {
+        errno = ENOMEM;
+        journal_fail(k, "holding a record");
+        return;
+    }
+    k->jf = p;
+    k->jf_cap = cap;
+}
+
+static void jf_put(struct sink *k)
+{
+    if (k->j && k->jf_len && bp_journal_put(k->j, SJ_FINAL, k->jf, k->jf_len) != BP_OK)
+        journal_fail(k, "queueing a record");
+    k->jf_len = 0;
+}
+
+/* Notes an accepted final result for the journal (held: --ordered keeps
+ * its bytes in memory, so the journal keeps them too). */
+static void journal_result(struct sink *k, uint64_t id, int ok, int held, const void *data,
+                           size_t len)
+{
+    if (!k->j)
+        return;
+    size_t need = 9 + (held ? 4 + len : 0);
+    jf_reserve(k, need);
+    if (!k->j)
+        return;
+    uint8_t *p = k->jf + k->jf_len;
+    bp_put_be64(p, id);
+    p[8] = (uint8_t)((ok ? SJ_OK : 0) | (held ? SJ_HELD : 0));
+    if (held) {
+        bp_put_be32(p + 9, (uint32_t)len);
+        if (len)
+            memcpy(p + 13, data, len);
+    }
+    k->jf_len += need;
+    k->jf_dirty = 1;
+    if (k->jf_len >= SJ_FLUSH_AT)
+        jf_put(k);
+}
+
+static int fsync_out(struct sink *k)
+{
+    int fd = fileno(k->out);
+    return fd >= 0 && fdatasync(fd) != 0 && errno != EINVAL ? -1 : 0;
+}
+
+/* Makes this turn's results part of the record: output flushed, then the
+ * accepted ids and the output's length journaled (a turn counts only
+ * once its W record is in), and both forced to disk when --sync says so
+ * (sync_now: whatever the interval). Returns 1 when acknowledgements may
+ * go out (what they acknowledge is as durable as --sync promises). */
+static int journal_commit(struct sink *k, int64_t now, int sync_now)
+{
+    if (!k->j)
+        return 1;
+    if (k->jf_dirty) {
+        if (fflush(k->out) != 0) {
+            journal_fail(k, "writing the output");
+            return 0;
+        }
+        jf_put(k);
+        uint8_t w[16];
+        off_t end = ftello(k->out);
+        bp_put_be64(w, (uint64_t)(end < 0 ? 0 : end));
+        bp_put_be64(w + 8, k->ro.next);
+        if (!k->j || bp_journal_put(k->j, SJ_WRITTEN, w, sizeof w) != BP_OK) {
+            if (k->j)
+                journal_fail(k, "queueing a record");
+            return 0;
+        }
+        k->jf_dirty = 0;
+    }
+    if (bp_journal_pending(k->j)) {
+        if (bp_journal_flush(k->j, 0) != BP_OK) {
+            journal_fail(k, "writing");
+            return 0;
+        }
+        k->unsynced = 1;
+    }
+    if (!k->unsynced || k->o->sync == BP_SYNC_NONE)
+        return 1;
+    if (k->o->sync == BP_SYNC_INTERVAL && !sync_now && now < k->next_sync)
+        return 0; /* the acknowledgements wait for the next sync */
+    if (fsync_out(k) != 0) {
+        journal_fail(k, "syncing the output");
+        return 0;
+    }
+    if (bp_journal_flush(k->j, 1) != BP_OK) {
+        journal_fail(k, "syncing");
+        return 0;
+    }
+    k->unsynced = 0;
+    k->next_sync = now + k->o->sync_ms;
+    return 1;
+}
+
+/* Starts the journal of a new batch (the old one is replaced). */
+static void journal_new_batch(struct sink *k, uint64_t batch)
+{
+    char err[1200];
+    bp_journal_close(&k->j, 0);
+    k->jf_len = 0;
+    k->jf_dirty = 0;
+    k->j = bp_journal_open(k->jpath, SJ_MAGIC, -1, err, sizeof err);
+    if (!k->j) {
+        bp_log(BP_LOG_ERROR, "%s", err);
+        k->io_error = 1;
+        return;
+    }
+    uint8_t b[9];
+    bp_put_be64(b, batch);
+    b[8] = k->o->ordered ? 1 : 0;
+    if (bp_journal_put(k->j, SJ_BATCH, b, sizeof b) != BP_OK)
+        journal_fail(k, "queueing a record");
+    k->unsynced = 1;
 }
 
 static void batch_start(struct sink *k, uint64_t batch)
@@ -85,6 +239,8 @@ static void batch_start(struct sink *k, uint64_t batch)
     bp_idset_free(&k->tried);
     bp_reorder_free(&k->ro);
     bp_reorder_init(&k->ro);
+    if (k->jpath[0] && !k->restoring)
+        journal_new_batch(k, batch);
     bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " started", batch);
 }
 
@@ -184,12 +340,14 @@ static void ack(struct sink *k, uint64_t id, uint16_t attempt, uint8_t kind)
             k->acks_dropped++;
             return;
         }
-        flush_acks(k);
+        if (journal_commit(k, bp_now_ms(), 1))
+            flush_acks(k);
     }
     if (k->acks.n == 0)
         bp_pack_begin(&k->acks, BP_MSG_ACK, k->batch);
     bp_pack_ack(&k->acks, id, attempt, kind);
-    if (k->acks.len >= BP_PACK_BYTES)
+    /* (with a journal, a full pack waits for the turn's commit) */
+    if (k->acks.len >= BP_PACK_BYTES && !k->j)
         flush_acks(k);
 }
 
@@ -212,7 +370,8 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
         zmq_msg_close(&m);
     }
     fflush(k->out);
-    flush_acks(k);
+    if (journal_commit(k, now, 1))
+        flush_acks(k);
     if (k->progress)
         bp_role_progress_line(NULL);
     struct bp_report r = {0};
@@ -270,6 +429,14 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
     if (rep)
         *rep = r;
     k->active = 0;
+    if (k->j && complete) {
+        /* Every result is written: nothing left to resume. */
+        if (bp_journal_close(&k->j, 1) != BP_OK)
+            bp_log(BP_LOG_WARN, "cannot remove journal %s: %s", k->jpath, strerror(errno));
+    } else if (k->j) {
+        bp_log(BP_LOG_INFO, "batch %016" PRIx64 " kept in %s: a sink with --resume continues it",
+               k->batch, k->jpath);
+    }
     if (!complete)
         return BP_EINCOMPLETE;
     return r.failed ? BP_EFAILED : BP_OK;
@@ -308,6 +475,7 @@ static void output(struct sink *k, const struct bp_result_rec *r, int ok)
     if (!k->o->ordered) {
         if (ok)
             write_rec(k, r->data, r->len);
+        journal_result(k, r->id, ok, 0, NULL, 0);
         return;
     }
     zmq_msg_t m;
@@ -315,6 +483,7 @@ static void output(struct sink *k, const struct bp_result_rec *r, int ok)
         bp_log(BP_LOG_ERROR, "out of memory holding task %" PRIu64 ": written out of order", r->id);
         if (ok)
             write_rec(k, r->data, r->len);
+        journal_result(k, r->id, ok, 0, NULL, 0);
         return;
     }
     if (ok && r->len)
@@ -326,9 +495,14 @@ static void output(struct sink *k, const struct bp_result_rec *r, int ok)
                r->id, k->ro.next);
         if (ok)
             write_rec(k, r->data, r->len);
+        journal_result(k, r->id, ok, 0, NULL, 0);
         zmq_msg_close(&m);
         return;
     }
+    /* Held (the pops below may write it at once): the journal keeps its
+     * bytes, and a resume puts back what its W record says is not
+     * written yet. */
+    journal_result(k, r->id, ok, ok, r->data, r->len);
     zmq_msg_close(&m);
     zmq_msg_t out;
     zmq_msg_init(&out);
@@ -447,14 +621,24 @@ static void on_message(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
     case BP_MSG_BEGIN:
         adopt_ventilator(k, rid);
         break;
-    case BP_MSG_CLOSE:
+    case BP_MSG_CLOSE: {
         adopt_ventilator(k, rid);
+        int64_t was = k->end_seen ? k->total : -1;
         k->end_seen = 1;
         k->total = (int64_t)bp_msg_u64(m, 0);
         if (k->total < 0)
             k->total = 0;
+        if (k->j && k->total != was) {
+            /* A sink restarted quickly is not told the size again. */
+            uint8_t b[8];
+            bp_put_be64(b, (uint64_t)k->total);
+            if (bp_journal_put(k->j, SJ_TOTAL, b, sizeof b) != BP_OK)
+                journal_fail(k, "queueing a record");
+            k->jf_dirty = 1;
+        }
         bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " has %" PRId64 " tasks", k->batch, k->total);
         break;
+    }
     case BP_MSG_RESULTS: {
         uint8_t wl;
         const char *w = bp_msg_wid(m, &wl);
@@ -477,6 +661,9 @@ static void on_message(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
 
 static void sink_close(struct sink *k)
 {
+    if (k->j && k->out && journal_commit(k, bp_now_ms(), 1) == 0)
+        bp_log(BP_LOG_ERROR, "journal %s: the last results may not be on record", k->jpath);
+    bp_journal_close(&k->j, 0);
     bp_sock_close(&k->sock);
     if (k->own_ctx && k->ctx)
         zmq_ctx_term(k->ctx);
@@ -491,6 +678,233 @@ static void sink_close(struct sink *k)
     bp_reorder_free(&k->ro);
     bp_pack_free(&k->acks);
     bp_pack_free(&k->reply);
+    free(k->jf);
+    k->jf = NULL;
+}
+
+/* What a journal says, read back for --resume. */
+struct sj_state {
+    struct sink *k;
+    uint64_t batch;
+    int ordered;
+    int64_t total;
+    uint8_t *pend; /* F payloads since the last W: not committed yet */
+    size_t pend_len, pend_cap;
+    int64_t committed; /* W records */
+    uint64_t out_off;
+    int64_t done, failed;
+};
+
+/* Applies the F entries of one committed turn. */
+static int sj_apply(struct sj_state *st, uint64_t next)
+{
+    struct sink *k = st->k;
+    size_t i = 0;
+    while (i < st->pend_len) {
+        if (st->pend_len - i < 9)
+            return BP_EPROTO;
+        uint64_t id = bp_get_be64(st->pend + i);
+        uint8_t fl = st->pend[i + 8];
+        i += 9;
+        const uint8_t *data = NULL;
+        uint32_t len = 0;
+        if (fl & SJ_HELD) {
+            if (st->pend_len - i < 4 || st->pend_len - i - 4 < bp_get_be32(st->pend + i))
+                return BP_EPROTO;
+            len = bp_get_be32(st->pend + i);
+            data = st->pend + i + 4;
+            i += 4 + len;
+        }
+        int fresh = bp_idset_add(&k->seen, id);
+        if (fresh < 0)
+            return BP_EPROTO;
+        if (!fresh)
+            continue;
+        int ok = fl & SJ_OK;
+        if (!ok && bp_idset_add(&k->failed, id) < 0)
+            return BP_EPROTO;
+        bp_stats_add(&k->st, "(before resume)", ok);
+        if (!ok)
+            st->failed++;
+        st->done++;
+        if (k->o->ordered && id >= k->ro.next && id >= next) {
+            zmq_msg_t m;
+            int held = (fl & SJ_HELD) && ok;
+            if (zmq_msg_init_size(&m, held ? len : 0) != 0)
+                return BP_ENOMEM;
+            if (held && len)
+                memcpy(zmq_msg_data(&m), data, len);
+            int rc = bp_reorder_put(&k->ro, id, &m, !held);
+            zmq_msg_close(&m);
+            if (rc != 0)
+                return BP_EPROTO;
+        }
+    }
+    st->pend_len = 0;
+    if (k->o->ordered)
+        bp_reorder_skip_to(&k->ro, next);
+    return BP_OK;
+}
+
+static int sj_record(void *arg, uint8_t type, const uint8_t *p, size_t len)
+{
+    struct sj_state *st = arg;
+    switch (type) {
+    case SJ_BATCH:
+        if (len != 9 || st->batch)
+            return BP_EPROTO;
+        st->batch = bp_get_be64(p);
+        st->ordered = p[8] & 1;
+        if (!st->batch)
+            return BP_EPROTO;
+        if (st->ordered != (st->k->o->ordered != 0))
+            return BP_EUSAGE;
+        /* the batch, as it was when the journal began */
+        st->k->restoring = 1;
+        batch_start(st->k, st->batch);
+        st->k->restoring = 0;
+        return BP_OK;
+    case SJ_TOTAL:
+        if (len != 8 || !st->batch)
+            return BP_EPROTO;
+        st->total = (int64_t)bp_get_be64(p);
+        return BP_OK;
+    case SJ_FINAL:
+        if (!st->batch)
+            return BP_EPROTO;
+        if (st->pend_len + len > st->pend_cap) {
+            size_t cap = st->pend_cap ? st->pend_cap : 4096;
+            while (cap < st->pend_len + len)
+                cap *= 2;
+            uint8_t *n = realloc(st->pend, cap);
+            if (!n)
+                return BP_ENOMEM;
+            st->pend = n;
+            st->pend_cap = cap;
+        }
+        memcpy(st->pend + st->pend_len, p, len);
+        st->pend_len += len;
+        return BP_OK;
+    case SJ_WRITTEN: {
+        if (len != 16 || !st->batch)
+            return BP_EPROTO;
+        int rc = sj_apply(st, bp_get_be64(p + 8));
+        if (rc != BP_OK)
+            return rc;
+        st->out_off = bp_get_be64(p);
+        st->committed++;
+        return BP_OK;
+    }
+    default:
+        return BP_EPROTO;
+    }
+}
+
+/* --resume / --journal: reads the journal back (if there is one) and
+ * opens the output to continue it. Returns BP_OK or an error (logged). */
+static int sink_restore(struct sink *k)
+{
+    const struct bp_opts *o = k->o;
+    if (bp_journal_path(k->jpath, sizeof k->jpath, o->journal, o->output, ".journal") != BP_OK)
+        return BP_EUSAGE;
+    struct sj_state st = {.k = k, .total = -1};
+    struct bp_journal_scan sc;
+    char err[1200];
+    int rc = bp_journal_scan(k->jpath, SJ_MAGIC, sj_record, &st, &sc, err, sizeof err);
+    int missing = rc == BP_EIO && errno == ENOENT;
+    free(st.pend);
+    if (missing) {
+        /* no journal yet: the batch to come starts one */
+    } else if (rc == BP_EUSAGE) {
+        bp_log(BP_LOG_ERROR, "journal %s was written %s --ordered: resume with the same options",
+               k->jpath, o->ordered ? "without" : "with");
+        return rc;
+    } else if (rc != BP_OK) {
+        if (!err[0])
+            snprintf(err, sizeof err,
+                     "journal %s: record %" PRId64 " makes no sense: not a "
+                     "sink journal of this version?",
+                     k->jpath, sc.records + 1);
+        bp_log(BP_LOG_ERROR, "%s", err);
+        return rc == BP_ENOMEM ? rc : BP_EUSAGE;
+    }
+    if (st.batch && !o->resume) {
+        bp_log(BP_LOG_ERROR,
+               "journal %s holds batch %016" PRIx64 ": continue it with --resume, "
+               "or remove the file to start afresh",
+               k->jpath, st.batch);
+        return BP_EUSAGE;
+    }
+    if (sc.tail == BP_JT_CORRUPT) {
+        /* Results acknowledged after the damage would be lost for good. */
+        bp_log(BP_LOG_ERROR,
+               "journal %s is damaged at byte %" PRId64 " with %" PRId64
+               " bytes after it: refusing to resume (move it away to start afresh)",
+               k->jpath, sc.valid_end, sc.size - sc.valid_end);
+        return BP_EUSAGE;
+    }
+    if (st.batch && sc.tail == BP_JT_TORN)
+        bp_log(BP_LOG_WARN,
+               "journal %s: the last record is torn (%" PRId64 " bytes cut); "
+               "what it held was never acknowledged and comes again",
+               k->jpath, sc.size - sc.valid_end);
+    if (!o->resume) {
+        k->out = fopen(o->output, "wb");
+    } else if (!st.batch) {
+        k->out = fopen(o->output, "ab"); /* --resume never truncates */
+    } else {
+        int fd = open(o->output, O_RDWR | O_CLOEXEC);
+        struct stat sb;
+        if (fd < 0 || fstat(fd, &sb) != 0) {
+            bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return BP_EIO;
+        }
+        if ((uint64_t)sb.st_size < st.out_off) {
+            bp_log(BP_LOG_ERROR,
+                   "%s is shorter than journal %s says (%" PRId64 " < %" PRIu64
+                   " bytes): refusing to resume",
+                   o->output, k->jpath, (int64_t)sb.st_size, st.out_off);
+            close(fd);
+            return BP_EUSAGE;
+        }
+        /* What was written after the last commit was never acknowledged:
+         * it comes again, so it goes. */
+        if (ftruncate(fd, (off_t)st.out_off) != 0 || lseek(fd, 0, SEEK_END) < 0) {
+            bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
+            close(fd);
+            return BP_EIO;
+        }
+        k->out = fdopen(fd, "ab");
+        if (!k->out)
+            close(fd);
+    }
+    if (!k->out || fseeko(k->out, 0, SEEK_END) != 0) {
+        bp_log(BP_LOG_ERROR, "cannot write %s: %s", o->output, strerror(errno));
+        return BP_EIO;
+    }
+    k->own_out = 1;
+    if (st.batch) {
+        if (st.total >= 0) {
+            k->end_seen = 1;
+            k->total = st.total;
+        }
+        while (bp_idset_has(&k->seen, k->low))
+            k->low++;
+        bp_log(BP_LOG_INFO,
+               "resuming batch %016" PRIx64 " from %s: %" PRId64 " results written "
+               "before (%" PRId64 " failed)%s",
+               st.batch, k->jpath, st.done, st.failed,
+               k->ro.held ? ", some held for --ordered" : "");
+        char e2[1200];
+        k->j = bp_journal_open(k->jpath, SJ_MAGIC, sc.valid_end, e2, sizeof e2);
+        if (!k->j) {
+            bp_log(BP_LOG_ERROR, "%s", e2);
+            return BP_EIO;
+        }
+    }
+    return BP_OK;
 }
 
 static int sink_open(struct sink *k)
@@ -499,6 +913,10 @@ static int sink_open(struct sink *k)
     char err[320];
     if (k->io && k->io->out) {
         k->out = k->io->out;
+    } else if (o->journal || o->resume) {
+        int rc = sink_restore(k);
+        if (rc != BP_OK)
+            return rc;
     } else if (o->output && strcmp(o->output, "-") != 0) {
         k->out = fopen(o->output, "wb");
         if (!k->out) {
@@ -595,6 +1013,10 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
             if (left < tmo)
                 tmo = (long)left;
         }
+        if (k.j && k.unsynced && o->sync == BP_SYNC_INTERVAL)
+            tmo = k.next_sync <= now        ? 0
+                  : k.next_sync - now < tmo ? (long)(k.next_sync - now)
+                                            : tmo;
         zmq_pollitem_t it = {.socket = k.sock, .events = ZMQ_POLLIN};
         int prc = zmq_poll(&it, 1, tmo);
         if (prc < 0 && errno != EINTR) {
@@ -638,9 +1060,14 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
                     done = 1;
             }
         }
-        /* Acknowledge what this turn brought, in one message. */
-        if (k.active)
+        /* Acknowledge what this turn brought, in one message (with a
+         * journal: once it is on record, see journal_commit()). */
+        if (k.active && journal_commit(&k, bp_now_ms(), 0))
             flush_acks(&k);
+        if (k.io_error && k.j == NULL && k.jpath[0] && k.active) {
+            result = BP_EIO; /* the journal failed: stop rather than lose */
+            break;
+        }
         if (done == 2)
             break;
         if (done) {

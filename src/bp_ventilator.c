@@ -9,8 +9,10 @@
 #include "bp_frame.h"
 #include "bp_input.h"
 #include "bp_internal.h"
+#include "bp_journal.h"
 #include "bp_role.h"
 #include "bp_sock.h"
+#include "bp_track.h"
 
 /* How long a finished batch waits for the sink's COMPLETE (every result
  * was acknowledged one by one already; this only confirms the batch). */
@@ -35,7 +37,37 @@ struct vent {
     int connected; /* connections with a completed handshake */
     uint32_t *fds; /* their fds, from the monitor */
     int fd_cap;
+    /* the journal (--journal / --resume): see docs/journal.md */
+    struct bp_journal *j;
+    char jpath[1024];
+    uint8_t *jfin; /* final outcomes not yet queued: n x (u64 id, u8 ok) */
+    size_t jfin_len;
+    int64_t in_count; /* records taken in (ids 0 .. in_count - 1) */
+    uint64_t in_hash; /* of those records, to recognise the input */
+    int64_t j_count;  /* in_count last journaled */
+    int64_t j_next_sync;
+    int j_unsynced;
+    /* what the journal says was done before (a resumed batch) */
+    int resumed;
+    uint64_t r_batch;
+    int64_t r_count;
+    uint64_t r_hash;
+    struct bp_idset r_final, r_failed;
+    int64_t r_bad;
 };
+
+/* Ventilator journal records (docs/journal.md). */
+static const char VJ_MAGIC[BP_JOURNAL_MAGIC_LEN] = {'b', 'p', 'v', 'j', 'r', 'n', '1', '\n'};
+enum { VJ_BATCH = 'B', VJ_INPUT = 'I', VJ_FINAL = 'F' };
+#define VJ_FIN_REC 9
+#define VJ_FIN_MAX ((size_t)64 * 1024 / VJ_FIN_REC * VJ_FIN_REC)
+
+static uint64_t hash_record(uint64_t h, const void *rec, size_t len)
+{
+    uint8_t l[4];
+    bp_put_be32(l, (uint32_t)len);
+    return bp_fnv64(bp_fnv64(h, l, sizeof l), rec, len);
+}
 
 static int open_input(struct vent *v)
 {
@@ -59,6 +91,271 @@ static int open_input(struct vent *v)
     return rc;
 }
 
+/* ---- the journal ---- */
+
+static int64_t count_ids(const struct bp_idset *s)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < s->words; i++)
+        n += __builtin_popcountll(s->bits[i]);
+    return n;
+}
+
+static void journal_drop(struct vent *v, const char *what)
+{
+    bp_log(BP_LOG_ERROR,
+           "journal %s: %s failed (%s): going on without it; a resume would "
+           "run the tasks done from here on again",
+           v->jpath, what, strerror(errno));
+    bp_journal_close(&v->j, 0);
+}
+
+static void jfin_put(struct vent *v)
+{
+    if (v->j && v->jfin_len && bp_journal_put(v->j, VJ_FINAL, v->jfin, v->jfin_len) != BP_OK)
+        journal_drop(v, "queueing a record");
+    v->jfin_len = 0;
+}
+
+/* The dispatcher's on_final: a task's result reached the sink. */
+static void on_final(void *arg, uint64_t id, int ok)
+{
+    struct vent *v = arg;
+    if (!v->j)
+        return;
+    if (v->jfin_len + VJ_FIN_REC > VJ_FIN_MAX)
+        jfin_put(v);
+    bp_put_be64(v->jfin + v->jfin_len, id);
+    v->jfin[v->jfin_len + 8] = (uint8_t)(ok ? 1 : 0);
+    v->jfin_len += VJ_FIN_REC;
+}
+
+/* Writes what this turn added to the journal; syncs as --sync says.
+ * Losing what was not synced only makes a resume run those tasks again
+ * (the sink keeps the first result), so nothing waits for the disk. */
+static void journal_turn(struct vent *v, int64_t now, int force_sync)
+{
+    if (!v->j)
+        return;
+    /* (a resumed batch re-reads what the journal has: nothing new to say
+     * until it reads past that) */
+    if (v->in_count > v->j_count) {
+        uint8_t b[16];
+        bp_put_be64(b, (uint64_t)v->in_count);
+        bp_put_be64(b + 8, v->in_hash);
+        if (bp_journal_put(v->j, VJ_INPUT, b, sizeof b) != BP_OK) {
+            journal_drop(v, "queueing a record");
+            return;
+        }
+        v->j_count = v->in_count;
+    }
+    jfin_put(v);
+    if (!v->j)
+        return;
+    if (bp_journal_pending(v->j)) {
+        v->j_unsynced = 1;
+        if (bp_journal_flush(v->j, 0) != BP_OK) {
+            journal_drop(v, "writing");
+            return;
+        }
+    }
+    int mode = v->o->sync;
+    if (!v->j_unsynced || mode == BP_SYNC_NONE)
+        return;
+    if (mode == BP_SYNC_ALWAYS || force_sync || now >= v->j_next_sync) {
+        if (bp_journal_flush(v->j, 1) != BP_OK) {
+            journal_drop(v, "syncing");
+            return;
+        }
+        v->j_unsynced = 0;
+        v->j_next_sync = now + v->o->sync_ms;
+    }
+}
+
+/* When journal_turn() must run again to sync (INT64_MAX: not needed). */
+static int64_t journal_deadline(const struct vent *v)
+{
+    if (!v->j || !v->j_unsynced || v->o->sync != BP_SYNC_INTERVAL)
+        return INT64_MAX;
+    return v->j_next_sync;
+}
+
+static int vj_record(void *arg, uint8_t type, const uint8_t *p, size_t len)
+{
+    struct vent *v = arg;
+    switch (type) {
+    case VJ_BATCH:
+        if (len < 8 || v->r_batch)
+            return BP_EPROTO;
+        v->r_batch = bp_get_be64(p);
+        return v->r_batch ? BP_OK : BP_EPROTO;
+    case VJ_INPUT:
+        if (len != 16 || (int64_t)bp_get_be64(p) < v->r_count)
+            return BP_EPROTO;
+        v->r_count = (int64_t)bp_get_be64(p);
+        v->r_hash = bp_get_be64(p + 8);
+        return BP_OK;
+    case VJ_FINAL:
+        if (len % VJ_FIN_REC)
+            return BP_EPROTO;
+        for (size_t i = 0; i < len; i += VJ_FIN_REC) {
+            uint64_t id = bp_get_be64(p + i);
+            /* Finals come after the input record that took their task. */
+            if (id >= (uint64_t)v->r_count || bp_idset_add(&v->r_final, id) < 0 ||
+                (!p[i + 8] && bp_idset_add(&v->r_failed, id) < 0)) {
+                v->r_bad++;
+                continue;
+            }
+        }
+        return BP_OK;
+    default:
+        return BP_EPROTO;
+    }
+}
+
+/* Reads the input's first count records again: the same file gives the
+ * same hash. Returns BP_OK or BP_EUSAGE with the reason logged. */
+static int check_input(struct vent *v, int64_t count, uint64_t want)
+{
+    const struct bp_opts *o = v->o;
+    FILE *f = fopen(o->input, "rb");
+    if (!f) {
+        bp_log(BP_LOG_ERROR, "cannot read %s: %s", o->input, strerror(errno));
+        return BP_EIO;
+    }
+    struct bp_reader r;
+    if (bp_reader_init(&r, f, o->nul, (size_t)o->max_msg) != BP_OK) {
+        fclose(f);
+        return BP_ENOMEM;
+    }
+    uint64_t h = BP_FNV64_INIT;
+    int64_t n = 0;
+    int rc = BP_OK;
+    while (n < count) {
+        const char *rec;
+        size_t len;
+        rc = bp_reader_next(&r, &rec, &len);
+        if (rc == BP_ETOOBIG)
+            continue; /* skipped on every run alike */
+        if (rc != BP_OK)
+            break;
+        h = hash_record(h, rec, len);
+        n++;
+    }
+    bp_reader_free(&r);
+    fclose(f);
+    if (rc == BP_EIO) {
+        bp_log(BP_LOG_ERROR, "cannot read %s: %s", o->input, strerror(errno));
+        return BP_EIO;
+    }
+    if (n < count || h != want) {
+        bp_log(BP_LOG_ERROR,
+               "%s is not the input of the batch in journal %s (%s its first %" PRId64
+               " tasks): refusing to resume; remove the journal to start a new batch",
+               o->input, v->jpath, n < count ? "it is shorter than" : "it differs in", count);
+        return BP_EUSAGE;
+    }
+    return BP_OK;
+}
+
+/* Opens the journal: continues the batch in it (--resume) or starts a
+ * new one. Sets *batch. Returns BP_OK or an error (logged). */
+static int journal_open(struct vent *v, uint64_t *batch)
+{
+    const struct bp_opts *o = v->o;
+    if (bp_journal_path(v->jpath, sizeof v->jpath, o->journal, o->input, ".vjournal") != BP_OK)
+        return BP_EUSAGE;
+    v->jfin = malloc(VJ_FIN_MAX);
+    if (!v->jfin)
+        return BP_ENOMEM;
+    char err[1200];
+    struct bp_journal_scan sc;
+    int rc = bp_journal_scan(v->jpath, VJ_MAGIC, vj_record, v, &sc, err, sizeof err);
+    int64_t keep = -1;
+    if (rc == BP_EIO && errno == ENOENT) {
+        /* no journal yet: a new batch */
+    } else if (rc != BP_OK) {
+        if (rc == BP_EPROTO && !err[0])
+            snprintf(err, sizeof err,
+                     "journal %s: a record makes no sense (%" PRId64
+                     " read before it): not a ventilator journal of this version?",
+                     v->jpath, sc.records);
+        bp_log(BP_LOG_ERROR, "%s", err);
+        return rc == BP_ENOMEM ? rc : BP_EUSAGE;
+    } else if (!v->r_batch && sc.tail == BP_JT_CORRUPT) {
+        bp_log(BP_LOG_ERROR,
+               "journal %s is damaged before its batch record: refusing to "
+               "resume (remove it to start a new batch)",
+               v->jpath);
+        return BP_EUSAGE;
+    } else if (v->r_batch) {
+        if (!o->resume) {
+            bp_log(BP_LOG_ERROR,
+                   "journal %s holds batch %016" PRIx64 ": continue it with --resume, or "
+                   "remove the file to start a new batch",
+                   v->jpath, v->r_batch);
+            return BP_EUSAGE;
+        }
+        if (sc.tail == BP_JT_TORN)
+            bp_log(BP_LOG_WARN,
+                   "journal %s: the last record is torn (%" PRId64
+                   " bytes cut): its tasks run again",
+                   v->jpath, sc.size - sc.valid_end);
+        else if (sc.tail == BP_JT_CORRUPT)
+            bp_log(BP_LOG_WARN,
+                   "journal %s: damaged record at byte %" PRId64 ", the %" PRId64
+                   " bytes from there are dropped: those tasks run again",
+                   v->jpath, sc.valid_end, sc.size - sc.valid_end);
+        if (v->r_bad)
+            bp_log(BP_LOG_WARN,
+                   "journal %s: %" PRId64 " records name tasks it never read: "
+                   "ignored",
+                   v->jpath, v->r_bad);
+        rc = check_input(v, v->r_count, v->r_hash);
+        if (rc != BP_OK)
+            return rc;
+        keep = sc.valid_end;
+        v->resumed = 1;
+    }
+    /* (a journal with no batch record yet, e.g. killed right after
+     * creating it, is started anew) */
+    v->j = bp_journal_open(v->jpath, VJ_MAGIC, keep, err, sizeof err);
+    if (!v->j) {
+        bp_log(BP_LOG_ERROR, "%s", err);
+        return BP_EIO;
+    }
+    if (v->resumed) {
+        *batch = v->r_batch;
+        v->j_count = v->r_count; /* re-read up to here, same hash */
+        return BP_OK;
+    }
+    uint8_t b[8];
+    bp_put_be64(b, *batch);
+    if (bp_journal_put(v->j, VJ_BATCH, b, sizeof b) != BP_OK ||
+        bp_journal_flush(v->j, 1) != BP_OK) {
+        bp_log(BP_LOG_ERROR, "cannot write journal %s: %s", v->jpath, strerror(errno));
+        return BP_EIO;
+    }
+    return BP_OK;
+}
+
+/* Takes one input record into the batch: a task, or (resumed) an id
+ * whose result the journal says reached the sink already. */
+static int take_record(struct vent *v, const char *rec, size_t len)
+{
+    uint64_t id = (uint64_t)v->in_count;
+    int rc;
+    if (v->resumed && v->in_count < v->r_count && bp_idset_has(&v->r_final, id))
+        rc = bp_dispatch_add_final(v->d, !bp_idset_has(&v->r_failed, id), NULL);
+    else
+        rc = bp_dispatch_add(v->d, rec, len, NULL);
+    if (rc == BP_OK) {
+        v->in_hash = hash_record(v->in_hash, rec, len);
+        v->in_count++;
+    }
+    return rc;
+}
+
 static void vent_close(struct vent *v)
 {
     if (v->mon && v->tasks)
@@ -75,6 +372,11 @@ static void vent_close(struct vent *v)
         bp_reader_free(&v->rd);
     if (v->own_in && v->in)
         fclose(v->in);
+    bp_journal_close(&v->j, 0);
+    free(v->jfin);
+    v->jfin = NULL;
+    bp_idset_free(&v->r_final);
+    bp_idset_free(&v->r_failed);
 }
 
 /* Whether reading a record now would not block on a slow pipe or tty. */
@@ -367,8 +669,10 @@ static int run_v2(struct vent *v, struct bp_report *rep)
             stop_at = now;
             bp_log(BP_LOG_WARN, "stopping with %" PRId64 " of %" PRId64 " tasks not done",
                    s.added - s.ok - s.failed, s.added);
-            if (!s.input_done)
-                bp_dispatch_input_done(v->d); /* the sink learns the real size */
+            /* The sink learns the real size, unless the batch is to be
+             * resumed: then it is bigger than what was read so far. */
+            if (!s.input_done && !v->j)
+                bp_dispatch_input_done(v->d);
             bp_dispatch_finish(v->d, BP_END_STOPPING);
             result = BP_EINCOMPLETE;
         }
@@ -400,7 +704,7 @@ static int run_v2(struct vent *v, struct bp_report *rep)
                    (double)o->wait_timeout_ms / 1000.0, s.queued);
             stopping = 1;
             stop_at = now;
-            if (!s.input_done)
+            if (!s.input_done && !v->j)
                 bp_dispatch_input_done(v->d);
             bp_dispatch_finish(v->d, BP_END_STOPPING);
             result = BP_ETIMEDOUT;
@@ -425,7 +729,7 @@ static int run_v2(struct vent *v, struct bp_report *rep)
                 result = BP_EIO;
                 break;
             }
-            rc = bp_dispatch_add(v->d, rec, len, NULL);
+            rc = take_record(v, rec, len);
             if (rc != BP_OK) {
                 bp_log(BP_LOG_ERROR, "cannot hold task %" PRId64 ": %s", v->rd.record,
                        bp_strerror(rc));
@@ -467,7 +771,10 @@ static int run_v2(struct vent *v, struct bp_report *rep)
         int want_in = !stopping && !waiting && !eof && bp_dispatch_want_input(v->d);
         if (want_in && v->rd.fd >= 0)
             it[n++] = (zmq_pollitem_t){.fd = v->rd.fd, .events = ZMQ_POLLIN};
+        journal_turn(v, now, 0);
         int64_t wake = bp_dispatch_next_deadline(v->d);
+        if (journal_deadline(v) < wake)
+            wake = journal_deadline(v);
         long tmo = wake == INT64_MAX ? 1000 : wake > now ? (long)(wake - now) : 0;
         if (tmo > 1000)
             tmo = 1000;
@@ -598,8 +905,22 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
         rc = run_raw(&v, rep);
     } else {
         rep->batch = bp_role_batch_id();
+        v.in_hash = BP_FNV64_INIT;
+        bp_idset_init(&v.r_final);
+        bp_idset_init(&v.r_failed);
+        if ((o->journal || o->resume) && (rc = journal_open(&v, &rep->batch)) != BP_OK) {
+            vent_close(&v);
+            return rc;
+        }
+        if (v.resumed)
+            bp_log(BP_LOG_INFO,
+                   "resuming batch %016" PRIx64 " from %s: %" PRId64 " tasks read before, %" PRId64
+                   " of them done",
+                   rep->batch, v.jpath, v.r_count, count_ids(&v.r_final));
         struct bp_dispatch_cfg c;
         bp_dispatch_defaults(&c, rep->batch);
+        c.on_final = on_final;
+        c.on_final_arg = &v;
         c.hb_ivl_ms = o->hb_ms;
         c.liveness = o->liveness;
         c.max_attempts = o->max_attempts;
@@ -617,6 +938,20 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
             return BP_ENOMEM;
         }
         rc = run_v2(&v, rep);
+        if (v.j) {
+            /* Complete (every task has its final result at the sink): the
+             * journal has served. Otherwise it is what --resume needs. */
+            journal_turn(&v, bp_now_ms(), 1);
+            if (rep->missing == 0 && (rc == BP_OK || rc == BP_EFAILED)) {
+                if (bp_journal_close(&v.j, 1) != BP_OK)
+                    bp_log(BP_LOG_WARN, "cannot remove journal %s: %s", v.jpath, strerror(errno));
+            } else if (v.j) {
+                bp_log(BP_LOG_INFO,
+                       "batch %016" PRIx64 " kept in %s: run again with --resume "
+                       "to finish it",
+                       rep->batch, v.jpath);
+            }
+        }
     }
     rep->elapsed_s = (double)(bp_now_ms() - t0) / 1000.0;
     if (o->raw)

@@ -749,6 +749,71 @@ static void t_done_ack(void **state)
     h_end(&h);
 }
 
+/* A resumed batch: ids the journal has as final are taken without a task
+ * (never sent, counted); on_final reports exactly the tasks that become
+ * final here, with their outcome, once each. */
+struct finals {
+    int n;
+    uint64_t id[16];
+    int ok[16];
+};
+
+static void note_final(void *arg, uint64_t id, int ok)
+{
+    struct finals *f = arg;
+    assert_true(f->n < 16);
+    f->id[f->n] = id;
+    f->ok[f->n] = ok;
+    f->n++;
+}
+
+static void t_resume_finals(void **state)
+{
+    (void)state;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    static struct finals f;
+    memset(&f, 0, sizeof f);
+    c.on_final = note_final;
+    c.on_final_arg = &f;
+    static struct h h; /* static: the teardown may free it after a failure */
+    h_start_sink(&h, &c);
+    uint64_t id = 99;
+    OK(bp_dispatch_add_final(h.d, 1, &id));
+    assert_true(id == 0);
+    add_n(&h, 2); /* ids 1, 2 */
+    OK(bp_dispatch_add_final(h.d, 0, &id));
+    assert_true(id == 3);
+    add_n(&h, 1); /* id 4 */
+    assert_int_equal(st0(&h, 0), 0);
+    assert_int_equal(st0(&h, 3), 0);
+    OK(w_hello(&h, RID("w1"), "w1", 10));
+    drain(&h);
+    struct bp_task_rec r[8];
+    size_t n = tasks_to(&h, 0, RID("w1"), r, 8);
+    assert_int_equal(n, 3);
+    assert_true(r[0].id == 1 && r[1].id == 2 && r[2].id == 4);
+    assert_int_equal(f.n, 0);
+    uint64_t done[] = {1, 2, 4};
+    OK(w_credit(&h, RID("w1"), 0, done, 3));
+    OK(s_ack(&h, 1, 1, BP_ACK_OK));
+    OK(s_ack(&h, 2, 1, BP_ACK_FAILED));
+    OK(s_ack(&h, 2, 1, BP_ACK_FAILED)); /* again: stale, not final twice */
+    OK(s_ack(&h, 4, 1, BP_ACK_OK));
+    assert_int_equal(f.n, 3);
+    assert_true(f.id[0] == 1 && f.ok[0] == 1);
+    assert_true(f.id[1] == 2 && f.ok[1] == 0);
+    assert_true(f.id[2] == 4 && f.ok[2] == 1);
+    bp_dispatch_input_done(h.d);
+    assert_int_equal(bp_dispatch_add_final(h.d, 1, NULL), BP_EUSAGE);
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.added, 5);
+    assert_int_equal(s.ok, 3);
+    assert_int_equal(s.failed, 2);
+    assert_int_equal(s.all_final, 1);
+    h_end(&h);
+}
+
 /* A silent worker dies after liveness x interval: OUT tasks go to the
  * front of the queue, DONE tasks wait for their ack until ack_timeout. */
 static void t_worker_silence(void **state)
@@ -2299,6 +2364,7 @@ int main(void)
         cmocka_unit_test_teardown(t_bye, teardown),
         cmocka_unit_test_teardown(t_unknown_and_refused, teardown),
         cmocka_unit_test_teardown(t_resync_to_gone_peer, teardown),
+        cmocka_unit_test_teardown(t_resume_finals, teardown),
         cmocka_unit_test_teardown(t_heartbeats, teardown),
         cmocka_unit_test_teardown(t_sink_outage, teardown),
         cmocka_unit_test_teardown(t_no_sink, teardown),

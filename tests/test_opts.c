@@ -885,6 +885,61 @@ static void t_delivery_roles(void **state)
     }
 }
 
+/* --journal, --resume, --sync, --sync-interval: defaults, values, the
+ * environment, and the combinations that cannot work. */
+static void t_durability(void **state)
+{
+    (void)state;
+    struct bp_opts o;
+    struct args a;
+    mkargs(&a, "ventilator", "-i", "t.txt", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_null(o.journal);
+    assert_int_equal(o.resume, 0);
+    assert_int_equal(o.sync, BP_SYNC_INTERVAL);
+    assert_int_equal(o.sync_ms, 200);
+
+    mkargs(&a, "ventilator", "--resume", "--journal", "j.bin", "--sync", "always",
+           "--sync-interval", "2s", "t.txt", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.resume, 1);
+    assert_string_equal(o.journal, "j.bin");
+    assert_int_equal(o.sync, BP_SYNC_ALWAYS);
+    assert_int_equal(o.sync_ms, 2000);
+    assert_string_equal(o.input, "t.txt");
+
+    char e1[] = "BP_RESUME=1", e2[] = "BP_SYNC=none", e3[] = "BP_OUTPUT=out.txt";
+    char *const env[] = {e1, e2, e3, NULL};
+    mkargs(&a, "sink", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, env);
+    assert_int_equal(o.resume, 1);
+    assert_int_equal(o.sync, BP_SYNC_NONE);
+    assert_null(o.journal);
+
+    static const struct {
+        enum bp_role role;
+        const char *a1, *a2, *a3, *want;
+    } bad[] = {
+        {BP_ROLE_VENTILATOR, "--resume", NULL, NULL, "need --input FILE"},
+        {BP_ROLE_VENTILATOR, "--resume", "-i", "-", "stdin cannot be read again"},
+        {BP_ROLE_VENTILATOR, "--journal", "j", NULL, "need --input FILE"},
+        {BP_ROLE_SINK, "--resume", NULL, NULL, "need --output FILE"},
+        {BP_ROLE_SINK, "--journal", "j", NULL, "need --output FILE"},
+        {BP_ROLE_SINK, "--resume", "-o", "-", "stdout cannot be continued"},
+        {BP_ROLE_SINK, "--resume", "--raw", NULL, "not with --raw"},
+        {BP_ROLE_VENTILATOR, "--sync", "sometimes", NULL,
+         "--sync: expected always, interval or none, got 'sometimes'"},
+        {BP_ROLE_SINK, "--sync-interval", "0", NULL, "--sync-interval: must be at least 1ms"},
+        {BP_ROLE_SINK, "--journal", "", NULL, "--journal: empty file name"},
+        {BP_ROLE_WORKER, "--resume", NULL, NULL, "unknown option '--resume'"},
+        {BP_ROLE_WORKER, "--journal", "j", NULL, "unknown option '--journal'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        mkargs(&a, "prog", bad[i].a1, bad[i].a2, bad[i].a3, NULL);
+        parse_bad(bad[i].role, &a, NULL, bad[i].want);
+    }
+}
+
 /* Every code has a text of its own: not the fallback for an unknown code
  * (a missing table entry would silently read "unknown error") and not
  * another code's text. BP_OK and BP_EXIT_INFO are both success and may
@@ -948,6 +1003,7 @@ int main(void)
         cmocka_unit_test(t_delivery_env),
         cmocka_unit_test(t_delivery_bad),
         cmocka_unit_test(t_delivery_roles),
+        cmocka_unit_test(t_durability),
         cmocka_unit_test(t_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
