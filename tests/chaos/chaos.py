@@ -87,9 +87,10 @@ class Batch:
         self.workers = {}
         self.expect = lambda t: f"{t}-done"  # what the workers make of task t
         self.vent_args = list(vent_args)
-        self.sink = h.start("sink", "sink", [
-            "--bind", f"tcp://{bind_ip}:{self.pr}", "--once", "-o", self.out,
-            "--summary-json", self.summary, "--timeout", "120s"] + list(sink_args))
+        self.sink_argv = ["--bind", f"tcp://{bind_ip}:{self.pr}", "--once", "-o", self.out,
+                          "--summary-json", self.summary, "--timeout", "120s"] + list(sink_args)
+        self.sink = h.start("sink", "sink", self.sink_argv)
+        self.sinks = [self.sink]  # every sink process of the batch (restarts)
         self.vent = None
 
     def exec_cmd(self, name, delay):
@@ -108,10 +109,25 @@ class Batch:
 
     def start(self, nworkers):
         self.t0 = time.monotonic()
-        self.vent = self.h.start("ventilator", "ventilator", [
+        self.vent_argv = [
             "--bind", f"tcp://{self.bind_ip}:{self.pt}", "--sink",
             f"tcp://{self.bind_ip}:{self.pr}", "--wait-workers", nworkers,
-            "--wait-timeout", "120s"] + self.vent_args + [self.tasks])
+            "--wait-timeout", "120s"] + self.vent_args + [self.tasks]
+        self.vent = self.h.start("ventilator", "ventilator", self.vent_argv)
+
+    def restart_vent(self, extra=()):
+        """A new ventilator with the same arguments (the host came back),
+        waiting for the workers still alive."""
+        argv = list(self.vent_argv)
+        live = sum(1 for ps in self.workers.values() if ps[-1].alive())
+        argv[argv.index("--wait-workers") + 1] = live
+        self.vent = self.h.start("ventilator", "ventilator", argv[:-1] + list(extra) + argv[-1:])
+        return self.vent
+
+    def restart_sink(self):
+        self.sink = self.h.start("sink", "sink", self.sink_argv)
+        self.sinks.append(self.sink)
+        return self.sink
 
     def wait_progress(self, count, timeout):
         end = time.monotonic() + timeout
@@ -149,7 +165,7 @@ class Batch:
             time.sleep(0.1)
         return None
 
-    def finish(self, timeout, expect_ok=True):
+    def finish(self, timeout, expect_ok=True, ordered=False):
         """Waits for the ventilator and the sink, then checks the promise."""
         vrc = self.wait_vent(timeout)
         check(vrc is not None, f"the ventilator did not finish in {timeout} s:\n"
@@ -163,10 +179,19 @@ class Batch:
         for ln in lines:
             (dups.append(ln) if ln in seen else seen.add(ln))
         js = cl.read_json(self.summary)
-        failures = cl.parse_failures(self.sink.stderr())
+        # A restarted sink does not repeat the failures its predecessor
+        # showed: all of them together must explain every failed task.
+        failures = {}
+        for sk in self.sinks:
+            failures.update(cl.parse_failures(sk.stderr()))
         missing = set(want) - seen
         extra = seen - set(want)
         check(not dups, f"duplicate output lines: {cl.show(dups)}")
+        if ordered:
+            order = [self.expect(f"t{i:06d}") for i in range(self.n) if i not in self.poison]
+            for k, (x, y) in enumerate(zip(lines, order)):
+                check(x == y, f"--ordered output out of order at line {k + 1}: {x!r}, "
+                      f"expected {y!r}")
         check(not extra, f"unexpected output lines: {cl.show(extra)}")
         unexplained = [t for t in missing if want[t] not in failures]
         check(not unexplained, f"tasks with no result and no failure reason: "
@@ -477,8 +502,185 @@ def sc_speeds(h, a, rng):
     b.wait_workers(list(b.workers))
 
 
+# ---- host crashes: the journal and --resume (docs/journal.md)
+
+RESUME_WORKERS, RESUME_JOBS, RESUME_PREFETCH = 4, 2, 1
+
+
+def resume_batch(h, a, n, sink_args=()):
+    """A batch whose ventilator and sink keep journals (--resume), over
+    workers with a known window (jobs + prefetch), so the tasks run twice
+    after a host crash have a bound: what was out on the workers or
+    waiting for its acknowledgement when the ventilator died."""
+    b = Batch(h, n, vent_args=["--resume"], sink_args=["--resume"] + list(sink_args),
+              poison_every=1000 if n >= 5000 else 100)
+    for i in range(RESUME_WORKERS):
+        b.worker(f"w{i}", ["--jobs", RESUME_JOBS, "--prefetch", RESUME_PREFETCH,
+                           "--exec", b.exec_cmd(f"w{i}", 0)])
+    return b
+
+
+def twice_bound(crashes):
+    # Per crash of the ventilator: every worker's window (running +
+    # prefetched), once more for results between the worker and the sink's
+    # acknowledgement; generous for the 2-core CI machine, but far below
+    # what a restart without the journal would run again (everything).
+    return crashes * RESUME_WORKERS * (RESUME_JOBS + RESUME_PREFETCH) * 4
+
+
+def kill_host_role(b, which, at):
+    p = b.vent if which == "ventilator" else b.sink
+    b.wait_progress(at, 300)
+    mark_killed(p)
+    p.signal_group(signal.SIGKILL)
+    check(p.wait(10) is not None, f"{which} survived kill -9")
+    print(f"  kill -9 {which} after {b.progress.total} executions", flush=True)
+
+
+def journal_of(b, which):
+    return b.tasks + ".vjournal" if which == "ventilator" else b.out + ".journal"
+
+
+def check_journals_gone(b):
+    for which in ("ventilator", "sink"):
+        check(not os.path.exists(journal_of(b, which)),
+              f"the {which}'s journal is still there after a complete batch")
+
+
+def sc_vkill(h, a, rng):
+    n = a.tasks or (600 if h.emu else 10000)
+    # --sync always: the sink acknowledges every turn as soon as it is on
+    # disk; with the default (interval) the results of the last interval
+    # also wait for their acknowledgement, and run again after a crash.
+    b = resume_batch(h, a, n, sink_args=["--sync", "always"])
+    b.start(RESUME_WORKERS)
+    kill_host_role(b, "ventilator", rng.randint(n // 10, n * 8 // 10))
+    check(os.path.exists(journal_of(b, "ventilator")), "no ventilator journal after the kill")
+    time.sleep(rng.uniform(0, 1.5))
+    v = b.restart_vent()
+    js = b.finish(600)
+    twice = b.progress.count() - n
+    print(f"  done in {b.elapsed:.1f} s: {twice} tasks ran twice (bound {twice_bound(1)}), "
+          f"{js.get('duplicates')} duplicates dropped by the sink", flush=True)
+    check("resuming batch" in v.stderr(), f"the restarted ventilator did not resume:\n{v.tail()}")
+    check(twice <= twice_bound(1), f"{twice} tasks ran twice, more than {twice_bound(1)}")
+    check_journals_gone(b)
+    b.wait_workers(list(b.workers))
+
+
+def sc_skill(h, a, rng):
+    n = a.tasks or (600 if h.emu else 5000)
+    b = resume_batch(h, a, n, sink_args=["--ordered"])
+    b.start(RESUME_WORKERS)
+    kill_host_role(b, "sink", rng.randint(n // 10, n * 8 // 10))
+    check(os.path.exists(journal_of(b, "sink")), "no sink journal after the kill")
+    time.sleep(rng.uniform(0, 1.5))
+    sk = b.restart_sink()
+    js = b.finish(600, ordered=True)
+    print(f"  done in {b.elapsed:.1f} s: {b.progress.count() - n} tasks ran twice, "
+          f"{js.get('redelivered')} redelivered", flush=True)
+    check("resuming batch" in sk.stderr(), f"the restarted sink did not resume:\n{sk.tail()}")
+    check_journals_gone(b)
+    b.wait_workers(list(b.workers))
+
+
+def sc_both(h, a, rng):
+    n = a.tasks or (600 if h.emu else 5000)
+    b = resume_batch(h, a, n, sink_args=["--ordered"])
+    b.start(RESUME_WORKERS)
+    # One board dies for good while the host crashes twice.
+    b.wait_progress(n // 10, 300)
+    victim = b.workers["w1"][-1]
+    mark_killed(victim)
+    victim.signal_group(signal.SIGKILL)
+    print(f"  kill -9 w1 after {b.progress.total} executions (not restarted)", flush=True)
+    first = rng.choice(["ventilator", "sink"])
+    second = "sink" if first == "ventilator" else "ventilator"
+    kill_host_role(b, first, rng.randint(n // 5, n * 2 // 5))
+    (b.restart_vent if first == "ventilator" else b.restart_sink)()
+    kill_host_role(b, second, rng.randint(n // 2, n * 7 // 10))
+    (b.restart_vent if second == "ventilator" else b.restart_sink)()
+    js = b.finish(600, ordered=True)
+    print(f"  done in {b.elapsed:.1f} s: {b.progress.count() - n} tasks ran twice, "
+          f"{js.get('redelivered')} redelivered", flush=True)
+    check_journals_gone(b)
+    b.wait_workers([w for w in b.workers if w != "w1"])
+
+
+def flip_byte(path, at):
+    with open(path, "r+b") as f:
+        f.seek(at)
+        c = f.read(1)
+        f.seek(at)
+        f.write(bytes([c[0] ^ 0x5A]))
+
+
+def sc_journal(h, a, rng):
+    """Damaged journals: a torn last record and a flipped byte are cut
+    with a warning and the batch still ends exactly once; a journal of
+    another input, and a sink journal damaged in the middle, are refused."""
+    n = a.tasks or (300 if h.emu else 1200)
+    b = resume_batch(h, a, n)
+    b.start(RESUME_WORKERS)
+    vj, sj = journal_of(b, "ventilator"), journal_of(b, "sink")
+
+    def crash_vent(at):
+        kill_host_role(b, "ventilator", at)
+        return os.path.getsize(vj)
+
+    # 1. Another input under the same journal: refused, journal untouched.
+    size = crash_vent(n // 6)
+    other = h.path("other.txt")
+    with open(b.tasks) as f, open(other, "w") as g:
+        g.write(f.read().replace("t000000", "t999999", 1))
+    with open(vj, "rb") as f:
+        before = f.read()
+    p = h.start("ventilator", "ventilator", b.vent_argv[:-1] + ["--journal", vj, other])
+    rc = p.wait(60)
+    check(rc == 2 and "is not the input of the batch" in p.stderr(),
+          f"a journal of another input was not refused (exit {rc}):\n{p.tail()}")
+    with open(vj, "rb") as f:
+        check(f.read() == before, "the refused resume changed the journal")
+    # 2. A torn last record: cut, said so, resumed.
+    os.truncate(vj, size - 3)
+    v = b.restart_vent()
+    b.wait_progress(b.progress.count() + n // 6, 300)
+    check("torn" in v.stderr(), f"a torn journal tail went unmentioned:\n{v.tail()}")
+    # 3. A flipped byte in the last record, then one in the middle: both
+    # are safe to cut for the ventilator (tasks run again, the sink keeps
+    # the first result) and both are reported.
+    size = crash_vent(b.progress.count() + 20)
+    flip_byte(vj, size - 2)
+    v = b.restart_vent()
+    b.wait_progress(b.progress.count() + n // 6, 300)
+    check("torn" in v.stderr(), f"a flipped byte in the last record went unmentioned:\n{v.tail()}")
+    size = crash_vent(b.progress.count() + 20)
+    flip_byte(vj, size // 2)
+    v = b.restart_vent()
+    b.wait_progress(b.progress.count() + 20, 300)
+    check("damaged record" in v.stderr(), f"a damaged record went unmentioned:\n{v.tail()}")
+    # 4. The sink's journal damaged in the middle: refused (results it
+    # acknowledged would be lost), then repaired and resumed.
+    kill_host_role(b, "sink", b.progress.count() + 20)
+    ssize = os.path.getsize(sj)
+    flip_byte(sj, ssize // 2)
+    p = b.restart_sink()
+    rc = p.wait(60)
+    check(rc == 2 and "damaged" in p.stderr(),
+          f"a sink journal damaged in the middle was not refused (exit {rc}):\n{p.tail()}")
+    b.sinks.remove(p)
+    flip_byte(sj, ssize // 2)  # the same flip again: the original bytes
+    b.restart_sink()
+    js = b.finish(600)
+    print(f"  done in {b.elapsed:.1f} s: {b.progress.count() - n} tasks ran twice", flush=True)
+    check(js.get("total") == n, f"summary: {js}")
+    check_journals_gone(b)
+    b.wait_workers(list(b.workers))
+
+
 SCENARIOS = {"kill": sc_kill, "sigterm": sc_sigterm, "sigstop": sc_sigstop,
-             "linkcut": sc_linkcut, "netem": sc_netem, "speeds": sc_speeds}
+             "linkcut": sc_linkcut, "netem": sc_netem, "speeds": sc_speeds,
+             "vkill": sc_vkill, "skill": sc_skill, "both": sc_both, "journal": sc_journal}
 
 
 def main():
