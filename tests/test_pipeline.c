@@ -30,6 +30,13 @@
 /* Longest wait for one role to end. Runs take well under a second here;
  * this only bounds a hang (qemu runs are ~10x slower). */
 #define WAIT_MS 60000
+/* Heartbeats every 100 ms keep the start quick, but a peer is given up for
+ * dead only after 100 of them are missed (10 s), and a result only counts
+ * as lost without the sink's acknowledgement after 60 s: a thread starved
+ * on a loaded machine under qemu must not look dead (its tasks would be
+ * redelivered). No case here tests those timeouts. */
+#define LIVENESS "100"
+#define ACK_TIMEOUT "60s"
 #define MAX_WORKERS 4
 
 struct run {
@@ -43,7 +50,8 @@ struct run {
     struct bp_report rep;
     int rc;
     atomic_int done;
-    char exec[512]; /* o.exec points here */
+    char exec[512];   /* o.exec points here */
+    char status[128]; /* o.status_file points here when set */
 };
 
 struct pipeline {
@@ -263,8 +271,8 @@ static void start_worker(struct pipeline *p, int i, const char *exec, int jobs,
     struct run *w = &p->workers[i];
     /* A short --grace: a teardown that stops a worker whose sink is gone
      * waits that long for its last results. */
-    const char *base[24] = {"--once",     "-q", "--heartbeat", "100ms",
-                            "--liveness", "10", "--grace",     "3s"};
+    const char *base[24] = {"--once",     "-q",     "--heartbeat", "100ms",
+                            "--liveness", LIVENESS, "--grace",     "3s"};
     int n = 8;
     for (int k = 0; args && args[k] && n < 23; k++)
         base[n++] = args[k];
@@ -278,6 +286,8 @@ static void start_worker(struct pipeline *p, int i, const char *exec, int jobs,
         snprintf(w->exec, sizeof w->exec, "%s", exec);
         w->o.exec = w->exec;
     }
+    if (w->status[0])
+        w->o.status_file = w->status;
     snprintf(w->o.id, sizeof w->o.id, "w%d", i);
     w->io.zmq_ctx = p->ctx;
     if (i >= p->nworkers)
@@ -285,11 +295,15 @@ static void start_worker(struct pipeline *p, int i, const char *exec, int jobs,
     launch(w);
 }
 
-/* The ventilator; sink 0 for --sink none. */
+/* The ventilator; sink 0 for --sink none. Every case with workers passes
+ * --wait-workers with their number: a thread may be slow to start, and a
+ * --once worker that says hello after the batch is over finds no
+ * ventilator to end it (it waits for ever). */
 static void start_vent(struct pipeline *p, int sink, const char *const *args)
 {
-    const char *base[24] = {"-q", "--heartbeat", "100ms", "--liveness", "10"};
-    int n = 5;
+    const char *base[24] = {"-q",     "--heartbeat",   "100ms",    "--liveness",
+                            LIVENESS, "--ack-timeout", ACK_TIMEOUT};
+    int n = 7;
     if (!sink) {
         base[n++] = "--sink";
         base[n++] = "none";
@@ -453,7 +467,8 @@ static void exec_ordered_output_matches_input(void **state)
     start_sink(p, 1);
     start_worker(p, 0, "tr a-z A-Z", 3, NULL);
     start_worker(p, 1, "tr a-z A-Z", 3, NULL);
-    start_vent(p, 1, NULL);
+    const char *vargs[] = {"--wait-workers", "2", NULL};
+    start_vent(p, 1, vargs);
     finish(p);
     int same = p->outlen == wantlen && memcmp(p->out, want, wantlen) == 0;
     free(want);
@@ -478,7 +493,8 @@ static void failing_command_is_reported_failed(void **state)
     start_sink(p, 1);
     start_worker(p, 0, "read x; [ \"$x\" = 3 ] && { echo bad three >&2; exit 7; }; echo ok$x", 1,
                  NULL);
-    start_vent(p, 1, NULL);
+    const char *vargs[] = {"--wait-workers", "1", NULL};
+    start_vent(p, 1, vargs);
     finish(p);
     expect_rc(&p->vent, BP_EFAILED);
     expect_rc(&p->sink, BP_EFAILED);
@@ -504,7 +520,9 @@ static void empty_input_completes(void **state)
     input(p, "\n\n");
     start_sink(p, 0);
     start_worker(p, 0, NULL, 1, NULL);
-    start_vent(p, 1, NULL);
+    /* The batch is over as soon as it starts: the worker must be in first. */
+    const char *vargs[] = {"--wait-workers", "1", NULL};
+    start_vent(p, 1, vargs);
     finish(p);
     expect_rc(&p->vent, BP_OK);
     expect_rc(&p->sink, BP_OK);
@@ -529,6 +547,19 @@ static int dir_has(const char *dir, const char *prefix)
     return found;
 }
 
+/* Whether the file at path exists and its start contains s. */
+static int file_has(const char *path, const char *s)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, s) != NULL;
+}
+
 /* (b) A worker stopped mid-batch (SIGTERM in real life) hands its queued
  * tasks back and finishes the running one; the other worker completes the
  * batch, every task once. */
@@ -540,9 +571,15 @@ static void stopped_worker_hands_tasks_back(void **state)
     numbered(&want, N, "done-");
     numbered_input(p, N);
     scratch_dir(p);
-    char slow[256], fast[128];
-    /* w0 leaves a mark when it starts a task, then takes its time. */
-    snprintf(slow, sizeof slow, "read x; touch %s/w0-$x; sleep 0.5; echo done-$x", p->dir);
+    char slow[384], fast[128], gate[128];
+    snprintf(gate, sizeof gate, "%s/go", p->dir);
+    snprintf(p->workers[0].status, sizeof p->workers[0].status, "%s/status-w0", p->dir);
+    /* w0 leaves a mark when it starts a task, then holds it until the test
+     * opens the gate: it is stopped during its first task, however slow
+     * or loaded the machine. */
+    snprintf(slow, sizeof slow,
+             "read x; touch %s/w0-$x; while [ ! -e %s ]; do sleep 0.01; done; echo done-$x", p->dir,
+             gate);
     snprintf(fast, sizeof fast, "read x; sleep 0.05; echo done-$x");
     start_sink(p, 0);
     /* Two tasks queued beyond the running one: they are what goes back. */
@@ -553,12 +590,25 @@ static void stopped_worker_hands_tasks_back(void **state)
     start_vent(p, 1, vargs);
 
     int64_t end = now_ms() + WAIT_MS;
-    while (!dir_has(p->dir, "w0-") && !atomic_load(&p->vent.done)) {
+    while (!dir_has(p->dir, "w0-")) {
+        if (atomic_load(&p->vent.done))
+            fail_msg("the batch ended before w0 started a task");
         if (now_ms() >= end)
             fail_msg("w0 never started a task");
         sleep_ms(5);
     }
     p->workers[0].stop = 1;
+    /* Its status file says "stopping" only after it handed its queue back. */
+    while (!file_has(p->workers[0].status, "state=stopping\n")) {
+        if (atomic_load(&p->workers[0].done))
+            fail_msg("w0 ended without finishing its running task");
+        if (now_ms() >= end)
+            fail_msg("w0 never said it was stopping");
+        sleep_ms(5);
+    }
+    FILE *g = fopen(gate, "w");
+    assert_non_null(g);
+    assert_int_equal(fclose(g), 0);
     finish(p);
     expect_rc(&p->vent, BP_OK);
     expect_rc(&p->sink, BP_OK);
@@ -570,9 +620,10 @@ static void stopped_worker_hands_tasks_back(void **state)
     assert_int_equal(p->vent.rep.missing, 0);
     assert_int_equal(p->sink.rep.ok, N);
     assert_int_equal(p->sink.rep.duplicates, 0);
-    /* w0 was given three tasks at once and stopped during the first. */
-    if (p->workers[0].rep.ok >= 3)
-        fail_msg("w0 did %lld tasks: nothing was handed back", (long long)p->workers[0].rep.ok);
+    /* w0 was stopped during its first task: it finished that one only and
+     * handed back what it had queued. */
+    if (p->workers[0].rep.ok != 1)
+        fail_msg("w0 did %lld tasks, want 1", (long long)p->workers[0].rep.ok);
     assert_int_equal(p->workers[0].rep.failed, 0);
     assert_int_equal(p->workers[0].rep.ok + p->workers[1].rep.ok, N);
     expect_lines(p->out, p->outlen, want.v, N);
@@ -594,7 +645,7 @@ static void retried_tasks_end_ok(void **state)
     start_sink(p, 0);
     start_worker(p, 0, cmd, 2, NULL);
     start_worker(p, 1, cmd, 2, NULL);
-    const char *vargs[] = {"--retries", "1", NULL};
+    const char *vargs[] = {"--retries", "1", "--wait-workers", "2", NULL};
     start_vent(p, 1, vargs);
     finish(p);
     expect_rc(&p->vent, BP_OK);
