@@ -28,6 +28,7 @@ enum bp_err {
     BP_EINTR,       /* stopped by a signal before finishing */
     BP_EFAILED,     /* the run finished but some tasks failed or were rejected */
     BP_EINCOMPLETE, /* the run ended with tasks missing */
+    BP_EHALTED,     /* --halt stopped the batch early */
     BP_EXIT_INFO    /* --help/--version handled: not an error */
 };
 
@@ -35,7 +36,7 @@ enum bp_err {
 const char *bp_strerror(int err);
 
 /* Process exit code for a BP_E* code: 0 ok, 1 runtime error, 2 usage,
- * 3 some tasks failed, 4 tasks missing, 130 interrupted. */
+ * 3 some tasks failed, 4 tasks missing, 5 halted (--halt), 130 interrupted. */
 int bp_exit_code(int err);
 
 enum bp_role { BP_ROLE_VENTILATOR, BP_ROLE_WORKER, BP_ROLE_SINK };
@@ -52,6 +53,9 @@ void bp_log_init(const char *prog, int level);
  * The sink acknowledges a result only once it is on disk (always,
  * interval), so a power cut loses nothing the ventilator counts as done. */
 enum bp_sync { BP_SYNC_INTERVAL = 0, BP_SYNC_ALWAYS, BP_SYNC_NONE };
+
+/* --halt: soon lets tasks out on workers finish, now gives them up too. */
+enum bp_halt { BP_HALT_NEVER = 0, BP_HALT_SOON, BP_HALT_NOW };
 
 /* Every option of every role. bp_opts_parse() fills it from the environment
  * (BP_<LONG_NAME>) and then the command line. Strings point into argv or
@@ -104,7 +108,11 @@ struct bp_opts {
     int resume;          /* continue the batch in the journal, if there is one */
     int sync;            /* BP_SYNC_*: when the journal (and output) reach the disk */
     int sync_ms;         /* BP_SYNC_INTERVAL: at most this long apart */
-    char err[256];       /* one-line message when parsing fails */
+    /* ventilator --halt WHEN,fail=N[%] (GNU parallel's --halt) */
+    int halt_when; /* 0 never, BP_HALT_SOON, BP_HALT_NOW */
+    int halt_fail; /* failures (or percent, with halt_pct) that halt */
+    int halt_pct;
+    char err[256]; /* one-line message when parsing fails */
 };
 
 /* Fills *o with defaults for role, then applies BP_* environment variables
@@ -146,6 +154,7 @@ struct bp_report {
     int64_t malformed;   /* frames dropped as malformed / wrong version */
     int64_t stale;       /* sink: results of another batch, dropped */
     int64_t lost;        /* tasks failed as lost --max-attempts times */
+    int64_t halted;      /* tasks not run: --halt stopped the batch */
     int64_t redelivered; /* ventilator: deliveries lost and sent again;
                             sink: tasks whose final result came from a later delivery */
     int64_t retried;     /* failed tries run again (--retries) */

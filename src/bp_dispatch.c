@@ -14,6 +14,7 @@ struct task {
     uint8_t inq;      /* in the queue, the retry list or the lost list */
     uint16_t attempt; /* deliveries so far */
     uint16_t losses, fails;
+    uint8_t halted; /* reported to the sink as halted, not lost */
     int32_t worker; /* OUT/DONE: the worker index; -1 none */
     uint32_t wgen;  /* that worker's generation, so a reused index never matches */
     int32_t avoid;  /* a worker that failed this task (retries go elsewhere) */
@@ -72,6 +73,8 @@ struct bp_dispatch {
     int64_t sink_last, sink_next_hb;
     uint64_t next_id;
     int input_done, finished, end_reason;
+    int halted;
+    char halt_why[LOST_REASON_MAX];
     int64_t held, held_bytes, queued, out, done_wait, lost_wait;
     int64_t next_scan;
     struct bp_dispatch_stats st;
@@ -308,7 +311,9 @@ static void finalize(struct bp_dispatch *d, uint32_t s, int ok)
         d->st.ok++;
     else
         d->st.failed++;
-    if (was_lost && !ok)
+    if (was_lost && !ok && t->halted)
+        d->st.halted++;
+    else if (was_lost && !ok)
         d->st.lost++;
     d->held--;
     d->held_bytes -= t->len;
@@ -737,6 +742,7 @@ int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_
     t->id = d->next_id++;
     t->state = T_QUEUED;
     t->attempt = t->losses = t->fails = 0;
+    t->halted = 0;
     t->worker = t->avoid = -1;
     t->deadline = 0;
     map_put(d, t->id, s);
@@ -977,13 +983,14 @@ static int peek_sink(struct bp_dispatch *d, int64_t now, struct bp_out *o)
             if (t->state != T_LOSTQ)
                 continue;
             char why[LOST_REASON_MAX];
-            int wl = snprintf(why, sizeof why,
-                              "boardpipe: lost %u times (worker died, went silent or overran "
-                              "its deadline)",
-                              (unsigned)t->losses);
+            int wl = t->halted ? snprintf(why, sizeof why, "%s", d->halt_why)
+                               : snprintf(why, sizeof why,
+                                          "boardpipe: lost %u times (worker died, went silent or "
+                                          "overran its deadline)",
+                                          (unsigned)t->losses);
             struct bp_result_rec r = {.id = t->id,
                                       .attempt = t->attempt,
-                                      .status = BP_ST_LOST,
+                                      .status = t->halted ? BP_ST_HALTED : BP_ST_LOST,
                                       .flags = BP_RF_FINAL,
                                       .code = t->losses,
                                       .data = (const uint8_t *)why,
@@ -1004,9 +1011,48 @@ static int peek_sink(struct bp_dispatch *d, int64_t now, struct bp_out *o)
     return 0;
 }
 
+/* Every task in state from (T_QUEUED, or T_OUT too with now_too) becomes
+ * final as halted: reported to the sink like a lost one. */
+static void halt_tasks(struct bp_dispatch *d, int now_too)
+{
+    for (uint32_t k = 0; k < d->c.max_tasks; k++) {
+        struct task *t = &d->t[k];
+        if (t->state != T_QUEUED && !(now_too && t->state == T_OUT))
+            continue;
+        leave_state(d, t);
+        t->halted = 1;
+        t->state = T_LOSTQ;
+        d->lost_wait++;
+        if (!d->c.use_sink) {
+            t->state = T_LOSTSENT; /* nobody to tell: final at once */
+            finalize(d, k, 0);
+        }
+    }
+    /* Off the queue and the retry list (nothing there is queued now),
+     * onto the list of reports for the sink. */
+    purge(d);
+    for (uint32_t k = 0; k < d->c.max_tasks; k++) {
+        struct task *t = &d->t[k];
+        if (t->state == T_LOSTQ && !t->inq) {
+            d->lq[d->lqlen++] = k;
+            t->inq = 1;
+        }
+    }
+}
+
+void bp_dispatch_halt(struct bp_dispatch *d, int now_too, const char *why)
+{
+    if (!d->halted)
+        snprintf(d->halt_why, sizeof d->halt_why, "%s", why);
+    d->halted = 1;
+    halt_tasks(d, now_too);
+}
+
 int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out *o)
 {
     d->pk_kind = PK_NONE;
+    if (d->halted && d->queued > 0)
+        halt_tasks(d, 0); /* a retry or a redelivery after the halt */
     purge(d);
     if ((mask & BP_TO_SINK) && d->c.use_sink && peek_sink(d, now, o))
         return 1;
@@ -1024,7 +1070,7 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out
         o->len = d->pk.len;
         return 1;
     }
-    int may_send = !d->finished && (d->sink_alive || !d->c.use_sink) && d->queued > 0;
+    int may_send = !d->finished && !d->halted && (d->sink_alive || !d->c.use_sink) && d->queued > 0;
     for (uint32_t j = 0; j < d->nw; j++) {
         uint32_t i = (d->rr + j) % d->nw;
         struct worker *w = &d->w[i];

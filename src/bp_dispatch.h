@@ -122,6 +122,14 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int dest_mask, struct b
  * become OUT on that worker, credit is spent, heartbeats rescheduled). */
 void bp_dispatch_commit(struct bp_dispatch *d, int64_t now);
 
+/* Stops the batch early (--halt): no task is sent any more, and every
+ * task still queued (with now_too: also every task out on a worker, whose
+ * late result the sink may still keep) becomes final as failed, reported
+ * to the sink with status BP_ST_HALTED and reason why (truncated to 95
+ * bytes). Tasks whose results wait for the sink's ack keep them. The
+ * caller stops reading input and calls bp_dispatch_input_done(). */
+void bp_dispatch_halt(struct bp_dispatch *d, int now_too, const char *why);
+
 /* Ends the run: every live worker is sent END(reason) and no task is sent
  * any more. reason: BP_END_COMPLETE or BP_END_STOPPING. */
 void bp_dispatch_finish(struct bp_dispatch *d, int reason);
@@ -130,6 +138,7 @@ struct bp_dispatch_stats {
     int64_t added;                  /* tasks taken in (the batch size once input is done) */
     int64_t ok, failed;             /* final outcomes acknowledged (failed includes lost) */
     int64_t lost;                   /* tasks failed as lost max_attempts times */
+    int64_t halted;                 /* tasks failed because the batch was halted */
     int64_t redelivered;            /* losses put back in the queue */
     int64_t retried;                /* failed tries run again (--retries) */
     int64_t handed_back;            /* tasks returned unstarted by stopping workers */

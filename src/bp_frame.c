@@ -373,8 +373,9 @@ int bp_pack_finish(struct bp_pack *p)
 
 const char *bp_status_name(int status)
 {
-    static const char *const names[] = {"ok",         "failed",   "timeout",     "too-big",
-                                        "exec-error", "signaled", "interrupted", "lost"};
+    static const char *const names[] = {"ok",          "failed",     "timeout",
+                                        "too-big",     "exec-error", "signaled",
+                                        "interrupted", "lost",       "halted"};
     if (status < 0 || status > BP_ST_MAX)
         return "unknown";
     return names[status];

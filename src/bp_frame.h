@@ -54,7 +54,8 @@ enum bp_task_status {
     BP_ST_SIGNALED = 5,    /* command killed by a signal; code = signal */
     BP_ST_INTERRUPTED = 6, /* worker stopped before finishing the task */
     BP_ST_LOST = 7,        /* ventilator: delivered --max-attempts times, never answered */
-    BP_ST_MAX = 7
+    BP_ST_HALTED = 8,      /* ventilator: not run, the batch was halted (--halt) */
+    BP_ST_MAX = 8
 };
 
 /* TASKS record flags */

@@ -81,6 +81,7 @@ static const char *const err_text[] = {
     [BP_EINTR] = "interrupted",
     [BP_EFAILED] = "some tasks failed",
     [BP_EINCOMPLETE] = "tasks missing",
+    [BP_EHALTED] = "halted (--halt)",
     [BP_EXIT_INFO] = "ok",
 };
 
@@ -103,6 +104,8 @@ int bp_exit_code(int err)
         return 3;
     case BP_EINCOMPLETE:
         return 4;
+    case BP_EHALTED:
+        return 5;
     case BP_EINTR:
         return 130;
     default:

@@ -61,7 +61,8 @@ enum {
     O_JOURNAL,
     O_RESUME,
     O_SYNC,
-    O_SYNC_INTERVAL
+    O_SYNC_INTERVAL,
+    O_HALT
 };
 
 struct opt_def {
@@ -117,6 +118,7 @@ static const struct opt_def opt_defs[] = {
     {"resume", no_argument, O_RESUME, R_V | R_S},
     {"sync", required_argument, O_SYNC, R_V | R_S},
     {"sync-interval", required_argument, O_SYNC_INTERVAL, R_V | R_S},
+    {"halt", required_argument, O_HALT, R_V},
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -187,6 +189,41 @@ static int parse_bool(const char *s)
         !strcasecmp(s, "off") || !*s)
         return 0;
     return -1;
+}
+
+/* "never", "soon,fail=3", "now,fail=1", "soon,fail=10%" (GNU parallel's
+ * spelling; percents of the tasks done so far, 1-100). */
+static int parse_halt(struct bp_opts *o, const char *s)
+{
+    if (!strcmp(s, "never")) {
+        o->halt_when = BP_HALT_NEVER;
+        return 0;
+    }
+    const char *rest;
+    if (!strncmp(s, "soon,fail=", 10)) {
+        o->halt_when = BP_HALT_SOON;
+        rest = s + 10;
+    } else if (!strncmp(s, "now,fail=", 9)) {
+        o->halt_when = BP_HALT_NOW;
+        rest = s + 9;
+    } else {
+        return -1;
+    }
+    char num[16];
+    size_t n = strlen(rest);
+    int pct = n > 0 && rest[n - 1] == '%';
+    if (pct)
+        n--;
+    if (n == 0 || n >= sizeof num)
+        return -1;
+    memcpy(num, rest, n);
+    num[n] = '\0';
+    int64_t v;
+    if (parse_int64(num, 1, pct ? 100 : 1000000000, &v))
+        return -1;
+    o->halt_fail = (int)v;
+    o->halt_pct = pct;
+    return 0;
 }
 
 static int endpoint_ok(const char *s)
@@ -331,6 +368,12 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
         if (!*val)
             BAD("%s: empty file name", src);
         o->journal = val;
+        break;
+    case O_HALT:
+        if (parse_halt(o, val))
+            BAD("%s: expected never, soon,fail=N, now,fail=N or soon/now,fail=P%% (e.g. "
+                "soon,fail=1), got '%s'",
+                src, val);
         break;
     case O_SYNC:
         if (!strcmp(val, "always"))
@@ -657,6 +700,10 @@ static const char usage_vent[] =
     "      --sync MODE         when the journal is forced to disk: interval (every\n"
     "                          --sync-interval, default 200ms), always, none\n"
     "                          (what is not on disk is run again after a power cut)\n"
+    "      --halt WHEN,fail=N  stop the batch once N tasks failed (N%: that share of\n"
+    "                          the tasks done, once 10 are): soon lets tasks out on\n"
+    "                          workers finish, now gives them up too; the tasks not\n"
+    "                          run are reported 'halted' and both host roles exit 5\n"
     "      --max-msg-size SIZE largest task (default 1M)\n"
     "      --linger DUR        time to deliver the last messages on exit (1s at most)\n"
     "      --raw               plain single-frame strings over PUSH (tutorial/pyzmq\n"
@@ -671,7 +718,7 @@ static const char usage_vent[] =
     "Every option can also be set as BP_<NAME> in the environment, e.g.\n"
     "BP_WAIT_WORKERS=2 (command-line options win).\n"
     "Exit status: 0 every task ok, 1 error, 2 usage, 3 some tasks failed (or input\n"
-    "records rejected), 4 stopped before every task had a result.\n";
+    "records rejected), 4 stopped before every task had a result, 5 halted (--halt).\n";
 
 static const char usage_worker[] =
     "Usage: worker [OPTIONS]\n"
@@ -753,7 +800,8 @@ static const char usage_sink[] =
     "Every option can also be set as BP_<NAME> in the environment.\n"
     "(--control-bind is accepted and ignored: protocol v2 has no control channel.)\n"
     "Exit status: 0 all tasks ok, 1 error, 2 usage, 3 some tasks failed,\n"
-    "4 tasks missing (timeout, or stopped mid-batch).\n";
+    "4 tasks missing (timeout, or stopped mid-batch), 5 the ventilator halted the\n"
+    "batch (--halt).\n";
 
 const char *bp_usage(enum bp_role role)
 {

@@ -52,7 +52,7 @@ struct sink {
     struct bp_idset tried;  /* a failed try was retried */
     uint64_t low;           /* the lowest id without a final result */
     struct bp_reorder ro;
-    int64_t dups, stale, malformed, fail_lines, retried, redelivered, recovered, lost;
+    int64_t dups, stale, malformed, fail_lines, retried, redelivered, recovered, lost, halted;
     int64_t acks_dropped;
     int64_t raw_count;
     int io_error;
@@ -227,7 +227,7 @@ static void batch_start(struct sink *k, uint64_t batch)
     k->end_seen = 0;
     k->total = -1;
     k->dups = k->stale = k->fail_lines = 0;
-    k->retried = k->redelivered = k->recovered = k->lost = 0;
+    k->retried = k->redelivered = k->recovered = k->lost = k->halted = 0;
     k->low = 0;
     k->last_activity = bp_now_ms();
     k->vent_len = 0;
@@ -274,10 +274,10 @@ static void write_json(struct sink *k, const struct bp_report *r)
             "{\"batch\":\"%016" PRIx64 "\",\"total\":%" PRId64 ",\"delivered\":%" PRId64
             ",\"ok\":%" PRId64 ",\"failed\":%" PRId64 ",\"missing\":%" PRId64
             ",\"duplicates\":%" PRId64 ",\"redelivered\":%" PRId64 ",\"retried\":%" PRId64
-            ",\"recovered\":%" PRId64 ",\"lost\":%" PRId64 ",\"stale\":%" PRId64
-            ",\"malformed\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
+            ",\"recovered\":%" PRId64 ",\"lost\":%" PRId64 ",\"halted\":%" PRId64
+            ",\"stale\":%" PRId64 ",\"malformed\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
             r->batch, r->total, r->ok + r->failed, r->ok, r->failed, r->missing, r->duplicates,
-            r->redelivered, r->retried, r->recovered, r->lost, r->stale, r->malformed,
+            r->redelivered, r->retried, r->recovered, r->lost, r->halted, r->stale, r->malformed,
             r->elapsed_s);
     for (int i = 0; i < k->st.nw; i++) {
         const struct bp_wstat *w = &k->st.w[i];
@@ -386,6 +386,7 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
     r.retried = k->retried;
     r.recovered = k->recovered;
     r.lost = k->lost;
+    r.halted = k->halted;
     r.workers = k->st.nw;
     r.elapsed_s = (double)(now - k->st.start_ms) / 1000.0;
     if (k->end_seen && k->total > r.ok + r.failed)
@@ -439,6 +440,11 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
     }
     if (!complete)
         return BP_EINCOMPLETE;
+    if (k->halted) {
+        bp_log(BP_LOG_ERROR, "the ventilator halted the batch: %" PRId64 " tasks not run",
+               k->halted);
+        return BP_EHALTED;
+    }
     return r.failed ? BP_EFAILED : BP_OK;
 }
 
@@ -556,7 +562,9 @@ static void on_result(struct sink *k, const struct bp_result_rec *r, const char 
     }
     if (r->status == BP_ST_LOST)
         k->lost++;
-    if (!ok)
+    if (r->status == BP_ST_HALTED)
+        k->halted++;
+    if (!ok && r->status != BP_ST_HALTED) /* (those are counted: one line says why) */
         report_failure(k, r, wid);
     output(k, r, ok);
     ack(k, r->id, r->attempt, ok ? BP_ACK_OK : BP_ACK_FAILED);

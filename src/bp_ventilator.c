@@ -647,6 +647,17 @@ static void progress(struct vent *v, int64_t now, int64_t *next_draw)
     *next_draw = now + 250;
 }
 
+/* --halt: N failures, or N percent of the tasks done once 10 are. */
+static int should_halt(const struct bp_opts *o, const struct bp_dispatch_stats *s)
+{
+    if (s->failed == 0)
+        return 0;
+    if (!o->halt_pct)
+        return s->failed >= o->halt_fail;
+    int64_t done = s->ok + s->failed;
+    return done >= 10 && s->failed * 100 >= (int64_t)o->halt_fail * done;
+}
+
 static int run_v2(struct vent *v, struct bp_report *rep)
 {
     const struct bp_opts *o = v->o;
@@ -655,7 +666,7 @@ static int run_v2(struct vent *v, struct bp_report *rep)
     int64_t all_final_at = 0, next_draw = 0, next_note = start + 5000;
     int draw = bp_role_progress(o);
     int waiting = o->wait_workers > 0;
-    int eof = 0, result = BP_OK, stopping = 0, sink_seen = 0;
+    int eof = 0, result = BP_OK, stopping = 0, sink_seen = 0, halted = 0;
     int64_t stop_at = 0, no_worker_since = start;
     if (waiting)
         bp_log(BP_LOG_INFO, "waiting for %d worker%s on %s", o->wait_workers,
@@ -743,6 +754,19 @@ static int run_v2(struct vent *v, struct bp_report *rep)
         }
         bp_dispatch_on_timer(v->d, now);
         bp_dispatch_stats(v->d, &s);
+        if (!stopping && !halted && o->halt_when && should_halt(o, &s)) {
+            char why[96];
+            snprintf(why, sizeof why, "halted: %" PRId64 " tasks failed (--halt %s,fail=%d%s)",
+                     s.failed, o->halt_when == BP_HALT_NOW ? "now" : "soon", o->halt_fail,
+                     o->halt_pct ? "%" : "");
+            bp_log(BP_LOG_ERROR, "%s: %" PRId64 " tasks waiting are not run%s", why, s.queued,
+                   o->halt_when == BP_HALT_NOW ? ", those running are given up" : "");
+            halted = 1;
+            eof = 1;
+            bp_dispatch_halt(v->d, o->halt_when == BP_HALT_NOW, why);
+            bp_dispatch_input_done(v->d);
+            bp_dispatch_stats(v->d, &s);
+        }
         if (s.all_final && !s.finished) {
             if (!all_final_at)
                 all_final_at = now;
@@ -817,6 +841,9 @@ static int run_v2(struct vent *v, struct bp_report *rep)
                : s.sink_alive ? "alive"
                               : "silent");
     }
+    rep->halted = s.halted;
+    if (result == BP_OK && halted && !rep->missing)
+        result = BP_EHALTED;
     if (result == BP_OK && rep->missing)
         result = BP_EINCOMPLETE;
     if (result == BP_OK && (rep->failed || rep->rejected))
@@ -942,7 +969,7 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
             /* Complete (every task has its final result at the sink): the
              * journal has served. Otherwise it is what --resume needs. */
             journal_turn(&v, bp_now_ms(), 1);
-            if (rep->missing == 0 && (rc == BP_OK || rc == BP_EFAILED)) {
+            if (rep->missing == 0 && (rc == BP_OK || rc == BP_EFAILED || rc == BP_EHALTED)) {
                 if (bp_journal_close(&v.j, 1) != BP_OK)
                     bp_log(BP_LOG_WARN, "cannot remove journal %s: %s", v.jpath, strerror(errno));
             } else if (v.j) {
@@ -960,9 +987,9 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
     else
         bp_log(rc == BP_OK ? BP_LOG_INFO : BP_LOG_ERROR,
                "batch %016" PRIx64 ": %" PRId64 " tasks, %" PRId64 " ok, %" PRId64
-               " failed (%" PRId64 " lost), %" PRId64 " not done; %" PRId64 " redelivered, %" PRId64
-               " retried, in %.3f s",
-               rep->batch, rep->total, rep->ok, rep->failed, rep->lost, rep->missing,
+               " failed (%" PRId64 " lost, %" PRId64 " halted), %" PRId64 " not done; %" PRId64
+               " redelivered, %" PRId64 " retried, in %.3f s",
+               rep->batch, rep->total, rep->ok, rep->failed, rep->lost, rep->halted, rep->missing,
                rep->redelivered, rep->retried, rep->elapsed_s);
     if (rep->rejected)
         bp_log(BP_LOG_ERROR, "%" PRId64 " input records rejected", rep->rejected);

@@ -151,7 +151,12 @@ class Env:
         self.tmp.cleanup()
 
     def check(self, name, fn):
-        """Runs one case; failures are counted, not fatal, so all cases run."""
+        """Runs one case; failures are counted, not fatal, so all cases run.
+        BP_TEST_ONLY=name[,name...] runs only those (by hand, when
+        debugging one case)."""
+        only = os.environ.get("BP_TEST_ONLY")
+        if only and name not in only.split(","):
+            return
         t0 = time.time()
         try:
             fn()

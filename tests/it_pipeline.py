@@ -73,7 +73,8 @@ def control_options_accepted_and_ignored():
 def summary_json_fields():
     out, err, js, _ = pipeline(1, tasks=["a", "b"])
     want = {"batch", "total", "delivered", "ok", "failed", "missing", "duplicates",
-            "redelivered", "retried", "recovered", "lost", "stale", "malformed", "elapsed_s",
+            "redelivered", "retried", "recovered", "lost", "halted", "stale", "malformed",
+            "elapsed_s",
             "workers"}
     expect(want <= set(js), f"summary lacks {sorted(want - set(js))}: {js}")
     expect(js["total"] == 2 and js["ok"] == 2 and js["failed"] == 0 and js["lost"] == 0, js)
@@ -107,6 +108,33 @@ def failing_command():
     expect(js["ok"] == 4 and js["failed"] == 1, js)
     expect("task 2 failed (code 3)" in err and "no good: 3" in err, err)
     expect(sorted(out.splitlines()) == ["ok 1", "ok 2", "ok 4", "ok 5"], out)
+
+
+def halt_soon_after_failures():
+    # GNU parallel's --halt soon,fail=2: after the second failure nothing
+    # new starts; every task still has exactly one result (the ones not run
+    # say "halted"), and both host roles exit 5.
+    tasks = [f"t{i}" + ("x" if i in (2, 5) else "") for i in range(60)]
+    cmd = 'read x; case "$x" in *x) echo "bad $x" >&2; exit 3;; esac; echo "$x-ok"'
+    out, err, js, verr = pipeline(1, ("--exec", cmd), tasks, vent_args=("--halt", "soon,fail=2"),
+                                  vent_rc=5, sink_rc=5)
+    got = out.splitlines()
+    ran = js["ok"] + js["failed"] - js["halted"]
+    expect(js["total"] == 60 and js["ok"] + js["failed"] == 60 and js["missing"] == 0, js)
+    expect(js["halted"] > 0 and len(got) == js["ok"], js)
+    expect(ran < 60 and js["failed"] - js["halted"] == 2, f"ran {ran}: {js}")
+    expect(set(got) <= {f"t{i}-ok" for i in range(60)}, got)
+    expect("halted: 2 tasks failed (--halt soon,fail=2)" in verr, verr)
+    expect("the ventilator halted the batch" in err, err)
+    # A share of the tasks done, once 10 are: 2 failures never reach 50%;
+    # the first failure (t2x) is 10% only when the 10th task is done.
+    out, err, js, verr = pipeline(1, ("--exec", cmd), tasks, vent_args=("--halt", "now,fail=50%"),
+                                  vent_rc=3, sink_rc=3)
+    expect(js["ok"] == 58 and js["failed"] == 2 and js["halted"] == 0, js)
+    out, err, js, verr = pipeline(1, ("--exec", cmd), tasks, vent_args=("--halt", "now,fail=10%"),
+                                  vent_rc=5, sink_rc=5)
+    ran = js["ok"] + js["failed"] - js["halted"]
+    expect(ran >= 10 and js["halted"] > 0 and js["ok"] + js["failed"] == 60, js)
 
 
 def task_timeout():

@@ -814,6 +814,66 @@ static void t_resume_finals(void **state)
     h_end(&h);
 }
 
+/* --halt: queued tasks (and with now_too the ones out) are reported to
+ * the sink as halted, once each, and nothing is sent to workers any more,
+ * not even a retry or a redelivery that comes after the halt. */
+static void t_halt(void **state)
+{
+    (void)state;
+    for (int now_too = 0; now_too <= 1; now_too++) {
+        struct bp_dispatch_cfg c;
+        base_cfg(&c);
+        c.retries = 1;
+        static struct h h; /* static: the teardown may free it after a failure */
+        h_start_sink(&h, &c);
+        add_n(&h, 10);
+        OK(w_hello(&h, RID("w1"), "w1", 3));
+        drain(&h);
+        assert_int_equal(stats_of(&h).out, 3); /* 0 1 2 */
+        h_clear(&h);
+        bp_dispatch_halt(h.d, now_too, "halted: test");
+        bp_dispatch_input_done(h.d);
+        /* a failed try of task 0 with a retry left: not sent again */
+        uint64_t done0[] = {0};
+        OK(w_credit(&h, RID("w1"), 5, done0, 1));
+        OK(s_ack(&h, 0, 1, BP_ACK_RETRY));
+        drain(&h);
+        assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_TASKS, NULL, 0), 0);
+        /* halted reports: 3..9, task 0 (its retry), and 1, 2 with now_too */
+        int reported[10] = {0};
+        for (size_t i = 0; i < h.nout; i++) {
+            const struct sent *m = &h.out[i];
+            if (m->dest != BP_TO_SINK || m->m.type != BP_MSG_RESULTS)
+                continue;
+            size_t off = 0;
+            struct bp_result_rec r;
+            while (bp_msg_next_result(&m->m, &off, &r)) {
+                assert_int_equal(r.status, BP_ST_HALTED);
+                assert_true(r.flags & BP_RF_FINAL);
+                assert_true(r.id < 10);
+                assert_true(has_text(r.data, r.len, "halted: test"));
+                reported[r.id]++;
+                OK(s_ack(&h, r.id, r.attempt, BP_ACK_FAILED));
+            }
+        }
+        for (uint64_t id = 0; id < 10; id++)
+            assert_int_equal(reported[id], id == 1 || id == 2 ? now_too : 1);
+        if (!now_too) {
+            /* the tasks out finish as usual */
+            uint64_t done[] = {1, 2};
+            OK(w_credit(&h, RID("w1"), 0, done, 2));
+            OK(s_ack(&h, 1, 1, BP_ACK_OK));
+            OK(s_ack(&h, 2, 1, BP_ACK_OK));
+        }
+        struct bp_dispatch_stats s = stats_of(&h);
+        assert_int_equal(s.all_final, 1);
+        assert_int_equal(s.halted, now_too ? 10 : 8);
+        assert_int_equal(s.ok, now_too ? 0 : 2);
+        assert_int_equal(s.lost, 0);
+        h_end(&h);
+    }
+}
+
 /* A silent worker dies after liveness x interval: OUT tasks go to the
  * front of the queue, DONE tasks wait for their ack until ack_timeout. */
 static void t_worker_silence(void **state)
@@ -2365,6 +2425,7 @@ int main(void)
         cmocka_unit_test_teardown(t_unknown_and_refused, teardown),
         cmocka_unit_test_teardown(t_resync_to_gone_peer, teardown),
         cmocka_unit_test_teardown(t_resume_finals, teardown),
+        cmocka_unit_test_teardown(t_halt, teardown),
         cmocka_unit_test_teardown(t_heartbeats, teardown),
         cmocka_unit_test_teardown(t_sink_outage, teardown),
         cmocka_unit_test_teardown(t_no_sink, teardown),

@@ -892,8 +892,9 @@ static void t_huge_count(void **state)
 static void t_names(void **state)
 {
     (void)state;
-    static const char *const st[] = {"ok",         "failed",   "timeout",     "too-big",
-                                     "exec-error", "signaled", "interrupted", "lost"};
+    static const char *const st[] = {"ok",       "failed",      "timeout", "too-big", "exec-error",
+                                     "signaled", "interrupted", "lost",    "halted"};
+    assert_int_equal(sizeof st / sizeof st[0], BP_ST_MAX + 1);
     for (int s = 0; s <= BP_ST_MAX; s++)
         assert_string_equal(bp_status_name(s), st[s]);
     assert_string_equal(bp_status_name(BP_ST_LOST), "lost");

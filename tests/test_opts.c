@@ -908,6 +908,21 @@ static void t_durability(void **state)
     assert_int_equal(o.sync_ms, 2000);
     assert_string_equal(o.input, "t.txt");
 
+    assert_int_equal(o.halt_when, BP_HALT_NEVER);
+    mkargs(&a, "ventilator", "--halt", "soon,fail=3", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.halt_when, BP_HALT_SOON);
+    assert_int_equal(o.halt_fail, 3);
+    assert_int_equal(o.halt_pct, 0);
+    mkargs(&a, "ventilator", "--halt", "now,fail=25%", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.halt_when, BP_HALT_NOW);
+    assert_int_equal(o.halt_fail, 25);
+    assert_int_equal(o.halt_pct, 1);
+    mkargs(&a, "ventilator", "--halt", "now,fail=1", "--halt", "never", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.halt_when, BP_HALT_NEVER);
+
     char e1[] = "BP_RESUME=1", e2[] = "BP_SYNC=none", e3[] = "BP_OUTPUT=out.txt";
     char *const env[] = {e1, e2, e3, NULL};
     mkargs(&a, "sink", NULL);
@@ -933,6 +948,13 @@ static void t_durability(void **state)
         {BP_ROLE_SINK, "--journal", "", NULL, "--journal: empty file name"},
         {BP_ROLE_WORKER, "--resume", NULL, NULL, "unknown option '--resume'"},
         {BP_ROLE_WORKER, "--journal", "j", NULL, "unknown option '--journal'"},
+        {BP_ROLE_VENTILATOR, "--halt", "soon", NULL, "--halt: expected never, soon,fail=N"},
+        {BP_ROLE_VENTILATOR, "--halt", "soon,fail=0", NULL, "got 'soon,fail=0'"},
+        {BP_ROLE_VENTILATOR, "--halt", "now,fail=101%", NULL, "got 'now,fail=101%'"},
+        {BP_ROLE_VENTILATOR, "--halt", "now,fail=%", NULL, "--halt"},
+        {BP_ROLE_VENTILATOR, "--halt", "later,fail=1", NULL, "--halt"},
+        {BP_ROLE_VENTILATOR, "--halt", "now,fail=1x", NULL, "--halt"},
+        {BP_ROLE_SINK, "--halt", "now,fail=1", NULL, "unknown option '--halt'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         mkargs(&a, "prog", bad[i].a1, bad[i].a2, bad[i].a3, NULL);
