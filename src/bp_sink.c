@@ -994,6 +994,13 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
     zmq_msg_init(&rid);
     zmq_msg_init(&m);
     for (;;) {
+        if (k.active && k.end_seen && k.st.ok + k.st.failed >= k.total) {
+            /* A resumed batch whose last results were on record already
+             * (the crash came before the summary): nothing more will come. */
+            result = batch_finish(&k, rep, 1);
+            if (o->once)
+                break;
+        }
         if (bp_role_stopped(io)) {
             /* Stopping is not an error; a batch left incomplete is. */
             if (k.active)
