@@ -103,6 +103,7 @@ struct bp_opts {
     int timeout_ms; /* sink: give up after this long without progress */
     int64_t count;  /* sink --raw --once: results to wait for */
     const char *summary_json;
+    const char *joblog; /* sink: one line per attempt, GNU parallel's layout */
     /* host durability (ventilator, sink) */
     const char *journal; /* NULL: none unless --resume (then a default path) */
     int resume;          /* continue the batch in the journal, if there is one */

@@ -98,15 +98,27 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
     case BP_MSG_RESULTS: {
         if (bl < 1 || b[0] > BP_ID_MAX || bl < (size_t)1 + b[0])
             return BP_EPROTO;
-        int rc = walk_records(b, bl, (size_t)1 + b[0], m->n, BP_RESULT_REC, 20, max_rec);
+        uint32_t lim = max_rec ? max_rec + BP_INFO_FIXED + BP_INFO_HEAD_MAX : 0;
+        int rc = walk_records(b, bl, (size_t)1 + b[0], m->n, BP_RESULT_REC, 20, lim);
         if (rc != BP_OK)
             return rc;
-        /* Statuses are checked here so consumers can index tables by them. */
+        /* Statuses and info blocks are checked here so consumers can index
+         * tables by the first and trust the second. */
         size_t off = (size_t)1 + b[0];
         for (uint32_t i = 0; i < m->n; i++) {
+            uint32_t l = get32(b + off + 20);
             if (b[off + 10] > BP_ST_MAX)
                 return BP_EPROTO;
-            off += BP_RESULT_REC + get32(b + off + 20);
+            if (b[off + 11] & BP_RF_INFO) {
+                const uint8_t *info = b + off + BP_RESULT_REC;
+                if (l < BP_INFO_FIXED || info[12] > BP_INFO_HEAD_MAX ||
+                    l - BP_INFO_FIXED < info[12] ||
+                    (max_rec && l - BP_INFO_FIXED - info[12] > max_rec))
+                    return BP_EPROTO;
+            } else if (max_rec && l > max_rec) {
+                return BP_EPROTO;
+            }
+            off += BP_RESULT_REC + l;
         }
         return BP_OK;
     }
@@ -163,6 +175,19 @@ int bp_msg_next_result(const struct bp_msg *m, size_t *off, struct bp_result_rec
     x->len = get32(r + 20);
     x->data = r + BP_RESULT_REC;
     *off += BP_RESULT_REC + (size_t)x->len;
+    if (x->flags & BP_RF_INFO) { /* (the decoder checked the block fits) */
+        x->task_len = get32(x->data);
+        x->start_ms = get64(x->data + 4);
+        x->head_len = x->data[12];
+        x->head = x->data + BP_INFO_FIXED;
+        x->data += BP_INFO_FIXED + x->head_len;
+        x->len -= BP_INFO_FIXED + x->head_len;
+    } else {
+        x->task_len = 0;
+        x->start_ms = 0;
+        x->head = NULL;
+        x->head_len = 0;
+    }
     return 1;
 }
 
@@ -321,7 +346,9 @@ void bp_pack_task(struct bp_pack *p, uint64_t id, uint16_t attempt, uint8_t flag
 
 uint8_t *bp_pack_result_reserve(struct bp_pack *p, const struct bp_result_rec *x)
 {
-    uint8_t *r = room(p, BP_RESULT_REC + (size_t)x->len);
+    uint8_t hl = x->head_len > BP_INFO_HEAD_MAX ? BP_INFO_HEAD_MAX : x->head_len;
+    size_t info = (x->flags & BP_RF_INFO) ? BP_INFO_FIXED + (size_t)hl : 0;
+    uint8_t *r = room(p, BP_RESULT_REC + info + (size_t)x->len);
     if (!r)
         return NULL;
     put64(r, x->id);
@@ -330,9 +357,18 @@ uint8_t *bp_pack_result_reserve(struct bp_pack *p, const struct bp_result_rec *x
     r[11] = x->flags;
     put32(r + 12, (uint32_t)x->code);
     put32(r + 16, x->elapsed_ms);
-    put32(r + 20, x->len);
+    put32(r + 20, (uint32_t)(info + x->len));
     p->n++;
-    return r + BP_RESULT_REC;
+    r += BP_RESULT_REC;
+    if (info) {
+        put32(r, x->task_len);
+        put64(r + 4, x->start_ms);
+        r[12] = hl;
+        if (hl)
+            memcpy(r + BP_INFO_FIXED, x->head, hl);
+        r += info;
+    }
+    return r;
 }
 
 void bp_pack_result(struct bp_pack *p, const struct bp_result_rec *x)

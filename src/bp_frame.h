@@ -62,6 +62,11 @@ enum bp_task_status {
 #define BP_TF_LAST_TRY 0x01 /* a failure of this attempt is final */
 /* RESULTS record flags */
 #define BP_RF_FINAL 0x01 /* final outcome (else: a failed try to be retried) */
+#define BP_RF_INFO 0x02  /* the payload starts with a task-info block (for --joblog) */
+/* The task-info block: u32 task length, u64 start (ms since the epoch),
+ * u8 n, then the task's first n bytes (n <= BP_INFO_HEAD_MAX). */
+#define BP_INFO_FIXED 13
+#define BP_INFO_HEAD_MAX 40
 /* ACK kinds */
 enum bp_ack_kind { BP_ACK_OK = 0, BP_ACK_FAILED = 1, BP_ACK_RETRY = 2 };
 /* END reasons */
@@ -107,8 +112,13 @@ struct bp_result_rec {
     uint8_t flags;
     int32_t code;
     uint32_t elapsed_ms;
-    const uint8_t *data;
+    const uint8_t *data; /* the result (after the info block, if any) */
     uint32_t len;
+    /* with BP_RF_INFO in flags: the task-info block */
+    uint32_t task_len;
+    uint64_t start_ms;
+    const uint8_t *head; /* the task's first head_len bytes */
+    uint8_t head_len;
 };
 
 struct bp_ack_rec {

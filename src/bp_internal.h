@@ -21,6 +21,9 @@ const char *bp_log_prog(void);
 /* Monotonic clock in milliseconds. */
 int64_t bp_now_ms(void);
 
+/* Wall clock: milliseconds since the epoch (for logs such as --joblog). */
+int64_t bp_wall_ms(void);
+
 /* Writes at most max bytes of s into buf as a printable one-line string
  * (control bytes escaped). Always NUL-terminates when len > 0. */
 void bp_printable(char *buf, size_t len, const void *s, size_t max);

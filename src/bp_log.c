@@ -41,6 +41,13 @@ void bp_log(int level, const char *fmt, ...)
     fprintf(stderr, "%s: %s\n", log_prog, line);
 }
 
+int64_t bp_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int64_t bp_now_ms(void)
 {
     struct timespec ts;

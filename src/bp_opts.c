@@ -62,7 +62,8 @@ enum {
     O_RESUME,
     O_SYNC,
     O_SYNC_INTERVAL,
-    O_HALT
+    O_HALT,
+    O_JOBLOG
 };
 
 struct opt_def {
@@ -119,6 +120,7 @@ static const struct opt_def opt_defs[] = {
     {"sync", required_argument, O_SYNC, R_V | R_S},
     {"sync-interval", required_argument, O_SYNC_INTERVAL, R_V | R_S},
     {"halt", required_argument, O_HALT, R_V},
+    {"joblog", required_argument, O_JOBLOG, R_S},
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -472,6 +474,11 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
     case O_SUMMARY_JSON:
         o->summary_json = val;
         break;
+    case O_JOBLOG:
+        if (!*val)
+            BAD("%s: empty file name", src);
+        o->joblog = val;
+        break;
     case O_STATUS_FILE:
         o->status_file = val;
         break;
@@ -655,6 +662,11 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
     if (role == BP_ROLE_SINK) {
         if (is_none(o->control_bind))
             o->control_bind = NULL;
+        if (o->raw && o->joblog) {
+            snprintf(o->err, sizeof o->err,
+                     "--joblog needs task ids: it cannot be used with --raw");
+            return BP_EUSAGE;
+        }
         if (o->raw && o->ordered) {
             snprintf(o->err, sizeof o->err,
                      "--ordered needs task ids: it cannot be used with --raw");
@@ -776,6 +788,9 @@ static const char usage_sink[] =
     "                          wait forever); missing tasks are listed\n"
     "      --count N           with --raw --once: exit after N results\n"
     "      --summary-json FILE also write the batch summary as JSON to FILE\n"
+    "      --joblog FILE       append one line per attempt to FILE in GNU parallel's\n"
+    "                          --joblog columns (Seq = task id, Host = worker id,\n"
+    "                          Send/Command from --exec workers only)\n"
     "      --resume            continue the batch in the journal: the output is\n"
     "                          appended to (never truncated), no task written twice;\n"
     "                          with no journal yet, start one (default journal:\n"

@@ -34,6 +34,7 @@ struct sink {
     void *sock; /* v2: ROUTER; raw: PULL */
     FILE *out;
     int own_out;
+    FILE *joblog; /* --joblog, or NULL */
     int progress;
     /* the ventilator of the current batch */
     uint8_t vent[255];
@@ -519,6 +520,39 @@ static void output(struct sink *k, const struct bp_result_rec *r, int ok)
     zmq_msg_close(&out);
 }
 
+/* Copies at most n bytes of s into buf (len > 0) as one printable field:
+ * control bytes, tabs and backslashes escaped, NUL-terminated. */
+static void joblog_field(char *buf, size_t len, const void *s, size_t n)
+{
+    bp_printable(buf, len, s, n);
+    for (char *p = buf; *p; p++)
+        if (*p == '\t')
+            *p = ' ';
+}
+
+/* One line per attempt in GNU parallel's --joblog columns: Seq (our task
+ * id), Host (worker id), Starttime, JobRuntime, Send, Receive, Exitval,
+ * Signal, Command (the task's first bytes). Exitval is -1 for what did not
+ * end with an exit status (timeout, too big, not started, lost, halted). */
+static void joblog_line(struct sink *k, const struct bp_result_rec *r, const char *wid)
+{
+    double start = r->head ? (double)r->start_ms / 1000.0
+                           : (double)(bp_wall_ms() - (int64_t)r->elapsed_ms) / 1000.0;
+    int exitval = r->status == BP_ST_OK ? 0 : r->status == BP_ST_FAILED ? r->code : -1;
+    int sig = r->status == BP_ST_SIGNALED ? r->code : 0;
+    char host[BP_ID_MAX * 4 + 1], cmd[BP_INFO_HEAD_MAX * 4 + 1] = "";
+    joblog_field(host, sizeof host, wid, strlen(wid));
+    if (r->head_len)
+        joblog_field(cmd, sizeof cmd, r->head, r->head_len);
+    if (fprintf(k->joblog, "%" PRIu64 "\t%s\t%.3f\t%.3f\t%" PRIu32 "\t%" PRIu32 "\t%d\t%d\t%s\n",
+                r->id, host, start, (double)r->elapsed_ms / 1000.0, r->task_len, r->len, exitval,
+                sig, cmd) < 0 &&
+        !k->io_error) {
+        bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->joblog, strerror(errno));
+        k->io_error = 1;
+    }
+}
+
 static void on_result(struct sink *k, const struct bp_result_rec *r, const char *wid)
 {
     /* Ids below low are late duplicates: those are answered below. */
@@ -527,6 +561,8 @@ static void on_result(struct sink *k, const struct bp_result_rec *r, const char 
         k->malformed++;
         return;
     }
+    if (k->joblog)
+        joblog_line(k, r, wid); /* every attempt, also late and retried ones */
     if (bp_idset_has(&k->seen, r->id)) {
         /* Already final: first result wins; tell the ventilator again. */
         k->dups++;
@@ -672,6 +708,9 @@ static void sink_close(struct sink *k)
     if (k->j && k->out && journal_commit(k, bp_now_ms(), 1) == 0)
         bp_log(BP_LOG_ERROR, "journal %s: the last results may not be on record", k->jpath);
     bp_journal_close(&k->j, 0);
+    if (k->joblog && fclose(k->joblog) != 0)
+        bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->joblog, strerror(errno));
+    k->joblog = NULL;
     bp_sock_close(&k->sock);
     if (k->own_ctx && k->ctx)
         zmq_ctx_term(k->ctx);
@@ -935,6 +974,17 @@ static int sink_open(struct sink *k)
     } else {
         k->out = stdout;
     }
+    if (o->joblog) {
+        /* Appended to, like parallel's: a resumed batch adds its attempts. */
+        k->joblog = fopen(o->joblog, "a");
+        if (!k->joblog) {
+            bp_log(BP_LOG_ERROR, "cannot write %s: %s", o->joblog, strerror(errno));
+            return BP_EIO;
+        }
+        if (ftello(k->joblog) == 0 && fseeko(k->joblog, 0, SEEK_END) == 0 && ftello(k->joblog) == 0)
+            fputs("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n",
+                  k->joblog);
+    }
     k->ctx = k->io && k->io->zmq_ctx ? k->io->zmq_ctx : NULL;
     if (!k->ctx) {
         k->ctx = bp_ctx_new();
@@ -947,7 +997,7 @@ static int sink_open(struct sink *k)
     struct bp_sockcfg c = bp_role_sockcfg(o);
     c.rcvhwm = o->raw ? 10000 : 1000;
     /* A pack of small results, or one result of up to --max-msg-size. */
-    c.max_msg = o->max_msg + BP_PACK_BYTES + 64 + BP_ID_MAX;
+    c.max_msg = o->max_msg + BP_PACK_BYTES + 64 + BP_ID_MAX + BP_INFO_FIXED + BP_INFO_HEAD_MAX;
     k->sock = bp_sock_open(k->ctx, o->raw ? ZMQ_PULL : ZMQ_ROUTER, o->bind, 1, &c, err, sizeof err);
     if (!k->sock) {
         bp_log(BP_LOG_ERROR, "%s", err);
@@ -1011,6 +1061,8 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
         }
         /* Flush before blocking, so results appear while the batch runs. */
         fflush(k.out);
+        if (k.joblog)
+            fflush(k.joblog);
         int64_t now = bp_now_ms();
         long tmo = 1000;
         if (k.progress && k.active)

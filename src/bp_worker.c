@@ -36,6 +36,7 @@ struct slot {
     int busy;
     struct qtask t; /* the task (its buffer stays with the slot) */
     int64_t started, ready_at;
+    int64_t started_wall; /* for the sink's --joblog */
     struct bp_job job;
     int item_first, item_n;
 };
@@ -336,14 +337,19 @@ static void count(struct worker *w, int status, int64_t elapsed)
 /* Appends the outcome of t. Returns BP_ETIMEDOUT if the sink is blocked
  * (nothing appended: try again later). */
 static int add_result(struct worker *w, const struct qtask *t, int status, int code,
-                      int64_t elapsed, const void *data, size_t len)
+                      int64_t elapsed, const void *data, size_t len, int64_t started_wall)
 {
     if (w->o->raw) {
         count(w, status, elapsed);
         raw_result(w, status, code, data, len);
         return BP_OK;
     }
-    if (result_room(w, t->batch, len) != BP_OK)
+    /* Commands carry a task-info block (the sink's --joblog): the task's
+     * size, start and first bytes. Not the built-ins: their hot path stays
+     * lean. */
+    int info = started_wall > 0;
+    uint8_t hl = t->len < BP_INFO_HEAD_MAX ? (uint8_t)t->len : BP_INFO_HEAD_MAX;
+    if (result_room(w, t->batch, len + (info ? BP_INFO_FIXED + hl : 0)) != BP_OK)
         return BP_ETIMEDOUT;
     struct bp_result_rec r = {
         .id = t->id,
@@ -356,6 +362,13 @@ static int add_result(struct worker *w, const struct qtask *t, int status, int c
                                              : (uint32_t)elapsed,
         .data = data,
         .len = (uint32_t)len};
+    if (info) {
+        r.flags |= BP_RF_INFO;
+        r.task_len = t->len;
+        r.start_ms = (uint64_t)started_wall;
+        r.head = t->data;
+        r.head_len = hl;
+    }
     bp_pack_result(&w->rp, &r);
     w->rp_ids[w->rp_n++] = t->id;
     count(w, status, elapsed);
@@ -429,6 +442,7 @@ static void start_slot(struct worker *w, struct slot *s, int64_t now)
     s->started = now;
     if (w->o->exec) {
         s->ready_at = 0;
+        s->started_wall = bp_wall_ms();
         bp_job_start(&s->job, w->o->exec, s->t.data, s->t.len, w->o->task_timeout_ms, now);
     } else {
         w->tf->fn(s->t.data, s->t.len, s->t.data);
@@ -473,9 +487,10 @@ static int finish_slot(struct worker *w, struct slot *s, int64_t now)
             bp_log(BP_LOG_DEBUG, "task %" PRIu64 " %s (code %d): %s", s->t.id,
                    bp_status_name(s->job.status), s->job.code, show);
         }
-        rc = add_result(w, &s->t, s->job.status, s->job.code, now - s->started, out, len);
+        rc = add_result(w, &s->t, s->job.status, s->job.code, now - s->started, out, len,
+                        s->started_wall);
     } else {
-        rc = add_result(w, &s->t, BP_ST_OK, 0, now - s->started, s->t.data, s->t.len);
+        rc = add_result(w, &s->t, BP_ST_OK, 0, now - s->started, s->t.data, s->t.len, 0);
     }
     if (rc != BP_OK)
         return rc; /* the sink is blocked: finish it later */

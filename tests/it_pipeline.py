@@ -110,6 +110,43 @@ def failing_command():
     expect(sorted(out.splitlines()) == ["ok 1", "ok 2", "ok 4", "ok 5"], out)
 
 
+def joblog_columns():
+    # GNU parallel's --joblog layout, one line per attempt, with a retried
+    # failure (two attempts of one task) and a signal.
+    tasks = ["alpha", "beta", "kill me", "fail once"]
+    flag = env.path("failed-once")
+    cmd = ('read x; case "$x" in "kill me") kill -9 $$;; "fail once") '
+           f'[ -e {flag} ] || {{ touch {flag}; exit 4; }};; esac; echo "$x!"')
+    log = env.path("joblog.tsv")
+    out, err, js, _ = pipeline(1, ("--exec", cmd), tasks, sink_args=("--joblog", log),
+                               vent_args=("--retries", "1"), vent_rc=3, sink_rc=3)
+    with open(log) as f:
+        rows = [ln.rstrip("\n").split("\t") for ln in f]
+    expect(rows[0] == ["Seq", "Host", "Starttime", "JobRuntime", "Send", "Receive", "Exitval",
+                       "Signal", "Command"], rows[0])
+    expect(all(len(r) == 9 for r in rows), rows)
+    by = {}
+    for r in rows[1:]:
+        by.setdefault(r[8], []).append(r)
+    expect(sorted(by) == sorted(tasks), f"commands {sorted(by)}")
+    now = time.time()
+    for r in rows[1:]:
+        expect(r[1] == "w0" and abs(float(r[2]) - now) < 600 and float(r[3]) >= 0, r)
+        expect(int(r[4]) == len(r[8]), f"Send is the task's size: {r}")
+    a = by["alpha"][0]
+    expect(len(by["alpha"]) == 1 and a[5] == "6" and a[6] == "0" and a[7] == "0", a)
+    k = by["kill me"]
+    expect(len(k) == 2 and all(r[6] == "-1" and r[7] == "9" for r in k), k)  # retried once
+    f = sorted(by["fail once"], key=lambda r: float(r[2]))
+    expect(len(f) == 2 and f[0][6] == "4" and f[1][6] == "0" and f[1][5] == "10", f)
+    expect(js["ok"] == 3 and js["failed"] == 1, js)
+    # Appended to, never truncated: a second batch adds its lines.
+    pipeline(1, ("--exec", "cat"), ["x"], sink_args=("--joblog", log))
+    with open(log) as f:
+        again = f.read().splitlines()
+    expect(len(again) == len(rows) + 1 and again[-1].split("\t")[8] == "x", again[-3:])
+
+
 def halt_soon_after_failures():
     # GNU parallel's --halt soon,fail=2: after the second failure nothing
     # new starts; every task still has exactly one result (the ones not run

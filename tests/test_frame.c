@@ -391,6 +391,86 @@ static void t_roundtrip_results(void **state)
     bp_pack_free(&p);
 }
 
+/* A result with a task-info block (--joblog): packed and read back, the
+ * result itself unchanged; the limit on the result still holds, the block
+ * comes on top; a block that does not fit its record is refused. */
+static void t_results_info(void **state)
+{
+    (void)state;
+    struct bp_pack p;
+    bp_pack_init(&p);
+    uint8_t task[100];
+    memset(task, 't', sizeof task);
+    bp_pack_begin(&p, BP_MSG_RESULTS, 1);
+    bp_pack_u8(&p, 1);
+    bp_pack_bytes(&p, "w", 1);
+    struct bp_result_rec r = {.id = 5,
+                              .attempt = 1,
+                              .status = BP_ST_SIGNALED,
+                              .flags = BP_RF_FINAL | BP_RF_INFO,
+                              .code = 9,
+                              .elapsed_ms = 1234,
+                              .data = (const uint8_t *)"out",
+                              .len = 3,
+                              .task_len = 100,
+                              .start_ms = 1700000000123ull,
+                              .head = task,
+                              .head_len = 200}; /* more than the block holds: cut to 40 */
+    bp_pack_result(&p, &r);
+    struct bp_result_rec plain = {
+        .id = 6, .attempt = 1, .flags = BP_RF_FINAL, .data = (const uint8_t *)"abc", .len = 3};
+    bp_pack_result(&p, &plain);
+    finish(&p);
+    struct bp_msg m;
+    assert_int_equal(decode_copy(p.p, p.len, 3), BP_OK); /* the block is not counted */
+    assert_int_equal(decode_copy(p.p, p.len, 2), BP_EPROTO);
+    assert_int_equal(bp_msg_decode(&m, p.p, p.len, 0), BP_OK);
+    size_t off = 0;
+    struct bp_result_rec x;
+    assert_int_equal(bp_msg_next_result(&m, &off, &x), 1);
+    assert_true(x.id == 5 && (x.flags & BP_RF_INFO));
+    assert_int_equal(x.len, 3);
+    assert_memory_equal(x.data, "out", 3);
+    assert_int_equal(x.task_len, 100);
+    assert_true(x.start_ms == 1700000000123ull);
+    assert_int_equal(x.head_len, BP_INFO_HEAD_MAX);
+    assert_memory_equal(x.head, task, BP_INFO_HEAD_MAX);
+    assert_int_equal(bp_msg_next_result(&m, &off, &x), 1);
+    assert_true(x.id == 6 && !(x.flags & BP_RF_INFO) && x.head == NULL && x.task_len == 0);
+    assert_memory_equal(x.data, "abc", 3);
+    assert_int_equal(bp_msg_next_result(&m, &off, &x), 0);
+
+    /* Damaged blocks: shorter than its fixed part, a head over 40 bytes,
+     * a head longer than the record. */
+    uint8_t *b = dup_exact(p.p, p.len);
+    size_t rec = BP_MSG_HDR + 2;       /* the first record */
+    size_t info = rec + BP_RESULT_REC; /* its block */
+    uint32_t rl = (uint32_t)(BP_INFO_FIXED + BP_INFO_HEAD_MAX + 3);
+    b[info + 12] = BP_INFO_HEAD_MAX + 1;
+    assert_int_equal(decode_copy(b, p.len, 0), BP_EPROTO);
+    b[info + 12] = BP_INFO_HEAD_MAX;
+    assert_int_equal(decode_copy(b, p.len, 0), BP_OK);
+    /* the record made shorter (the rest re-framed as garbage is refused too) */
+    put32be(b + rec + 20, BP_INFO_FIXED - 1);
+    assert_int_equal(decode_copy(b, p.len, 0), BP_EPROTO);
+    put32be(b + rec + 20, rl);
+    b[rec + 11] = BP_RF_FINAL; /* no block flag: the block reads as result bytes */
+    assert_int_equal(decode_copy(b, p.len, 0), BP_OK);
+    free(b);
+    /* a record exactly as long as the block, with a head that overruns it */
+    bp_pack_begin(&p, BP_MSG_RESULTS, 1);
+    bp_pack_u8(&p, 0);
+    struct bp_result_rec e = {.id = 1, .flags = BP_RF_INFO, .head = task, .head_len = 4};
+    bp_pack_result(&p, &e);
+    finish(&p);
+    assert_int_equal(decode_copy(p.p, p.len, 0), BP_OK);
+    b = dup_exact(p.p, p.len);
+    b[BP_MSG_HDR + 1 + BP_RESULT_REC + 12] = 5;
+    assert_int_equal(decode_copy(b, p.len, 0), BP_EPROTO);
+    free(b);
+    bp_pack_free(&p);
+}
+
 static void t_roundtrip_ack(void **state)
 {
     (void)state;
@@ -1166,6 +1246,7 @@ int main(void)
         cmocka_unit_test(t_roundtrip_credit_bye),
         cmocka_unit_test(t_roundtrip_tasks),
         cmocka_unit_test(t_roundtrip_results),
+        cmocka_unit_test(t_results_info),
         cmocka_unit_test(t_roundtrip_ack),
         cmocka_unit_test(t_roundtrip_fixed),
         cmocka_unit_test(t_version),

@@ -909,6 +909,9 @@ static void t_durability(void **state)
     assert_string_equal(o.input, "t.txt");
 
     assert_int_equal(o.halt_when, BP_HALT_NEVER);
+    mkargs(&a, "sink", "--joblog", "jobs.tsv", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+    assert_string_equal(o.joblog, "jobs.tsv");
     mkargs(&a, "ventilator", "--halt", "soon,fail=3", NULL);
     parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
     assert_int_equal(o.halt_when, BP_HALT_SOON);
@@ -955,6 +958,9 @@ static void t_durability(void **state)
         {BP_ROLE_VENTILATOR, "--halt", "later,fail=1", NULL, "--halt"},
         {BP_ROLE_VENTILATOR, "--halt", "now,fail=1x", NULL, "--halt"},
         {BP_ROLE_SINK, "--halt", "now,fail=1", NULL, "unknown option '--halt'"},
+        {BP_ROLE_SINK, "--joblog", "", NULL, "--joblog: empty file name"},
+        {BP_ROLE_SINK, "--joblog", "j", "--raw", "--joblog needs task ids"},
+        {BP_ROLE_VENTILATOR, "--joblog", "j", NULL, "unknown option '--joblog'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         mkargs(&a, "prog", bad[i].a1, bad[i].a2, bad[i].a3, NULL);
