@@ -75,6 +75,7 @@ struct bp_dispatch {
     int input_done, finished, end_reason;
     int halted;
     char halt_why[LOST_REASON_MAX];
+    uint64_t sink_ok, sink_failed; /* from COMPLETE, when we had to take its word */
     int64_t held, held_bytes, queued, out, done_wait, lost_wait;
     int64_t next_scan;
     struct bp_dispatch_stats st;
@@ -632,6 +633,29 @@ static void sink_heard(struct bp_dispatch *d, int64_t now)
     d->sink_seen = 1;
 }
 
+/* The sink has a result for every task of the batch. Normally every one
+ * was acknowledged already; after a crash of ours (acknowledgements lost,
+ * or a journal cut short) some may still be held, sent again or out on
+ * workers: the sink will never acknowledge those again (a --once sink has
+ * left), so they are final now, and the batch's counts are the sink's. */
+static void on_complete(struct bp_dispatch *d, uint64_t ok, uint64_t failed)
+{
+    if (d->complete)
+        return;
+    d->complete = 1;
+    /* (the normal end, every task acknowledged: our counts are the sink's;
+     * fewer results than tasks we took: not a batch we know, nothing to take) */
+    if (!d->held || ok + failed < d->next_id)
+        return;
+    d->sink_ok = ok;
+    d->sink_failed = failed;
+    for (uint32_t k = 0; k < d->c.max_tasks; k++) {
+        uint8_t st = d->t[k].state;
+        if (st != T_FREE && st != T_ZOMBIE)
+            finalize(d, k, 1);
+    }
+}
+
 static void on_ack(struct bp_dispatch *d, const struct bp_ack_rec *a, int64_t now)
 {
     uint32_t s = map_find(d, a->id);
@@ -695,7 +719,7 @@ int bp_dispatch_on_sink(struct bp_dispatch *d, const void *buf, size_t len, int6
         break;
     case BP_MSG_COMPLETE:
         sink_heard(d, now);
-        d->complete = 1;
+        on_complete(d, bp_msg_u64(&m, 0), bp_msg_u64(&m, 8));
         break;
     default:
         d->st.malformed++;
@@ -723,6 +747,9 @@ int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_
         return BP_EUSAGE;
     if (len > d->c.max_rec)
         return BP_ETOOBIG;
+    /* the sink has every result (a resumed batch, read again) */
+    if (d->next_id < d->sink_ok + d->sink_failed)
+        return bp_dispatch_add_final(d, 1, id);
     if (d->nfree == 0)
         return BP_ENOMEM;
     uint32_t s = d->freel[d->nfree - 1];
@@ -1197,6 +1224,10 @@ void bp_dispatch_stats(const struct bp_dispatch *d, struct bp_dispatch_stats *s)
     s->input_done = d->input_done;
     s->finished = d->finished;
     s->all_final = d->input_done && d->held == 0;
+    if (d->sink_ok + d->sink_failed == d->next_id && s->all_final && d->sink_ok + d->sink_failed) {
+        s->ok = (int64_t)d->sink_ok;
+        s->failed = (int64_t)d->sink_failed;
+    }
     int pend = 0;
     for (uint32_t i = 0; i < d->nw; i++)
         if (d->w[i].live && d->w[i].end_pending)

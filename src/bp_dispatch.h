@@ -150,7 +150,8 @@ struct bp_dispatch_stats {
     int workers;       /* live workers now (HELLO seen, not dead/gone) */
     int workers_seen;  /* distinct worker sessions so far */
     int sink_alive;    /* the sink answered within liveness */
-    int complete;      /* the sink said COMPLETE for this batch */
+    int complete;      /* the sink said COMPLETE for this batch (what was still held
+                          then is final: the sink has every result) */
     int input_done;
     int finished;    /* bp_dispatch_finish() called */
     int all_final;   /* input done and every task final */

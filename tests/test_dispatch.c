@@ -814,6 +814,52 @@ static void t_resume_finals(void **state)
     h_end(&h);
 }
 
+/* COMPLETE from the sink while tasks are still held (a resumed ventilator
+ * whose acknowledgements were lost): the sink has every result and a
+ * --once sink is gone, so they are final with the sink's counts; a
+ * COMPLETE for fewer results than tasks we took changes nothing. */
+static void t_complete_word(void **state)
+{
+    (void)state;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    static struct h h; /* static: the teardown may free it after a failure */
+    h_start_sink(&h, &c);
+    add_n(&h, 4);
+    OK(w_hello(&h, RID("w1"), "w1", 2));
+    drain(&h);
+    bp_dispatch_input_done(h.d);
+    bp_pack_begin(&h.p, BP_MSG_COMPLETE, BATCH);
+    bp_pack_u64(&h.p, 2);
+    bp_pack_u64(&h.p, 1);
+    OK(s_send(&h)); /* 3 < 4: not this batch's whole */
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.all_final, 0);
+    assert_int_equal(s.out + s.queued, 4);
+    h_end(&h);
+
+    h_start_sink(&h, &c);
+    add_n(&h, 4);
+    OK(w_hello(&h, RID("w1"), "w1", 2));
+    drain(&h);
+    bp_pack_begin(&h.p, BP_MSG_COMPLETE, BATCH);
+    bp_pack_u64(&h.p, 5);
+    bp_pack_u64(&h.p, 1);
+    OK(s_send(&h)); /* the sink has 6: ours (4) are final, and so are 2 more */
+    add_n(&h, 2);
+    bp_dispatch_input_done(h.d);
+    s = stats_of(&h);
+    assert_int_equal(s.all_final, 1);
+    assert_int_equal(s.complete, 1);
+    assert_int_equal(s.ok, 5);
+    assert_int_equal(s.failed, 1);
+    assert_int_equal(s.out + s.queued + s.done_wait, 0);
+    h_clear(&h);
+    drain(&h);
+    assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_TASKS, NULL, 0), 0);
+    h_end(&h);
+}
+
 /* --halt: queued tasks (and with now_too the ones out) are reported to
  * the sink as halted, once each, and nothing is sent to workers any more,
  * not even a retry or a redelivery that comes after the halt. */
@@ -2426,6 +2472,7 @@ int main(void)
         cmocka_unit_test_teardown(t_resync_to_gone_peer, teardown),
         cmocka_unit_test_teardown(t_resume_finals, teardown),
         cmocka_unit_test_teardown(t_halt, teardown),
+        cmocka_unit_test_teardown(t_complete_word, teardown),
         cmocka_unit_test_teardown(t_heartbeats, teardown),
         cmocka_unit_test_teardown(t_sink_outage, teardown),
         cmocka_unit_test_teardown(t_no_sink, teardown),
