@@ -71,8 +71,9 @@ struct sink {
 /* Sink journal records (docs/journal.md). */
 static const char SJ_MAGIC[BP_JOURNAL_MAGIC_LEN] = {'b', 'p', 's', 'j', 'r', 'n', '1', '\n'};
 enum { SJ_BATCH = 'B', SJ_TOTAL = 'T', SJ_FINAL = 'F', SJ_WRITTEN = 'W' };
-#define SJ_OK 0x01   /* the task's final result is ok */
-#define SJ_HELD 0x02 /* --ordered: held, not written yet; its bytes follow */
+#define SJ_OK 0x01     /* the task's final result is ok */
+#define SJ_HELD 0x02   /* --ordered: held, not written yet; its bytes follow */
+#define SJ_HALTED 0x04 /* not run: the ventilator halted the batch */
 #define SJ_FLUSH_AT ((size_t)1 << 20)
 
 static int write_rec(struct sink *k, const void *data, size_t len)
@@ -119,8 +120,9 @@ static void jf_put(struct sink *k)
     k->jf_len = 0;
 }
 
-/* Notes an accepted final result for the journal (held: --ordered keeps
- * its bytes in memory, so the journal keeps them too). */
+/* Notes an accepted final result for the journal: ok 1, failed 0, or -1
+ * failed as halted (held: --ordered keeps its bytes in memory, so the
+ * journal keeps them too). */
 static void journal_result(struct sink *k, uint64_t id, int ok, int held, const void *data,
                            size_t len)
 {
@@ -132,7 +134,7 @@ static void journal_result(struct sink *k, uint64_t id, int ok, int held, const 
         return;
     uint8_t *p = k->jf + k->jf_len;
     bp_put_be64(p, id);
-    p[8] = (uint8_t)((ok ? SJ_OK : 0) | (held ? SJ_HELD : 0));
+    p[8] = (uint8_t)((ok > 0 ? SJ_OK : 0) | (held ? SJ_HELD : 0) | (ok < 0 ? SJ_HALTED : 0));
     if (held) {
         bp_put_be32(p + 9, (uint32_t)len);
         if (len)
@@ -479,10 +481,11 @@ static void report_failure(struct sink *k, const struct bp_result_rec *r, const 
  * the received message m, which may be moved into the reorder buffer. */
 static void output(struct sink *k, const struct bp_result_rec *r, int ok)
 {
+    int jok = ok ? 1 : r->status == BP_ST_HALTED ? -1 : 0;
     if (!k->o->ordered) {
         if (ok)
             write_rec(k, r->data, r->len);
-        journal_result(k, r->id, ok, 0, NULL, 0);
+        journal_result(k, r->id, jok, 0, NULL, 0);
         return;
     }
     zmq_msg_t m;
@@ -490,7 +493,7 @@ static void output(struct sink *k, const struct bp_result_rec *r, int ok)
         bp_log(BP_LOG_ERROR, "out of memory holding task %" PRIu64 ": written out of order", r->id);
         if (ok)
             write_rec(k, r->data, r->len);
-        journal_result(k, r->id, ok, 0, NULL, 0);
+        journal_result(k, r->id, jok, 0, NULL, 0);
         return;
     }
     if (ok && r->len)
@@ -502,14 +505,14 @@ static void output(struct sink *k, const struct bp_result_rec *r, int ok)
                r->id, k->ro.next);
         if (ok)
             write_rec(k, r->data, r->len);
-        journal_result(k, r->id, ok, 0, NULL, 0);
+        journal_result(k, r->id, jok, 0, NULL, 0);
         zmq_msg_close(&m);
         return;
     }
     /* Held (the pops below may write it at once): the journal keeps its
      * bytes, and a resume puts back what its W record says is not
      * written yet. */
-    journal_result(k, r->id, ok, ok, r->data, r->len);
+    journal_result(k, r->id, jok, ok, r->data, r->len);
     zmq_msg_close(&m);
     zmq_msg_t out;
     zmq_msg_init(&out);
@@ -770,6 +773,8 @@ static int sj_apply(struct sj_state *st, uint64_t next)
         int ok = fl & SJ_OK;
         if (!ok && bp_idset_add(&k->failed, id) < 0)
             return BP_EPROTO;
+        if (fl & SJ_HALTED)
+            k->halted++;
         bp_stats_add(&k->st, "(before resume)", ok);
         if (!ok)
             st->failed++;
