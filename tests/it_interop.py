@@ -25,13 +25,25 @@ TUTORIAL = ["hola", "aloha", "hello", "buenas noches", "buenas tardes", "buenos 
             "bienvenido"]
 
 
+_monitors = [0]
+
+
+def monitor(sock, events):
+    """sock's event monitor on an inproc address of its own. pyzmq's default
+    name is built from the socket's fd: a socket closed a moment ago may
+    still hold it in libzmq's reaper while a new one gets the same fd
+    (EADDRINUSE, seen once in CI)."""
+    _monitors[0] += 1
+    return sock.get_monitor_socket(events, addr=f"inproc://bp-it-monitor-{_monitors[0]}")
+
+
 def python_ventilator_feeds_boardpipe_workers():
     pt, pr = ports(2)
     push = ctx.socket(zmq.PUSH)
     push.bind(f"tcp://127.0.0.1:{pt}")
     pull = ctx.socket(zmq.PULL)
     pull.bind(f"tcp://127.0.0.1:{pr}")
-    mon = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    mon = monitor(push, zmq.EVENT_HANDSHAKE_SUCCEEDED)
     try:
         ws = [env.start("worker", "--raw", "--tasks", f"tcp://127.0.0.1:{pt}", "--results",
                         f"tcp://127.0.0.1:{pr}", name=f"w{i}") for i in range(2)]
@@ -173,7 +185,7 @@ def sink_survives_oversized_frame():
     sink = env.start("sink", "--once", "--timeout", "60s", "--max-msg-size", "1K", "--bind",
                      f"tcp://127.0.0.1:{pr}")
     big = ctx.socket(zmq.DEALER)
-    mon = big.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    mon = monitor(big, zmq.EVENT_DISCONNECTED)
     big.connect(f"tcp://127.0.0.1:{pr}")
     good = ctx.socket(zmq.DEALER)
     good.connect(f"tcp://127.0.0.1:{pr}")
@@ -256,7 +268,7 @@ def assault(port, proc, what):
     cut off the oversized sender."""
     bad = ctx.socket(zmq.DEALER)
     big = ctx.socket(zmq.DEALER)
-    mon = big.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    mon = monitor(big, zmq.EVENT_DISCONNECTED)
     try:
         bad.connect(f"tcp://127.0.0.1:{port}")
         bad.send(b"plain tutorial string")                       # not boardpipe framing
