@@ -44,6 +44,14 @@ int bp_idset_has(const struct bp_idset *s, uint64_t id)
     return w < s->words && (s->bits[w] >> (id % 64) & 1);
 }
 
+int64_t bp_idset_count(const struct bp_idset *s)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < s->words; i++)
+        n += __builtin_popcountll(s->bits[i]);
+    return n;
+}
+
 void bp_reorder_init(struct bp_reorder *r)
 {
     memset(r, 0, sizeof *r);

@@ -27,6 +27,9 @@ int bp_idset_add(struct bp_idset *s, uint64_t id);
 /* Returns 1 if id is set. */
 int bp_idset_has(const struct bp_idset *s, uint64_t id);
 
+/* Returns how many ids are set. */
+int64_t bp_idset_count(const struct bp_idset *s);
+
 /* Holds out-of-order results until the ones before them have arrived.
  * Slots are a ring indexed by id - next; each holds a moved zmq_msg_t. */
 struct bp_reorder {

@@ -93,14 +93,6 @@ static int open_input(struct vent *v)
 
 /* ---- the journal ---- */
 
-static int64_t count_ids(const struct bp_idset *s)
-{
-    int64_t n = 0;
-    for (size_t i = 0; i < s->words; i++)
-        n += __builtin_popcountll(s->bits[i]);
-    return n;
-}
-
 static void journal_drop(struct vent *v, const char *what)
 {
     bp_log(BP_LOG_ERROR,
@@ -943,7 +935,7 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
             bp_log(BP_LOG_INFO,
                    "resuming batch %016" PRIx64 " from %s: %" PRId64 " tasks read before, %" PRId64
                    " of them done",
-                   rep->batch, v.jpath, v.r_count, count_ids(&v.r_final));
+                   rep->batch, v.jpath, v.r_count, bp_idset_count(&v.r_final));
         struct bp_dispatch_cfg c;
         bp_dispatch_defaults(&c, rep->batch);
         c.on_final = on_final;

@@ -20,9 +20,11 @@ static void t_idset_basic(void **state)
     bp_idset_init(&s);
     assert_int_equal(bp_idset_has(&s, 0), 0);
     assert_int_equal(bp_idset_has(&s, 12345), 0);
+    assert_int_equal(bp_idset_count(&s), 0);
     assert_int_equal(bp_idset_add(&s, 0), 1);
     assert_int_equal(bp_idset_add(&s, 63), 1);
     assert_int_equal(bp_idset_add(&s, 64), 1);
+    assert_int_equal(bp_idset_count(&s), 3);
     assert_int_equal(bp_idset_has(&s, 0), 1);
     assert_int_equal(bp_idset_has(&s, 1), 0);
     assert_int_equal(bp_idset_has(&s, 62), 0);
