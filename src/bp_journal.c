@@ -94,6 +94,31 @@ static ssize_t read_full(int fd, void *p, size_t len)
     return (ssize_t)got;
 }
 
+/* Whether a whole valid record starts anywhere after the first byte of
+ * the bad record at from: then it was damage in the middle, not a torn
+ * tail, whatever its length field now says. A tail too big to check
+ * counts as damage (the cautious answer). */
+static int valid_record_in(int fd, int64_t from, int64_t size)
+{
+    int64_t rem = size - from;
+    if (rem < REC_HDR + 1)
+        return 0;
+    if (rem > (int64_t)BP_JOURNAL_REC_MAX)
+        return 1;
+    uint8_t *b = malloc((size_t)rem);
+    if (!b)
+        return 1;
+    int found = pread(fd, b, (size_t)rem, (off_t)from) != (ssize_t)rem;
+    for (size_t o = 1; !found && o + REC_HDR < (size_t)rem; o++) {
+        uint32_t len = bp_get_be32(b + o);
+        if (len >= 1 && len <= (size_t)rem - o - REC_HDR &&
+            bp_crc32(0, b + o + REC_HDR, len) == bp_get_be32(b + o + 4))
+            found = 1;
+    }
+    free(b);
+    return found;
+}
+
 int bp_journal_scan(const char *path, const char magic[BP_JOURNAL_MAGIC_LEN], bp_journal_fn fn,
                     void *arg, struct bp_journal_scan *s, char *err, size_t err_len)
 {
@@ -187,6 +212,8 @@ int bp_journal_scan(const char *path, const char magic[BP_JOURNAL_MAGIC_LEN], bp
         s->records++;
         s->valid_end += REC_HDR + (int64_t)len;
     }
+    if (rc == BP_OK && s->tail == BP_JT_TORN && valid_record_in(fd, s->valid_end, s->size))
+        s->tail = BP_JT_CORRUPT;
     free(buf);
     close(fd);
     return rc;

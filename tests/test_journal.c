@@ -243,6 +243,18 @@ static void t_flipped_byte(void **state)
     assert_int_equal(bp_journal_scan(path, MAGIC, NULL, NULL, &sc, err, sizeof err), BP_OK);
     assert_int_equal(sc.tail, BP_JT_CORRUPT);
 
+    /* A damaged length in the middle (over the limit, or past the end):
+     * valid records follow, so it is damage, not a torn tail. */
+    write_three(end);
+    flip(end[0]); /* top byte of the second record's length */
+    assert_int_equal(bp_journal_scan(path, MAGIC, NULL, NULL, &sc, err, sizeof err), BP_OK);
+    assert_int_equal(sc.records, 1);
+    assert_int_equal(sc.tail, BP_JT_CORRUPT);
+    write_three(end);
+    flip(end[0] + 3); /* low byte: a wrong length whose checksum fails */
+    assert_int_equal(bp_journal_scan(path, MAGIC, NULL, NULL, &sc, err, sizeof err), BP_OK);
+    assert_int_equal(sc.tail, BP_JT_CORRUPT);
+
     /* A length over the limit is never allocated: a torn tail. */
     write_three(end);
     flip(end[1]); /* top byte of the last record's length: 0x20 << 24 */
