@@ -113,7 +113,12 @@ struct bp_opts {
     int halt_when; /* 0 never, BP_HALT_SOON, BP_HALT_NOW */
     int halt_fail; /* failures (or percent, with halt_pct) that halt */
     int halt_pct;
-    char err[256]; /* one-line message when parsing fails */
+    /* CURVE (docs: README "Security") */
+    const char *keygen;       /* write a key pair NAME.key(_secret) and stop */
+    const char *curve_secret; /* our secret certificate: CURVE on */
+    const char *curve_allow;  /* host roles: directory of admitted public certs */
+    const char *curve_server; /* worker: the host's public certificate */
+    char err[256];            /* one-line message when parsing fails */
 };
 
 /* Fills *o with defaults for role, then applies BP_* environment variables
@@ -139,6 +144,7 @@ struct bp_io {
     FILE *in;
     FILE *out;
     volatile sig_atomic_t *stop;
+    volatile sig_atomic_t *reload; /* host roles: set (SIGHUP) to reload --curve-allow */
     void *zmq_ctx;
 };
 
@@ -160,9 +166,16 @@ struct bp_report {
                             sink: tasks whose final result came from a later delivery */
     int64_t retried;     /* failed tries run again (--retries) */
     int64_t recovered;   /* sink: tasks ok after a lost delivery */
+    int64_t refused;     /* peers refused by CURVE authentication */
+    int64_t forged;      /* control messages from a peer that is not the host, dropped */
     int workers;         /* sink: distinct workers seen */
     double elapsed_s;
 };
+
+/* Writes a new CURVE key pair as NAME.key and NAME.key_secret (czmq's
+ * zcert format; the secret file mode 0600), refusing to overwrite. Returns
+ * BP_OK or an error with a one-line reason in err. */
+int bp_keygen(const char *name, char *err, size_t errlen);
 
 /* Role loops. Each runs until its job is done, an error, or *io->stop.
  * Returns BP_OK or a BP_E* code; *rep (may be NULL) gets the counts. */

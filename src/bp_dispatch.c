@@ -702,6 +702,14 @@ int bp_dispatch_on_sink(struct bp_dispatch *d, const void *buf, size_t len, int6
         d->st.malformed++;
         return rc;
     }
+    if (m.batch == 0 && m.type == BP_MSG_HEARTBEAT) {
+        /* The sink answers, but does not know our batch (it restarted, or
+         * it did not take our BEGIN): tell it again. */
+        sink_heard(d, now);
+        d->need_begin = 1;
+        d->need_close = d->input_done;
+        return BP_OK;
+    }
     if (m.batch != d->c.batch) {
         d->st.stale++;
         return BP_OK;

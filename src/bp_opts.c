@@ -63,7 +63,11 @@ enum {
     O_SYNC,
     O_SYNC_INTERVAL,
     O_HALT,
-    O_JOBLOG
+    O_JOBLOG,
+    O_KEYGEN,
+    O_CURVE_SECRET,
+    O_CURVE_ALLOW,
+    O_CURVE_SERVER
 };
 
 struct opt_def {
@@ -121,6 +125,10 @@ static const struct opt_def opt_defs[] = {
     {"sync-interval", required_argument, O_SYNC_INTERVAL, R_V | R_S},
     {"halt", required_argument, O_HALT, R_V},
     {"joblog", required_argument, O_JOBLOG, R_S},
+    {"keygen", required_argument, O_KEYGEN, R_ALL},
+    {"curve-secret", required_argument, O_CURVE_SECRET, R_ALL},
+    {"curve-allow", required_argument, O_CURVE_ALLOW, R_V | R_S},
+    {"curve-server", required_argument, O_CURVE_SERVER, R_W},
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -482,6 +490,21 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
     case O_STATUS_FILE:
         o->status_file = val;
         break;
+    case O_KEYGEN:
+    case O_CURVE_SECRET:
+    case O_CURVE_ALLOW:
+    case O_CURVE_SERVER:
+        if (!*val)
+            BAD("%s: empty file name", src);
+        if (d->val == O_KEYGEN)
+            o->keygen = val;
+        else if (d->val == O_CURVE_SECRET)
+            o->curve_secret = val;
+        else if (d->val == O_CURVE_ALLOW)
+            o->curve_allow = val;
+        else
+            o->curve_server = val;
+        break;
     case O_TRANSFORM:
         if (!bp_transform_find(val))
             BAD("%s: unknown transform '%s' (known: %s)", src, val, bp_transform_names());
@@ -528,7 +551,7 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
     /* Environment first (for service units), so the command line wins. */
     for (size_t i = 0; i < N_OPTS; i++) {
         const struct opt_def *d = &opt_defs[i];
-        if (!(d->roles & mask) || d->val == O_HELP || d->val == O_VERSION)
+        if (!(d->roles & mask) || d->val == O_HELP || d->val == O_VERSION || d->val == O_KEYGEN)
             continue;
         char name[64] = "BP_";
         size_t k = 3;
@@ -606,6 +629,13 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
             *want_version = info == 2;
         return BP_EXIT_INFO;
     }
+    if (o->keygen) {
+        if (optind < argc) {
+            snprintf(o->err, sizeof o->err, "unexpected argument '%s'", argv[optind]);
+            return BP_EUSAGE;
+        }
+        return BP_OK; /* the caller writes the key pair and stops */
+    }
     /* The ventilator takes its input file as an operand too. */
     /* An operand wins over BP_INPUT, but not over --input. */
     if (role == BP_ROLE_VENTILATOR && optind < argc && !input_cli)
@@ -637,6 +667,17 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
     }
     if (role == BP_ROLE_VENTILATOR && is_none(o->sink))
         o->sink = NULL;
+    /* CURVE: a host role needs its secret certificate and the boards'
+     * allowlist; a worker its own secret and the host's public one. */
+    const char *other = role == BP_ROLE_WORKER ? o->curve_server : o->curve_allow;
+    const char *other_name = role == BP_ROLE_WORKER ? "--curve-server" : "--curve-allow";
+    if (!o->curve_secret != !other) {
+        snprintf(o->err, sizeof o->err, "%s", o->curve_secret ? other_name : "--curve-secret");
+        snprintf(o->err + strlen(o->err), sizeof o->err - strlen(o->err),
+                 " is needed with %s (CURVE is all or nothing)",
+                 o->curve_secret ? "--curve-secret" : other_name);
+        return BP_EUSAGE;
+    }
     if ((o->journal || o->resume) && o->raw) {
         snprintf(o->err, sizeof o->err,
                  "--journal/--resume need the acknowledged channel: not with --raw");
@@ -716,6 +757,12 @@ static const char usage_vent[] =
     "                          the tasks done, once 10 are): soon lets tasks out on\n"
     "                          workers finish, now gives them up too; the tasks not\n"
     "                          run are reported 'halted' and both host roles exit 5\n"
+    "      --curve-secret FILE encrypt and authenticate with CURVE: the host's secret\n"
+    "                          certificate (NAME.key_secret from --keygen, mode 600)\n"
+    "      --curve-allow DIR   with --curve-secret: admit only workers whose public\n"
+    "                          certificate (*.key) is in DIR; SIGHUP reloads DIR\n"
+    "      --keygen NAME       write a new key pair as NAME.key and NAME.key_secret\n"
+    "                          and exit (never overwrites)\n"
     "      --max-msg-size SIZE largest task (default 1M)\n"
     "      --linger DUR        time to deliver the last messages on exit (1s at most)\n"
     "      --raw               plain single-frame strings over PUSH (tutorial/pyzmq\n"
@@ -758,6 +805,12 @@ static const char usage_worker[] =
     "                          killed and handed back\n"
     "      --id NAME           worker id (default hostname:pid)\n"
     "      --status-file FILE  keep id/state/done/failed counters in FILE\n"
+    "      --curve-secret FILE encrypt and authenticate with CURVE: this board's\n"
+    "                          secret certificate (NAME.key_secret, mode 600)\n"
+    "      --curve-server FILE with --curve-secret: the host's public certificate\n"
+    "                          (NAME.key); a host with another key is refused\n"
+    "      --keygen NAME       write a new key pair as NAME.key and NAME.key_secret\n"
+    "                          and exit (never overwrites)\n"
     "      --max-msg-size SIZE largest task or result (default 1M)\n"
     "      --linger DUR        time to deliver queued results on exit (5s)\n"
     "      --raw               plain single-frame strings over PULL/PUSH\n"
@@ -802,6 +855,13 @@ static const char usage_sink[] =
     "                          (fsync every --sync-interval, default 200ms), always\n"
     "                          (every turn), none (no fsync: a process crash loses\n"
     "                          nothing, a power cut may)\n"
+    "      --curve-secret FILE encrypt and authenticate with CURVE: the host's secret\n"
+    "                          certificate (the ventilator's, NAME.key_secret)\n"
+    "      --curve-allow DIR   with --curve-secret: admit only workers whose public\n"
+    "                          certificate (*.key) is in DIR, plus the host itself\n"
+    "                          (the ventilator); SIGHUP reloads DIR\n"
+    "      --keygen NAME       write a new key pair as NAME.key and NAME.key_secret\n"
+    "                          and exit (never overwrites)\n"
     "      --max-msg-size SIZE largest result (default 1M)\n"
     "      --raw               plain single-frame strings over PULL (tutorial/pyzmq\n"
     "                          peers): no ids, no acknowledgement\n"

@@ -39,6 +39,9 @@ struct sink {
     /* the ventilator of the current batch */
     uint8_t vent[255];
     size_t vent_len;
+    int64_t vent_heard; /* its last message */
+    int64_t forged;     /* control messages from others, dropped */
+    struct bp_role_sec sec;
     struct bp_pack acks;
     struct bp_pack reply;
     /* the current batch */
@@ -278,10 +281,11 @@ static void write_json(struct sink *k, const struct bp_report *r)
             ",\"ok\":%" PRId64 ",\"failed\":%" PRId64 ",\"missing\":%" PRId64
             ",\"duplicates\":%" PRId64 ",\"redelivered\":%" PRId64 ",\"retried\":%" PRId64
             ",\"recovered\":%" PRId64 ",\"lost\":%" PRId64 ",\"halted\":%" PRId64
-            ",\"stale\":%" PRId64 ",\"malformed\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
+            ",\"stale\":%" PRId64 ",\"malformed\":%" PRId64 ",\"forged\":%" PRId64
+            ",\"refused\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
             r->batch, r->total, r->ok + r->failed, r->ok, r->failed, r->missing, r->duplicates,
             r->redelivered, r->retried, r->recovered, r->lost, r->halted, r->stale, r->malformed,
-            r->elapsed_s);
+            r->forged, r->refused, r->elapsed_s);
     for (int i = 0; i < k->st.nw; i++) {
         const struct bp_wstat *w = &k->st.w[i];
         int64_t n = w->ok + w->failed;
@@ -322,8 +326,13 @@ static int send_to_vent(struct sink *k, struct bp_pack *p)
     if (!k->vent_len || bp_pack_finish(p) != BP_OK)
         return BP_EIO;
     int rc = bp_send_to(k->sock, k->vent, k->vent_len, p->p, p->len, ZMQ_DONTWAIT);
-    if (rc != BP_OK && rc != BP_ETIMEDOUT)
+    if (rc == BP_EIO) {
+        /* Its connection is gone: the next ventilator is adopted at once. */
+        bp_log(BP_LOG_DEBUG, "the ventilator's connection is gone");
+        k->vent_len = 0;
+    } else if (rc != BP_OK && rc != BP_ETIMEDOUT) {
         bp_log(BP_LOG_DEBUG, "cannot reach the ventilator: %s", zmq_strerror(errno));
+    }
     return rc;
 }
 
@@ -385,6 +394,8 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
     r.duplicates = k->dups;
     r.stale = k->stale;
     r.malformed = k->malformed;
+    r.forged = k->forged;
+    r.refused = bp_zap_refused(k->sec.zap);
     r.redelivered = k->redelivered;
     r.retried = k->retried;
     r.recovered = k->recovered;
@@ -414,10 +425,12 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
         bp_log(BP_LOG_INFO, "  worker %-24s %8" PRId64 " ok %6" PRId64 " failed %9.1f ms/task",
                w->id, w->ok, w->failed, n ? (double)w->ms / (double)n : 0.0);
     }
-    if (k->stale || k->malformed)
+    if (k->stale || k->malformed || r.forged || r.refused)
         bp_log(BP_LOG_WARN,
-               "dropped %" PRId64 " results of other batches, %" PRId64 " malformed messages",
-               k->stale, k->malformed);
+               "dropped %" PRId64 " results of other batches, %" PRId64
+               " malformed messages, %" PRId64 " forged control messages; refused %" PRId64
+               " connections (CURVE)",
+               k->stale, k->malformed, r.forged, r.refused);
     if (!complete) {
         if (!k->end_seen)
             bp_log(BP_LOG_ERROR, "the ventilator never announced the batch size");
@@ -616,6 +629,7 @@ static void adopt_ventilator(struct sink *k, zmq_msg_t *rid)
         return;
     memcpy(k->vent, zmq_msg_data(rid), n);
     k->vent_len = n;
+    k->vent_heard = bp_now_ms();
     if (bp_log_enabled(BP_LOG_DEBUG)) {
         char hex[64] = "";
         for (size_t i = 0; i < n && i < 16; i++)
@@ -624,17 +638,65 @@ static void adopt_ventilator(struct sink *k, zmq_msg_t *rid)
     }
 }
 
-static void on_message(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
+static int is_vent(const struct sink *k, zmq_msg_t *rid)
 {
+    return k->vent_len && zmq_msg_size(rid) == k->vent_len &&
+           !memcmp(zmq_msg_data(rid), k->vent, k->vent_len);
+}
+
+/* Whether the ventilator we know is still there: heard from within the
+ * liveness time, and its connection still open (a probe heartbeat to a
+ * closed one fails at once: ROUTER_MANDATORY). */
+static int vent_alive(struct sink *k)
+{
+    if (!k->vent_len)
+        return 0;
+    if (bp_now_ms() - k->vent_heard > (int64_t)k->o->hb_ms * k->o->liveness) {
+        k->vent_len = 0;
+        return 0;
+    }
+    bp_pack_begin(&k->reply, BP_MSG_HEARTBEAT, k->batch);
+    bp_pack_u64(&k->reply, 0);
+    bp_pack_u64(&k->reply, 0);
+    send_to_vent(k, &k->reply); /* clears vent_len when it is gone */
+    return k->vent_len != 0;
+}
+
+/* Whether the sender may speak for the ventilator (BEGIN, CLOSE, its
+ * own results, being the one acknowledged). With CURVE: only the host's
+ * own key. In plain mode: the known ventilator, or anyone once it is gone
+ * (a restarted one); nobody can take over from a live one. */
+static int may_control(struct sink *k, zmq_msg_t *rid, int from_host)
+{
+    if (from_host >= 0)
+        return from_host;
+    return is_vent(k, rid) || !vent_alive(k);
+}
+
+static void forged(struct sink *k, const char *what)
+{
+    if (k->forged++ < 5 || bp_log_enabled(BP_LOG_DEBUG))
+        bp_log(BP_LOG_WARN,
+               "dropped %s from a peer that is not the ventilator (%" PRId64 " so far)", what,
+               k->forged);
+}
+
+static void on_message(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m, int from_host)
+{
+    if (is_vent(k, rid))
+        k->vent_heard = bp_now_ms();
     if (m->type == BP_MSG_HEARTBEAT) {
         /* Answer a ping at once: the ventilator measures us by it. The
          * sender of a ping on the current batch is its ventilator. */
         uint64_t ping = bp_msg_u64(m, 0);
         if (!ping)
             return;
-        if (k->active && m->batch == k->batch)
+        if (k->active && m->batch == k->batch && !is_vent(k, rid) && may_control(k, rid, from_host))
             adopt_ventilator(k, rid);
-        bp_pack_begin(&k->reply, BP_MSG_HEARTBEAT, m->batch);
+        /* Batch 0: "I do not know that batch", so its ventilator sends
+         * BEGIN (and CLOSE) again. */
+        bp_pack_begin(&k->reply, BP_MSG_HEARTBEAT,
+                      k->active && m->batch == k->batch ? m->batch : 0);
         bp_pack_u64(&k->reply, 0);
         bp_pack_u64(&k->reply, ping);
         if (bp_pack_finish(&k->reply) == BP_OK)
@@ -646,9 +708,20 @@ static void on_message(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
         k->malformed++;
         return;
     }
+    int control = m->type != BP_MSG_RESULTS;
+    if (control && !may_control(k, rid, from_host)) {
+        forged(k, m->type == BP_MSG_BEGIN ? "a BEGIN" : "a CLOSE");
+        return;
+    }
+    if (!k->active && m->type == BP_MSG_RESULTS) {
+        /* No batch begun: results cannot overtake BEGIN (tasks go out only
+         * once we answered the ventilator's ping, which came after its
+         * BEGIN), so these are from another run, or made up. Unacknowledged,
+         * real ones come again once their ventilator told us its batch. */
+        k->stale++;
+        return;
+    }
     if (!k->active) {
-        /* Results can overtake the ventilator's BEGIN: they travel on
-         * other connections. */
         batch_start(k, m->batch);
     } else if (m->batch != k->batch) {
         if (m->type == BP_MSG_BEGIN && (k->st.ok + k->st.failed) > 0) {
@@ -669,12 +742,16 @@ static void on_message(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
         adopt_ventilator(k, rid);
         break;
     case BP_MSG_CLOSE: {
+        uint64_t total = bp_msg_u64(m, 0);
+        if (total > (uint64_t)INT64_MAX / 2 || (k->end_seen && (int64_t)total != k->total)) {
+            /* A batch's size is said once and never changes. */
+            forged(k, "a CLOSE with another batch size");
+            return;
+        }
         adopt_ventilator(k, rid);
         int64_t was = k->end_seen ? k->total : -1;
         k->end_seen = 1;
-        k->total = (int64_t)bp_msg_u64(m, 0);
-        if (k->total < 0)
-            k->total = 0;
+        k->total = (int64_t)total;
         if (k->j && k->total != was) {
             /* A sink restarted quickly is not told the size again. */
             uint8_t b[8];
@@ -697,8 +774,19 @@ static void on_message(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
             snprintf(wid, sizeof wid, "?");
         size_t off = 0;
         struct bp_result_rec r;
-        while (bp_msg_next_result(m, &off, &r))
+        int vent = -1; /* asked once, when a record needs it */
+        while (bp_msg_next_result(m, &off, &r)) {
+            if (r.status == BP_ST_LOST || r.status == BP_ST_HALTED) {
+                /* Only the ventilator gives a task up. */
+                if (vent < 0)
+                    vent = from_host >= 0 ? from_host : is_vent(k, rid);
+                if (!vent) {
+                    forged(k, "a 'lost'/'halted' result");
+                    continue;
+                }
+            }
             on_result(k, &r, wid);
+        }
         break;
     }
     default:
@@ -715,6 +803,7 @@ static void sink_close(struct sink *k)
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->joblog, strerror(errno));
     k->joblog = NULL;
     bp_sock_close(&k->sock);
+    bp_role_sec_close(&k->sec);
     if (k->own_ctx && k->ctx)
         zmq_ctx_term(k->ctx);
     if (k->out)
@@ -999,10 +1088,21 @@ static int sink_open(struct sink *k)
             return BP_EZMQ;
         }
     }
+    int rc = bp_role_sec_open(&k->sec, o, k->ctx, k->io);
+    if (rc != BP_OK)
+        return rc;
     struct bp_sockcfg c = bp_role_sockcfg(o);
-    c.rcvhwm = o->raw ? 10000 : 1000;
+    bp_role_sec_server(&k->sec, &c);
     /* A pack of small results, or one result of up to --max-msg-size. */
     c.max_msg = o->max_msg + BP_PACK_BYTES + 64 + BP_ID_MAX + BP_INFO_FIXED + BP_INFO_HEAD_MAX;
+    /* What one connection can make us queue: about 32 MiB (plain mode;
+     * with CURVE nobody unknown gets that far). */
+    int64_t per = (int64_t)32 * 1024 * 1024 / c.max_msg;
+    c.rcvhwm = per < 16 ? 16 : per > 1000 ? 1000 : (int)per;
+    if (o->raw)
+        c.rcvhwm = 10000;
+    /* Sending to a ventilator whose connection closed fails at once. */
+    c.router_mandatory = !o->raw;
     k->sock = bp_sock_open(k->ctx, o->raw ? ZMQ_PULL : ZMQ_ROUTER, o->bind, 1, &c, err, sizeof err);
     if (!k->sock) {
         bp_log(BP_LOG_ERROR, "%s", err);
@@ -1125,7 +1225,12 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
                 note_malformed(&k, rc);
                 continue;
             }
-            on_message(&k, &rid, &msg);
+            int from_host = -1; /* plain mode: not known */
+            if (k.sec.on) {
+                const char *uid = zmq_msg_gets(&m, "User-Id");
+                from_host = uid && !strcmp(uid, k.sec.me.pub);
+            }
+            on_message(&k, &rid, &msg, from_host);
             if (k.active && k.end_seen && k.st.ok + k.st.failed >= k.total) {
                 result = batch_finish(&k, rep, 1);
                 if (o->once)

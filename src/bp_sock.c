@@ -51,8 +51,13 @@ void *bp_sock_new(void *ctx, int type, const struct bp_sockcfg *cfg, char *err, 
         return NULL;
     }
     int rc = setint(s, ZMQ_LINGER, cfg->linger_ms);
-    if (rc == 0 && cfg->max_msg > 0)
-        rc = zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &cfg->max_msg, sizeof cfg->max_msg);
+    /* The limit applies to the handshake too, and CURVE's commands are a
+     * few hundred bytes. */
+    int64_t max_msg = cfg->max_msg;
+    if (cfg->curve_secret && max_msg > 0 && max_msg < 1024)
+        max_msg = 1024;
+    if (rc == 0 && max_msg > 0)
+        rc = zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
     if (rc == 0 && cfg->sndhwm > 0)
         rc = setint(s, ZMQ_SNDHWM, cfg->sndhwm);
     if (rc == 0 && cfg->rcvhwm > 0)
@@ -65,6 +70,24 @@ void *bp_sock_new(void *ctx, int type, const struct bp_sockcfg *cfg, char *err, 
         rc = setint(s, ZMQ_RECONNECT_IVL_MAX, 1000);
     if (rc == 0 && cfg->router_mandatory)
         rc = setint(s, ZMQ_ROUTER_MANDATORY, 1);
+    if (rc == 0 && cfg->curve_secret && cfg->curve_server) {
+        rc = setint(s, ZMQ_CURVE_SERVER, 1);
+        if (rc == 0)
+            rc = zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, cfg->curve_secret,
+                                strlen(cfg->curve_secret));
+        /* A ZAP domain makes libzmq ask the handler about every peer. */
+        if (rc == 0)
+            rc = zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, "boardpipe", 9);
+    } else if (rc == 0 && cfg->curve_secret) {
+        rc = zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, cfg->curve_serverkey,
+                            cfg->curve_serverkey ? strlen(cfg->curve_serverkey) : 0);
+        if (rc == 0)
+            rc = zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, cfg->curve_public,
+                                strlen(cfg->curve_public));
+        if (rc == 0)
+            rc = zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, cfg->curve_secret,
+                                strlen(cfg->curve_secret));
+    }
     if (rc == 0 && type == ZMQ_SUB)
         rc = zmq_setsockopt(s, ZMQ_SUBSCRIBE, cfg->subscribe ? cfg->subscribe : "",
                             cfg->subscribe ? strlen(cfg->subscribe) : 0);

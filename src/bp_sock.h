@@ -17,6 +17,13 @@ struct bp_sockcfg {
     const char *subscribe; /* SUB only */
     int router_mandatory;  /* ROUTER: unroutable sends fail (EHOSTUNREACH) */
     int reconnect_ms;      /* first reconnect try, doubling up to 1 s (0: libzmq's 100 ms) */
+    /* CURVE (Z85 keys; NULL: plain). A server needs its secret key (a ZAP
+     * handler in the context decides who gets in); a client needs its own
+     * pair and the server's public key, which it pins. */
+    int curve_server;
+    const char *curve_public;
+    const char *curve_secret;
+    const char *curve_serverkey;
 };
 
 /* Creates a ZeroMQ context whose I/O threads have SIGINT/SIGTERM blocked,

@@ -32,6 +32,7 @@ struct vent {
     struct bp_reader rd;
     int rd_open;
     struct bp_dispatch *d;
+    struct bp_role_sec sec;
     /* raw mode: plain peers say nothing, so connections are counted */
     void *mon;
     int connected; /* connections with a completed handshake */
@@ -358,6 +359,7 @@ static void vent_close(struct vent *v)
     bp_dispatch_destroy(&v->d);
     bp_sock_close(&v->tasks);
     bp_sock_close(&v->sink);
+    bp_role_sec_close(&v->sec);
     if (v->own_ctx && v->ctx)
         zmq_ctx_term(v->ctx);
     if (v->rd_open)
@@ -847,9 +849,17 @@ static int open_sockets(struct vent *v)
 {
     const struct bp_opts *o = v->o;
     char err[320];
+    int rc = bp_role_sec_open(&v->sec, o, v->ctx, v->io);
+    if (rc != BP_OK)
+        return rc;
     struct bp_sockcfg c = bp_role_sockcfg(o);
+    bp_role_sec_server(&v->sec, &c);
     if (o->raw) {
         c.sndhwm = 1000;
+        /* Send-only: a peer that sends anyway is cut off (MAXMSGSIZE) and
+         * can queue next to nothing (RCVHWM). */
+        c.max_msg = 64;
+        c.rcvhwm = 1;
         v->tasks = bp_sock_new(v->ctx, ZMQ_PUSH, &c, err, sizeof err);
         /* The monitor must watch before the bind: a worker that is already
          * retrying would otherwise connect unseen and never be counted. */
@@ -862,6 +872,9 @@ static int open_sockets(struct vent *v)
         c.max_msg = 64 * 1024 + 64;
         /* Credit bounds what is queued to each worker, not the HWM. */
         c.sndhwm = 0;
+        /* Bounds what one connection can make us queue (plain mode; with
+         * CURVE nobody unknown gets that far): 256 x 64 KiB. */
+        c.rcvhwm = 256;
         c.router_mandatory = 1;
         c.linger_ms = o->linger_ms < 1000 ? o->linger_ms : 1000;
         v->tasks = bp_sock_open(v->ctx, ZMQ_ROUTER, o->bind, 1, &c, err, sizeof err);
@@ -875,6 +888,8 @@ static int open_sockets(struct vent *v)
         bp_log(BP_LOG_DEBUG, "tasks on %s", ep);
     if (!o->raw && o->sink) {
         struct bp_sockcfg sc = bp_role_sockcfg(o);
+        /* The sink is the same host: it serves our own key. */
+        bp_role_sec_client(&v->sec, &sc);
         /* Not ZMQ_IMMEDIATE: with it libzmq drops what a sink sent just
          * before it disconnected (its last ACKs and COMPLETE). Tasks wait
          * for the sink's first answer anyway (the dispatcher). */
@@ -973,6 +988,10 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
         }
     }
     rep->elapsed_s = (double)(bp_now_ms() - t0) / 1000.0;
+    rep->refused = bp_zap_refused(v.sec.zap);
+    if (rep->refused)
+        bp_log(BP_LOG_WARN, "%" PRId64 " connections refused (CURVE: key not allowed)",
+               rep->refused);
     if (o->raw)
         bp_log(BP_LOG_INFO, "sent %" PRId64 " tasks in %.3f s (raw: no delivery guarantee)",
                rep->sent, rep->elapsed_s);

@@ -50,6 +50,8 @@ struct worker {
     int own_ctx;
     void *tsock; /* v2: DEALER to the ventilator; raw: PULL */
     void *rsock; /* v2: DEALER to the sink; raw: PUSH */
+    struct bp_role_sec sec;
+    struct bp_secmon tmon, rmon; /* CURVE handshakes with host and sink */
     const struct bp_transform *tf;
     int instant; /* built-in transform without --sleep: no slot needed */
     struct slot *slots;
@@ -622,52 +624,62 @@ static void read_host(struct worker *w, int64_t now)
 
 /* ---- sockets ---- */
 
-static int open_task_socket(struct worker *w)
+/* Opens a connecting socket whose CURVE handshakes mon watches from
+ * before the first connection (a wrong key is then reported at once). */
+static int open_watched(struct worker *w, int type, const struct bp_sockcfg *c,
+                        const char *endpoint, void **sock, struct bp_secmon *mon)
 {
-    const struct bp_opts *o = w->o;
     char err[320];
-    struct bp_sockcfg c = bp_role_sockcfg(o);
-    /* A task message is a pack of small tasks or one large task. */
-    c.max_msg = o->max_msg + BP_PACK_BYTES + 64;
-    if (o->raw) {
-        /* Few tasks queued here: the rest stay at the ventilator. */
-        c.rcvhwm = w->instant ? 100 : 2 * w->nslots + 2;
-        c.linger_ms = 0;
-        w->tsock = bp_sock_open(w->ctx, ZMQ_PULL, o->tasks, 0, &c, err, sizeof err);
-    } else {
-        /* Not ZMQ_IMMEDIATE: with it libzmq drops what the ventilator sent
-         * just before it went away (its END). The one HELLO per socket
-         * waits in the pipe until the ventilator is there. */
-        c.linger_ms = 1000; /* room for a last BYE */
-        w->tsock = bp_sock_open(w->ctx, ZMQ_DEALER, o->tasks, 0, &c, err, sizeof err);
+    *sock = bp_sock_new(w->ctx, type, c, err, sizeof err);
+    if (*sock && bp_secmon_open(mon, &w->sec, w->ctx, *sock) != BP_OK) {
+        snprintf(err, sizeof err, "cannot watch the CURVE handshake: %s", zmq_strerror(errno));
+        bp_sock_close(sock);
     }
-    if (!w->tsock) {
+    if (*sock && bp_sock_attach(sock, endpoint, 0, err, sizeof err) != BP_OK)
+        bp_secmon_close(mon, NULL);
+    if (!*sock) {
         bp_log(BP_LOG_ERROR, "%s", err);
         return BP_EZMQ;
     }
     return BP_OK;
 }
 
+static int open_task_socket(struct worker *w)
+{
+    const struct bp_opts *o = w->o;
+    struct bp_sockcfg c = bp_role_sockcfg(o);
+    bp_role_sec_client(&w->sec, &c);
+    /* A task message is a pack of small tasks or one large task. */
+    c.max_msg = o->max_msg + BP_PACK_BYTES + 64;
+    if (o->raw) {
+        /* Few tasks queued here: the rest stay at the ventilator. */
+        c.rcvhwm = w->instant ? 100 : 2 * w->nslots + 2;
+        c.linger_ms = 0;
+    } else {
+        /* Not ZMQ_IMMEDIATE: with it libzmq drops what the ventilator sent
+         * just before it went away (its END). The one HELLO per socket
+         * waits in the pipe until the ventilator is there. */
+        c.linger_ms = 1000; /* room for a last BYE */
+    }
+    return open_watched(w, o->raw ? ZMQ_PULL : ZMQ_DEALER, &c, o->tasks, &w->tsock, &w->tmon);
+}
+
 static int open_sockets(struct worker *w)
 {
     const struct bp_opts *o = w->o;
-    char err[320];
-    int rc = open_task_socket(w);
+    int rc = bp_role_sec_open(&w->sec, o, w->ctx, w->io);
+    if (rc == BP_OK)
+        rc = open_task_socket(w);
     if (rc != BP_OK)
         return rc;
     struct bp_sockcfg c = bp_role_sockcfg(o);
+    bp_role_sec_client(&w->sec, &c);
     /* Nothing legitimate comes back on it: a peer that sends anyway is
      * cut off (MAXMSGSIZE) and can queue next to nothing (RCVHWM). */
     c.max_msg = 64;
     c.rcvhwm = 1;
     c.sndhwm = o->raw ? 0 : 64;
-    w->rsock =
-        bp_sock_open(w->ctx, o->raw ? ZMQ_PUSH : ZMQ_DEALER, o->results, 0, &c, err, sizeof err);
-    if (!w->rsock) {
-        bp_log(BP_LOG_ERROR, "%s", err);
-        return BP_EZMQ;
-    }
-    return BP_OK;
+    return open_watched(w, o->raw ? ZMQ_PUSH : ZMQ_DEALER, &c, o->results, &w->rsock, &w->rmon);
 }
 
 /* Nothing heard from the ventilator for the liveness time: stop taking
@@ -689,6 +701,7 @@ static void host_lost(struct worker *w, int64_t now)
      * otherwise keep counting on tasks we just dropped. The old HELLO
      * still waiting in its pipe goes with it (linger 0). */
     set_linger(w->tsock, 0);
+    bp_secmon_close(&w->tmon, w->tsock);
     bp_sock_close(&w->tsock);
     if (open_task_socket(w) != BP_OK) {
         w->gave_up = 1;
@@ -722,8 +735,11 @@ static void worker_close(struct worker *w)
     free(w->done);
     bp_pack_free(&w->rp);
     bp_pack_free(&w->cp);
+    bp_secmon_close(&w->tmon, w->tsock);
+    bp_secmon_close(&w->rmon, w->rsock);
     bp_sock_close(&w->tsock);
     bp_sock_close(&w->rsock);
+    bp_role_sec_close(&w->sec);
     if (w->own_ctx && w->ctx)
         zmq_ctx_term(w->ctx);
 }
@@ -889,6 +905,8 @@ static int worker_loop(struct worker *w)
         if (w->rp_blocked && tmo > 100)
             tmo = 100;
         int rc = zmq_poll(w->items, n, tmo);
+        bp_secmon_poll(&w->tmon, "the ventilator");
+        bp_secmon_poll(&w->rmon, "the sink");
         if (rc < 0 && errno != EINTR) {
             bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
             free(cut);

@@ -5,11 +5,14 @@
 #include "tool_common.h"
 
 static volatile sig_atomic_t stop_flag;
+static volatile sig_atomic_t reload_flag;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_flag = 1;
+    if (sig == SIGHUP)
+        reload_flag = 1;
+    else
+        stop_flag = 1;
 }
 
 int tool_main(enum bp_role role, const char *prog, int argc, char *argv[])
@@ -30,6 +33,18 @@ int tool_main(enum bp_role role, const char *prog, int argc, char *argv[])
         return bp_exit_code(rc);
     }
     bp_log_init(prog, o.log_level);
+    if (o.keygen) {
+        char err[320];
+        rc = bp_keygen(o.keygen, err, sizeof err);
+        if (rc != BP_OK) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return bp_exit_code(rc);
+        }
+        printf("%s.key         public: give it to the other side\n"
+               "%s.key_secret  secret: stays here (mode 600)\n",
+               o.keygen, o.keygen);
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
 
     /* No SA_RESTART: a signal interrupts zmq_poll() so the loop sees it. */
     struct sigaction sa;
@@ -38,8 +53,12 @@ int tool_main(enum bp_role role, const char *prog, int argc, char *argv[])
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* Host roles reload their CURVE allowlist on SIGHUP (like sshd); a
+     * worker keeps the default (a hang-up ends it). */
+    if (role != BP_ROLE_WORKER)
+        sigaction(SIGHUP, &sa, NULL);
 
-    struct bp_io io = {.stop = &stop_flag};
+    struct bp_io io = {.stop = &stop_flag, .reload = &reload_flag};
     struct bp_report rep;
     switch (role) {
     case BP_ROLE_VENTILATOR:

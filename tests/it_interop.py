@@ -9,6 +9,8 @@ import sys
 import time
 
 from bptest import Env, args, expect, ports, read_json
+from bpwire import (ACK, BEGIN, BYE, CLOSE, COMPLETE, CREDIT, END, HEARTBEAT, HELLO,  # noqa: F401
+                    RESULTS, RESYNC, TASKS, msg, results)
 
 try:
     import zmq
@@ -105,24 +107,6 @@ def boardpipe_ventilator_feeds_python_workers():
         for pull, push in workers:
             pull.close(0)
             push.close(0)
-
-
-# Protocol v2 messages, built by hand (docs/wire-format.md): one frame,
-# a 16-byte header, then the body.
-HELLO, CREDIT, TASKS, HEARTBEAT, RESYNC, END, BYE, RESULTS, BEGIN, CLOSE, ACK, COMPLETE = \
-    range(1, 13)
-
-
-def msg(typ, batch=0, n=0, body=b"", version=2):
-    return struct.pack(">2sBBIQ", b"bp", version, typ, n, batch) + body
-
-
-def results(batch, recs, wid=b"py"):
-    """recs: (id, status, final, payload)."""
-    body = bytes([len(wid)]) + wid
-    for tid, status, final, data in recs:
-        body += struct.pack(">QHBBiII", tid, 1, status, 1 if final else 0, 0, 0, len(data)) + data
-    return msg(RESULTS, batch, len(recs), body)
 
 
 def acks(frame):

@@ -972,6 +972,63 @@ static void t_durability(void **state)
  * (a missing table entry would silently read "unknown error") and not
  * another code's text. BP_OK and BP_EXIT_INFO are both success and may
  * share one. */
+static void t_curve(void **state)
+{
+    (void)state;
+    struct bp_opts o;
+    struct args a;
+    mkargs(&a, "sink", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+    assert_null(o.curve_secret);
+    assert_null(o.curve_allow);
+    assert_null(o.keygen);
+
+    mkargs(&a, "sink", "--curve-secret", "h.key_secret", "--curve-allow", "boards", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, NULL);
+    assert_string_equal(o.curve_secret, "h.key_secret");
+    assert_string_equal(o.curve_allow, "boards");
+    mkargs(&a, "worker", "--curve-secret", "b.key_secret", "--curve-server", "h.key", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_string_equal(o.curve_server, "h.key");
+    char *env[] = {"BP_CURVE_SECRET=e.key_secret", "BP_CURVE_ALLOW=d", NULL};
+    mkargs(&a, "ventilator", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, env);
+    assert_string_equal(o.curve_secret, "e.key_secret");
+    assert_string_equal(o.curve_allow, "d");
+
+    /* All or nothing: half a CURVE set-up is a usage error. */
+    mkargs(&a, "sink", "--curve-secret", "h.key_secret", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "--curve-allow is needed");
+    mkargs(&a, "ventilator", "--curve-allow", "boards", NULL);
+    parse_bad(BP_ROLE_VENTILATOR, &a, NULL, "--curve-secret is needed");
+    mkargs(&a, "worker", "--curve-secret", "b.key_secret", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--curve-server is needed");
+    mkargs(&a, "worker", "--curve-server", "h.key", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "--curve-secret is needed");
+    /* Each role takes only its own half. */
+    mkargs(&a, "worker", "--curve-allow", "d", NULL);
+    parse_bad(BP_ROLE_WORKER, &a, NULL, "unknown option");
+    mkargs(&a, "sink", "--curve-server", "h.key", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "unknown option");
+    mkargs(&a, "sink", "--curve-secret", "", "--curve-allow", "d", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "empty file name");
+
+    /* --keygen on every role; not from the environment (a unit file
+     * must not turn a service into a key generator). */
+    mkargs(&a, "worker", "--keygen", "board7", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_string_equal(o.keygen, "board7");
+    mkargs(&a, "ventilator", "--keygen", "host", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.keygen, "host");
+    mkargs(&a, "ventilator", "--keygen", "host", "extra", NULL);
+    parse_bad(BP_ROLE_VENTILATOR, &a, NULL, "unexpected argument");
+    char *kenv[] = {"BP_KEYGEN=x", NULL};
+    mkargs(&a, "sink", NULL);
+    parse_ok(&o, BP_ROLE_SINK, &a, kenv);
+    assert_null(o.keygen);
+}
+
 static void t_strerror(void **state)
 {
     (void)state;
@@ -1008,6 +1065,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_defaults_worker),
+        cmocka_unit_test(t_curve),
         cmocka_unit_test(t_defaults_ventilator),
         cmocka_unit_test(t_defaults_sink),
         cmocka_unit_test(t_flags_worker),
