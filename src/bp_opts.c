@@ -538,8 +538,8 @@ static const char *env_lookup(char *const envp[], const char *name)
     return NULL;
 }
 
-int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const argv[],
-                  char *const envp[], int *want_version)
+static int parse(struct bp_opts *o, enum bp_role role, int argc, char *const argv[],
+                 char *const envp[], int *want_version)
 {
     unsigned mask = 1u << role;
     int info = 0;
@@ -715,6 +715,19 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
         }
     }
     return BP_OK;
+}
+
+int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const argv[],
+                  char *const envp[], int *want_version)
+{
+    int rc = parse(o, role, argc, argv, envp, want_version);
+    /* Messages quote what was given: keep them one printable line (found
+     * by fuzz_opts: a newline or an escape in an argument came through). */
+    if (rc == BP_EUSAGE)
+        for (char *p = o->err; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = '?';
+    return rc;
 }
 
 static const char usage_vent[] =

@@ -1023,6 +1023,9 @@ static void t_curve(void **state)
     assert_string_equal(o.keygen, "host");
     mkargs(&a, "ventilator", "--keygen", "host", "extra", NULL);
     parse_bad(BP_ROLE_VENTILATOR, &a, NULL, "unexpected argument");
+    /* A message quoting what was given stays one printable line. */
+    mkargs(&a, "sink", "--sync", "al\nways\033[2J", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "al?ways?[2J");
     char *kenv[] = {"BP_KEYGEN=x", NULL};
     mkargs(&a, "sink", NULL);
     parse_ok(&o, BP_ROLE_SINK, &a, kenv);
