@@ -26,6 +26,11 @@ except Exception as e:  # noqa: BLE001 - a broken pyzmq is a skip with its reaso
     ZMQ_WHY = f"{type(e).__name__}: {e}"
 
 
+# How long a refused worker tries before it gives up (exit 1). Its one-line
+# reason comes from its first handshake, well within this even under qemu.
+GIVE_UP = "8s" if env.emulated else "3s"
+
+
 def tasks_file(name, lines):
     path = env.path(name)
     with open(path, "w") as f:
@@ -133,7 +138,7 @@ def unknown_wrong_and_plain_are_refused():
     vent = env.start("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
                      f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "--wait-timeout", "300s",
                      "--input", inp, *host_args(k))
-    short = ["--once", "--host-timeout", f"{3 * env.slow}s"]
+    short = ["--once", "--host-timeout", GIVE_UP]
     wb = env.start("worker", *short, *ends(pt, pr), "--id", "b", *board_args(k, k.b_s),
                    name="unknown")
     ww = env.start("worker", *short, *ends(pt, pr), "--id", "w",
@@ -190,7 +195,7 @@ def revoked_key_refused_on_reconnect():
     for p in (vent, sink):
         env.wait_for(lambda p=p: "reloaded: 0 keys" in env.errors(p), f"{p.bp_name} reloads",
                      procs=(p,))
-    w2 = env.start("worker", "--once", "--host-timeout", f"{3 * env.slow}s", *ends(pt, pr),
+    w2 = env.start("worker", "--once", "--host-timeout", GIVE_UP, *ends(pt, pr),
                    "--id", "a2", *board_args(k, k.a_s), name="reconnect")
     env.wait(w2, rc=1)
     expect("refused this board's key" in env.errors(w2), env.errors(w2))

@@ -1570,6 +1570,55 @@ static void t_sink_outage(void **state)
     h_end(&h);
 }
 
+/* A sink that answers with batch 0 does not know the batch (it restarted,
+ * or refused a BEGIN): BEGIN, and CLOSE once the input is done, go again,
+ * at every such answer; an answer on the batch sends nothing again. */
+static void t_sink_unknown_batch(void **state)
+{
+    (void)state;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    static struct h h;
+    h_start_sink(&h, &c);
+    add_n(&h, 2);
+    OK(s_hb(&h, 0, (uint64_t)h.now));
+    drain(&h);
+    assert_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
+    bp_pack_begin(&h.p, BP_MSG_HEARTBEAT, 0);
+    bp_pack_u64(&h.p, 0);
+    bp_pack_u64(&h.p, (uint64_t)h.now);
+    OK(s_send(&h));
+    drain(&h);
+    assert_non_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
+    assert_null(find(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0, 0));
+    assert_int_equal(stats_of(&h).stale, 0);
+    h_clear(&h);
+    bp_dispatch_input_done(h.d);
+    drain(&h);
+    const struct sent *cl = find(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0, 0);
+    assert_non_null(cl);
+    h_clear(&h);
+    bp_pack_begin(&h.p, BP_MSG_HEARTBEAT, 0);
+    bp_pack_u64(&h.p, 0);
+    bp_pack_u64(&h.p, (uint64_t)h.now);
+    OK(s_send(&h));
+    drain(&h);
+    assert_non_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
+    cl = find(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0, 0);
+    assert_non_null(cl);
+    assert_true(bp_msg_u64(&cl->m, 0) == 2);
+    /* Another batch's answer is stale, and sends nothing. */
+    h_clear(&h);
+    bp_pack_begin(&h.p, BP_MSG_HEARTBEAT, c.batch + 1);
+    bp_pack_u64(&h.p, 0);
+    bp_pack_u64(&h.p, (uint64_t)h.now);
+    OK(s_send(&h));
+    drain(&h);
+    assert_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
+    assert_int_equal(stats_of(&h).stale, 1);
+    h_end(&h);
+}
+
 /* Without a sink: final when the worker says DONE; no sink messages. */
 static void t_no_sink(void **state)
 {
@@ -2475,6 +2524,7 @@ int main(void)
         cmocka_unit_test_teardown(t_complete_word, teardown),
         cmocka_unit_test_teardown(t_heartbeats, teardown),
         cmocka_unit_test_teardown(t_sink_outage, teardown),
+        cmocka_unit_test_teardown(t_sink_unknown_batch, teardown),
         cmocka_unit_test_teardown(t_no_sink, teardown),
         cmocka_unit_test_teardown(t_finish, teardown),
         cmocka_unit_test_teardown(t_malformed, teardown),
