@@ -103,6 +103,17 @@ def keygen_files_and_refusals():
     # Half a set-up is a usage error.
     r = env.run("worker", "--curve-secret", k.a_s)
     expect(r.returncode == 2 and b"--curve-server" in r.stderr, r.stderr)
+    # Plain mode bound beyond loopback says so at start; on loopback, or
+    # with CURVE, it does not.
+    for bind, curve, warned in (("*", False, True), ("127.0.0.1", False, False),
+                                ("*", True, False)):
+        p = env.start("sink", "-v", "--bind", f"tcp://{bind}:{ports(1)[0]}",
+                      *(host_args(k) if curve else []), name="announce")
+        env.wait_for(lambda p=p: "results on" in env.errors(p), "the sink to start",
+                     procs=(p,))
+        env.kill(p)
+        said = "plain mode on" in env.errors(p)
+        expect(said == warned, f"bind {bind}, CURVE {curve}: {env.errors(p)!r}")
 
 
 def allowed_board_runs_a_batch():
