@@ -169,7 +169,11 @@ int bp_cert_load(const char *path, int want_secret, struct bp_cert *c, char *err
         close(fd);
         return BP_EUSAGE;
     }
-    char *buf = malloc(CERT_MAX_BYTES + 1);
+    /* Certificates are a few hundred bytes: read what is there, up to the
+     * limit (a growing file is cut there, and then fails to parse). */
+    size_t cap =
+        st.st_size > 0 && (size_t)st.st_size < CERT_MAX_BYTES ? (size_t)st.st_size : CERT_MAX_BYTES;
+    char *buf = malloc(cap + 1);
     if (!buf) {
         close(fd);
         snprintf(err, errlen, "out of memory");
@@ -177,13 +181,13 @@ int bp_cert_load(const char *path, int want_secret, struct bp_cert *c, char *err
     }
     size_t n = 0;
     for (;;) {
-        ssize_t r = read(fd, buf + n, CERT_MAX_BYTES - n);
+        ssize_t r = read(fd, buf + n, cap - n);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
             break;
         n += (size_t)r;
-        if (n == CERT_MAX_BYTES)
+        if (n == cap)
             break;
     }
     close(fd);
