@@ -86,6 +86,7 @@ struct bp_opts {
     int once;            /* worker: exit on batch end; sink: exit after a batch */
     int grace_ms;        /* worker: time to finish in-flight tasks on stop */
     const char *status_file;
+    const char *metrics_file; /* worker, sink: Prometheus text format (node_exporter textfile) */
     char id[BP_ID_MAX + 1];
     /* delivery (protocol v2) */
     int hb_ms;            /* heartbeat interval, ventilator <-> worker <-> sink */

@@ -67,7 +67,8 @@ enum {
     O_KEYGEN,
     O_CURVE_SECRET,
     O_CURVE_ALLOW,
-    O_CURVE_SERVER
+    O_CURVE_SERVER,
+    O_METRICS_FILE
 };
 
 struct opt_def {
@@ -129,6 +130,7 @@ static const struct opt_def opt_defs[] = {
     {"curve-secret", required_argument, O_CURVE_SECRET, R_ALL},
     {"curve-allow", required_argument, O_CURVE_ALLOW, R_V | R_S},
     {"curve-server", required_argument, O_CURVE_SERVER, R_W},
+    {"metrics-file", required_argument, O_METRICS_FILE, R_W | R_S},
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -490,6 +492,11 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
     case O_STATUS_FILE:
         o->status_file = val;
         break;
+    case O_METRICS_FILE:
+        if (!*val)
+            BAD("%s: empty file name", src);
+        o->metrics_file = val;
+        break;
     case O_KEYGEN:
     case O_CURVE_SECRET:
     case O_CURVE_ALLOW:
@@ -818,6 +825,9 @@ static const char usage_worker[] =
     "                          killed and handed back\n"
     "      --id NAME           worker id (default hostname:pid)\n"
     "      --status-file FILE  keep id/state/done/failed counters in FILE\n"
+    "      --metrics-file FILE the same and more as Prometheus text, rewritten every\n"
+    "                          second (node_exporter's textfile collector: FILE in\n"
+    "                          its directory, named *.prom)\n"
     "      --curve-secret FILE encrypt and authenticate with CURVE: this board's\n"
     "                          secret certificate (NAME.key_secret, mode 600)\n"
     "      --curve-server FILE with --curve-secret: the host's public certificate\n"
@@ -854,6 +864,9 @@ static const char usage_sink[] =
     "                          wait forever); missing tasks are listed\n"
     "      --count N           with --raw --once: exit after N results\n"
     "      --summary-json FILE also write the batch summary as JSON to FILE\n"
+    "      --metrics-file FILE results, failures, redeliveries, dropped messages and\n"
+    "                          refused peers as Prometheus text, rewritten every\n"
+    "                          second (node_exporter's textfile collector)\n"
     "      --joblog FILE       append one line per attempt to FILE in GNU parallel's\n"
     "                          --joblog columns (Seq = task id, Host = worker id,\n"
     "                          Send/Command from --exec workers only)\n"

@@ -10,6 +10,7 @@
 #include "bp_frame.h"
 #include "bp_internal.h"
 #include "bp_journal.h"
+#include "bp_metrics.h"
 #include "bp_role.h"
 #include "bp_sock.h"
 #include "bp_stats.h"
@@ -41,6 +42,11 @@ struct sink {
     size_t vent_len;
     int64_t vent_heard; /* its last message */
     int64_t forged;     /* control messages from others, dropped */
+    /* --metrics-file */
+    int64_t m_ok, m_failed;      /* results of batches finished before this one */
+    int64_t m_last_n, m_last_ms; /* results counted at the last write, and when that moved */
+    int64_t m_next;
+    int m_failed_writes;
     struct bp_role_sec sec;
     struct bp_pack acks;
     struct bp_pack reply;
@@ -238,6 +244,9 @@ static void batch_start(struct sink *k, uint64_t batch)
     k->last_activity = bp_now_ms();
     k->vent_len = 0;
     k->acks.n = 0;
+    /* The metrics' counters go on over batches. */
+    k->m_ok += k->st.ok;
+    k->m_failed += k->st.failed;
     bp_stats_free(&k->st);
     bp_stats_init(&k->st, k->last_activity);
     bp_idset_free(&k->seen);
@@ -363,6 +372,58 @@ static void ack(struct sink *k, uint64_t id, uint16_t attempt, uint8_t kind)
         flush_acks(k);
 }
 
+/* --metrics-file: node_exporter's textfile format, at most once a second
+ * (force: now). Counters run over the process's life; batch_* gauges are
+ * the current (or last) batch's. */
+static void write_metrics(struct sink *k, int force)
+{
+    const char *path = k->o->metrics_file;
+    int64_t now = bp_now_ms();
+    if (!path || (!force && now < k->m_next))
+        return;
+    k->m_next = now + 1000;
+    int64_t ok = k->m_ok + k->st.ok + k->raw_count, failed = k->m_failed + k->st.failed;
+    if (ok + failed != k->m_last_n) {
+        k->m_last_n = ok + failed;
+        k->m_last_ms = bp_wall_ms();
+    }
+    const struct bp_metric m[] = {
+        {"boardpipe_sink_results_ok_total", "Tasks with an ok final result.", BP_COUNTER,
+         (double)ok},
+        {"boardpipe_sink_results_failed_total", "Tasks with a failed final result.", BP_COUNTER,
+         (double)failed},
+        {"boardpipe_sink_malformed_total", "Messages dropped as malformed or of another version.",
+         BP_COUNTER, (double)k->malformed},
+        {"boardpipe_sink_forged_total",
+         "Control messages dropped because the sender may not speak for the ventilator.",
+         BP_COUNTER, (double)k->forged},
+        {"boardpipe_sink_refused_total", "Connections refused by CURVE authentication.", BP_COUNTER,
+         (double)bp_zap_refused(k->sec.zap)},
+        {"boardpipe_sink_batch_active", "1 while a batch runs.", BP_GAUGE, k->active ? 1.0 : 0.0},
+        {"boardpipe_sink_batch_tasks", "Tasks in the batch (-1: not announced yet).", BP_GAUGE,
+         (double)(k->end_seen ? k->total : -1)},
+        {"boardpipe_sink_batch_results", "Tasks of the batch with a final result.", BP_GAUGE,
+         (double)(k->st.ok + k->st.failed)},
+        {"boardpipe_sink_batch_redelivered",
+         "Tasks of the batch whose final result came from a later delivery.", BP_GAUGE,
+         (double)k->redelivered},
+        {"boardpipe_sink_batch_duplicates", "Results of the batch received twice, dropped.",
+         BP_GAUGE, (double)k->dups},
+        {"boardpipe_sink_batch_workers", "Workers that sent results in the batch.", BP_GAUGE,
+         (double)k->st.nw},
+        {"boardpipe_sink_last_result_timestamp_seconds",
+         "When a result last arrived, seconds since the epoch (0: none yet).", BP_GAUGE,
+         (double)k->m_last_ms / 1000.0},
+    };
+    char err[320];
+    if (bp_metrics_write(path, NULL, NULL, m, sizeof m / sizeof m[0], err, sizeof err) != BP_OK) {
+        if (!k->m_failed_writes++)
+            bp_log(BP_LOG_WARN, "%s", err);
+    } else {
+        k->m_failed_writes = 0;
+    }
+}
+
 /* Ends the current batch: flushes output, prints the summary, tells the
  * ventilator. Returns the batch's outcome. */
 static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
@@ -446,6 +507,7 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
     if (rep)
         *rep = r;
     k->active = 0;
+    write_metrics(k, 1);
     if (k->j && complete) {
         /* Every result is written: nothing left to resume. */
         if (bp_journal_close(&k->j, 1) != BP_OK)
@@ -1241,6 +1303,7 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
          * journal: once it is on record, see journal_commit()). */
         if (k.active && journal_commit(&k, bp_now_ms(), 0))
             flush_acks(&k);
+        write_metrics(&k, 0);
         if (k.io_error && k.j == NULL && k.jpath[0] && k.active) {
             result = BP_EIO; /* the journal failed: stop rather than lose */
             break;
@@ -1261,6 +1324,7 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
     }
     zmq_msg_close(&rid);
     zmq_msg_close(&m);
+    write_metrics(&k, 1);
     if (o->raw)
         rep->ok = k.raw_count;
     rep->malformed = k.malformed;

@@ -9,6 +9,7 @@
 #include "bp_exec.h"
 #include "bp_frame.h"
 #include "bp_internal.h"
+#include "bp_metrics.h"
 #include "bp_role.h"
 #include "bp_sock.h"
 #include "bp_transform.h"
@@ -83,6 +84,10 @@ struct worker {
     int batch_over;
     int gave_up;
     int64_t ok_n, failed_n, malformed, unsent, dropped;
+    int64_t redelivered;         /* tasks received on a later attempt */
+    int64_t m_last_n, m_last_ms; /* --metrics-file: tasks counted, when it changed */
+    int64_t m_start_ms;
+    int m_failed; /* said once that the metrics file cannot be written */
     int64_t next_status;
     const char *state;
 };
@@ -118,6 +123,52 @@ static void write_status(struct worker *w)
     /* rename() makes the update atomic for readers such as `bpfleet status`. */
     if (fclose(f) != 0 || rename(tmp, path) != 0)
         bp_log(BP_LOG_WARN, "cannot update status file %s: %s", path, strerror(errno));
+}
+
+/* --metrics-file: node_exporter's textfile format. The last task's time
+ * is when a write first saw the count move (no clock read per task). */
+static void write_metrics(struct worker *w)
+{
+    const char *path = w->o->metrics_file;
+    if (!path)
+        return;
+    int64_t n = w->ok_n + w->failed_n;
+    if (n != w->m_last_n) {
+        w->m_last_n = n;
+        w->m_last_ms = bp_wall_ms();
+    }
+    const struct bp_metric m[] = {
+        {"boardpipe_worker_tasks_done_total", "Tasks run with an ok result.", BP_COUNTER,
+         (double)w->ok_n},
+        {"boardpipe_worker_tasks_failed_total", "Tasks run with a failed result.", BP_COUNTER,
+         (double)w->failed_n},
+        {"boardpipe_worker_tasks_redelivered_total",
+         "Tasks received again after a delivery was lost (attempt > 1).", BP_COUNTER,
+         (double)w->redelivered},
+        {"boardpipe_worker_tasks_dropped_total",
+         "Queued tasks dropped (host lost, or more than the credit given).", BP_COUNTER,
+         (double)w->dropped},
+        {"boardpipe_worker_busy_slots", "Tasks running now.", BP_GAUGE, (double)w->busy},
+        {"boardpipe_worker_slots", "Tasks that may run at once (--jobs).", BP_GAUGE,
+         (double)w->nslots},
+        {"boardpipe_worker_queued_tasks", "Tasks received and not started yet.", BP_GAUGE,
+         (double)w->qlen},
+        {"boardpipe_worker_host_connected", "1 while the ventilator answers, else 0.", BP_GAUGE,
+         w->host == H_ACTIVE ? 1.0 : 0.0},
+        {"boardpipe_worker_last_task_timestamp_seconds",
+         "When a task last finished, seconds since the epoch (0: none yet).", BP_GAUGE,
+         (double)w->m_last_ms / 1000.0},
+        {"boardpipe_worker_start_time_seconds", "When the worker started, seconds since the epoch.",
+         BP_GAUGE, (double)w->m_start_ms / 1000.0},
+    };
+    char err[320];
+    if (bp_metrics_write(path, "worker", w->o->id, m, sizeof m / sizeof m[0], err, sizeof err) !=
+        BP_OK) {
+        if (!w->m_failed++)
+            bp_log(BP_LOG_WARN, "%s", err);
+    } else {
+        w->m_failed = 0;
+    }
 }
 
 /* Copies a task into t's reusable buffer. */
@@ -523,6 +574,8 @@ static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
         w->credit_out = 0;
     int back = 0;
     while (bp_msg_next_task(m, &off, &tr)) {
+        if (tr.attempt > 1)
+            w->redelivered++;
         if (w->stopping || (w->o->once && w->batch_over)) {
             /* Crossed our BYE in flight: straight back, no attempt lost. */
             if (!back++) {
@@ -850,8 +903,9 @@ static int worker_loop(struct worker *w)
             return w->gave_up ? BP_ETIMEDOUT : BP_OK;
         }
         w->state = w->stopping ? "stopping" : w->busy ? "running" : "idle";
-        if (o->status_file && now >= w->next_status) {
+        if ((o->status_file || o->metrics_file) && now >= w->next_status) {
             write_status(w);
+            write_metrics(w);
             w->next_status = now + 1000;
         }
 
@@ -879,7 +933,7 @@ static int worker_loop(struct worker *w)
         }
         if (w->stopping && w->grace_end < wake)
             wake = w->grace_end;
-        if (o->status_file && w->next_status < wake)
+        if ((o->status_file || o->metrics_file) && w->next_status < wake)
             wake = w->next_status;
         for (int i = 0; i < w->nslots; i++) {
             struct slot *s = &w->slots[i];
@@ -950,6 +1004,7 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
         rep = &dummy;
     memset(rep, 0, sizeof *rep);
     int64_t t0 = bp_now_ms();
+    w.m_start_ms = bp_wall_ms();
     w.tf = bp_transform_find(o->transform ? o->transform : "upper");
     if (!w.tf) {
         bp_log(BP_LOG_ERROR, "unknown transform '%s'", o->transform);
@@ -1000,6 +1055,7 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     rc = worker_loop(&w);
     w.state = "stopped";
     write_status(&w);
+    write_metrics(&w);
     rep->ok = w.ok_n;
     rep->failed = w.failed_n;
     rep->malformed = w.malformed;

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """ventilator -> workers -> sink, the real binaries on loopback."""
+import os
 import signal
 import time
 
@@ -145,6 +146,39 @@ def joblog_columns():
     with open(log) as f:
         again = f.read().splitlines()
     expect(len(again) == len(rows) + 1 and again[-1].split("\t")[8] == "x", again[-3:])
+
+
+def metrics_files():
+    # --metrics-file on a worker and the sink: Prometheus text (the
+    # textfile collector's format) with the batch's counts at the end.
+    wm, sm = env.path("worker.prom"), env.path("sink.prom")
+    tasks = [f"m{i}" for i in range(30)] + ["boom"]
+    cmd = 'read x; [ "$x" = boom ] && exit 3; echo "$x"'
+    pipeline(1, ("--exec", cmd, "--metrics-file", wm), tasks,
+             sink_args=("--metrics-file", sm), vent_rc=3, sink_rc=3)
+
+    def parse(path):
+        vals = {}
+        with open(path) as f:
+            for ln in f:
+                if ln.startswith("#"):
+                    expect(ln.startswith(("# HELP ", "# TYPE ")), ln)
+                    continue
+                name, value = ln.rsplit(" ", 1)
+                vals[name] = float(value)
+        return vals
+    w = parse(wm)
+    expect(w['boardpipe_worker_tasks_done_total{worker="w0"}'] == 30, w)
+    expect(w['boardpipe_worker_tasks_failed_total{worker="w0"}'] == 1, w)
+    expect(w['boardpipe_worker_busy_slots{worker="w0"}'] == 0, w)
+    last = w['boardpipe_worker_last_task_timestamp_seconds{worker="w0"}']
+    expect(abs(last - time.time()) < 600, f"last task time {last}")
+    k = parse(sm)
+    expect(k["boardpipe_sink_results_ok_total"] == 30, k)
+    expect(k["boardpipe_sink_results_failed_total"] == 1, k)
+    expect(k["boardpipe_sink_batch_tasks"] == 31 and k["boardpipe_sink_batch_results"] == 31, k)
+    expect(k["boardpipe_sink_batch_active"] == 0 and k["boardpipe_sink_forged_total"] == 0, k)
+    expect(not os.path.exists(wm + ".tmp") and not os.path.exists(sm + ".tmp"), "temp files left")
 
 
 def halt_soon_after_failures():
