@@ -133,7 +133,7 @@ int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const ar
 /* Static usage text for a role, for --help. */
 const char *bp_usage(enum bp_role role);
 
-/* Writes "<prog> (boardpipe) X\nlibzmq A.B.C\ntarget T\n" into buf.
+/* Writes "<prog> (boardpipe) X (git REV)\nlibzmq A.B.C\ntarget T\n" into buf.
  * Returns the length, or -1 if buf is too small. */
 int bp_version_format(char *buf, size_t len, const char *prog);
 

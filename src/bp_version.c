@@ -2,14 +2,15 @@
 #include <zmq.h>
 
 #include "bp.h"
+#include "bp_revision.h"
 #include "bp_version.h"
 
 int bp_version_format(char *buf, size_t len, const char *prog)
 {
     int major, minor, patch;
     zmq_version(&major, &minor, &patch);
-    int n = snprintf(buf, len, "%s (boardpipe) %s\nlibzmq %d.%d.%d\ntarget %s%s%s\n", prog,
-                     BP_VERSION_STRING, major, minor, patch, BP_TARGET_STRING,
+    int n = snprintf(buf, len, "%s (boardpipe) %s (git %s)\nlibzmq %d.%d.%d\ntarget %s%s%s\n", prog,
+                     BP_VERSION_STRING, BP_REVISION_STRING, major, minor, patch, BP_TARGET_STRING,
                      BP_TARGET_CPU_STRING[0] ? " cpu " : "", BP_TARGET_CPU_STRING);
     return (n < 0 || (size_t)n >= len) ? -1 : n;
 }

@@ -13,7 +13,7 @@ for tool in ("ventilator", "worker", "sink"):
     exe = os.path.join(a.bin, tool)
     r = subprocess.run(emu + [exe, "--version"], capture_output=True, text=True, timeout=120)
     out = r.stdout
-    ok = (r.returncode == 0 and out.startswith(tool + " (boardpipe) ")
+    ok = (r.returncode == 0 and out.startswith(tool + " (boardpipe) ") and " (git " in out
           and "\nlibzmq 4." in out and ("target " + a.target) in out)
     print(f"{tool} --version rc={r.returncode}: {out.strip()!r}")
     if not ok:
