@@ -54,7 +54,7 @@ set(_bp_unit_in ${PROJECT_SOURCE_DIR}/board/systemd/boardpipe-worker.service.in)
 configure_file(${_bp_unit_in} ${_bp_pkg_bin}/boardpipe-worker.service @ONLY)
 configure_file(${_bp_pkg_src}/README.in ${_bp_pkg_bin}/README @ONLY)
 configure_file(${_bp_pkg_src}/conffiles.in ${_bp_pkg_bin}/deb/conffiles @ONLY)
-foreach(s postinst postrm)
+foreach(s postinst prerm postrm)
   file(COPY ${_bp_pkg_src}/${s} DESTINATION ${_bp_pkg_bin}/deb
        FILE_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE
                         GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
@@ -112,7 +112,8 @@ boardpipe-sink (libzmq built in, no runtime dependencies), and a systemd
 unit for the worker configured through /etc/default/boardpipe-worker.
 Built for ${BP_PACKAGE_TARGET} (${BP_TARGET_TRIPLE}, cpu ${BP_TARGET_CPU}).")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
-    ${_bp_pkg_bin}/deb/conffiles ${_bp_pkg_bin}/deb/postinst ${_bp_pkg_bin}/deb/postrm)
+    ${_bp_pkg_bin}/deb/conffiles ${_bp_pkg_bin}/deb/postinst ${_bp_pkg_bin}/deb/prerm
+    ${_bp_pkg_bin}/deb/postrm)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
 configure_file(${_bp_pkg_src}/CPackProject.cmake.in
