@@ -12,6 +12,10 @@
 #   PREFIX/bin/bp-supervise   (boards without systemd) the supervisor
 #   PREFIX/run/, PREFIX/log/  (boards without systemd) pidfiles, status, log
 #   /etc/systemd/system/boardpipe-worker.service  (boards with systemd)
+#   PREFIX/etc/curve/         (CURVE) host.key, the host's public key, and
+#                             NAME.key + NAME.key_secret, the board's key pair,
+#                             made here by the worker (--keygen); the secret
+#                             (mode 600) is never sent anywhere
 set -u
 
 op=${1:-}
@@ -22,6 +26,7 @@ UNIT=boardpipe-worker.service
 UNITPATH=/etc/systemd/system/$UNIT
 MAN=$P/.bpfleet-manifest
 STAGE=$P/.bpfleet-stage
+CDIR=$P/etc/curve
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
 
@@ -47,15 +52,28 @@ installed_mode() {
 }
 
 # Runs the installed worker with its env file's QEMU_CPU (simulated boards).
-worker_version() {
+run_worker() {
     (
         QEMU_CPU=
         if [ -r "$P/etc/worker.env" ]; then
             QEMU_CPU=$(sed -n "s/^QEMU_CPU='\(.*\)'$/\1/p" "$P/etc/worker.env")
         fi
         if [ -n "$QEMU_CPU" ]; then export QEMU_CPU; else unset QEMU_CPU; fi
-        "$P/bin/worker" --version </dev/null 2>/dev/null
-    ) | head -n 1 | sed -n 's/^worker (boardpipe) //p'
+        exec "$P/bin/worker" "$@" </dev/null
+    )
+}
+
+worker_version() {
+    # "worker (boardpipe) 0.1.0 (git REV)" -> 0.1.0+REV (older builds: 0.1.0)
+    run_worker --version 2>/dev/null | head -n 1 |
+        sed -n -e 's/^worker (boardpipe) \([^ ]*\) (git \([^)]*\)).*/\1+\2/p' \
+            -e 't' -e 's/^worker (boardpipe) \([^ ]*\)$/\1/p'
+}
+
+# Whether FILE is a regular file with mode 600 (-rw-------).
+private_file() {
+    case $(ls -ln "$1" 2>/dev/null) in -rw-------*) return 0 ;; esac
+    return 1
 }
 
 status_file() {
@@ -121,8 +139,9 @@ do_stop() {
 
 case $op in
 probe)
-    # ARGS: wanted service (auto|systemd|supervise)
+    # ARGS: wanted service (auto|systemd|supervise), CURVE key name or -
     want=${1:-auto}
+    key=${2:--}
     command -v sha256sum >/dev/null 2>&1 || rc=3 die "no sha256sum on the board"
     case $want in
     auto) if has_systemd; then svc=systemd; else svc=supervise; fi ;;
@@ -134,6 +153,7 @@ probe)
     *) rc=3 die "unknown service kind $want" ;;
     esac
     echo "service=$svc"
+    [ "$svc" = systemd ] && echo "systemd=$(systemctl --version 2>/dev/null | sed -n '1s/^systemd \([0-9]*\).*/\1/p')"
     echo "uname=$(uname -m)"
     echo "installed=$(installed_mode)"
     echo "sha.worker=$(sha "$P/bin/worker")"
@@ -141,10 +161,23 @@ probe)
     echo "sha.bp-supervise=$(sha "$P/bin/bp-supervise")"
     echo "sha.boardpipe-worker.service=$(sha "$UNITPATH")"
     if worker_pid >/dev/null; then echo running=yes; else echo running=no; fi
+    if [ "$key" != - ]; then
+        echo "sha.host.key=$(sha "$CDIR/host.key")"
+        if [ -f "$CDIR/$key.key_secret" ]; then
+            echo "curve.secret=yes"
+            if private_file "$CDIR/$key.key_secret"; then echo curve.private=yes; else echo curve.private=no; fi
+            # The public certificate only, for the host's allowlist.
+            [ -f "$CDIR/$key.key" ] && sed 's/^/curve.cert=/' "$CDIR/$key.key"
+        else
+            echo "curve.secret=no"
+        fi
+    fi
     ;;
 prepare)
+    # ARGS: CURVE key name or -.
     # Creates PREFIX and its directories, noting which ones did not exist
     # before (undeploy removes exactly those), and an empty staging dir.
+    key=${1:--}
     case $P in /?*) ;; *) rc=3 die "prefix must be an absolute path" ;; esac
     created=
     d=$P
@@ -158,16 +191,25 @@ $created"
 $P/$sub"
     done
     mkdir -p "$P/bin" "$P/etc" "$P/run" "$P/log" || rc=3 die "cannot create $P"
+    if [ "$key" != - ] && [ ! -e "$CDIR" ]; then
+        created="$created
+$CDIR"
+        # The unit's dynamic user reads host.key in it.
+        mkdir -m 755 "$CDIR" || rc=3 die "cannot create $CDIR"
+    fi
     rm -rf "$STAGE"
     mkdir -p "$STAGE" || rc=3 die "cannot create $STAGE"
     printf '%s\n' "$created" | sed '/^$/d' >"$STAGE/.created"
     echo "ok=1"
     ;;
 install)
-    # ARGS: service, then NAME SHA256 pairs. A staged file must match its
-    # SHA-256; a file not staged must already be installed with it.
-    svc=$1
-    shift
+    # ARGS: service, CURVE key name or -, rekey (0|1), then NAME SHA256
+    # pairs. A staged file must match its SHA-256; a file not staged must
+    # already be installed with it. With a key name, makes the board's key
+    # pair unless it has one (rekey: a new one anyway) and prints its public
+    # certificate as curve.cert= lines.
+    svc=$1 key=$2 rekey=$3
+    shift 3
     [ -d "$STAGE" ] || rc=3 die "nothing staged (run prepare first)"
     old=$(installed_mode)
     if [ -n "$old" ] && [ "$old" != "$svc" ]; then
@@ -189,6 +231,7 @@ install)
         worker.env) dest=$P/etc/worker.env mode=600 ;;
         bp-supervise) dest=$P/bin/bp-supervise mode=755 ;;
         boardpipe-worker.service) dest=$UNITPATH mode=644 ;;
+        host.key) dest=$CDIR/host.key mode=644 ;;
         *) rc=3 die "unknown file $name" ;;
         esac
         if [ -f "$STAGE/$name" ]; then
@@ -216,6 +259,9 @@ file $dest"
     {
         echo "service $svc"
         printf '%s\n' "$files" | sed '/^$/d'
+        [ "$key" = - ] || printf 'file %s\n' "$CDIR/$key.key" "$CDIR/$key.key_secret"
+        # Key files of earlier deploys stay listed (undeploy removes them).
+        [ -f "$MAN" ] && awk -v d="file $CDIR/" 'index($0, d) == 1' "$MAN"
         sed -n 's/^dir /dir /p' "$MAN" 2>/dev/null
         sed 's/^/dir /' "$STAGE/.created"
     } | awk '!seen[$0]++' >"$MAN.new" && mv -f "$MAN.new" "$MAN"
@@ -227,6 +273,22 @@ file $dest"
     v=$(worker_version)
     [ -n "$v" ] || rc=7 die "installed worker does not run on this board ($(uname -m)): wrong profile?"
     echo "version=$v"
+    if [ "$key" != - ]; then
+        sec=$CDIR/$key.key_secret
+        pub=$CDIR/$key.key
+        if [ "$rekey" = 1 ]; then
+            rm -f "$sec" "$pub" || rc=8 die "cannot remove the old key pair in $CDIR"
+        fi
+        if [ ! -f "$sec" ]; then
+            rm -f "$pub"
+            err=$(umask 022 && run_worker --keygen "$CDIR/$key" 2>&1 >/dev/null) ||
+                rc=8 die "worker --keygen failed: $(printf '%s\n' "$err" | tail -n 1)"
+            echo "keygen=1"
+        fi
+        [ -f "$pub" ] || rc=8 die "$sec has no $pub beside it: deploy --rekey makes a new pair"
+        chmod 600 "$sec" || rc=8 die "cannot chmod 600 $sec"
+        sed 's/^/curve.cert=/' "$pub"
+    fi
     if worker_pid >/dev/null; then echo running=yes; else echo running=no; fi
     ;;
 start)
@@ -285,6 +347,7 @@ undeploy)
     if [ "$mode" = systemd ]; then
         $SUDO systemctl disable "$UNIT" >/dev/null 2>&1 || true
     fi
+    grep -q '\.key_secret$' "$MAN" && echo "curve=1"
     sed -n 's/^file //p' "$MAN" | while IFS= read -r f; do
         if [ "$f" = "$UNITPATH" ]; then $SUDO rm -f "$f"; else rm -f "$f"; fi
     done

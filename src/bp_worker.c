@@ -754,9 +754,13 @@ static void host_lost(struct worker *w, int64_t now)
      * otherwise keep counting on tasks we just dropped. The old HELLO
      * still waiting in its pipe goes with it (linger 0). */
     set_linger(w->tsock, 0);
+    /* A refusal is said once, not again at every new connection. */
+    int said = w->tmon.said;
     bp_secmon_close(&w->tmon, w->tsock);
     bp_sock_close(&w->tsock);
-    if (open_task_socket(w) != BP_OK) {
+    int rc = open_task_socket(w);
+    w->tmon.said = said;
+    if (rc != BP_OK) {
         w->gave_up = 1;
         return;
     }
