@@ -28,6 +28,11 @@
 /* A pack is closed once it holds this many bytes (a single record may be
  * larger, up to --max-msg-size). */
 #define BP_PACK_BYTES ((size_t)64 * 1024)
+/* The sink holds at most this many acknowledgements: those of one turn
+ * wait for its journal's sync, so an ACK message can pass BP_PACK_BYTES, up
+ * to BP_ACK_MSG_MAX bytes (the ventilator's limit for what the sink sends). */
+#define BP_MAX_PENDING_ACKS 65536
+#define BP_ACK_MSG_MAX ((size_t)BP_MSG_HDR + (size_t)12 * BP_MAX_PENDING_ACKS)
 
 enum bp_msg_type {
     BP_MSG_HELLO = 1,     /* worker -> ventilator: I am here, take my credit */

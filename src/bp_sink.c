@@ -17,10 +17,10 @@
 #include "bp_track.h"
 
 #define MAX_FAIL_LINES 20
-/* Acknowledgements held while the ventilator is not known yet (results
- * can overtake its BEGIN); past this the oldest are dropped: the
- * ventilator sends those tasks again and the sink acknowledges them then. */
-#define MAX_PENDING_ACKS 65536
+/* Acknowledgements held (BP_MAX_PENDING_ACKS, bp_frame.h) while the
+ * ventilator is not known yet or the journal has not synced them; past
+ * this they go out at once, or (no ventilator) are dropped: the ventilator
+ * sends those tasks again and the sink acknowledges them then. */
 #define READ_BURST 4096
 /* Result ids are accepted only this far above the lowest id without a
  * final result: the ventilator never has more than 65 536 tasks out, and
@@ -356,7 +356,7 @@ static void flush_acks(struct sink *k)
 
 static void ack(struct sink *k, uint64_t id, uint16_t attempt, uint8_t kind)
 {
-    if (k->acks.n >= MAX_PENDING_ACKS) {
+    if (k->acks.n >= BP_MAX_PENDING_ACKS) {
         if (!k->vent_len) {
             k->acks_dropped++;
             return;

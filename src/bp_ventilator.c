@@ -893,8 +893,10 @@ static int open_sockets(struct vent *v)
         /* Not ZMQ_IMMEDIATE: with it libzmq drops what a sink sent just
          * before it disconnected (its last ACKs and COMPLETE). Tasks wait
          * for the sink's first answer anyway (the dispatcher). */
-        /* ACK packs and heartbeats: small. */
-        sc.max_msg = 2 * BP_PACK_BYTES;
+        /* ACKs and heartbeats: an ACK pack held for the sink's journal
+         * sync may hold up to BP_MAX_PENDING_ACKS (a bigger one would cut
+         * the connection: the bench's journal run stalled on that). */
+        sc.max_msg = (int64_t)BP_ACK_MSG_MAX + 64;
         /* Everything that matters was acknowledged before we close: what is
          * still queued for a sink that never came is not worth 10 s. */
         sc.linger_ms = o->linger_ms < 1000 ? o->linger_ms : 1000;

@@ -148,6 +148,23 @@ def joblog_columns():
     expect(len(again) == len(rows) + 1 and again[-1].split("\t")[8] == "x", again[-3:])
 
 
+def journals_at_full_speed():
+    # Both journals with a built-in transform: thousands of results per
+    # turn wait for the sink's sync in one ACK message, which must still
+    # reach the ventilator (one bigger than its limit cut the connection
+    # and the batch stalled).
+    n = env.n(120000, 30000)
+    tasks = [f"t{i:06d}" for i in range(n)]
+    out_file = env.path("fast.out")
+    out, _, js, _ = pipeline(1, (), tasks,
+                             sink_args=("-o", out_file, "--journal", env.path("fast.sj")),
+                             vent_args=("--journal", env.path("fast.vj")))
+    with open(out_file) as f:
+        got = f.read().split()
+    expect(len(got) == n and sorted(got) == [t.upper() for t in tasks], f"{len(got)} results")
+    expect(js["ok"] == n and js["duplicates"] == 0, js)
+
+
 def metrics_files():
     # --metrics-file on a worker and the sink: Prometheus text (the
     # textfile collector's format) with the batch's counts at the end.
