@@ -26,9 +26,16 @@ UNIT=boardpipe-worker.service
 UNITPATH=/etc/systemd/system/$UNIT
 MAN=$P/.bpfleet-manifest
 STAGE=$P/.bpfleet-stage
+# The files an upgrade replaced (NAME + .dest lines): rollback puts them back.
+PREV=$P/.bpfleet-prev
 CDIR=$P/etc/curve
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+# Where the boot hook of a supervise board goes: / on a real board; the
+# simulated fleet gives each board its own (sshd SetEnv BPFLEET_SYSROOT).
+SYSROOT=${BPFLEET_SYSROOT:-}
+# The boot hook's name: one per PREFIX (cron.d names: [A-Za-z0-9_-] only).
+HOOKNAME=boardpipe-worker$(printf '%s' "$P" | tr -c 'A-Za-z0-9_-' '_')
 
 die() {
     echo "error=$*"
@@ -70,6 +77,68 @@ worker_version() {
             -e 't' -e 's/^worker (boardpipe) \([^ ]*\)$/\1/p'
 }
 
+# The boot hook in place, as KIND:PATH (nothing when there is none).
+boot_hook_state() {
+    sed -n 's/^boot //p' "$MAN" 2>/dev/null | head -n 1
+}
+
+# Installs the boot hook of a supervise board, the first of: OpenRC
+# (openrc-run), sysvinit (update-rc.d or chkconfig, /etc/init.d), cron
+# (/etc/cron.d, @reboot). Prints boot=KIND:PATH, or boot=none.
+install_boot_hook() {
+    cmd="sh $P/bin/bp-supervise boot $P"
+    initd=$SYSROOT/etc/init.d
+    if [ -d "$initd" ] && { [ -x "$SYSROOT/sbin/openrc-run" ] || [ -x "$SYSROOT/usr/sbin/openrc-run" ]; }; then
+        f=$initd/$HOOKNAME
+        printf '#!/sbin/openrc-run\n# boardpipe worker under %s (bpfleet)\ndepend() { need net; }\nstart() { %s; }\nstop() { sh %s/bin/bp-supervise stop %s; }\n' \
+            "$P" "$cmd" "$P" "$P" >"$f.new" || rc=3 die "cannot write $f.new"
+        { chmod 755 "$f.new" && mv -f "$f.new" "$f"; } || rc=3 die "cannot write $f"
+        [ -n "$SYSROOT" ] || rc-update add "$HOOKNAME" default >/dev/null 2>&1 || rc=3 die "rc-update add $HOOKNAME failed"
+        echo "boot=openrc:$f"
+    elif [ -d "$initd" ] && { command -v update-rc.d >/dev/null 2>&1 || command -v chkconfig >/dev/null 2>&1; } && [ ! -d "$SYSROOT/etc/cron.d" ]; then
+        f=$initd/$HOOKNAME
+        # shellcheck disable=SC2016  # the init script's own $1, $0
+        printf '#!/bin/sh\n### BEGIN INIT INFO\n# Provides: %s\n# Required-Start: $network $remote_fs\n# Required-Stop: $network $remote_fs\n# Default-Start: 2 3 4 5\n# Default-Stop: 0 1 6\n# Short-Description: boardpipe worker under %s (bpfleet)\n### END INIT INFO\ncase "$1" in\nstart) %s ;;\nstop) sh %s/bin/bp-supervise stop %s ;;\nstatus) sh %s/bin/bp-supervise status %s ;;\nrestart) sh %s/bin/bp-supervise stop %s; %s ;;\n*) echo "usage: $0 start|stop|status|restart"; exit 2 ;;\nesac\n' \
+            "$HOOKNAME" "$P" "$cmd" "$P" "$P" "$P" "$P" "$P" "$P" "$cmd" >"$f.new" || rc=3 die "cannot write $f.new"
+        { chmod 755 "$f.new" && mv -f "$f.new" "$f"; } || rc=3 die "cannot write $f"
+        if [ -z "$SYSROOT" ]; then
+            if command -v update-rc.d >/dev/null 2>&1; then
+                update-rc.d "$HOOKNAME" defaults >/dev/null 2>&1 || rc=3 die "update-rc.d $HOOKNAME defaults failed"
+            else
+                chkconfig --add "$HOOKNAME" >/dev/null 2>&1 || rc=3 die "chkconfig --add $HOOKNAME failed"
+            fi
+        fi
+        echo "boot=sysv:$f"
+    elif [ -d "$SYSROOT/etc/cron.d" ]; then
+        f=$SYSROOT/etc/cron.d/$HOOKNAME
+        printf '# boardpipe worker under %s: started at boot (bpfleet)\n@reboot root %s\n' "$P" "$cmd" >"$f.new" ||
+            rc=3 die "cannot write $f.new"
+        { chmod 644 "$f.new" && mv -f "$f.new" "$f"; } || rc=3 die "cannot write $f"
+        if ! command -v cron >/dev/null 2>&1 && ! command -v crond >/dev/null 2>&1; then
+            echo "boot.warning=no cron daemon found: $f is only read where cron runs"
+        fi
+        echo "boot=cron:$f"
+    else
+        echo "boot=none"
+    fi
+}
+
+# Removes the boot hook named in the manifest.
+remove_boot_hook() {
+    h=$(boot_hook_state)
+    [ -n "$h" ] || return 0
+    f=${h#*:}
+    case $h in
+    openrc:*) [ -n "$SYSROOT" ] || rc-update del "$HOOKNAME" default >/dev/null 2>&1 ;;
+    sysv:*)
+        if [ -z "$SYSROOT" ]; then
+            update-rc.d -f "$HOOKNAME" remove >/dev/null 2>&1 || chkconfig --del "$HOOKNAME" >/dev/null 2>&1
+        fi
+        ;;
+    esac
+    case $h in none) ;; *) rm -f "$f" ;; esac
+}
+
 # Whether FILE is a regular file with mode 600 (-rw-------).
 private_file() {
     case $(ls -ln "$1" 2>/dev/null) in -rw-------*) return 0 ;; esac
@@ -81,6 +150,14 @@ status_file() {
         echo /run/boardpipe-worker/status
     else
         echo "$P/run/status"
+    fi
+}
+
+metrics_file() {
+    if [ "$(installed_mode)" = systemd ]; then
+        echo /run/boardpipe-worker/metrics.prom
+    else
+        echo "$P/run/metrics.prom"
     fi
 }
 
@@ -104,8 +181,8 @@ worker_pid() {
 
 # Waits (up to $1 s) for a worker pid that stays alive for 2 s.
 wait_running() {
-    i=0
-    while [ "$i" -lt "$1" ]; do
+    t_end=$(($(date +%s) + $1))
+    while [ "$(date +%s)" -lt "$t_end" ]; do
         if p=$(worker_pid); then
             sleep 2
             if [ "$(worker_pid)" = "$p" ]; then
@@ -115,9 +192,42 @@ wait_running() {
         else
             sleep 1
         fi
-        i=$((i + 1))
     done
     return 1
+}
+
+# Where an installed file NAME goes.
+dest_of() {
+    case $1 in
+    worker) echo "$P/bin/worker" ;;
+    worker.env) echo "$P/etc/worker.env" ;;
+    bp-supervise) echo "$P/bin/bp-supervise" ;;
+    boardpipe-worker.service) echo "$UNITPATH" ;;
+    host.key) echo "$CDIR/host.key" ;;
+    *) return 1 ;;
+    esac
+}
+
+# Puts the files of PREV back (the previous deploy's), then drops PREV.
+# Prints restored=NAME lines; dies when something cannot be restored.
+restore_prev() {
+    { [ -d "$PREV" ] && [ -n "$(ls "$PREV" 2>/dev/null)" ]; } || rc=9 die "no previous version kept under $PREV (nothing to roll back to)"
+    for f in "$PREV"/*; do
+        name=${f##*/}
+        dest=$(dest_of "$name") || continue
+        if [ "$dest" = "$UNITPATH" ]; then
+            { $SUDO cp "$f" "$dest.bpfleet-new" && $SUDO mv -f "$dest.bpfleet-new" "$dest"; } ||
+                rc=9 die "cannot restore $dest"
+        else
+            { cp -p "$f" "$dest.bpfleet-new" && mv -f "$dest.bpfleet-new" "$dest"; } ||
+                rc=9 die "cannot restore $dest"
+        fi
+        echo "restored=$name"
+    done
+    rm -rf "$PREV" || rc=9 die "cannot remove $PREV"
+    if [ "$(installed_mode)" = systemd ]; then
+        $SUDO systemctl daemon-reload || rc=9 die "systemctl daemon-reload failed"
+    fi
 }
 
 do_start() {
@@ -156,6 +266,21 @@ probe)
     [ "$svc" = systemd ] && echo "systemd=$(systemctl --version 2>/dev/null | sed -n '1s/^systemd \([0-9]*\).*/\1/p')"
     echo "uname=$(uname -m)"
     echo "installed=$(installed_mode)"
+    echo "boothook=$(boot_hook_state)"
+    if [ "$svc" = systemd ]; then
+        # The first existing directory on the way to PREFIX that others
+        # (the unit's dynamic user) cannot pass through.
+        d=$P
+        while [ -n "$d" ] && [ "$d" != / ]; do
+            if [ -d "$d" ]; then
+                case $(ls -ld "$d" 2>/dev/null) in
+                d????????[xt]*) ;;
+                *) echo "prefix.closed=$d" ;;
+                esac
+            fi
+            d=$(dirname "$d")
+        done | tail -n 1
+    fi
     echo "sha.worker=$(sha "$P/bin/worker")"
     echo "sha.worker.env=$(sha "$P/etc/worker.env")"
     echo "sha.bp-supervise=$(sha "$P/bin/bp-supervise")"
@@ -197,9 +322,16 @@ $CDIR"
         # The unit's dynamic user reads host.key in it.
         mkdir -m 755 "$CDIR" || rc=3 die "cannot create $CDIR"
     fi
-    rm -rf "$STAGE"
+    rm -rf "$STAGE" || rc=3 die "cannot remove the old $STAGE"
     mkdir -p "$STAGE" || rc=3 die "cannot create $STAGE"
-    printf '%s\n' "$created" | sed '/^$/d' >"$STAGE/.created"
+    printf '%s\n' "$created" | sed '/^$/d' >"$STAGE/.created" || rc=3 die "cannot write $STAGE/.created"
+    # Recorded now, so that undeploy can remove them even when this first
+    # deploy fails before install writes the full manifest.
+    if [ -s "$STAGE/.created" ]; then
+        { [ ! -f "$MAN" ] || cat "$MAN"; sed 's/^/dir /' "$STAGE/.created"; } | awk '!seen[$0]++' >"$MAN.new" ||
+            rc=3 die "cannot write $MAN.new"
+        mv -f "$MAN.new" "$MAN" || rc=3 die "cannot write $MAN"
+    fi
     echo "ok=1"
     ;;
 install)
@@ -213,7 +345,7 @@ install)
     [ -d "$STAGE" ] || rc=3 die "nothing staged (run prepare first)"
     old=$(installed_mode)
     if [ -n "$old" ] && [ "$old" != "$svc" ]; then
-        do_stop >/dev/null 2>&1 || true
+        (do_stop) >/dev/null 2>&1 || true
         if [ "$old" = systemd ]; then
             $SUDO systemctl disable "$UNIT" >/dev/null 2>&1 || true
             $SUDO rm -f "$UNITPATH"
@@ -221,6 +353,23 @@ install)
         else
             rm -f "$P/bin/bp-supervise"
         fi
+    fi
+    # Keep the files about to be replaced (one generation) for rollback.
+    # A deploy that changes nothing keeps the older generation.
+    snap=0
+    for a in "$@"; do
+        [ -f "$STAGE/$a" ] && snap=1
+    done
+    if [ "$snap" = 1 ] && [ -f "$P/bin/worker" ] && [ -n "$old" ]; then
+        { rm -rf "$PREV" && mkdir -p "$PREV"; } || rc=3 die "cannot create $PREV"
+        n=0
+        for a in "$@"; do
+            n=$((n + 1))
+            [ $((n % 2)) = 1 ] || continue
+            d=$(dest_of "$a") || continue
+            if [ -f "$d" ]; then cp -p "$d" "$PREV/$a" || rc=3 die "cannot keep $d in $PREV"; fi
+        done
+        echo "kept_previous=1"
     fi
     files=
     while [ $# -ge 2 ]; do
@@ -237,7 +386,7 @@ install)
         if [ -f "$STAGE/$name" ]; then
             got=$(sha "$STAGE/$name")
             [ "$got" = "$want" ] || rc=6 die "sha256 mismatch for $name after copy: $got, expected $want"
-            chmod "$mode" "$STAGE/$name"
+            chmod "$mode" "$STAGE/$name" || rc=3 die "cannot chmod $mode $STAGE/$name"
             if [ "$dest" = "$UNITPATH" ]; then
                 if ! { $SUDO cp "$STAGE/$name" "$dest.bpfleet-new" &&
                     $SUDO mv -f "$dest.bpfleet-new" "$dest"; }; then
@@ -264,14 +413,29 @@ file $dest"
         [ -f "$MAN" ] && awk -v d="file $CDIR/" 'index($0, d) == 1' "$MAN"
         sed -n 's/^dir /dir /p' "$MAN" 2>/dev/null
         sed 's/^/dir /' "$STAGE/.created"
-    } | awk '!seen[$0]++' >"$MAN.new" && mv -f "$MAN.new" "$MAN"
-    rm -rf "$STAGE"
+    } | awk '!seen[$0]++' >"$MAN.new" || rc=3 die "cannot write $MAN.new"
+    mv -f "$MAN.new" "$MAN" || rc=3 die "cannot write $MAN"
+    rm -rf "$STAGE" || rc=3 die "cannot remove $STAGE"
+    if [ "$svc" = supervise ]; then
+        hook=$(install_boot_hook) || { printf '%s\n' "$hook"; exit 3; }
+        printf '%s\n' "$hook"
+        b=$(printf '%s\n' "$hook" | sed -n 's/^boot=//p')
+        { grep -v '^boot ' "$MAN"; echo "boot $b"; } >"$MAN.new" || rc=3 die "cannot write $MAN.new"
+        mv -f "$MAN.new" "$MAN" || rc=3 die "cannot write $MAN"
+    else
+        remove_boot_hook
+    fi
     if [ "$svc" = systemd ]; then
         $SUDO systemctl daemon-reload || rc=3 die "systemctl daemon-reload failed"
         $SUDO systemctl enable "$UNIT" >/dev/null 2>&1 || rc=3 die "systemctl enable failed"
     fi
     v=$(worker_version)
-    [ -n "$v" ] || rc=7 die "installed worker does not run on this board ($(uname -m)): wrong profile?"
+    if [ -z "$v" ]; then
+        if [ -d "$PREV" ] && (restore_prev) >/dev/null 2>&1; then
+            rc=7 die "the new worker does not run on this board ($(uname -m)): wrong profile? (the previous files are back)"
+        fi
+        rc=7 die "installed worker does not run on this board ($(uname -m)): wrong profile?"
+    fi
     echo "version=$v"
     if [ "$key" != - ]; then
         sec=$CDIR/$key.key_secret
@@ -302,6 +466,39 @@ restart)
     do_stop
     do_start
     ;;
+upgrade-restart)
+    # ARGS: seconds the new worker has to come up and stay up. If it does
+    # not, the board puts the previous files back and starts them itself.
+    wait_s=${1:-20}
+    do_stop
+    if out=$(START_WAIT=$wait_s do_start); then
+        printf '%s\n' "$out"
+        exit 0
+    fi
+    why=$(printf '%s\n' "$out" | sed -n 's/^error=//p' | head -n 1)
+    [ -d "$PREV" ] || rc=5 die "new worker not healthy within ${wait_s}s ($why); no previous version kept to roll back to"
+    do_stop >/dev/null 2>&1
+    (restore_prev) >/dev/null || rc=9 die "new worker not healthy within ${wait_s}s ($why); ROLLBACK FAILED: cannot restore the previous files"
+    echo "rolled_back=1"
+    if out=$(do_start); then
+        printf '%s\n' "$out"
+        echo "version=$(worker_version)"
+        rc=5 die "new worker not healthy within ${wait_s}s ($why): rolled back to the previous version $(worker_version), running again"
+    fi
+    rc=9 die "new worker not healthy within ${wait_s}s ($why); rolled back, but the previous version does not start either"
+    ;;
+rollback)
+    # Puts the previous deploy's files back; restarts the worker if it ran.
+    [ -n "$(installed_mode)" ] || rc=4 die "not deployed under $P"
+    [ -d "$PREV" ] || rc=9 die "no previous version kept under $PREV (nothing to roll back to)"
+    was=no
+    worker_pid >/dev/null && was=yes
+    do_stop >/dev/null
+    restore_prev
+    echo "version=$(worker_version)"
+    if [ "$was" = yes ]; then do_start; fi
+    echo "was_running=$was"
+    ;;
 status)
     mode=$(installed_mode)
     if [ -z "$mode" ]; then
@@ -320,6 +517,15 @@ status)
             if grep -qx "pid=$p" "$sf"; then
                 grep -E '^(state|done|failed)=' "$sf"
             fi
+        fi
+        mf=$(metrics_file)
+        # Only a fresh metrics file: the running worker rewrites it every
+        # second (a stale one is a stopped worker's).
+        mt=$(stat -c %Y "$mf" 2>/dev/null) || mt=0
+        if [ -r "$mf" ] && [ $(($(date +%s) - mt)) -le 5 ]; then
+            awk '$1 ~ /^boardpipe_worker_tasks_done_total[{]/ { print "metrics.tasks_done=" $2 }
+                $1 ~ /^boardpipe_worker_tasks_failed_total[{]/ { print "metrics.tasks_failed=" $2 }
+                $1 ~ /^boardpipe_worker_last_task_timestamp_seconds[{]/ { print "metrics.last_task=" $2 }' "$mf"
         fi
     else
         echo "running=no"
@@ -343,19 +549,20 @@ undeploy)
         echo "deployed=no"
         exit 0
     fi
-    do_stop >/dev/null 2>&1 || true
+    [ -z "$mode" ] || (do_stop) >/dev/null 2>&1 || true
     if [ "$mode" = systemd ]; then
         $SUDO systemctl disable "$UNIT" >/dev/null 2>&1 || true
     fi
     grep -q '\.key_secret$' "$MAN" && echo "curve=1"
+    remove_boot_hook
     sed -n 's/^file //p' "$MAN" | while IFS= read -r f; do
         if [ "$f" = "$UNITPATH" ]; then $SUDO rm -f "$f"; else rm -f "$f"; fi
     done
     [ "$mode" = systemd ] && { $SUDO systemctl daemon-reload || true; }
     # Runtime files the worker and supervisor made.
-    rm -f "$P/run/supervise.pid" "$P/run/worker.pid" "$P/run/status" \
-        "$P/log/worker.log" "$P/log/worker.log.1"
-    rm -rf "$STAGE"
+    rm -f "$P/run/supervise.pid" "$P/run/worker.pid" "$P/run/status" "$P/run/metrics.prom" \
+        "$P/log/worker.log" "$P/log/worker.log".[0-9]* "$P/run/log.fifo"
+    rm -rf "$STAGE" "$PREV"
     dirs=$(sed -n 's/^dir //p' "$MAN")
     rm -f "$MAN"
     # Deepest first; rmdir leaves anything that is not empty.

@@ -301,6 +301,17 @@ if [ ! -d /run/sshd ]; then
     mkdir -p /run/sshd && chmod 755 /run/sshd
 fi
 ssh-keygen -q -t ed25519 -N '' -C "$ID-client" -f "$TMP/client_key" || fatal "ssh-keygen"
+# Issue #11: pizero gets a busybox userland (Debian's busybox-static, its
+# applets alone on the PATH of its ssh sessions), where the host has it.
+BB_BOARD=
+if [ -x /bin/busybox ]; then
+    mkdir -p "$TMP/bb/bin"
+    for a in $(/bin/busybox --list); do ln -s /bin/busybox "$TMP/bb/bin/$a"; done
+    BB_BOARD=2
+    log "pizero: busybox userland ($TMP/bb/bin only on its PATH)"
+else
+    log "no /bin/busybox (apt-get install busybox-static): pizero keeps the host's userland"
+fi
 cp "$TMP/client_key.pub" "$TMP/authorized_keys"
 : >"$TMP/known_hosts"
 for i in 0 1 2; do
@@ -326,7 +337,10 @@ AllowTcpForwarding no
 MaxStartups 64:30:128
 Subsystem sftp $SFTP
 LogLevel VERBOSE
+# The board's / for bpfleet's boot hook (boards share the host's files).
+SetEnv BPFLEET_SYSROOT=$TMP/sysroot/${BOARDS[$i]}$([ "$i" = "$BB_BOARD" ] && echo " PATH=$TMP/bb/bin")
 EOF
+    mkdir -p "$TMP/sysroot/${BOARDS[$i]}/etc/cron.d"
     printf '%s %s\n' "${IPS[$i]}" "$(cut -d' ' -f1,2 "$d/host_key.pub")" >>"$TMP/known_hosts"
     ip netns exec "${NS[$i]}" /usr/sbin/sshd -f "$d/sshd_config" -E "$d/sshd.log" ||
         fatal "sshd for ${BOARDS[$i]} did not start: $(tail -n 3 "$d/sshd.log")"
@@ -399,9 +413,12 @@ INV=$TMP/inventory
         mkdir -p "$TMP/boards/${BOARDS[$i]}"
         # Boards share the host's filesystem: each gets its own root. No
         # systemd in a namespace: the supervisor is asked for explicitly.
-        printf "%s  root@%s:22  %s  %s  service=supervise --exec 'tr a-z A-Z'%s\n" \
+        # Tasks run as nobody (bp-supervise refuses root unless told);
+        # pi2's log is rotated at 300 bytes.
+        printf "%s  root@%s:22  %s  %s  service=supervise user=nobody%s --exec 'tr a-z A-Z'%s\n" \
             "${BOARDS[$i]}" "${IPS[$i]}" "${PROFILES[$i]}" \
-            "$TMP/boards/${BOARDS[$i]}/opt/boardpipe" "$([ $i = 0 ] && echo ' --jobs 2')"
+            "$TMP/boards/${BOARDS[$i]}/opt/boardpipe" "$([ $i = 1 ] && echo ' log-max=300 log-keep=2')" \
+            "$([ $i = 0 ] && echo ' --jobs 2')"
     done
 } >"$INV"
 # bpfleet keeps its work dirs in $TMP/bpwork: checked for leaked secrets.
@@ -424,13 +441,40 @@ fleet_ok() {
     FLEET_RC=$rc
 }
 board_line() { grep -E "^$1 " <<<"$OUT" | head -n 1; }
+# Issue #11: one ssh connection per board per command. sshd (LogLevel
+# VERBOSE) logs every accepted login: count them around a command.
+accepted() { grep -c 'Accepted publickey for root' "$TMP/sshd$1/sshd.log"; }
+declare -a HS=()
+handshakes_mark() {
+    local i
+    for i in 0 1 2; do HS[i]=$(accepted "$i"); done
+}
+# handshakes_one WHAT [BOARD-INDEXES]: exactly one login per board since
+# handshakes_mark, and no ssh master of bpfleet left running.
+handshakes_one() {
+    local what=$1 i d s='' fail=0
+    for i in ${2:-0 1 2}; do
+        d=$(($(accepted "$i") - HS[i]))
+        s+=" ${BOARDS[$i]}=$d"
+        [ "$d" = 1 ] || fail=1
+    done
+    check "$what: one ssh handshake per board ($s )" [ $fail = 0 ]
+    check "$what: no ssh master left running after bpfleet" \
+        [ -z "$(pgrep -f "ControlMaster=yes .*-- root@$NET\.")" ]
+}
 
 # ------------------------------------------------------------- deploy
+handshakes_mark
 fleet_ok deploy deploy
 check "deploy: exit 0" [ "$FLEET_RC" = 0 ]
+# (probe, prepare, four copies, install: one connection)
+handshakes_one "first deploy"
 for i in 0 1 2; do
     b=${BOARDS[$i]}
     check "deploy: $b deployed with its SHA-256 verified" grep -q "OK *deployed.*verified" <<<"$(board_line "$b")"
+    check "deploy: $b got a boot hook (@reboot in its /etc/cron.d)" \
+        grep -qx "@reboot root sh $TMP/boards/$b/opt/boardpipe/bin/bp-supervise boot $TMP/boards/$b/opt/boardpipe" \
+        "$TMP/sysroot/$b/etc/cron.d/boardpipe-worker$(tr -c 'A-Za-z0-9_-' '_' <<<"$TMP/boards/$b/opt/boardpipe" | sed 's/_$//')"
     root=$TMP/boards/$b/opt/boardpipe
     check "deploy: $b has bin/worker, bin/bp-supervise, etc/worker.env" \
         test -x "$root/bin/worker" -a -x "$root/bin/bp-supervise" -a -f "$root/etc/worker.env"
@@ -584,8 +628,10 @@ run_batch() {
 
 fleet_ok start start
 check "start: exit 0" [ "$FLEET_RC" = 0 ]
+handshakes_mark
 fleet_ok status status
 check "status: exit 0 with all three running" [ "$FLEET_RC" = 0 ]
+handshakes_one status
 for i in 0 1 2; do
     b=${BOARDS[$i]}
     line=$(board_line "$b")
@@ -598,6 +644,13 @@ for i in 0 1 2; do
         [ "$exe" = "${QEMUS[$i]}" -a "$cpu" = "${CPUS[$i]}" ]
     nsid=$(ip netns identify "$pid" 2>/dev/null)
     check "$b's worker runs inside its board namespace ($nsid)" [ "$nsid" = "${NS[$i]}" ]
+    uid=$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+    check "$b's worker runs as nobody (uid $uid), not root" [ "$uid" = "$(id -u nobody)" ]
+    if [ "$i" = "$BB_BOARD" ]; then
+        sp=$(cat "$TMP/boards/$b/opt/boardpipe/run/supervise.pid" 2>/dev/null)
+        check "$b's supervisor (pid $sp) is busybox sh ($(readlink "/proc/$sp/exe" 2>/dev/null))" \
+            [ "$(readlink "/proc/$sp/exe" 2>/dev/null)" = "$(readlink -f /bin/busybox)" ]
+    fi
 done
 
 log "batch 1: $NTASKS tasks"
@@ -605,13 +658,25 @@ run_batch batch1 "$NTASKS" "$(IFS=,; echo "${BOARDS[*]}")"
 
 # The workers' status files count what they did.
 sum=0
+msum=0
 for _ in $(seq 1 10); do
     fleet_ok status status
     sum=$(grep -o ' done=[0-9]*' <<<"$OUT" | cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }')
-    [ "$sum" = "$NTASKS" ] && break
+    # Issue #11: the same from the workers' metrics files (BP_METRICS_FILE).
+    msum=$(grep -o ' tasks_done=[0-9]*' <<<"$OUT" | cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }')
+    [ "$sum" = "$NTASKS" ] && [ "$msum" = "$NTASKS" ] && break
     sleep 1
 done
 check "status: tasks done over the boards add up to $NTASKS ($sum)" [ "$sum" = "$NTASKS" ]
+check "status: tasks_done from the boards' metrics files adds up to $NTASKS ($msum)" [ "$msum" = "$NTASKS" ]
+check "status: each board shows tasks_failed=0 and its last task's time from its metrics file" \
+    [ "$(grep -cE ' tasks_failed=0 last_task=20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9:]+Z' <<<"$OUT")" = 3 ]
+mf=0
+for b in "${BOARDS[@]}"; do
+    grep -qx "BP_METRICS_FILE='$TMP/boards/$b/opt/boardpipe/run/metrics.prom'" "$TMP/boards/$b/opt/boardpipe/etc/worker.env" &&
+        [ -s "$TMP/boards/$b/opt/boardpipe/run/metrics.prom" ] && mf=$((mf + 1))
+done
+check "deploy: every board's worker writes PREFIX/run/metrics.prom (BP_METRICS_FILE)" [ "$mf" = 3 ]
 
 # ------------------------------------------------------------- unreachable board
 victim=1
@@ -647,8 +712,10 @@ ip netns exec "${NS[$victim]}" /usr/sbin/sshd -f "$TMP/sshd$victim/sshd_config" 
 fleet_ok status status
 pids_before=$(grep -o ' pid=[0-9]*' <<<"$OUT" | tr '\n' ' ')
 log "bpfleet upgrade --force (rolling restart, one board at a time)"
+handshakes_mark
 fleet_ok upgrade upgrade --force
 check "upgrade: exit 0" [ "$FLEET_RC" = 0 ]
+handshakes_one "upgrade --force (probe, status, restart)"
 check "upgrade: every board restarted and back" [ "$(grep -c 'restarted, worker back' <<<"$OUT")" = 3 ]
 fleet_ok status status
 pids_after=$(grep -o ' pid=[0-9]*' <<<"$OUT" | tr '\n' ' ')
@@ -736,6 +803,81 @@ check "deploy ${BOARDS[0]} with its key also in clone.key: FAIL, says so" \
 rm -f "$ALLOW/clone.key"
 check "no board's secret key left its board (after every deploy)" secrets_stayed
 
+# ------------------------------------------------------------- upgrade, rollback
+# Issue #11: the board keeps the files an upgrade replaced; a new worker that
+# does not come up is rolled back by the board itself and the rollout stops;
+# bpfleet rollback BOARD puts the previous files back on demand.
+RBB=${BOARDS[0]}
+RBROOT=$TMP/boards/$RBB/opt/boardpipe
+sha_f() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
+orig_sha=$(sha_f "$RBROOT/bin/worker")
+others_before=$(sha_f "$TMP/boards/${BOARDS[1]}/opt/boardpipe/bin/worker")$(sha_f "$TMP/boards/${BOARDS[2]}/opt/boardpipe/bin/worker")
+# A new worker that works (the same binary behind a wrapper: another
+# SHA-256), and a broken one (answers --version, then exits 1).
+mkdir -p "$TMP/good/aarch64-musl/bin"
+printf '#!/bin/sh\nexec %s "$@"\n' "$BUILD/aarch64-musl/bin/worker" >"$TMP/good/aarch64-musl/bin/worker"
+chmod 755 "$TMP/good/aarch64-musl/bin/worker"
+for p in aarch64-musl armv7-musl armv6-musl; do
+    mkdir -p "$TMP/broken/$p/bin"
+    # shellcheck disable=SC2016  # the script's own ${1:-}
+    printf '#!/bin/sh\n[ "${1:-}" = --version ] && { echo "worker (boardpipe) 9.9.9"; exit 0; }\necho "deliberately broken worker" >&2\nexit 1\n' \
+        >"$TMP/broken/$p/bin/worker"
+    chmod 755 "$TMP/broken/$p/bin/worker"
+done
+fleet_ok up-good upgrade --build-root "$TMP/good" "$RBB"
+check "upgrade $RBB to a new working worker: exit 0, restarted and back" \
+    [ "$FLEET_RC" = 0 -a "$(grep -c 'restarted, worker back' <<<"$OUT")" = 1 ]
+check "upgrade: $RBB runs the new binary, the previous one kept in .bpfleet-prev" \
+    [ "$(sha_f "$RBROOT/bin/worker")" = "$(sha_f "$TMP/good/aarch64-musl/bin/worker")" -a "$(sha_f "$RBROOT/.bpfleet-prev/worker")" = "$orig_sha" ]
+fleet_ok rollback rollback "$RBB"
+check "rollback $RBB: exit 0, rolled back and running" \
+    [ "$FLEET_RC" = 0 -a "$(grep -c "^$RBB .*OK .*rolled back to version [0-9.]*+.*, running (pid [0-9]*)" <<<"$OUT")" = 1 ]
+check "rollback: $RBB has its previous binary again" [ "$(sha_f "$RBROOT/bin/worker")" = "$orig_sha" ]
+fleet_ok rollback2 rollback "$RBB"
+check "rollback twice: FAIL, nothing to roll back to" \
+    [ "$FLEET_RC" = 1 -a "$(grep -c "^$RBB .*FAIL .*no previous version kept" <<<"$OUT")" = 1 ]
+t1=$(date +%s)
+fleet_ok up-broken upgrade --build-root "$TMP/broken" --health-timeout 8
+check "upgrade to a broken worker: exit 1, $RBB FAIL ROLLED BACK to the previous version" \
+    [ "$FLEET_RC" = 1 -a "$(grep -c "^$RBB .*FAIL *ROLLED BACK: new worker not healthy within 8s.*rolled back to the previous version [0-9.]*+" <<<"$OUT")" = 1 ]
+check "upgrade to a broken worker: the rollout stopped at $RBB, the other boards skipped and untouched" \
+    [ "$(grep -c 'skipped (rollout stopped at' <<<"$OUT")" = 2 -a "$(grep -c "^bpfleet upgrade: rollout stopped at $RBB" <<<"$OUT")" = 1 \
+    -a "$others_before" = "$(sha_f "$TMP/boards/${BOARDS[1]}/opt/boardpipe/bin/worker")$(sha_f "$TMP/boards/${BOARDS[2]}/opt/boardpipe/bin/worker")" ]
+check "upgrade to a broken worker: $RBB has its previous binary back ($(($(date +%s) - t1)) s)" \
+    [ "$(sha_f "$RBROOT/bin/worker")" = "$orig_sha" ]
+fleet_ok status-rb status "$RBB"
+check "after the rollback $RBB runs the old version again (not 9.9.9)" \
+    grep -Eq "reachable=yes version=[0-9.]+\+[0-9a-z-]+ running=yes" <<<"$(board_line "$RBB")"
+
+# ------------------------------------------------------------- reboot, log rotation
+# Issue #11: a supervise board comes back after a reboot through its boot
+# hook. "Reboot" pi2: everything but its sshd killed, then the @reboot line
+# of its cron.d run as cron would.
+RI=1
+RBD=${BOARDS[$RI]}
+fleet_ok status-prereboot status "$RBD"
+pid_before=$(sed -n 's/.* pid=\([0-9]*\).*/\1/p' <<<"$(board_line "$RBD")")
+for sig in TERM KILL; do
+    for p in $(ip netns pids "${NS[$RI]}"); do
+        [ "$p" = "$(cat "${SSHD_PIDFILES[$RI]}")" ] || kill -"$sig" "$p" 2>/dev/null
+    done
+    sleep 1
+done
+fleet_ok status-down status "$RBD"
+check "reboot $RBD: its worker is gone" grep -q 'running=no' <<<"$(board_line "$RBD")"
+hookcmd=$(sed -n 's/^@reboot root //p' "$TMP/sysroot/$RBD/etc/cron.d/"boardpipe-worker*)
+check "reboot $RBD: its cron.d holds the @reboot command" [ -n "$hookcmd" ]
+ip netns exec "${NS[$RI]}" sh -c "$hookcmd" </dev/null >/dev/null 2>&1
+fleet_ok status-rebooted status "$RBD"
+pid_after=$(sed -n 's/.* pid=\([0-9]*\).*/\1/p' <<<"$(board_line "$RBD")")
+check "reboot $RBD: the boot hook brought the worker back (pid $pid_before -> $pid_after)" \
+    [ "$FLEET_RC" = 0 -a -n "$pid_after" -a "$pid_after" != "$pid_before" ]
+# Its log (log-max=300 log-keep=2) was rotated by size along the way.
+L=$TMP/boards/$RBD/opt/boardpipe/log/worker.log
+lsz=$(wc -c <"$L" 2>/dev/null || echo 0)
+check "log rotation: $RBD has worker.log.1 and .2, no .3, worker.log at $lsz bytes (limit 300 + one line)" \
+    [ -s "$L.1" -a -s "$L.2" -a ! -e "$L.3" -a "$lsz" -le 800 ]
+
 # ------------------------------------------------------------- stop, undeploy
 fleet_ok stop stop
 check "stop: exit 0" [ "$FLEET_RC" = 0 ]
@@ -751,6 +893,7 @@ fleet_ok undeploy undeploy
 check "undeploy: exit 0" [ "$FLEET_RC" = 0 ]
 check "undeploy: says each board's key pair is gone and how to revoke its public key" \
     [ "$(grep -c 'bpfleet revoke' <<<"$OUT")" = 3 ]
+check "undeploy: the boot hooks are gone" [ -z "$(find "$TMP/sysroot" -type f)" ]
 for b in "${BOARDS[@]}"; do
     rest=$(find "$TMP/boards/$b" -mindepth 1 | head -n 5)
     check "undeploy: nothing left on $b${rest:+ ($rest)}" [ -z "$rest" ]
@@ -768,5 +911,29 @@ check "deploy --copy ssh: ${BOARDS[2]} got the armv6 binary, the others nothing"
     [ "$want" = "$got" -a -z "$(find "$TMP/boards/${BOARDS[0]}" "$TMP/boards/${BOARDS[1]}" -mindepth 1)" ]
 fleet_ok undeploy3 undeploy "${BOARDS[2]}"
 check "undeploy ${BOARDS[2]}: nothing left" [ "$FLEET_RC" = 0 -a -z "$(find "$TMP/boards/${BOARDS[2]}" -mindepth 1)" ]
+
+# Issue #11: a first deploy that fails half-way (the board's disk is full:
+# a 64 KiB tmpfs under its PREFIX, the 1 MB worker does not fit) leaves
+# the record of what it made, so undeploy cleans up after it. The tmpfs is
+# mounted in the mount namespace of the board's sshd (ip netns exec gave it
+# its own), so it goes away with it.
+FB=${BOARDS[2]}
+FULL=$TMP/boards/$FB/opt
+in_board() { nsenter -t "$(cat "${SSHD_PIDFILES[2]}")" -m -- "$@"; }
+mkdir -p "$FULL"
+if command -v nsenter >/dev/null && in_board mount -t tmpfs -o size=64k "$ID-full" "$FULL" 2>/dev/null; then
+    fleet_ok deploy-full deploy "$FB"
+    check "first deploy of $FB onto a full disk: FAIL while copying the worker" \
+        [ "$FLEET_RC" = 1 -a "$(grep -c "^$FB .*FAIL  copying worker: " <<<"$OUT")" = 1 ]
+    check "the failed first deploy left its manifest (the directories it made)" \
+        in_board grep -qx "dir $FULL/boardpipe" "$FULL/boardpipe/.bpfleet-manifest"
+    fleet_ok undeploy-full undeploy "$FB"
+    check "undeploy after the failed first deploy: exit 0, nothing left" \
+        [ "$FLEET_RC" = 0 -a -z "$(in_board find "$FULL" -mindepth 1)" ]
+    in_board umount "$FULL"
+else
+    log "cannot mount a tmpfs in $FB's sshd mount namespace: the failed-first-deploy case is not run"
+fi
+rmdir "$FULL"
 
 exit 0

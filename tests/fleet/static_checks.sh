@@ -63,6 +63,50 @@ systemd)
         echo "systemd-analyze verify ($variant): clean"
     done
     systemd-analyze security --offline=yes "$TMP/curve/boardpipe-worker.service" 2>/dev/null | tail -n 1
+    # Issue #11: Type=exec; the limits of the board's profile (Pi Zero is
+    # not Pi 5), overridden by the inventory.
+    u=$TMP/plain/boardpipe-worker.service
+    grep -qx 'Type=exec' "$u" || { echo "FAIL: the unit is not Type=exec"; exit 1; }
+    lim() { grep -E '^(MemoryMax|TasksMax|Nice|OOMScoreAdjust)=' | tr '\n' ' '; }
+    want='MemoryMax=2G TasksMax=1024 Nice=0 OOMScoreAdjust=100 '
+    [ "$(lim <"$u")" = "$want" ] || { echo "FAIL: x86_64 limits: $(lim <"$u") (want $want)"; exit 1; }
+    {
+        printf 'zero  root@localhost  pi0     %s  service=systemd\n' "$TMP"
+        printf 'five  root@localhost  pi5-64  %s  service=systemd\n' "$TMP"
+        printf 'own   root@localhost  pi0     %s  service=systemd MemoryMax=200M Nice=-3 --jobs 2\n' "$TMP"
+    } >"$TMP/inv-limits"
+    for bw in "zero:MemoryMax=128M TasksMax=32 Nice=10 OOMScoreAdjust=500 " \
+        "five:MemoryMax=1G TasksMax=512 Nice=0 OOMScoreAdjust=200 " \
+        "own:MemoryMax=200M TasksMax=32 Nice=-3 OOMScoreAdjust=500 "; do
+        got=$("$ROOT/board/bpfleet" -i "$TMP/inv-limits" unit "${bw%%:*}" | lim)
+        [ "$got" = "${bw#*:}" ] || { echo "FAIL: limits of ${bw%%:*}: $got (want ${bw#*:})"; exit 1; }
+        echo "limits of ${bw%%:*}: $got"
+    done
+    # A PREFIX under /home (hidden by ProtectHome=yes: 203/EXEC at start)
+    # gets an adapted unit that systemd accepts.
+    H=/home/bpfcheck$$
+    if mkdir -p "$H/bin" "$H/etc" 2>/dev/null; then
+        trap 'rm -rf "$TMP" "$H"' EXIT
+        cp "$TMP/bin/worker" "$H/bin/worker" && cp "$TMP/etc/worker.env" "$H/etc/worker.env"
+        printf 'h  root@localhost  pi2  %s  service=systemd\n' "$H" >"$TMP/inv-home"
+        mkdir -p "$TMP/home"
+        "$ROOT/board/bpfleet" -i "$TMP/inv-home" unit h >"$TMP/home/boardpipe-worker.service" || { echo "FAIL: bpfleet unit (home)"; exit 1; }
+        if ! grep -qx 'ProtectHome=tmpfs' "$TMP/home/boardpipe-worker.service" ||
+            ! grep -qx "BindReadOnlyPaths=$H" "$TMP/home/boardpipe-worker.service" ||
+            grep -qx 'ProtectHome=yes' "$TMP/home/boardpipe-worker.service"; then
+            echo "FAIL: the unit for PREFIX $H is not adapted"
+            exit 1
+        fi
+        out=$(cd "$TMP/home" && systemd-analyze verify ./boardpipe-worker.service 2>&1)
+        rc=$?
+        if [ $rc -ne 0 ] || grep -q 'boardpipe-worker.service' <<<"$out"; then
+            echo "FAIL: systemd-analyze verify (home): $out"
+            exit 1
+        fi
+        echo "systemd-analyze verify (PREFIX under /home: ProtectHome=tmpfs + BindReadOnlyPaths=$H): clean"
+    else
+        echo "(cannot create $H: /home case not verified by systemd-analyze)"
+    fi
     exit 0
     ;;
 inventory)
@@ -82,15 +126,55 @@ inventory)
     printf 'a root@h pi2 relative/path\n' >"$TMP/bad2"
     printf 'a root@h pi2 /opt/bp --exec\n' >"$TMP/bad3"
     printf 'a root@h pi2 /opt/bp\na root@h pi2 /opt/bp\n' >"$TMP/bad4"
-    for f in bad1 bad2 bad3 bad4; do
+    # Issue #11: an empty value, ssh options or quotes posing as SSH-DEST, a
+    # port out of range, an unbalanced quote: refused, with the line number.
+    printf '# ok\nok root@h pi2 /opt/bp\na root@h pi2 /opt/bp --exec %s --jobs 2\n' "''" >"$TMP/bad5"
+    printf 'a -oProxyCommand=x pi2 /opt/bp\n' >"$TMP/bad6"
+    printf "a 'root@h' pi2 /opt/bp\n" >"$TMP/bad7"
+    printf 'a root@h:70000 pi2 /opt/bp\n' >"$TMP/bad8"
+    printf "a root@h pi2 /opt/bp --exec 'tr a-z\n" >"$TMP/bad9"
+    printf 'a root@h pi2 /opt/bp --exec %s\n' "''" >"$TMP/bad10"
+    for f in bad1 bad2 bad3 bad4 bad5 bad6 bad7 bad8 bad9 bad10; do
         e=$("$ROOT/board/bpfleet" -i "$TMP/$f" --build-root "$TMP/build" check 2>&1)
         rc=$?
-        if [ $rc != 2 ] || ! grep -q "$TMP/$f:[0-9]" <<<"$e"; then
-            echo "FAIL: $f accepted (rc $rc): $e"
+        if [ $rc != 2 ] || ! grep -q "$TMP/$f:[0-9]" <<<"$e" || [ "$(wc -l <<<"$e")" != 1 ]; then
+            echo "FAIL: $f accepted or not refused in one line (rc $rc): $e"
             exit 1
         fi
         echo "refused as expected: $e"
     done
+    grep -q "bad5:3: flag --exec has an empty value" <<<"$("$ROOT/board/bpfleet" -i "$TMP/bad5" --build-root "$TMP/build" check 2>&1)" ||
+        { echo "FAIL: bad5 not refused at line 3 for its empty --exec"; exit 1; }
+    # A '#' inside quotes is part of the value; one after a space ends the line.
+    printf "a root@h pi2 /opt/bp --exec 'grep -c \"#x\"' --jobs 3 # --once\n" >"$TMP/hash"
+    out=$("$ROOT/board/bpfleet" -i "$TMP/hash" --build-root "$TMP/build" check 2>&1)
+    if ! grep -qxF "  BP_EXEC='grep -c \"#x\"'" <<<"$out" || ! grep -qxF "  BP_JOBS='3'" <<<"$out" ||
+        grep -q BP_ONCE <<<"$out"; then
+        echo "FAIL: '#' in quotes: $out"
+        exit 1
+    fi
+    echo "'#' in quotes kept: $(grep BP_EXEC <<<"$out")"
+    # Endpoints reach the board's env file (sourced by sh): quotes refused.
+    # shellcheck disable=SC2016  # the $(id) must reach bpfleet unexpanded
+    for ep in "tcp://h:1'; touch /tmp/x; '" 'tcp://h:1 x' 'tcp://$(id):1'; do
+        e=$("$ROOT/board/bpfleet" -i "$TMP/hash" --build-root "$TMP/build" --tasks "$ep" --results tcp://h:2 check 2>&1)
+        rc=$?
+        if [ $rc != 2 ] || [ "$(wc -l <<<"$e")" != 1 ] || ! grep -q 'is not an endpoint' <<<"$e"; then
+            echo "FAIL: --tasks \"$ep\" gave status $rc: $e"
+            exit 1
+        fi
+        echo "refused as expected: $e"
+    done
+    # bpfleet's own requirement: bash >= 4.3, said in one line by any sh.
+    if command -v dash >/dev/null; then
+        e=$(dash "$ROOT/board/bpfleet" profiles 2>&1)
+        rc=$?
+        if [ $rc != 2 ] || [ "$(wc -l <<<"$e")" != 1 ] || ! grep -q 'needs bash 4.3 or later' <<<"$e"; then
+            echo "FAIL: bpfleet run by dash: status $rc: $e"
+            exit 1
+        fi
+        echo "refused as expected: $e"
+    fi
     # CURVE options: both or neither, a public host key; revoke works offline.
     F=$ROOT/board/bpfleet
     mkdir -p "$TMP/allow"
@@ -128,6 +212,25 @@ inventory)
         echo "FAIL: revoking an absent key: status $rc: $out"
         exit 1
     fi
+    # Issue #11: limits from the inventory are checked; a PREFIX the unit
+    # cannot reach is refused at deploy (before any ssh), in one line.
+    printf 'a root@h pi2 /opt/bp Nice=99\n' >"$TMP/badlim"
+    e=$("$F" -i "$TMP/badlim" --build-root "$TMP/build" check 2>&1)
+    rc=$?
+    if [ $rc != 2 ] || ! grep -qF "$TMP/badlim:1: Nice=99: want -20..19" <<<"$e"; then
+        echo "FAIL: Nice=99 gave status $rc: $e"
+        exit 1
+    fi
+    echo "refused as expected: $e"
+    printf 'tmpb root@127.0.0.1:1 x86_64 /tmp/bp service=systemd\n' >"$TMP/tmpprefix"
+    out=$("$F" -i "$TMP/tmpprefix" --build-root "$TMP/build" --tasks tcp://h:1 --results tcp://h:2 \
+        --connect-timeout 2 deploy 2>&1)
+    rc=$?
+    if [ $rc != 1 ] || ! grep -q '^tmpb .*FAIL  PREFIX /tmp/bp is under /tmp or /var/tmp, which the unit replaces' <<<"$out"; then
+        echo "FAIL: deploy of a systemd board with PREFIX /tmp/bp: status $rc: $out"
+        exit 1
+    fi
+    echo "refused at deploy as expected: $(head -n 1 <<<"$out")"
     echo "inventory: ok"
     ;;
 *)
