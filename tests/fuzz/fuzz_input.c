@@ -103,9 +103,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 size_t fuzz_seed(int i, uint8_t *buf, size_t cap)
 {
-    static const char s0[] = "\x00\x10" "hola\naloha\r\nhello\n\nbuenas noches";
-    static const char s1[] = "\x01\x08" "one\0two\0three-is-long\0\0four";
-    static const char s2[] = "\x00\x03" "ab\nabcd\nabc\nx";
+    static const char s0[] = "\x00\x10"
+                             "hola\naloha\r\nhello\n\nbuenas noches";
+    static const char s1[] = "\x01\x08"
+                             "one\0two\0three-is-long\0\0four";
+    static const char s2[] = "\x00\x03"
+                             "ab\nabcd\nabc\nx";
     static const struct {
         const char *p;
         size_t n;
