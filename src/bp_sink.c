@@ -28,17 +28,14 @@
 #define ID_WINDOW ((uint64_t)1 << 20)
 
 struct sink {
+    /* (grouped by size: clang-tidy's padding check) */
     const struct bp_opts *o;
     const struct bp_io *io;
     void *ctx;
-    int own_ctx;
     void *sock; /* v2: ROUTER; raw: PULL */
     FILE *out;
-    int own_out;
     FILE *joblog; /* --joblog, or NULL */
-    int progress;
-    /* the ventilator of the current batch */
-    uint8_t vent[255];
+    /* the ventilator of the current batch: vent[] below */
     size_t vent_len;
     int64_t vent_heard; /* its last message */
     int64_t forged;     /* control messages from others, dropped */
@@ -46,14 +43,11 @@ struct sink {
     int64_t m_ok, m_failed;      /* results of batches finished before this one */
     int64_t m_last_n, m_last_ms; /* results counted at the last write, and when that moved */
     int64_t m_next;
-    int m_failed_writes;
     struct bp_role_sec sec;
     struct bp_pack acks;
     struct bp_pack reply;
     /* the current batch */
-    int active;
     uint64_t batch;
-    int end_seen;
     int64_t total;
     int64_t last_activity;
     struct bp_stats st;
@@ -65,16 +59,23 @@ struct sink {
     int64_t dups, stale, malformed, fail_lines, retried, redelivered, recovered, lost, halted;
     int64_t acks_dropped;
     int64_t raw_count;
-    int io_error;
     /* the journal (--journal / --resume): see docs/journal.md */
     struct bp_journal *j;
-    char jpath[1024];
     uint8_t *jf; /* this turn's accepted results, not yet journaled */
     size_t jf_len, jf_cap;
-    int jf_dirty; /* results accepted since the last commit */
-    int unsynced; /* written since the last fsync */
     int64_t next_sync;
+    int own_ctx;
+    int own_out;
+    int progress;
+    int m_failed_writes;
+    int active;
+    int end_seen;
+    int io_error;
+    int jf_dirty;  /* results accepted since the last commit */
+    int unsynced;  /* written since the last fsync */
     int restoring; /* batch_start() from the journal: keep it */
+    char jpath[1024];
+    uint8_t vent[255];
 };
 
 /* Sink journal records (docs/journal.md). */
