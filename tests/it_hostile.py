@@ -194,8 +194,9 @@ def forged_control_does_not_end_or_complete():
     n = env.n(40, 12)
     inp = tasks_file("forged.txt", n)
     gate = env.path("gate")
-    sink = env.start("sink", "--once", "--timeout", "300s", "--bind", f"tcp://127.0.0.1:{pr}",
-                     "--summary-json", summary)
+    # -v: the sink says when it knows the ventilator (see below).
+    sink = env.start("sink", "-v", "--once", "--timeout", "300s", "--bind",
+                     f"tcp://127.0.0.1:{pr}", "--summary-json", summary)
     vent = env.start("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
                      f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "--wait-timeout", "300s",
                      "--input", inp)
@@ -205,6 +206,11 @@ def forged_control_does_not_end_or_complete():
                   f"tcp://127.0.0.1:{pr}", "--id", "real", "--exec",
                   f"while [ ! -e {gate} ]; do sleep 0.05; done; tr a-z A-Z")
     batch = learn_batch(pt)
+    # Plain mode cannot tell peers apart until the real ventilator has
+    # spoken to the sink (a peer quicker than its BEGIN can start a batch
+    # of its own: README, Security): attack once it has.
+    env.wait_for(lambda: "ventilator is peer" in env.errors(sink), "the sink to know the "
+                 "ventilator", procs=(sink, vent))
     a = ctx.socket(zmq.DEALER)
     a.connect(f"tcp://127.0.0.1:{pr}")
     try:
