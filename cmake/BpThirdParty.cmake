@@ -68,6 +68,19 @@ bp_resolve_tarball(_cmocka_tgz cmocka cmocka_1.1.5.orig.tar.xz
   ${BP_CMOCKA_SHA256} "${BP_CMOCKA_TARBALL}" "${BP_CMOCKA_URL}")
 
 find_program(BP_PATCH patch REQUIRED)
+
+# Patches to libzmq 4.3.4, applied in this order.
+#  - secure-allocator-rebind: builds with zig's libc++ (see toolchains/README.md).
+#  - no-sstream: libzmq formats four small strings (the peer's fd and
+#    SO_PEERCRED ids on every connection, an endpoint, a thread name) with
+#    std::ostringstream, which links libc++'s whole locale and iostream
+#    machinery: about 320 KB of each stripped tool. snprintf and
+#    std::string concatenation give the same strings.
+set(_zmq_patches
+  ${PROJECT_SOURCE_DIR}/third_party/patches/libzmq-4.3.4-secure-allocator-rebind.patch
+  ${PROJECT_SOURCE_DIR}/third_party/patches/libzmq-4.3.4-no-sstream.patch)
+string(REPLACE ";" "|" _zmq_patch_args "${_zmq_patches}")
+
 set(_deps "${CMAKE_BINARY_DIR}/deps")
 set(_dep_args
   -DCMAKE_TOOLCHAIN_FILE=${CMAKE_TOOLCHAIN_FILE}
@@ -80,8 +93,8 @@ ExternalProject_Add(libzmq_ep
   URL "${_zmq_tgz}"
   URL_HASH SHA256=${BP_ZMQ_SHA256}
   DOWNLOAD_EXTRACT_TIMESTAMP ON
-  PATCH_COMMAND ${BP_PATCH} -p1 -N -i
-    ${PROJECT_SOURCE_DIR}/third_party/patches/libzmq-4.3.4-secure-allocator-rebind.patch
+  PATCH_COMMAND ${CMAKE_COMMAND} -DPATCH=${BP_PATCH} -DPATCHES=${_zmq_patch_args}
+    -P ${PROJECT_SOURCE_DIR}/cmake/BpApplyPatches.cmake
   CMAKE_ARGS ${_dep_args}
     -DBUILD_SHARED=OFF -DBUILD_STATIC=ON -DBUILD_TESTS=OFF
     -DWITH_LIBSODIUM=OFF -DENABLE_CURVE=ON -DENABLE_DRAFTS=OFF

@@ -1,8 +1,31 @@
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "tool_common.h"
+
+#ifdef BP_NO_CXA_DEMANGLE
+/* Static builds with zig's libc++ (set in CMakeLists.txt): libc++abi's
+ * default terminate handler demangles the type of an uncaught exception for
+ * its last message, and that alone links its whole C++ demangler (about
+ * 110-135 KB of a stripped tool). This definition, with the C signature of
+ * <cxxabi.h>, keeps the archive's demangler out of the link; should an
+ * exception ever escape libzmq (std::bad_alloc), the process still ends
+ * with the same message, only with the mangled type name ("St9bad_alloc").
+ * Status -2: "not a valid mangled name". Not for dynamic links, where it
+ * would replace the C++ runtime's own demangler for the whole process. */
+char *__cxa_demangle(const char *mangled, char *buf, size_t *len, int *status);
+char *__cxa_demangle(const char *mangled, char *buf, size_t *len, int *status)
+{
+    (void)mangled;
+    (void)buf;
+    (void)len;
+    if (status)
+        *status = -2;
+    return NULL;
+}
+#endif
 
 static volatile sig_atomic_t stop_flag;
 static volatile sig_atomic_t reload_flag;
@@ -15,7 +38,7 @@ static void on_signal(int sig)
         stop_flag = 1;
 }
 
-int tool_main(enum bp_role role, const char *prog, int argc, char *argv[])
+int tool_main(enum bp_role role, tool_run_fn run, const char *prog, int argc, char *argv[])
 {
     struct bp_opts o;
     int want_version = 0;
@@ -60,17 +83,7 @@ int tool_main(enum bp_role role, const char *prog, int argc, char *argv[])
 
     struct bp_io io = {.stop = &stop_flag, .reload = &reload_flag};
     struct bp_report rep;
-    switch (role) {
-    case BP_ROLE_VENTILATOR:
-        rc = bp_ventilator_run(&o, &io, &rep);
-        break;
-    case BP_ROLE_WORKER:
-        rc = bp_worker_run(&o, &io, &rep);
-        break;
-    case BP_ROLE_SINK:
-        rc = bp_sink_run(&o, &io, &rep);
-        break;
-    }
+    rc = run(&o, &io, &rep);
     /* Asked to stop, and stopped cleanly: not an error. */
     if (rc == BP_EINTR)
         rc = BP_OK;

@@ -4,9 +4,16 @@
 
 #include "bp.h"
 
+/* A role's run function: bp_ventilator_run, bp_worker_run or bp_sink_run. */
+typedef int (*tool_run_fn)(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep);
+
 /* Parses options, installs SIGINT/SIGTERM handlers, runs the role, prints
  * --help/--version to stdout and errors to stderr, and returns the
- * process exit code. */
-int tool_main(enum bp_role role, const char *prog, int argc, char *argv[]);
+ * process exit code.
+ *
+ * The caller passes its role's run function, so that each binary refers to
+ * its own role only and the static link leaves the other roles' code out:
+ * a worker does not carry the ventilator and the sink (about 60 KB). */
+int tool_main(enum bp_role role, tool_run_fn run, const char *prog, int argc, char *argv[]);
 
 #endif

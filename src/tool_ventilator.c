@@ -3,5 +3,5 @@
 
 int main(int argc, char *argv[])
 {
-    return tool_main(BP_ROLE_VENTILATOR, "ventilator", argc, argv);
+    return tool_main(BP_ROLE_VENTILATOR, bp_ventilator_run, "ventilator", argc, argv);
 }
