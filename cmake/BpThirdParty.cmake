@@ -81,42 +81,120 @@ set(_zmq_patches
   ${PROJECT_SOURCE_DIR}/third_party/patches/libzmq-4.3.4-no-sstream.patch)
 string(REPLACE ";" "|" _zmq_patch_args "${_zmq_patches}")
 
-set(_deps "${CMAKE_BINARY_DIR}/deps")
-set(_dep_args
-  -DCMAKE_TOOLCHAIN_FILE=${CMAKE_TOOLCHAIN_FILE}
-  -DCMAKE_BUILD_TYPE=Release
-  -DCMAKE_INSTALL_PREFIX=${_deps}
-  -DCMAKE_INSTALL_LIBDIR=lib
-  -DCMAKE_POSITION_INDEPENDENT_CODE=OFF)
+# Dependency cache: the built libzmq and cmocka (their install trees) are
+# kept in BP_DEPS_CACHE/<triple>-<cpu>-<key>, where <key> hashes everything
+# that decides their bits: the source tarballs' SHA-256, the patches, this
+# file (the ExternalProject options), the files included into their
+# builds, the toolchain files and wrappers, and the compiler's version
+# (zig's clang). Every preset, build directory and checkout on the machine
+# that builds the same target the same way takes them from there instead
+# of building them again: scripts/test, scripts/package, the repro test
+# and docker/check (which mounts the cache into its podman build). An
+# entry is published complete or not at all (copied beside, then renamed)
+# and only ever read, so a changed recipe makes a new key rather than
+# changing an entry.
+# BP_DEPS_CACHE empty (-DBP_DEPS_CACHE= or the environment's BP_DEPS_CACHE
+# set empty) builds them in this build directory only.
+if(DEFINED ENV{BP_DEPS_CACHE})
+  set(_bp_default_deps "$ENV{BP_DEPS_CACHE}")
+elseif(DEFINED ENV{XDG_CACHE_HOME})
+  set(_bp_default_deps "$ENV{XDG_CACHE_HOME}/boardpipe/deps")
+else()
+  set(_bp_default_deps "$ENV{HOME}/.cache/boardpipe/deps")
+endif()
+set(BP_DEPS_CACHE "${_bp_default_deps}" CACHE PATH
+    "Shared cache of built libzmq/cmocka per target (empty: off)")
 
-ExternalProject_Add(libzmq_ep
-  URL "${_zmq_tgz}"
-  URL_HASH SHA256=${BP_ZMQ_SHA256}
-  DOWNLOAD_EXTRACT_TIMESTAMP ON
-  PATCH_COMMAND ${CMAKE_COMMAND} -DPATCH=${BP_PATCH} -DPATCHES=${_zmq_patch_args}
-    -P ${PROJECT_SOURCE_DIR}/cmake/BpApplyPatches.cmake
-  CMAKE_ARGS ${_dep_args}
-    -DBUILD_SHARED=OFF -DBUILD_STATIC=ON -DBUILD_TESTS=OFF
-    -DWITH_LIBSODIUM=OFF -DENABLE_CURVE=ON -DENABLE_DRAFTS=OFF
-    -DWITH_DOCS=OFF -DWITH_DOC=OFF -DWITH_PERF_TOOL=OFF -DWITH_LIBBSD=OFF
-    -DENABLE_CPACK=OFF -DENABLE_PRECOMPILED=OFF -DENABLE_WS=OFF
-    -DWITH_TLS=OFF -DWITH_NSS=OFF -DLIBZMQ_PEDANTIC=OFF
-  BUILD_BYPRODUCTS ${_deps}/lib/libzmq.a
-  LOG_CONFIGURE ON LOG_BUILD ON LOG_INSTALL ON LOG_OUTPUT_ON_FAILURE ON)
+set(_key_text "boardpipe deps v1\nlibzmq ${BP_ZMQ_SHA256}\ncmocka ${BP_CMOCKA_SHA256}\n")
+get_filename_component(_tc_dir "${CMAKE_TOOLCHAIN_FILE}" DIRECTORY)
+file(GLOB _tc_files "${_tc_dir}/*.cmake" "${_tc_dir}/zig/*")
+list(SORT _tc_files)
+foreach(f IN LISTS _zmq_patches _tc_files ITEMS
+    "${CMAKE_CURRENT_LIST_FILE}"
+    "${PROJECT_SOURCE_DIR}/cmake/BpApplyPatches.cmake"
+    "${PROJECT_SOURCE_DIR}/cmake/cmocka-musl.cmake"
+    "${PROJECT_SOURCE_DIR}/cmake/libzmq-unity.cmake")
+  file(SHA256 "${f}" h)
+  get_filename_component(n "${f}" NAME)
+  string(APPEND _key_text "${n} ${h}\n")
+endforeach()
+foreach(c IN ITEMS "${CMAKE_C_COMPILER}" "${CMAKE_CXX_COMPILER}")
+  execute_process(COMMAND "${c}" --version OUTPUT_VARIABLE v ERROR_QUIET
+    RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "boardpipe: ${c} --version failed")
+  endif()
+  string(APPEND _key_text "${v}")
+endforeach()
+get_filename_component(_cc_dir "${CMAKE_C_COMPILER}" DIRECTORY)
+if(EXISTS "${_cc_dir}/run")
+  execute_process(COMMAND "${_cc_dir}/run" version OUTPUT_VARIABLE v ERROR_QUIET)
+  string(APPEND _key_text "zig ${v}")
+endif()
+string(SHA256 _key "${_key_text}")
+string(SUBSTRING "${_key}" 0 16 _key)
+set(_entry "")
+if(BP_DEPS_CACHE)
+  set(_entry "${BP_DEPS_CACHE}/${BP_TARGET_TRIPLE}-${BP_TARGET_CPU}-${_key}")
+endif()
 
-# Serialised after libzmq: both would otherwise build zig's libc/libc++ for
-# this target at the same time on a cold cache.
-ExternalProject_Add(cmocka_ep
-  URL "${_cmocka_tgz}"
-  URL_HASH SHA256=${BP_CMOCKA_SHA256}
-  DOWNLOAD_EXTRACT_TIMESTAMP ON
-  DEPENDS libzmq_ep
-  CMAKE_ARGS ${_dep_args}
-    -DWITH_STATIC_LIB=ON -DWITH_EXAMPLES=OFF -DUNIT_TESTING=OFF
-    # Not CMAKE_C_FLAGS: that would replace the toolchain's -target flags.
-    -DCMAKE_PROJECT_INCLUDE=${PROJECT_SOURCE_DIR}/cmake/cmocka-musl.cmake
-  BUILD_BYPRODUCTS ${_deps}/lib/libcmocka-static.a
-  LOG_CONFIGURE ON LOG_BUILD ON LOG_INSTALL ON LOG_OUTPUT_ON_FAILURE ON)
+if(_entry AND EXISTS "${_entry}/.complete")
+  message(STATUS "boardpipe: libzmq and cmocka from the dependency cache: ${_entry}")
+  set(_deps "${_entry}")
+  # The names the rest of the build may depend on.
+  add_custom_target(libzmq_ep)
+  add_custom_target(cmocka_ep)
+else()
+  set(_deps "${CMAKE_BINARY_DIR}/deps")
+  set(_dep_args
+    -DCMAKE_TOOLCHAIN_FILE=${CMAKE_TOOLCHAIN_FILE}
+    -DCMAKE_BUILD_TYPE=Release
+    -DCMAKE_INSTALL_PREFIX=${_deps}
+    -DCMAKE_INSTALL_LIBDIR=lib
+    -DCMAKE_POSITION_INDEPENDENT_CODE=OFF)
+
+  ExternalProject_Add(libzmq_ep
+    URL "${_zmq_tgz}"
+    URL_HASH SHA256=${BP_ZMQ_SHA256}
+    DOWNLOAD_EXTRACT_TIMESTAMP ON
+    PATCH_COMMAND ${CMAKE_COMMAND} -DPATCH=${BP_PATCH} -DPATCHES=${_zmq_patch_args}
+      -P ${PROJECT_SOURCE_DIR}/cmake/BpApplyPatches.cmake
+    CMAKE_ARGS ${_dep_args}
+      -DBUILD_SHARED=OFF -DBUILD_STATIC=ON -DBUILD_TESTS=OFF
+      -DWITH_LIBSODIUM=OFF -DENABLE_CURVE=ON -DENABLE_DRAFTS=OFF
+      -DWITH_DOCS=OFF -DWITH_DOC=OFF -DWITH_PERF_TOOL=OFF -DWITH_LIBBSD=OFF
+      -DENABLE_CPACK=OFF -DENABLE_PRECOMPILED=OFF -DENABLE_WS=OFF
+      -DWITH_TLS=OFF -DWITH_NSS=OFF -DLIBZMQ_PEDANTIC=OFF
+      -DCMAKE_PROJECT_INCLUDE=${PROJECT_SOURCE_DIR}/cmake/libzmq-unity.cmake
+    BUILD_BYPRODUCTS ${_deps}/lib/libzmq.a
+    LOG_CONFIGURE ON LOG_BUILD ON LOG_INSTALL ON LOG_OUTPUT_ON_FAILURE ON)
+
+  # Serialised after libzmq: both would otherwise build zig's libc/libc++ for
+  # this target at the same time on a cold cache.
+  ExternalProject_Add(cmocka_ep
+    URL "${_cmocka_tgz}"
+    URL_HASH SHA256=${BP_CMOCKA_SHA256}
+    DOWNLOAD_EXTRACT_TIMESTAMP ON
+    DEPENDS libzmq_ep
+    CMAKE_ARGS ${_dep_args}
+      -DWITH_STATIC_LIB=ON -DWITH_EXAMPLES=OFF -DUNIT_TESTING=OFF
+      # Not CMAKE_C_FLAGS: that would replace the toolchain's -target flags.
+      -DCMAKE_PROJECT_INCLUDE=${PROJECT_SOURCE_DIR}/cmake/cmocka-musl.cmake
+    BUILD_BYPRODUCTS ${_deps}/lib/libcmocka-static.a
+    LOG_CONFIGURE ON LOG_BUILD ON LOG_INSTALL ON LOG_OUTPUT_ON_FAILURE ON)
+
+  if(_entry)
+    message(STATUS "boardpipe: libzmq and cmocka built here, then kept in ${_entry}")
+    file(WRITE "${CMAKE_BINARY_DIR}/deps-key.txt" "${_key_text}")
+    add_custom_target(bp_deps_publish ALL
+      COMMAND ${CMAKE_COMMAND} -DSRC=${_deps} -DDST=${_entry}
+        -DKEY_FILE=${CMAKE_BINARY_DIR}/deps-key.txt
+        -P ${PROJECT_SOURCE_DIR}/cmake/BpDepsPublish.cmake
+      COMMENT "boardpipe: keeping libzmq and cmocka in the dependency cache"
+      VERBATIM)
+    add_dependencies(bp_deps_publish cmocka_ep)
+  endif()
+endif()
 
 file(MAKE_DIRECTORY ${_deps}/include)
 
