@@ -88,6 +88,13 @@ boot_hook_state() {
 install_boot_hook() {
     cmd="sh $P/bin/bp-supervise boot $P"
     initd=$SYSROOT/etc/init.d
+    # A non-root ssh user cannot write /etc (and bpfleet asks sudo for no
+    # more than the systemd unit): no boot hook, said so.
+    if [ "$(id -u)" -ne 0 ] && [ ! -w "$SYSROOT/etc/cron.d" ] && [ ! -w "$initd" ]; then
+        echo "boot.warning=not root: cannot write $SYSROOT/etc/cron.d or $initd; add '@reboot $cmd' to this user's crontab (crontab -e) for reboots"
+        echo "boot=none"
+        return 0
+    fi
     if [ -d "$initd" ] && { [ -x "$SYSROOT/sbin/openrc-run" ] || [ -x "$SYSROOT/usr/sbin/openrc-run" ]; }; then
         f=$initd/$HOOKNAME
         printf '#!/sbin/openrc-run\n# boardpipe worker under %s (bpfleet)\ndepend() { need net; }\nstart() { %s; }\nstop() { sh %s/bin/bp-supervise stop %s; }\n' \

@@ -1,0 +1,630 @@
+#!/usr/bin/env bash
+# Simulated fleet, part 2 (issue #11): two boards on a bridge, each in its
+# own network namespace with its own sshd.
+#   sysd    a systemd board: systemd-nspawn -b boots the host's own /usr
+#           (read-only) with a private /etc copy, in the board's network
+#           namespace; its sshd lets in root and "pi", a user with only the
+#           sudo rules board/README.md documents (taken from the README).
+#   sup     a plain namespace board (the host's files, bp-supervise), root.
+# 1. bpfleet as pi@sysd (non-root, sudo): deploy, start, status, a batch,
+#    logs, upgrade to a working and to a deliberately broken worker (the
+#    real unit rolls back by itself), rollback, stop, undeploy; sudo denied
+#    nothing, the unit's worker ran as a dynamic user.
+# 2. The Ansible role (board/ansible/) on both boards, from the same
+#    inventory (bpfleet_inventory.py): deploy (twice: nothing changes),
+#    start, a batch, upgrade to a broken worker (rolled back, the rollout
+#    stops), undeploy (which stops first); nothing left.
+#
+#   tests/fleet/fleet_sudo_ansible_test.sh [REPO_ROOT]
+#
+# Needs root. Exits 77 (skip) with the reason when namespaces, sshd, sudo,
+# qemu, binfmt_misc, systemd-nspawn and ansible-playbook are all unusable
+# or the binaries are missing; part 1 needs systemd-nspawn and sudo, part 2
+# ansible-playbook: a part that cannot run says why and the other runs.
+# Exits 1 when a check failed. Everything it makes is named bpa<pid>... and
+# removed on exit, failure or not.
+#   BP_FLEET_BUILD_ROOT=DIR   binaries from DIR/<preset>/bin (default: build/)
+#   BP_FLEET_KEEP=1           keep the temp dir (logs, inventories)
+set -uo pipefail
+
+ROOT=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+BUILD=${BP_FLEET_BUILD_ROOT:-$ROOT/build}
+BPFLEET=$ROOT/board/bpfleet
+T0=$(date +%s)
+ID=bpa$$
+TMP=
+NS=()
+BRIDGE=
+HOST_PIDS=()
+NSPAWN_PID=
+BINFMT_REGISTERED=()
+BINFMT_MOUNTED=0
+PASSED=0
+FAILED=0
+RAN=0
+
+log() { printf '[%3ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+skip() {
+    if [ "$FAILED" -gt 0 ]; then
+        printf 'not ok - cannot go on (%s) after %d failed check(s)\n' "$*" "$FAILED"
+        exit 1
+    fi
+    printf 'SKIP: %s\n' "$*"
+    exit 77
+}
+ok() { PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$*"; }
+bad() { FAILED=$((FAILED + 1)); printf 'not ok - %s\n' "$*"; }
+check() {
+    local d=$1
+    shift
+    if "$@"; then ok "$d"; else bad "$d"; fi
+}
+fatal() {
+    bad "$*"
+    exit 1
+}
+BUDGET=${BP_FLEET_BUDGET:-420}
+deadline() {
+    [ $(($(date +%s) - T0)) -lt "$BUDGET" ] || fatal "over the ${BUDGET}s budget before: $*"
+}
+
+# ------------------------------------------------------------- cleanup
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    local p ns e
+    for p in "${HOST_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    # Ansible's ssh masters (ControlPersist), by their socket directory.
+    [ -z "$TMP" ] || for p in $(pgrep -f -- "$TMP/ansible-cp/" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
+    # The container: SIGTERM makes nspawn halt its systemd; then whatever
+    # is left in the boards' namespaces.
+    if [ -n "$NSPAWN_PID" ]; then
+        kill -TERM "$NSPAWN_PID" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$NSPAWN_PID" 2>/dev/null
+    fi
+    for ns in "${NS[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
+    done
+    sleep 0.5
+    for ns in "${NS[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    done
+    for p in "${HOST_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for e in 0 1; do ip link del "${ID}h$e" 2>/dev/null; done
+    for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+    [ -n "$BRIDGE" ] && ip link del "$BRIDGE" 2>/dev/null
+    for _ in $(seq 1 10); do
+        ip -o link show 2>/dev/null | grep -q ": $ID" || break
+        sleep 0.3
+    done
+    # nspawn cannot remove its propagation directory here ("we can't
+    # allow that"): an empty directory per machine.
+    rmdir "/run/systemd/nspawn/propagate/${ID}sysd" 2>/dev/null
+    for e in "${BINFMT_REGISTERED[@]}"; do
+        [ -e "/proc/sys/fs/binfmt_misc/$e" ] && echo -1 >"/proc/sys/fs/binfmt_misc/$e"
+    done
+    if [ "$BINFMT_MOUNTED" = 1 ]; then
+        local others=0
+        for e in /proc/sys/fs/binfmt_misc/*; do
+            case ${e##*/} in register | status) ;; *) others=1 ;; esac
+        done
+        [ "$others" = 0 ] && umount /proc/sys/fs/binfmt_misc
+    fi
+    if [ -n "$TMP" ]; then
+        if [ "${BP_FLEET_KEEP:-0}" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
+    fi
+    if ip -o link show 2>/dev/null | grep -q ": $ID"; then
+        echo "not ok - cleanup: links named $ID* remain"
+        rc=1
+    fi
+    if ip netns list 2>/dev/null | grep -q "^$ID"; then
+        echo "not ok - cleanup: namespaces named $ID* remain"
+        rc=1
+    fi
+    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+        echo "not ok - cleanup: systemd-nspawn $NSPAWN_PID still runs"
+        rc=1
+    fi
+    if [ "$FAILED" -gt 0 ] && { [ "$rc" = 0 ] || [ "$rc" = 77 ]; }; then
+        rc=1
+    fi
+    printf 'fleet-sudo-ansible: %d passed, %d failed (%ss), exit %d%s\n' "$PASSED" "$FAILED" \
+        "$(($(date +%s) - T0))" "$rc" "$([ "$rc" = 77 ] && echo ' (skipped: cannot run here)')"
+    exit "$rc"
+}
+
+# ------------------------------------------------------------- preconditions
+[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, binfmt_misc, sshd, systemd-nspawn)"
+for c in ip ssh ssh-keygen timeout python3 sha256sum nsenter pgrep; do
+    command -v "$c" >/dev/null || skip "no '$c' on this machine"
+done
+[ -x /usr/sbin/sshd ] || skip "no /usr/sbin/sshd: apt-get install openssh-server"
+SFTP=/usr/lib/openssh/sftp-server
+[ -x "$SFTP" ] || skip "no $SFTP (openssh-sftp-server) for scp"
+QEMU_AARCH64=$(command -v qemu-aarch64-static) || skip "no qemu-aarch64-static: apt-get install qemu-user-static"
+QEMU_ARM=$(command -v qemu-arm-static) || skip "no qemu-arm-static: apt-get install qemu-user-static"
+for f in aarch64-musl/bin/worker armv7-musl/bin/worker x86_64-musl/bin/ventilator x86_64-musl/bin/sink; do
+    [ -x "$BUILD/$f" ] || skip "$BUILD/$f is not built (cmake --preset P && cmake --build --preset P for aarch64-musl, armv7-musl, x86_64-musl)"
+done
+VENT=$BUILD/x86_64-musl/bin/ventilator
+SINK=$BUILD/x86_64-musl/bin/sink
+# What each part needs; a part that cannot run says why.
+WHY1=
+if ! command -v systemd-nspawn >/dev/null; then
+    WHY1="no systemd-nspawn (apt-get install systemd-container)"
+elif [ ! -x /usr/bin/sudo ]; then
+    WHY1="no /usr/bin/sudo (apt-get install sudo): the board's sudo comes from the host's /usr"
+elif [ ! -x /usr/bin/systemctl ] || [ ! -x /usr/lib/systemd/systemd ]; then
+    WHY1="no systemd in /usr (apt-get install systemd): the container boots the host's /usr"
+elif [ ! -e /sys/fs/cgroup/systemd ] && [ ! -e /sys/fs/cgroup/cgroup.controllers ]; then
+    WHY1="no systemd cgroup hierarchy under /sys/fs/cgroup for a container's systemd"
+fi
+WHY2=
+command -v ansible-playbook >/dev/null || WHY2="no ansible-playbook (apt-get install ansible-core)"
+if [ -n "$WHY1" ] && [ -n "$WHY2" ]; then
+    skip "part 1: $WHY1; part 2: $WHY2"
+fi
+
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+TMP=$(mktemp -d "/tmp/$ID.XXXXXX")
+chmod 755 "$TMP"
+log "work dir $TMP"
+if ! err=$(ip netns add "${ID}probe" 2>&1); then
+    skip "cannot create a network namespace here: $err"
+fi
+ip netns del "${ID}probe"
+
+# ------------------------------------------------------------- network
+NET=
+start=$(($$ % 200 + 1))
+for i in $(seq 0 253); do
+    n=$(((start + i) % 254 + 1))
+    if ! ip -4 -o addr show | grep -q " 198\.19\.$n\." &&
+        [ -z "$(ip -4 route show 198.19.$n.0/24 2>/dev/null)" ]; then
+        NET=198.19.$n
+        break
+    fi
+done
+[ -n "$NET" ] || skip "no free /24 in 198.19.0.0/16 on this host"
+HOST_IP=$NET.1
+BRIDGE=${ID}br
+ip link add "$BRIDGE" type bridge || fatal "ip link add bridge"
+ip addr add "$HOST_IP/24" dev "$BRIDGE"
+ip link set "$BRIDGE" up
+BOARDS=(sysd sup)
+IPS=()
+for i in 0 1; do
+    ns=${ID}b$i
+    ip netns add "$ns" || fatal "ip netns add $ns"
+    NS+=("$ns")
+    ip link add "${ID}h$i" type veth peer name "${ID}p$i" || fatal "veth"
+    ip link set "${ID}p$i" netns "$ns"
+    ip link set "${ID}h$i" master "$BRIDGE" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set "${ID}p$i" name eth0
+    ip -n "$ns" addr add "$NET.$((11 + i))/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    IPS+=("$NET.$((11 + i))")
+done
+log "bridge $BRIDGE $HOST_IP/24, boards ${BOARDS[*]} at ${IPS[*]}"
+
+# ------------------------------------------------------------- binfmt_misc
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || skip "cannot mount binfmt_misc"
+    BINFMT_MOUNTED=1
+fi
+magic_aarch64='\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+magic_arm='\x7f\x45\x4c\x46\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00'
+MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+for arch in aarch64 arm; do
+    magic=$magic_aarch64 interp=$QEMU_AARCH64
+    [ $arch = arm ] && magic=$magic_arm interp=$QEMU_ARM
+    hex=$(printf '%s' "$magic" | sed 's/\\x//g')
+    reuse=
+    for e in /proc/sys/fs/binfmt_misc/*; do
+        case ${e##*/} in register | status | bpf[0-9]* | bpa[0-9]*) continue ;; esac
+        if grep -qx enabled "$e" 2>/dev/null && grep -qx "magic $hex" "$e" 2>/dev/null; then
+            reuse=${e##*/}
+            break
+        fi
+    done
+    [ -z "$reuse" ] || continue
+    # F: the interpreter is opened now, so it works inside the container too.
+    printf ':%s:M::%s:%s:%s:F' "$ID-$arch" "$magic" "$MASK" "$interp" \
+        >/proc/sys/fs/binfmt_misc/register 2>/dev/null || skip "cannot register $arch in binfmt_misc"
+    BINFMT_REGISTERED+=("$ID-$arch")
+done
+
+# ------------------------------------------------------------- keys, ports
+ssh-keygen -q -t ed25519 -N '' -C "$ID-client" -f "$TMP/client_key" || fatal "ssh-keygen"
+: >"$TMP/known_hosts"
+used_ports=$(ss -Htan 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
+pick_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        grep -qx "$p" <<<"$used_ports" && continue
+        used_ports+=$'\n'$p
+        echo "$p"
+        return
+    done
+}
+TASKS_EP=tcp://$HOST_IP:$(pick_port)
+RESULTS_EP=tcp://$HOST_IP:$(pick_port)
+CONTROL_EP=tcp://$HOST_IP:$(pick_port)
+cat >"$TMP/ssh_config" <<EOF
+Host *
+    IdentityFile $TMP/client_key
+    IdentitiesOnly yes
+    UserKnownHostsFile $TMP/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    UpdateHostKeys no
+    BatchMode yes
+    LogLevel ERROR
+EOF
+# sshd_config BOARD-INDEX HOSTKEY AUTHKEYS PIDFILE [SETENV]
+sshd_config() {
+    cat <<EOF
+ListenAddress ${IPS[$1]}:22
+HostKey $2
+PidFile $4
+AuthorizedKeysFile $3
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+UseDNS no
+PrintMotd no
+X11Forwarding no
+AllowTcpForwarding no
+MaxStartups 64:30:128
+Subsystem sftp $SFTP
+LogLevel VERBOSE
+${5:+SetEnv $5}
+EOF
+}
+# wait_ssh USER INDEX: until the board's sshd lets USER in (20 s).
+# shellcheck disable=SC2317  # called through check
+wait_ssh() {
+    local t_end=$(($(date +%s) + 20))
+    while [ "$(date +%s)" -lt "$t_end" ]; do
+        timeout 5 ssh -F "$TMP/ssh_config" -o ConnectTimeout=2 "$1@${IPS[$2]}" true </dev/null 2>/dev/null && return 0
+        sleep 0.3
+    done
+    return 1
+}
+
+# ------------------------------------------------------------- board "sup"
+d=$TMP/sshd1
+mkdir -p "$d" "$TMP/sysroot/sup/etc/cron.d" "$TMP/boards/sup"
+ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" || fatal "ssh-keygen"
+cp "$TMP/client_key.pub" "$d/authorized_keys"
+sshd_config 1 "$d/host_key" "$d/authorized_keys" "$d/sshd.pid" "BPFLEET_SYSROOT=$TMP/sysroot/sup" >"$d/sshd_config"
+[ -d /run/sshd ] || { mkdir -p /run/sshd && chmod 755 /run/sshd; }
+printf '%s %s\n' "${IPS[1]}" "$(cut -d' ' -f1,2 "$d/host_key.pub")" >>"$TMP/known_hosts"
+ip netns exec "${NS[1]}" /usr/sbin/sshd -f "$d/sshd_config" -E "$d/sshd.log" || fatal "sshd of sup: $(tail -n 3 "$d/sshd.log")"
+check "sshd of sup answers on ${IPS[1]}:22" wait_ssh root 1
+
+# ------------------------------------------------------------- board "sysd"
+# A root directory with the host's /usr (read-only, bound by nspawn) and
+# a private copy of /etc without the host's secrets (no shadow, ssh host
+# keys or TLS keys); the board's own sshd config, host key, users and the
+# README's sudo rules for pi. systemd-nspawn runs in the board's network
+# namespace through nsenter --net (ip netns exec would remount /sys, and
+# nspawn would find no cgroup hierarchy).
+SUDO_RULES=
+if [ -z "$WHY1" ]; then
+    R=$TMP/nsroot
+    mkdir -p "$R"/{etc,usr,var/lib,var/log,var/tmp,opt,home/pi,root,tmp,run,dev,proc,sys,mnt}
+    for l in bin lib lib32 lib64 sbin; do [ -e "/$l" ] && ln -s "usr/$l" "$R/$l"; done
+    tar -C / --exclude=./shadow --exclude='./shadow-' --exclude=./gshadow --exclude='./gshadow-' \
+        --exclude='./ssh/ssh_host_*' --exclude=./ssl/private --exclude='./sudoers.d/*' -cf - -C /etc . 2>/dev/null |
+        tar -C "$R/etc" -xf - 2>/dev/null
+    # nspawn checks os-release before it binds /usr in.
+    rm -f "$R/etc/os-release" && cp /usr/lib/os-release "$R/etc/os-release"
+    # Only sshd (and targets) start at boot, not the host's other services.
+    find "$R/etc/systemd/system" -path '*.wants/*' ! -name 'ssh.service' ! -name '*.target' -exec rm -f {} + 2>/dev/null
+    mkdir -p "$R/etc/systemd/system/multi-user.target.wants"
+    ln -sf /usr/lib/systemd/system/ssh.service "$R/etc/systemd/system/multi-user.target.wants/ssh.service"
+    grep -q '^pi:' "$R/etc/passwd" || echo "pi:x:4242:4242:board user:/home/pi:/bin/sh" >>"$R/etc/passwd"
+    grep -q '^pi:' "$R/etc/group" || echo "pi:x:4242:" >>"$R/etc/group"
+    awk -F: '{ print $1 ":*:19000:0:99999:7:::" }' "$R/etc/passwd" >"$R/etc/shadow"
+    chmod 640 "$R/etc/shadow"
+    chown 4242:4242 "$R/home/pi"
+    # The board user owns PREFIX (README: "the user must own PREFIX").
+    mkdir -p "$R/opt/boardpipe"
+    chown 4242:4242 "$R/opt/boardpipe"
+    ssh-keygen -q -t ed25519 -N '' -f "$R/etc/ssh/ssh_host_ed25519_key" || fatal "ssh-keygen"
+    cp "$TMP/client_key.pub" "$R/etc/ssh/bp_authorized_keys"
+    sshd_config 0 /etc/ssh/ssh_host_ed25519_key /etc/ssh/bp_authorized_keys /run/sshd.pid >"$R/etc/ssh/sshd_config"
+    sed -i '/^LogLevel/a SyslogFacility AUTH' "$R/etc/ssh/sshd_config"
+    printf '%s %s\n' "${IPS[0]}" "$(cut -d' ' -f1,2 "$R/etc/ssh/ssh_host_ed25519_key.pub")" >>"$TMP/known_hosts"
+    # The sudo rules exactly as board/README.md gives them (user pi,
+    # PREFIX written out), checked by visudo, and sudo's own log.
+    SUDO_RULES=$(awk '/^pi ALL=\(root\) NOPASSWD: /,/[^\\]$/' "$ROOT/board/README.md" | sed 's|PREFIX|/opt/boardpipe|g')
+    if [ -z "$SUDO_RULES" ]; then
+        bad "board/README.md has no 'pi ALL=(root) NOPASSWD: ...' sudo rules"
+    else
+        {
+            printf '# board/README.md sudo rules for a non-root bpfleet user (%s)\n' "$ID"
+            printf 'Defaults:pi logfile=/var/log/sudo-bp.log, !syslog\n'
+            printf '%s\n' "$SUDO_RULES"
+        } >"$R/etc/sudoers.d/boardpipe"
+        chmod 440 "$R/etc/sudoers.d/boardpipe"
+        check "the README's sudo rules pass visudo -c" visudo -c -q -f "$R/etc/sudoers.d/boardpipe"
+    fi
+    log "boot the systemd board (systemd-nspawn -b, host /usr read-only, private /etc)"
+    nsenter --net="/run/netns/${NS[0]}" systemd-nspawn -q -b -D "$R" --bind-ro=/usr \
+        --register=no --keep-unit -M "${ID}sysd" >"$TMP/nspawn.log" 2>&1 </dev/null &
+    NSPAWN_PID=$!
+    booted=0
+    for _ in $(seq 1 100); do
+        C=$(pgrep -P "$NSPAWN_PID" | head -n 1)
+        if [ -n "$C" ] && st=$(nsenter -t "$C" -a systemctl is-system-running 2>/dev/null) &&
+            { [ "$st" = running ] || [ "$st" = degraded ]; }; then
+            booted=1
+            break
+        fi
+        kill -0 "$NSPAWN_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    if [ $booted = 1 ]; then
+        ok "systemd-nspawn -b booted the systemd board ($(nsenter -t "$C" -a systemctl --version | head -n 1), $st)"
+    else
+        WHY1="systemd-nspawn -b did not boot here: $(grep -v '^$' "$TMP/nspawn.log" | tail -n 2 | tr '\n' ' ')"
+        log "part 1 cannot run: $WHY1"
+    fi
+    if [ -z "$WHY1" ]; then
+        in_sysd() { nsenter -t "$C" -a "$@"; }
+        check "sshd of the systemd board lets pi in" wait_ssh pi 0
+        check "sshd of the systemd board lets root in" wait_ssh root 0
+    fi
+fi
+
+# ------------------------------------------------------------- batches
+SUMMARY_CHECK=$(
+    cat <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+n = int(sys.argv[2]); boards = sys.argv[3].split(",")
+errs = []
+for k, want in (("total", n), ("ok", n), ("failed", 0), ("missing", 0), ("duplicates", 0)):
+    if s.get(k) != want:
+        errs.append(f"{k}={s.get(k)} (want {want})")
+w = s.get("workers", {})
+for b in boards:
+    if w.get(b, {}).get("ok", 0) <= 0:
+        errs.append(f"board {b} did no work")
+print(" ".join(f"{b}={w.get(b, {}).get('ok', 0)}" for b in boards))
+if errs:
+    print("; ".join(errs)); sys.exit(1)
+PY
+)
+# run_batch NAME N BOARDS: the host's sink and ventilator, N tasks that the
+# boards upper-case (--exec 'tr a-z A-Z'); every board in BOARDS did work.
+run_batch() {
+    local name=$1 n=$2 boards=$3 nw vrc=0 src=0 s v
+    nw=$(tr ',' '\n' <<<"$boards" | wc -l)
+    deadline "$name"
+    seq -f "task-%04g-of-$name" 1 "$n" >"$TMP/$name.tasks"
+    timeout 90 "$SINK" --bind "$RESULTS_EP" --control-bind "$CONTROL_EP" --once \
+        --output "$TMP/$name.out" --timeout 30 --summary-json "$TMP/$name.json" >"$TMP/$name.sink.log" 2>&1 &
+    s=$!
+    HOST_PIDS+=("$s")
+    sleep 0.5
+    timeout 80 "$VENT" --bind "$TASKS_EP" --sink "$RESULTS_EP" --input "$TMP/$name.tasks" \
+        --wait-workers "$nw" --wait-timeout 30 >"$TMP/$name.vent.log" 2>&1 &
+    v=$!
+    HOST_PIDS+=("$v")
+    wait "$v" || vrc=$?
+    wait "$s" || src=$?
+    check "$name: ventilator and sink exit 0 ($vrc, $src)" [ "$vrc" = 0 -a "$src" = 0 ]
+    local res
+    res=$(python3 -c "$SUMMARY_CHECK" "$TMP/$name.json" "$n" "$boards" 2>&1)
+    check "$name: all $n results exactly once, from ${boards} ($res)" \
+        python3 -c "$SUMMARY_CHECK" "$TMP/$name.json" "$n" "$boards"
+    local want got
+    want=$(tr '[:lower:]' '[:upper:]' <"$TMP/$name.tasks" | sort | sha256sum)
+    got=$(grep -o "TASK-[0-9]*-OF-${name^^}" "$TMP/$name.out" 2>/dev/null | sort | sha256sum)
+    check "$name: each task upper-cased by a board, exactly once" [ "$want" = "$got" ]
+}
+
+# A broken worker (answers --version, then exits 1) for the rollbacks.
+for p in aarch64-musl armv7-musl; do
+    mkdir -p "$TMP/broken/$p/bin" "$TMP/good/$p/bin"
+    # shellcheck disable=SC2016  # the script's own ${1:-}
+    printf '#!/bin/sh\n[ "${1:-}" = --version ] && { echo "worker (boardpipe) 9.9.9"; exit 0; }\necho "deliberately broken worker" >&2\nexit 1\n' \
+        >"$TMP/broken/$p/bin/worker"
+    chmod 755 "$TMP/broken/$p/bin/worker"
+done
+# A working new worker: the same binary under another SHA-256 (a byte
+# appended to the ELF file does not change what it runs).
+cp "$BUILD/aarch64-musl/bin/worker" "$TMP/good/aarch64-musl/bin/worker"
+printf '\n' >>"$TMP/good/aarch64-musl/bin/worker"
+sha_f() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
+
+# ------------------------------------------------------------- part 1
+if [ -n "$WHY1" ]; then
+    log "part 1 (non-root bpfleet user with sudo on a systemd board) not run: $WHY1"
+else
+    RAN=1
+    RP=$R/opt/boardpipe
+    INV=$TMP/inventory-pi
+    printf "sysd  pi@%s:22  pi4-64  /opt/boardpipe  service=systemd --exec 'tr a-z A-Z'\n" "${IPS[0]}" >"$INV"
+    fleet() {
+        timeout 120 "$BPFLEET" -i "$INV" -F "$TMP/ssh_config" --build-root "$BUILD" \
+            --tasks "$TASKS_EP" --results "$RESULTS_EP" --control "$CONTROL_EP" \
+            --timeout 60 --connect-timeout 5 "$@"
+    }
+    fleet_ok() {
+        local what=$1 rc=0
+        shift
+        deadline "bpfleet $*"
+        log "bpfleet $* ($what, as pi)"
+        OUT=$(fleet "$@" 2>&1) || rc=$?
+        printf '%s\n' "$OUT" | sed 's/^/    /'
+        FLEET_RC=$rc
+    }
+    accepted() { grep -c 'Accepted publickey for pi' <<<"$(in_sysd journalctl -q -u ssh.service --no-pager 2>/dev/null)"; }
+    hs=$(accepted)
+    fleet_ok deploy deploy
+    check "deploy as pi (sudo): exit 0, deployed, systemd, verified" \
+        [ "$FLEET_RC" = 0 -a "$(grep -c '^sysd .*OK *deployed.*verified.*systemd' <<<"$OUT")" = 1 ]
+    check "deploy: one ssh connection ($(($(accepted) - hs)))" [ "$(($(accepted) - hs))" = 1 ]
+    check "deploy: the unit is in the board's /etc/systemd/system, root's, enabled" \
+        [ "$(stat -c %U "$R/etc/systemd/system/boardpipe-worker.service" 2>/dev/null)" = root -a \
+        "$(in_sysd systemctl is-enabled boardpipe-worker.service 2>/dev/null)" = enabled ]
+    check "deploy: the worker and its env file are pi's" \
+        [ "$(stat -c %u "$RP/bin/worker" 2>/dev/null) $(stat -c %u "$RP/etc/worker.env" 2>/dev/null)" = "4242 4242" ]
+    fleet_ok start start
+    check "start (sudo systemctl start): exit 0, running" [ "$FLEET_RC" = 0 -a "$(grep -c '^sysd .*OK *running (pid' <<<"$OUT")" = 1 ]
+    fleet_ok status status
+    check "status: reachable, running, service=systemd" grep -q '^sysd .*reachable=yes .*running=yes.*service=systemd' <<<"$OUT"
+    pid=$(in_sysd systemctl show -p MainPID --value boardpipe-worker.service)
+    uid=$(in_sysd cat "/proc/$pid/status" 2>/dev/null | awk '/^Uid:/ { print $2 }')
+    user=$(in_sysd systemctl show -p User --value boardpipe-worker.service)
+    check "the unit's worker (pid $pid) runs as its dynamic user $user (uid $uid), neither root nor pi" \
+        [ -n "$uid" -a "$uid" != 0 -a "$uid" != 4242 ]
+    check "the unit's limits are the pi4-64 profile's (MemoryMax 768M, TasksMax 256)" \
+        [ "$(in_sysd systemctl show -p MemoryMax -p TasksMax --value boardpipe-worker.service | tr '\n' ' ')" = "805306368 256 " ]
+    run_batch batch1 200 sysd
+    fleet_ok logs logs -n 5
+    check "logs (journalctl): exit 0" [ "$FLEET_RC" = 0 -a "$(grep -c '^  | ' <<<"$OUT")" -ge 1 ]
+
+    orig=$(sha_f "$RP/bin/worker")
+    fleet_ok up-good upgrade --build-root "$TMP/good"
+    check "upgrade to a new working worker: exit 0, restarted and back" \
+        [ "$FLEET_RC" = 0 -a "$(grep -c 'restarted, worker back' <<<"$OUT")" = 1 ]
+    check "upgrade: the new binary runs, the previous one kept in .bpfleet-prev" \
+        [ "$(sha_f "$RP/bin/worker")" = "$(sha_f "$TMP/good/aarch64-musl/bin/worker")" -a "$(sha_f "$RP/.bpfleet-prev/worker")" = "$orig" ]
+    fleet_ok rollback rollback
+    check "rollback (sudo cp/mv of the kept unit): exit 0, running the previous binary" \
+        [ "$FLEET_RC" = 0 -a "$(grep -c '^sysd .*OK .*rolled back to version .*running (pid' <<<"$OUT")" = 1 -a "$(sha_f "$RP/bin/worker")" = "$orig" ]
+    fleet_ok up-broken upgrade --build-root "$TMP/broken" --health-timeout 5
+    check "upgrade to a broken worker: exit 1, the real unit ROLLED BACK by the board" \
+        [ "$FLEET_RC" = 1 -a "$(grep -c '^sysd .*FAIL *ROLLED BACK: new worker not healthy within 5s.*rolled back to the previous version' <<<"$OUT")" = 1 ]
+    check "after the rollback: the previous binary, the unit active" \
+        [ "$(sha_f "$RP/bin/worker")" = "$orig" -a "$(in_sysd systemctl is-active boardpipe-worker.service)" = active ]
+    fleet_ok stop stop
+    check "stop (sudo systemctl stop): exit 0, the unit inactive" \
+        [ "$FLEET_RC" = 0 -a "$(in_sysd systemctl is-active boardpipe-worker.service)" = inactive ]
+    fleet_ok undeploy undeploy
+    check "undeploy: exit 0, the unit gone (sudo rm), nothing left in PREFIX" \
+        [ "$FLEET_RC" = 0 -a ! -e "$R/etc/systemd/system/boardpipe-worker.service" -a -z "$(find "$RP" -mindepth 1)" ]
+    check "undeploy: systemd no longer knows the unit" \
+        [ "$(in_sysd systemctl show -p LoadState --value boardpipe-worker.service)" = not-found ]
+    n_sudo=$(grep -c 'COMMAND=' "$R/var/log/sudo-bp.log" 2>/dev/null)
+    denied=$(grep -E 'command not allowed|NOT in sudoers|password is required' "$R/var/log/sudo-bp.log" 2>/dev/null | head -n 3)
+    check "sudo ran $n_sudo commands for pi, all within the README's rules${denied:+ (denied: $denied)}" \
+        [ "$n_sudo" -gt 5 -a -z "$denied" ]
+fi
+
+# ------------------------------------------------------------- part 2
+if [ -n "$WHY2" ]; then
+    log "part 2 (Ansible role) not run: $WHY2"
+else
+    RAN=1
+    AINV=$TMP/inventory-ansible
+    AB=()
+    if [ -z "$WHY1" ]; then
+        # root on the systemd board: the role's systemd path, the real unit.
+        printf "sysd  root@%s:22  pi4-64  /opt/boardpipe  service=systemd --exec 'tr a-z A-Z'\n" "${IPS[0]}" >"$AINV"
+        AB+=(sysd)
+    fi
+    printf "sup  root@%s:22  pi2  %s  service=supervise user=nobody --exec 'tr a-z A-Z'\n" \
+        "${IPS[1]}" "$TMP/boards/sup/opt/boardpipe" >>"$AINV"
+    AB+=(sup)
+    SP=$TMP/boards/sup/opt/boardpipe
+    export ANSIBLE_HOST_KEY_CHECKING=True ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=0 \
+        ANSIBLE_LOCAL_TEMP=$TMP/ansible-local ANSIBLE_SSH_CONTROL_PATH_DIR=$TMP/ansible-cp \
+        ANSIBLE_PYTHON_INTERPRETER=/usr/bin/python3 ANSIBLE_PIPELINING=1 ANSIBLE_FORKS=4 \
+        ANSIBLE_REMOTE_TMP=$TMP/ansible-remote
+    # The role's run: the board's playbook, the inventory through bpfleet.
+    play() {
+        local what=$1 rc=0
+        shift
+        deadline "ansible $what"
+        log "ansible-playbook boardpipe.yml -e boardpipe_action=$what $*"
+        OUT=$(BPFLEET_INVENTORY=$AINV BPFLEET_SSH_CONFIG=$TMP/ssh_config timeout 150 ansible-playbook \
+            -i "$ROOT/board/ansible/bpfleet_inventory.py" "$ROOT/board/ansible/boardpipe.yml" \
+            -e boardpipe_action="$what" -e boardpipe_tasks="$TASKS_EP" -e boardpipe_results="$RESULTS_EP" \
+            -e boardpipe_build_root="$BUILD" "$@" 2>&1) || rc=$?
+        printf '%s\n' "$OUT" | grep -E '^(PLAY RECAP|fatal|failed|ERROR|.*: ok=)|"msg"' | sed 's/^/    /'
+        PLAY_RC=$rc
+    }
+    # play_ok: the playbook succeeded, every board failed=0 unreachable=0.
+    # shellcheck disable=SC2317  # called through check
+    play_ok() {
+        local b
+        [ "$PLAY_RC" = 0 ] || return 1
+        for b in "${AB[@]}"; do
+            grep -Eq "^$b +: ok=[0-9]+ +changed=[0-9]+ +unreachable=0 +failed=0" <<<"$OUT" || return 1
+        done
+    }
+    # shellcheck disable=SC2317  # called through check
+    sup_deployed() {
+        [ "$(sha_f "$SP/bin/worker")" = "$(sha_f "$BUILD/armv7-musl/bin/worker")" ] && [ -x "$SP/bin/bp-supervise" ] &&
+            grep -qx "BPS_USER='nobody'" "$SP/etc/worker.env" && grep -qx 'service supervise' "$SP/.bpfleet-manifest" &&
+            grep -q '^@reboot root sh ' "$TMP/sysroot/sup/etc/cron.d/"boardpipe-worker*
+    }
+    # shellcheck disable=SC2317  # called through check
+    sysd_deployed() {
+        [ "$(in_sysd systemctl is-enabled boardpipe-worker.service 2>/dev/null)" = enabled ] &&
+            cmp -s "$R/etc/systemd/system/boardpipe-worker.service" <("$BPFLEET" -i "$AINV" unit sysd)
+    }
+    # shellcheck disable=SC2317  # called through check
+    unchanged() { play_ok && [ "$(grep -cE ': ok=[0-9]+ +changed=0 ' <<<"$OUT")" = "${#AB[@]}" ]; }
+    check "bpfleet_inventory.py lists the boards from bpfleet's inventory" \
+        [ "$(BPFLEET_INVENTORY=$AINV "$ROOT/board/ansible/bpfleet_inventory.py" --list |
+            python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(sorted(d["boardpipe"]["hosts"])), d["_meta"]["hostvars"]["sup"]["bp_preset"])')" = \
+        "$(printf '%s\n' "${AB[@]}" | sort | tr '\n' ' ')armv7-musl" ]
+    play deploy
+    check "role deploy: every board ok" play_ok
+    check "role deploy: sup has its armv7 worker, env (BPS_USER nobody), bp-supervise, a bpfleet manifest, a boot hook" sup_deployed
+    [ -n "$WHY1" ] || check "role deploy: sysd has the unit bpfleet renders, enabled" sysd_deployed
+    play deploy
+    check "role deploy twice: ok, nothing changed" unchanged
+    play start
+    check "role start: every board ok" play_ok
+    # bpfleet reads what the role installed (same layout).
+    OUT=$(timeout 60 "$BPFLEET" -i "$AINV" -F "$TMP/ssh_config" status 2>&1)
+    printf '%s\n' "$OUT" | sed 's/^/    /'
+    check "bpfleet status on the role's boards: all running" \
+        [ "$(grep -c 'reachable=yes .*running=yes' <<<"$OUT")" = "${#AB[@]}" ]
+    run_batch batch2 200 "$(IFS=,; echo "${AB[*]}")"
+    sorig=$(sha_f "$SP/bin/worker")
+    play upgrade -e boardpipe_build_root="$TMP/broken" -e boardpipe_health_timeout=5
+    check "role upgrade to a broken worker: fails with ROLLED BACK, the rollout stops" \
+        [ "$PLAY_RC" != 0 -a "$(grep -c 'ROLLED BACK' <<<"$OUT")" -ge 1 ]
+    if [ -z "$WHY1" ]; then
+        check "after the role's rollback: sysd runs its previous worker (real unit active)" \
+            [ "$(sha_f "$R/opt/boardpipe/bin/worker")" = "$(sha_f "$BUILD/aarch64-musl/bin/worker")" -a "$(in_sysd systemctl is-active boardpipe-worker.service)" = active ]
+        check "the rollout stopped at sysd: sup untouched" [ "$(sha_f "$SP/bin/worker")" = "$sorig" ]
+    else
+        check "after the role's rollback: sup runs its previous worker" [ "$(sha_f "$SP/bin/worker")" = "$sorig" ]
+    fi
+    play undeploy
+    check "role undeploy (stops first): every board ok" play_ok
+    # (sshd's own session processes for Ansible's still open connection stay)
+    left=0
+    for p in $(ip netns pids "${NS[1]}"); do
+        [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = /usr/sbin/sshd ] || { left=1; ps -o pid=,args= -p "$p"; }
+    done
+    check "role undeploy: nothing but sshd left running on sup" [ $left = 0 ]
+    check "role undeploy: nothing left on sup, its boot hook gone" \
+        [ -z "$(find "$TMP/boards/sup" -mindepth 1)" -a -z "$(find "$TMP/sysroot/sup" -type f)" ]
+    if [ -z "$WHY1" ]; then
+        check "role undeploy: sysd has no unit and nothing in PREFIX" \
+            [ ! -e "$R/etc/systemd/system/boardpipe-worker.service" -a -z "$(find "$R/opt/boardpipe" -mindepth 1)" ]
+    fi
+fi
+
+[ "$RAN" = 1 ] || skip "part 1: $WHY1; part 2: $WHY2"
+exit 0
