@@ -27,55 +27,17 @@
 #   BP_FLEET_KEEP=1           keep the temp dir (logs, inventories)
 set -uo pipefail
 
-ROOT=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-BUILD=${BP_FLEET_BUILD_ROOT:-$ROOT/build}
-BPFLEET=$ROOT/board/bpfleet
-T0=$(date +%s)
-ID=bpa$$
-TMP=
-NS=()
-BRIDGE=
-HOST_PIDS=()
+# shellcheck source-path=SCRIPTDIR source=fleet_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fleet_lib.sh"
+fleet_init fleet-sudo-ansible "bpa$$" 540 "${1:-}"
 NSPAWN_PID=
-BINFMT_REGISTERED=()
-BINFMT_MOUNTED=0
-PASSED=0
-FAILED=0
 RAN=0
 
-log() { printf '[%3ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
-skip() {
-    if [ "$FAILED" -gt 0 ]; then
-        printf 'not ok - cannot go on (%s) after %d failed check(s)\n' "$*" "$FAILED"
-        exit 1
-    fi
-    printf 'SKIP: %s\n' "$*"
-    exit 77
-}
-ok() { PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$*"; }
-bad() { FAILED=$((FAILED + 1)); printf 'not ok - %s\n' "$*"; }
-check() {
-    local d=$1
-    shift
-    if "$@"; then ok "$d"; else bad "$d"; fi
-}
-fatal() {
-    bad "$*"
-    exit 1
-}
-BUDGET=${BP_FLEET_BUDGET:-420}
-deadline() {
-    [ $(($(date +%s) - T0)) -lt "$BUDGET" ] || fatal "over the ${BUDGET}s budget before: $*"
-}
-
-# ------------------------------------------------------------- cleanup
-# shellcheck disable=SC2317  # invoked by the EXIT trap
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    local p ns e
-    for p in "${HOST_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+# The cleanup's additions (fleet_lib.sh): Ansible's ssh masters and the
+# container first, nspawn's propagation directory, nspawn gone.
+# shellcheck disable=SC2317  # called by fleet_cleanup
+fleet_cleanup_kill() {
+    local p
     # Ansible's ssh masters (ControlPersist), by their socket directory.
     [ -z "$TMP" ] || for p in $(pgrep -f -- "$TMP/ansible-cp/" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
     # The container: SIGTERM makes nspawn halt its systemd; then whatever
@@ -85,72 +47,28 @@ cleanup() {
         for _ in $(seq 1 50); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
         kill -KILL "$NSPAWN_PID" 2>/dev/null
     fi
-    for ns in "${NS[@]}"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
-    done
-    sleep 0.5
-    for ns in "${NS[@]}"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-    done
-    for p in "${HOST_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    for e in 0 1; do ip link del "${ID}h$e" 2>/dev/null; done
-    for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
-    [ -n "$BRIDGE" ] && ip link del "$BRIDGE" 2>/dev/null
-    for _ in $(seq 1 10); do
-        ip -o link show 2>/dev/null | grep -q ": $ID" || break
-        sleep 0.3
-    done
+}
+# shellcheck disable=SC2317  # called by fleet_cleanup
+fleet_cleanup_remove() {
     # nspawn cannot remove its propagation directory here ("we can't
     # allow that"): an empty directory per machine.
     rmdir "/run/systemd/nspawn/propagate/${ID}sysd" 2>/dev/null
-    for e in "${BINFMT_REGISTERED[@]}"; do
-        [ -e "/proc/sys/fs/binfmt_misc/$e" ] && echo -1 >"/proc/sys/fs/binfmt_misc/$e"
-    done
-    if [ "$BINFMT_MOUNTED" = 1 ]; then
-        local others=0
-        for e in /proc/sys/fs/binfmt_misc/*; do
-            case ${e##*/} in register | status) ;; *) others=1 ;; esac
-        done
-        [ "$others" = 0 ] && umount /proc/sys/fs/binfmt_misc
-    fi
-    if [ -n "$TMP" ]; then
-        if [ "${BP_FLEET_KEEP:-0}" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
-    fi
-    if ip -o link show 2>/dev/null | grep -q ": $ID"; then
-        echo "not ok - cleanup: links named $ID* remain"
-        rc=1
-    fi
-    if ip netns list 2>/dev/null | grep -q "^$ID"; then
-        echo "not ok - cleanup: namespaces named $ID* remain"
-        rc=1
-    fi
+}
+# shellcheck disable=SC2317  # called by fleet_cleanup
+fleet_cleanup_verify() {
     if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
         echo "not ok - cleanup: systemd-nspawn $NSPAWN_PID still runs"
-        rc=1
+        return 1
     fi
-    if [ "$FAILED" -gt 0 ] && { [ "$rc" = 0 ] || [ "$rc" = 77 ]; }; then
-        rc=1
-    fi
-    printf 'fleet-sudo-ansible: %d passed, %d failed (%ss), exit %d%s\n' "$PASSED" "$FAILED" \
-        "$(($(date +%s) - T0))" "$rc" "$([ "$rc" = 77 ] && echo ' (skipped: cannot run here)')"
-    exit "$rc"
 }
 
 # ------------------------------------------------------------- preconditions
-[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, binfmt_misc, sshd, systemd-nspawn)"
-for c in ip ssh ssh-keygen timeout python3 sha256sum nsenter pgrep; do
-    command -v "$c" >/dev/null || skip "no '$c' on this machine"
-done
-[ -x /usr/sbin/sshd ] || skip "no /usr/sbin/sshd: apt-get install openssh-server"
-SFTP=/usr/lib/openssh/sftp-server
-[ -x "$SFTP" ] || skip "no $SFTP (openssh-sftp-server) for scp"
-QEMU_AARCH64=$(command -v qemu-aarch64-static) || skip "no qemu-aarch64-static: apt-get install qemu-user-static"
-QEMU_ARM=$(command -v qemu-arm-static) || skip "no qemu-arm-static: apt-get install qemu-user-static"
-for f in aarch64-musl/bin/worker armv7-musl/bin/worker x86_64-musl/bin/ventilator x86_64-musl/bin/sink; do
-    [ -x "$BUILD/$f" ] || skip "$BUILD/$f is not built (cmake --preset P && cmake --build --preset P for aarch64-musl, armv7-musl, x86_64-musl)"
-done
-VENT=$BUILD/x86_64-musl/bin/ventilator
-SINK=$BUILD/x86_64-musl/bin/sink
+fleet_need_root "network namespaces, binfmt_misc, sshd, systemd-nspawn"
+fleet_need_cmds ip ssh ssh-keygen timeout python3 sha256sum nsenter pgrep
+fleet_need_sshd
+fleet_need_qemu
+fleet_need_built "aarch64-musl, armv7-musl, x86_64-musl" \
+    aarch64-musl/bin/worker armv7-musl/bin/worker x86_64-musl/bin/ventilator x86_64-musl/bin/sink
 # What each part needs; a part that cannot run says why.
 WHY1=
 if ! command -v systemd-nspawn >/dev/null; then
@@ -167,149 +85,23 @@ command -v ansible-playbook >/dev/null || WHY2="no ansible-playbook (apt-get ins
 if [ -n "$WHY1" ] && [ -n "$WHY2" ]; then
     skip "part 1: $WHY1; part 2: $WHY2"
 fi
-
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-TMP=$(mktemp -d "/tmp/$ID.XXXXXX")
-chmod 755 "$TMP"
-log "work dir $TMP"
-if ! err=$(ip netns add "${ID}probe" 2>&1); then
-    skip "cannot create a network namespace here: $err"
-fi
-ip netns del "${ID}probe"
+fleet_reap_stale
+fleet_start
 
 # ------------------------------------------------------------- network
-NET=
-start=$(($$ % 200 + 1))
-for i in $(seq 0 253); do
-    n=$(((start + i) % 254 + 1))
-    if ! ip -4 -o addr show | grep -q " 198\.19\.$n\." &&
-        [ -z "$(ip -4 route show 198.19.$n.0/24 2>/dev/null)" ]; then
-        NET=198.19.$n
-        break
-    fi
-done
-[ -n "$NET" ] || skip "no free /24 in 198.19.0.0/16 on this host"
-HOST_IP=$NET.1
-BRIDGE=${ID}br
-ip link add "$BRIDGE" type bridge || fatal "ip link add bridge"
-ip addr add "$HOST_IP/24" dev "$BRIDGE"
-ip link set "$BRIDGE" up
 BOARDS=(sysd sup)
-IPS=()
-for i in 0 1; do
-    ns=${ID}b$i
-    ip netns add "$ns" || fatal "ip netns add $ns"
-    NS+=("$ns")
-    ip link add "${ID}h$i" type veth peer name "${ID}p$i" || fatal "veth"
-    ip link set "${ID}p$i" netns "$ns"
-    ip link set "${ID}h$i" master "$BRIDGE" up
-    ip -n "$ns" link set lo up
-    ip -n "$ns" link set "${ID}p$i" name eth0
-    ip -n "$ns" addr add "$NET.$((11 + i))/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    IPS+=("$NET.$((11 + i))")
-done
+# The boards on a bridge, in a free /24 of 198.19.0.0/16.
+fleet_network 198.19 2
 log "bridge $BRIDGE $HOST_IP/24, boards ${BOARDS[*]} at ${IPS[*]}"
-
-# ------------------------------------------------------------- binfmt_misc
-if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
-    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || skip "cannot mount binfmt_misc"
-    BINFMT_MOUNTED=1
-fi
-magic_aarch64='\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
-magic_arm='\x7f\x45\x4c\x46\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00'
-MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
-for arch in aarch64 arm; do
-    magic=$magic_aarch64 interp=$QEMU_AARCH64
-    [ $arch = arm ] && magic=$magic_arm interp=$QEMU_ARM
-    hex=$(printf '%s' "$magic" | sed 's/\\x//g')
-    reuse=
-    for e in /proc/sys/fs/binfmt_misc/*; do
-        case ${e##*/} in register | status | bpf[0-9]* | bpa[0-9]*) continue ;; esac
-        if grep -qx enabled "$e" 2>/dev/null && grep -qx "magic $hex" "$e" 2>/dev/null; then
-            reuse=${e##*/}
-            break
-        fi
-    done
-    [ -z "$reuse" ] || continue
-    # F: the interpreter is opened now, so it works inside the container too.
-    printf ':%s:M::%s:%s:%s:F' "$ID-$arch" "$magic" "$MASK" "$interp" \
-        >/proc/sys/fs/binfmt_misc/register 2>/dev/null || skip "cannot register $arch in binfmt_misc"
-    BINFMT_REGISTERED+=("$ID-$arch")
-done
+fleet_binfmt
 
 # ------------------------------------------------------------- keys, ports
-ssh-keygen -q -t ed25519 -N '' -C "$ID-client" -f "$TMP/client_key" || fatal "ssh-keygen"
-: >"$TMP/known_hosts"
-used_ports=$(ss -Htan 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
-pick_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        grep -qx "$p" <<<"$used_ports" && continue
-        used_ports+=$'\n'$p
-        echo "$p"
-        return
-    done
-}
-TASKS_EP=tcp://$HOST_IP:$(pick_port)
-RESULTS_EP=tcp://$HOST_IP:$(pick_port)
-CONTROL_EP=tcp://$HOST_IP:$(pick_port)
-cat >"$TMP/ssh_config" <<EOF
-Host *
-    IdentityFile $TMP/client_key
-    IdentitiesOnly yes
-    UserKnownHostsFile $TMP/known_hosts
-    GlobalKnownHostsFile /dev/null
-    StrictHostKeyChecking yes
-    UpdateHostKeys no
-    BatchMode yes
-    LogLevel ERROR
-EOF
-# sshd_config BOARD-INDEX HOSTKEY AUTHKEYS PIDFILE [SETENV]
-sshd_config() {
-    cat <<EOF
-ListenAddress ${IPS[$1]}:22
-HostKey $2
-PidFile $4
-AuthorizedKeysFile $3
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-UseDNS no
-PrintMotd no
-X11Forwarding no
-AllowTcpForwarding no
-MaxStartups 64:30:128
-Subsystem sftp $SFTP
-LogLevel VERBOSE
-${5:+SetEnv $5}
-EOF
-}
-# wait_ssh USER INDEX: until the board's sshd lets USER in (20 s).
-# shellcheck disable=SC2317  # called through check
-wait_ssh() {
-    local t_end=$(($(date +%s) + 20))
-    while [ "$(date +%s)" -lt "$t_end" ]; do
-        timeout 5 ssh -F "$TMP/ssh_config" -o ConnectTimeout=2 "$1@${IPS[$2]}" true </dev/null 2>/dev/null && return 0
-        sleep 0.3
-    done
-    return 1
-}
+fleet_ssh_client ''  # no default user: each login names root or pi
+fleet_endpoints
 
 # ------------------------------------------------------------- board "sup"
-d=$TMP/sshd1
-mkdir -p "$d" "$TMP/sysroot/sup/etc/cron.d" "$TMP/boards/sup"
-ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" || fatal "ssh-keygen"
-cp "$TMP/client_key.pub" "$d/authorized_keys"
-sshd_config 1 "$d/host_key" "$d/authorized_keys" "$d/sshd.pid" "BPFLEET_SYSROOT=$TMP/sysroot/sup" >"$d/sshd_config"
-[ -d /run/sshd ] || { mkdir -p /run/sshd && chmod 755 /run/sshd; }
-printf '%s %s\n' "${IPS[1]}" "$(cut -d' ' -f1,2 "$d/host_key.pub")" >>"$TMP/known_hosts"
-ip netns exec "${NS[1]}" /usr/sbin/sshd -f "$d/sshd_config" -E "$d/sshd.log" || fatal "sshd of sup: $(tail -n 3 "$d/sshd.log")"
+mkdir -p "$TMP/sysroot/sup/etc/cron.d" "$TMP/boards/sup"
+fleet_sshd 1 "$TMP/authorized_keys" "BPFLEET_SYSROOT=$TMP/sysroot/sup"
 check "sshd of sup answers on ${IPS[1]}:22" wait_ssh root 1
 
 # ------------------------------------------------------------- board "sysd"
@@ -345,7 +137,7 @@ if [ -z "$WHY1" ]; then
     cp "$TMP/client_key.pub" "$R/etc/ssh/bp_authorized_keys"
     sshd_config 0 /etc/ssh/ssh_host_ed25519_key /etc/ssh/bp_authorized_keys /run/sshd.pid >"$R/etc/ssh/sshd_config"
     sed -i '/^LogLevel/a SyslogFacility AUTH' "$R/etc/ssh/sshd_config"
-    printf '%s %s\n' "${IPS[0]}" "$(cut -d' ' -f1,2 "$R/etc/ssh/ssh_host_ed25519_key.pub")" >>"$TMP/known_hosts"
+    fleet_known_host 0 "$R/etc/ssh/ssh_host_ed25519_key.pub"
     # The sudo rules exactly as board/README.md gives them (user pi,
     # PREFIX written out), checked by visudo, and sudo's own log.
     SUDO_RULES=$(awk '/^pi ALL=\(root\) NOPASSWD: /,/[^\\]$/' "$ROOT/board/README.md" | sed 's|PREFIX|/opt/boardpipe|g')
@@ -389,66 +181,24 @@ if [ -z "$WHY1" ]; then
 fi
 
 # ------------------------------------------------------------- batches
-SUMMARY_CHECK=$(
-    cat <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-n = int(sys.argv[2]); boards = sys.argv[3].split(",")
-errs = []
-for k, want in (("total", n), ("ok", n), ("failed", 0), ("missing", 0), ("duplicates", 0)):
-    if s.get(k) != want:
-        errs.append(f"{k}={s.get(k)} (want {want})")
-w = s.get("workers", {})
-for b in boards:
-    if w.get(b, {}).get("ok", 0) <= 0:
-        errs.append(f"board {b} did no work")
-print(" ".join(f"{b}={w.get(b, {}).get('ok', 0)}" for b in boards))
-if errs:
-    print("; ".join(errs)); sys.exit(1)
-PY
-)
 # run_batch NAME N BOARDS: the host's sink and ventilator, N tasks that the
 # boards upper-case (--exec 'tr a-z A-Z'); every board in BOARDS did work.
 run_batch() {
-    local name=$1 n=$2 boards=$3 nw vrc=0 src=0 s v
-    nw=$(tr ',' '\n' <<<"$boards" | wc -l)
-    deadline "$name"
+    local name=$1 n=$2 boards=$3
     seq -f "task-%04g-of-$name" 1 "$n" >"$TMP/$name.tasks"
-    timeout 90 "$SINK" --bind "$RESULTS_EP" --control-bind "$CONTROL_EP" --once \
-        --output "$TMP/$name.out" --timeout 30 --summary-json "$TMP/$name.json" >"$TMP/$name.sink.log" 2>&1 &
-    s=$!
-    HOST_PIDS+=("$s")
-    sleep 0.5
-    timeout 80 "$VENT" --bind "$TASKS_EP" --sink "$RESULTS_EP" --input "$TMP/$name.tasks" \
-        --wait-workers "$nw" --wait-timeout 30 >"$TMP/$name.vent.log" 2>&1 &
-    v=$!
-    HOST_PIDS+=("$v")
-    wait "$v" || vrc=$?
-    wait "$s" || src=$?
-    check "$name: ventilator and sink exit 0 ($vrc, $src)" [ "$vrc" = 0 -a "$src" = 0 ]
-    local res
-    res=$(python3 -c "$SUMMARY_CHECK" "$TMP/$name.json" "$n" "$boards" 2>&1)
-    check "$name: all $n results exactly once, from ${boards} ($res)" \
-        python3 -c "$SUMMARY_CHECK" "$TMP/$name.json" "$n" "$boards"
-    local want got
-    want=$(tr '[:lower:]' '[:upper:]' <"$TMP/$name.tasks" | sort | sha256sum)
-    got=$(grep -o "TASK-[0-9]*-OF-${name^^}" "$TMP/$name.out" 2>/dev/null | sort | sha256sum)
-    check "$name: each task upper-cased by a board, exactly once" [ "$want" = "$got" ]
+    fleet_batch_start "$name" "$(tr ',' '\n' <<<"$boards" | wc -l)" "$TMP/$name.tasks" 30 90
+    fleet_batch_wait
+    check "$name: ventilator and sink exit 0 ($VRC, $SRC)" [ "$VRC" = 0 -a "$SRC" = 0 ]
+    fleet_batch_results "$name" "$n" "$boards"
 }
 
 # A broken worker (answers --version, then exits 1) for the rollbacks.
-for p in aarch64-musl armv7-musl; do
-    mkdir -p "$TMP/broken/$p/bin" "$TMP/good/$p/bin"
-    # shellcheck disable=SC2016  # the script's own ${1:-}
-    printf '#!/bin/sh\n[ "${1:-}" = --version ] && { echo "worker (boardpipe) 9.9.9"; exit 0; }\necho "deliberately broken worker" >&2\nexit 1\n' \
-        >"$TMP/broken/$p/bin/worker"
-    chmod 755 "$TMP/broken/$p/bin/worker"
-done
+fleet_broken_workers "$TMP/broken" aarch64-musl armv7-musl
 # A working new worker: the same binary under another SHA-256 (a byte
 # appended to the ELF file does not change what it runs).
+mkdir -p "$TMP/good/aarch64-musl/bin"
 cp "$BUILD/aarch64-musl/bin/worker" "$TMP/good/aarch64-musl/bin/worker"
 printf '\n' >>"$TMP/good/aarch64-musl/bin/worker"
-sha_f() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
 
 # ------------------------------------------------------------- part 1
 if [ -n "$WHY1" ]; then
@@ -463,15 +213,7 @@ else
             --tasks "$TASKS_EP" --results "$RESULTS_EP" --control "$CONTROL_EP" \
             --timeout 60 --connect-timeout 5 "$@"
     }
-    fleet_ok() {
-        local what=$1 rc=0
-        shift
-        deadline "bpfleet $*"
-        log "bpfleet $* ($what, as pi)"
-        OUT=$(fleet "$@" 2>&1) || rc=$?
-        printf '%s\n' "$OUT" | sed 's/^/    /'
-        FLEET_RC=$rc
-    }
+    FLEET_AS=pi
     accepted() { grep -c 'Accepted publickey for pi' <<<"$(in_sysd journalctl -q -u ssh.service --no-pager 2>/dev/null)"; }
     hs=$(accepted)
     fleet_ok deploy deploy

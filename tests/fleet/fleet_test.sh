@@ -18,228 +18,35 @@
 #   BP_FLEET_TASKS=N          size of the first batch (default 1000)
 set -uo pipefail
 
-ROOT=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-BUILD=${BP_FLEET_BUILD_ROOT:-$ROOT/build}
-BPFLEET=$ROOT/board/bpfleet
+# shellcheck source-path=SCRIPTDIR source=fleet_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fleet_lib.sh"
+fleet_init fleet "bpf$$" 540 "${1:-}"
 NTASKS=${BP_FLEET_TASKS:-1000}
-T0=$(date +%s)
-ID=bpf$$
-TMP=
-NS=()
-SSHD_PIDFILES=()
-BINFMT_REGISTERED=()
-BINFMT_MOUNTED=0
-BRIDGE=
-HOST_PIDS=()
-PASSED=0
-FAILED=0
-
-log() { printf '[%3ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
-# A skip only when nothing has failed yet: a failed check stays a failure.
-skip() {
-    if [ "$FAILED" -gt 0 ]; then
-        printf 'not ok - cannot go on (%s) after %d failed check(s)\n' "$*" "$FAILED"
-        exit 1
-    fi
-    printf 'SKIP: %s\n' "$*"
-    exit 77
-}
-ok() { PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$*"; }
-bad() { FAILED=$((FAILED + 1)); printf 'not ok - %s\n' "$*"; }
-check() { # check DESCRIPTION COMMAND...
-    local d=$1
-    shift
-    if "$@"; then ok "$d"; else bad "$d"; fi
-}
-fatal() {
-    bad "$*"
-    exit 1
-}
-# Every step below is bounded by timeouts; this keeps their sum within the
-# budget (CTest's TIMEOUT kills without a chance to clean up).
-BUDGET=${BP_FLEET_BUDGET:-300}
-deadline() {
-    [ $(($(date +%s) - T0)) -lt "$BUDGET" ] || fatal "over the ${BUDGET}s budget before: $*"
-}
-
-# ------------------------------------------------------------- cleanup
-# shellcheck disable=SC2317  # invoked by the EXIT trap
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    local p ns e
-    for p in "${HOST_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    # Everything still running inside the boards (sshd, sessions, workers,
-    # supervisors): TERM, then KILL.
-    for ns in "${NS[@]}"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
-    done
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        local left=0
-        for ns in "${NS[@]}"; do
-            [ -n "$(ip netns pids "$ns" 2>/dev/null)" ] && left=1
-        done
-        [ "$left" = 0 ] && break
-        sleep 0.3
-    done
-    for ns in "${NS[@]}"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-    done
-    for p in "${HOST_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    for e in 0 1 2; do ip link del "${ID}h$e" 2>/dev/null; done
-    for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
-    [ -n "$BRIDGE" ] && ip link del "$BRIDGE" 2>/dev/null
-    # veth ends in deleted namespaces go away asynchronously.
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        ip -o link show 2>/dev/null | grep -q ": $ID" || break
-        sleep 0.3
-    done
-    for e in "${BINFMT_REGISTERED[@]}"; do
-        [ -e "/proc/sys/fs/binfmt_misc/$e" ] && echo -1 >"/proc/sys/fs/binfmt_misc/$e"
-    done
-    if [ "$BINFMT_MOUNTED" = 1 ]; then
-        local others=0
-        for e in /proc/sys/fs/binfmt_misc/*; do
-            case ${e##*/} in register | status) ;; *) others=1 ;; esac
-        done
-        [ "$others" = 0 ] && umount /proc/sys/fs/binfmt_misc
-    fi
-    # /run/sshd (sshd's privilege separation directory, on tmpfs) stays:
-    # another run's or the system's sshd may need it by now.
-    if [ -n "$TMP" ]; then
-        if [ "${BP_FLEET_KEEP:-0}" = 1 ]; then
-            echo "kept $TMP"
-        else
-            rm -rf "$TMP"
-        fi
-    fi
-    # Anything of ours left behind is a failure of the test itself.
-    if ip -o link show 2>/dev/null | grep -q ": $ID"; then
-        echo "not ok - cleanup: links named $ID* remain"
-        rc=1
-    fi
-    if ip netns list 2>/dev/null | grep -q "^$ID"; then
-        echo "not ok - cleanup: namespaces named $ID* remain"
-        rc=1
-    fi
-    # A failed check fails the run whatever came after it: a later skip
-    # (77) or a clean end (0) must not hide it.
-    if [ "$FAILED" -gt 0 ] && { [ "$rc" = 0 ] || [ "$rc" = 77 ]; }; then
-        rc=1
-    fi
-    printf 'fleet: %d passed, %d failed (%ss), exit %d%s\n' "$PASSED" "$FAILED" \
-        "$(($(date +%s) - T0))" "$rc" "$([ "$rc" = 77 ] && echo ' (skipped: cannot run here)')"
-    exit "$rc"
-}
 
 # ------------------------------------------------------------- preconditions
-[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, binfmt_misc, sshd)"
-for c in ip ssh scp ssh-keygen timeout python3 sha256sum xargs pgrep stat; do
-    command -v "$c" >/dev/null || skip "no '$c' on this machine"
-done
-[ -x /usr/sbin/sshd ] || skip "no /usr/sbin/sshd: apt-get install openssh-server"
-SFTP=/usr/lib/openssh/sftp-server
-[ -x "$SFTP" ] || skip "no $SFTP (openssh-sftp-server) for scp"
-for q in qemu-aarch64-static qemu-arm-static; do
-    command -v $q >/dev/null || skip "no $q: apt-get install qemu-user-static"
-done
-QEMU_AARCH64=$(command -v qemu-aarch64-static)
-QEMU_ARM=$(command -v qemu-arm-static)
-for f in aarch64-musl/bin/worker armv7-musl/bin/worker armv6-musl/bin/worker \
-    x86_64-musl/bin/ventilator x86_64-musl/bin/sink x86_64-musl/bin/worker; do
-    [ -x "$BUILD/$f" ] || skip "$BUILD/$f is not built (cmake --preset P && cmake --build --preset P for aarch64-musl, armv7-musl, armv6-musl, x86_64-musl)"
-done
-VENT=$BUILD/x86_64-musl/bin/ventilator
-SINK=$BUILD/x86_64-musl/bin/sink
+fleet_need_root "network namespaces, binfmt_misc, sshd"
+fleet_need_cmds ip ssh scp ssh-keygen timeout python3 sha256sum xargs pgrep stat
+fleet_need_sshd
+fleet_need_qemu
+fleet_need_built "aarch64-musl, armv7-musl, armv6-musl, x86_64-musl" \
+    aarch64-musl/bin/worker armv7-musl/bin/worker armv6-musl/bin/worker \
+    x86_64-musl/bin/ventilator x86_64-musl/bin/sink x86_64-musl/bin/worker
 for f in aarch64-musl:"$QEMU_AARCH64" armv7-musl:"$QEMU_ARM" armv6-musl:"$QEMU_ARM" x86_64-musl:; do
     if ! ${f#*:} "$BUILD/${f%%:*}/bin/worker" --help 2>&1 | grep -q -- '--curve-server'; then
         skip "$BUILD/${f%%:*}/bin/worker has no --curve-server (built before CURVE: rebuild it)"
     fi
 done
 [ -x "$BPFLEET" ] || fatal "no $BPFLEET"
-
-# Leftovers of runs that were killed (SIGKILL leaves no chance to clean
-# up): namespaces, links and binfmt entries named bpf<pid> of a dead pid.
-reap_stale() {
-    local n pid p
-    for n in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E '^bpf[0-9]+b[0-9]+$'); do
-        pid=${n#bpf}
-        pid=${pid%b*}
-        [ -d "/proc/$pid" ] && continue
-        echo "removing stale namespace $n"
-        for p in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-        ip netns del "$n" 2>/dev/null
-    done
-    for n in $(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | sed 's/@.*//' | grep -E '^bpf[0-9]+(br|h[0-9]+)$'); do
-        pid=${n#bpf}
-        pid=${pid%%[bh]*}
-        [ -d "/proc/$pid" ] && continue
-        echo "removing stale link $n"
-        ip link del "$n" 2>/dev/null
-    done
-    for n in /proc/sys/fs/binfmt_misc/bpf[0-9]*-*; do
-        [ -e "$n" ] || continue
-        pid=${n##*/bpf}
-        pid=${pid%%-*}
-        [ -d "/proc/$pid" ] && continue
-        echo "removing stale binfmt_misc entry ${n##*/}"
-        echo -1 >"$n"
-    done
-}
-reap_stale
-
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-TMP=$(mktemp -d "/tmp/$ID.XXXXXX")
-chmod 755 "$TMP"
-log "work dir $TMP"
-
-# Namespaces permitted at all?
-if ! err=$(ip netns add "${ID}probe" 2>&1); then
-    skip "cannot create a network namespace here: $err"
-fi
-ip netns del "${ID}probe"
+fleet_reap_stale
+fleet_start
 
 # ------------------------------------------------------------- network
-# A /24 of 198.18.0.0/15 that nothing on this host uses yet.
-NET=
-start=$(($$ % 200 + 1))
-for i in $(seq 0 253); do
-    n=$(((start + i) % 254 + 1))
-    if ! ip -4 -o addr show | grep -q " 198\.18\.$n\." &&
-        [ -z "$(ip -4 route show 198.18.$n.0/24 2>/dev/null)" ]; then
-        NET=198.18.$n
-        break
-    fi
-done
-[ -n "$NET" ] || skip "no free /24 in 198.18.0.0/16 on this host"
-HOST_IP=$NET.1
-
-BRIDGE=${ID}br
-ip link add "$BRIDGE" type bridge || fatal "ip link add bridge"
-ip addr add "$HOST_IP/24" dev "$BRIDGE"
-ip link set "$BRIDGE" up
-
 BOARDS=(pi64 pi2 pizero)
 PROFILES=(pi4-64 pi2 pi0)
 CPUS=(cortex-a53 cortex-a7 arm1176)
 QEMUS=("$QEMU_AARCH64" "$QEMU_ARM" "$QEMU_ARM")
-IPS=()
-for i in 0 1 2; do
-    ns=${ID}b$i
-    ip netns add "$ns" || fatal "ip netns add $ns"
-    NS+=("$ns")
-    ip link add "${ID}h$i" type veth peer name "${ID}p$i" || fatal "veth"
-    ip link set "${ID}p$i" netns "$ns"
-    ip link set "${ID}h$i" master "$BRIDGE" up
-    ip -n "$ns" link set lo up
-    ip -n "$ns" link set "${ID}p$i" name eth0
-    ip -n "$ns" addr add "$NET.$((11 + i))/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    IPS+=("$NET.$((11 + i))")
-done
+# The boards on a bridge, in a free /24 of 198.18.0.0/16.
+fleet_network 198.18 3
 noroute=1
 for ns in "${NS[@]}"; do
     [ -z "$(ip -n "$ns" route show default)" ] || noroute=0
@@ -249,45 +56,7 @@ check "boards have no route out of $NET.0/24" [ $noroute = 1 ]
 log "bridge $BRIDGE $HOST_IP/24, boards ${IPS[*]} in ${NS[*]}"
 
 # ------------------------------------------------------------- binfmt_misc
-if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
-    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
-        skip "cannot mount binfmt_misc"
-    BINFMT_MOUNTED=1
-fi
-# ELF headers of aarch64 and 32-bit little-endian ARM executables (as in
-# qemu's and Debian's registrations).
-magic_aarch64='\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
-magic_arm='\x7f\x45\x4c\x46\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00'
-MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
-for arch in aarch64 arm; do
-    magic=$magic_aarch64
-    [ $arch = arm ] && magic=$magic_arm
-    # Reuse an enabled registration for the same ELF magic that is not
-    # another test run's (e.g. Debian's qemu-user-static + binfmt-support);
-    # never touch it. Another run's bpf* entry may vanish under us: register
-    # our own then.
-    hex=$(printf '%s' "$magic" | sed 's/\\x//g')
-    reuse=
-    for e in /proc/sys/fs/binfmt_misc/*; do
-        case ${e##*/} in register | status | bpf[0-9]*) continue ;; esac
-        if grep -qx enabled "$e" 2>/dev/null && grep -qx "magic $hex" "$e" 2>/dev/null; then
-            reuse=${e##*/}
-            break
-        fi
-    done
-    if [ -n "$reuse" ]; then
-        log "binfmt_misc: reusing the existing '$reuse' registration for $arch"
-        continue
-    fi
-    entry=$ID-$arch
-    interp=$QEMU_AARCH64
-    [ $arch = arm ] && interp=$QEMU_ARM
-    printf ':%s:M::%s:%s:%s:F' "$entry" "$magic" "$MASK" "$interp" \
-        >/proc/sys/fs/binfmt_misc/register 2>/dev/null ||
-        skip "cannot register $arch in binfmt_misc"
-    BINFMT_REGISTERED+=("$entry")
-    log "binfmt_misc: registered $entry -> $interp (F)"
-done
+fleet_binfmt
 for i in 0 1 2; do
     prof=${PROFILES[$i]}
     preset=$("$BPFLEET" --profiles "$ROOT/board/profiles.conf" profiles | awk -v p="$prof" '$1 == p { print $2 }')
@@ -297,10 +66,7 @@ for i in 0 1 2; do
 done
 
 # ------------------------------------------------------------- sshd per board
-if [ ! -d /run/sshd ]; then
-    mkdir -p /run/sshd && chmod 755 /run/sshd
-fi
-ssh-keygen -q -t ed25519 -N '' -C "$ID-client" -f "$TMP/client_key" || fatal "ssh-keygen"
+fleet_ssh_client root
 # Issue #11: pizero gets a busybox userland (Debian's busybox-static, its
 # applets alone on the PATH of its ssh sessions), where the host has it.
 BB_BOARD=
@@ -312,85 +78,19 @@ if [ -x /bin/busybox ]; then
 else
     log "no /bin/busybox (apt-get install busybox-static): pizero keeps the host's userland"
 fi
-cp "$TMP/client_key.pub" "$TMP/authorized_keys"
-: >"$TMP/known_hosts"
 for i in 0 1 2; do
-    d=$TMP/sshd$i
-    mkdir -p "$d"
-    ssh-keygen -q -t ed25519 -N '' -C "$ID-host$i" -f "$d/host_key" || fatal "ssh-keygen"
-    cat >"$d/sshd_config" <<EOF
-# sshd of simulated board ${BOARDS[$i]} ($ID), in namespace ${NS[$i]}
-ListenAddress ${IPS[$i]}:22
-HostKey $d/host_key
-PidFile $d/sshd.pid
-AuthorizedKeysFile $TMP/authorized_keys
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-UseDNS no
-PrintMotd no
-X11Forwarding no
-AllowTcpForwarding no
-MaxStartups 64:30:128
-Subsystem sftp $SFTP
-LogLevel VERBOSE
-# The board's / for bpfleet's boot hook (boards share the host's files).
-SetEnv BPFLEET_SYSROOT=$TMP/sysroot/${BOARDS[$i]}$([ "$i" = "$BB_BOARD" ] && echo " PATH=$TMP/bb/bin")
-EOF
     mkdir -p "$TMP/sysroot/${BOARDS[$i]}/etc/cron.d"
-    printf '%s %s\n' "${IPS[$i]}" "$(cut -d' ' -f1,2 "$d/host_key.pub")" >>"$TMP/known_hosts"
-    ip netns exec "${NS[$i]}" /usr/sbin/sshd -f "$d/sshd_config" -E "$d/sshd.log" ||
-        fatal "sshd for ${BOARDS[$i]} did not start: $(tail -n 3 "$d/sshd.log")"
-    SSHD_PIDFILES+=("$d/sshd.pid")
+    # The board's / for bpfleet's boot hook (boards share the host's files).
+    fleet_sshd "$i" "$TMP/authorized_keys" \
+        "BPFLEET_SYSROOT=$TMP/sysroot/${BOARDS[$i]}$([ "$i" = "$BB_BOARD" ] && echo " PATH=$TMP/bb/bin")"
 done
-cat >"$TMP/ssh_config" <<EOF
-Host *
-    User root
-    IdentityFile $TMP/client_key
-    IdentitiesOnly yes
-    UserKnownHostsFile $TMP/known_hosts
-    GlobalKnownHostsFile /dev/null
-    StrictHostKeyChecking yes
-    UpdateHostKeys no
-    BatchMode yes
-    LogLevel ERROR
-EOF
 for i in 0 1 2; do
-    up=0
-    t_end=$(($(date +%s) + 20))
-    while [ "$(date +%s)" -lt $t_end ]; do
-        if timeout 5 ssh -F "$TMP/ssh_config" -o ConnectTimeout=2 "root@${IPS[$i]}" true </dev/null 2>/dev/null; then
-            up=1
-            break
-        fi
-        sleep 0.2
-    done
-    check "sshd of ${BOARDS[$i]} answers on ${IPS[$i]}:22" [ $up = 1 ]
-    [ $up = 1 ] || fatal "no ssh to ${BOARDS[$i]}: $(tail -n 5 "$TMP/sshd$i/sshd.log")"
+    check "sshd of ${BOARDS[$i]} answers on ${IPS[$i]}:22" wait_ssh root "$i" ||
+        fatal "no ssh to ${BOARDS[$i]}: $(tail -n 5 "$TMP/sshd$i/sshd.log")"
 done
 
 # ------------------------------------------------------------- ports, inventory
-used_ports=$(ss -Htan 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
-pick_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        grep -qx "$p" <<<"$used_ports" && continue
-        used_ports+=$'\n'$p
-        echo "$p"
-        return
-    done
-}
-PT=$(pick_port)
-PR=$(pick_port)
-PC=$(pick_port)
-TASKS_EP=tcp://$HOST_IP:$PT
-RESULTS_EP=tcp://$HOST_IP:$PR
-CONTROL_EP=tcp://$HOST_IP:$PC
-log "host endpoints: tasks $TASKS_EP results $RESULTS_EP control $CONTROL_EP"
+fleet_endpoints
 
 # ------------------------------------------------------------- CURVE keys
 # The host's key pair, made on the host; the boards' pairs are made on the
@@ -427,18 +127,6 @@ fleet() {
         --build-root "$BUILD" --tasks "$TASKS_EP" --results "$RESULTS_EP" --control "$CONTROL_EP" \
         --curve-host-key "$KEYS/host.key" --curve-allow "$ALLOW" \
         --timeout 60 --connect-timeout 5 "$@"
-}
-# fleet_ok NAME CMD...: runs bpfleet, keeps its output in $OUT, shows it.
-fleet_ok() {
-    local what=$1
-    shift
-    local rc=0
-    deadline "bpfleet $*"
-    log "bpfleet $* ($what)"
-    OUT=$(fleet "$@" 2>&1) || rc=$?
-    OUT=$(grep -v '^bpfleet: work dir kept: ' <<<"$OUT")
-    printf '%s\n' "$OUT" | sed 's/^/    /'
-    FLEET_RC=$rc
 }
 board_line() { grep -E "^$1 " <<<"$OUT" | head -n 1; }
 # Issue #11: one ssh connection per board per command. sshd (LogLevel
@@ -550,70 +238,21 @@ check "deploy twice: same key fingerprints (${FP[*]}), no reminder to SIGHUP" \
     [ "$same_fp" = 3 -a "$(grep -c 'kill -HUP' <<<"$OUT")" = 0 ]
 
 # ------------------------------------------------------------- start, batch 1
-SUMMARY_CHECK=$(
-    cat <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-n = int(sys.argv[2]); boards = sys.argv[3].split(",")
-absent = [b for b in (sys.argv[4] if len(sys.argv) > 4 else "").split(",") if b]
-errs = []
-for k, want in (("total", n), ("ok", n), ("failed", 0), ("missing", 0), ("duplicates", 0)):
-    if s.get(k) != want:
-        errs.append(f"{k}={s.get(k)} (want {want})")
-w = s.get("workers", {})
-for b in boards:
-    if w.get(b, {}).get("ok", 0) <= 0:
-        errs.append(f"board {b} did no work")
-for b in absent:
-    if b in w:
-        errs.append(f"board {b} sent results: {w[b]}")
-if sum(v.get("ok", 0) for v in w.values()) != n:
-    errs.append("per-worker ok counts do not add up")
-print(" ".join(f"{b}={w.get(b, {}).get('ok', 0)}" for b in boards), f"elapsed_s={s.get('elapsed_s')}")
-if errs:
-    print("; ".join(errs)); sys.exit(1)
-PY
-)
+# The host roles with CURVE (the host's secret key, the allowlist).
+BATCH_ROLE_ARGS=(--curve-secret "$KEYS/host.key_secret" --curve-allow "$ALLOW")
 # start_batch NAME NWORKERS INPUT SINK_TIMEOUT: the host's sink and
-# ventilator, with CURVE (the host's secret key, the allowlist), in the
-# background (pids of their timeout wrappers: SINK_T, VENT_T).
-start_batch() {
-    local name=$1 nw=$2 input=$3 stmo=$4
-    deadline "$name"
-    timeout 120 "$SINK" --bind "$RESULTS_EP" --control-bind "$CONTROL_EP" --once \
-        --output "$TMP/$name.out" --timeout "$stmo" --summary-json "$TMP/$name.json" \
-        --curve-secret "$KEYS/host.key_secret" --curve-allow "$ALLOW" \
-        >"$TMP/$name.sink.log" 2>&1 &
-    SINK_T=$!
-    HOST_PIDS+=("$SINK_T")
-    sleep 0.5
-    BATCH_T1=$(date +%s.%N)
-    timeout 110 "$VENT" --bind "$TASKS_EP" --sink "$RESULTS_EP" --input "$input" \
-        --wait-workers "$nw" --wait-timeout 30 \
-        --curve-secret "$KEYS/host.key_secret" --curve-allow "$ALLOW" \
-        >"$TMP/$name.vent.log" 2>&1 &
-    VENT_T=$!
-    HOST_PIDS+=("$VENT_T")
-}
+# ventilator in the background (pids of their timeout wrappers: SINK_T, VENT_T).
+start_batch() { fleet_batch_start "$1" "$2" "$3" "$4" 120; }
 # end_batch NAME N BOARDS [ABSENT]: waits for both; every board in BOARDS
 # (comma-separated) did work, ABSENT none.
 end_batch() {
-    local name=$1 n=$2 boards=$3 absent=${4:-} vrc=0 src=0
-    wait "$VENT_T" || vrc=$?
-    wait "$SINK_T" || src=$?
-    log "$name: ventilator exit $vrc, sink exit $src, $(python3 -c "import time,sys; print(round(time.time()-float(sys.argv[1]),1))" "$BATCH_T1") s"
-    check "$name: ventilator exit 0" [ "$vrc" = 0 ]
-    check "$name: sink exit 0" [ "$src" = 0 ]
+    local name=$1
+    fleet_batch_wait
+    log "$name: ventilator exit $VRC, sink exit $SRC, $(python3 -c "import time,sys; print(round(time.time()-float(sys.argv[1]),1))" "$BATCH_T1") s"
+    check "$name: ventilator exit 0" [ "$VRC" = 0 ]
+    check "$name: sink exit 0" [ "$SRC" = 0 ]
     sed 's/^/    sink: /' "$TMP/$name.sink.log" | tail -n 5
-    local res
-    res=$(python3 -c "$SUMMARY_CHECK" "$TMP/$name.json" "$n" "$boards" "$absent" 2>&1)
-    check "$name: all $n results exactly once, every board did work${absent:+, none from $absent} ($res)" \
-        python3 -c "$SUMMARY_CHECK" "$TMP/$name.json" "$n" "$boards" "$absent"
-    # The results themselves: each task upper-cased by a board's /bin/sh tr.
-    local want got
-    want=$(tr '[:lower:]' '[:upper:]' <"$TMP/$name.tasks" | sort | sha256sum)
-    got=$(grep -o "TASK-[0-9]*-OF-${name^^}" "$TMP/$name.out" 2>/dev/null | sort | sha256sum)
-    check "$name: output holds each upper-cased task exactly once" [ "$want" = "$got" ]
+    fleet_batch_results "$@"
 }
 # run_batch NAME N BOARDS: sink + ventilator on the host, N tasks.
 run_batch() {
@@ -809,7 +448,6 @@ check "no board's secret key left its board (after every deploy)" secrets_stayed
 # bpfleet rollback BOARD puts the previous files back on demand.
 RBB=${BOARDS[0]}
 RBROOT=$TMP/boards/$RBB/opt/boardpipe
-sha_f() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
 orig_sha=$(sha_f "$RBROOT/bin/worker")
 others_before=$(sha_f "$TMP/boards/${BOARDS[1]}/opt/boardpipe/bin/worker")$(sha_f "$TMP/boards/${BOARDS[2]}/opt/boardpipe/bin/worker")
 # A new worker that works (the same binary behind a wrapper: another
@@ -817,13 +455,7 @@ others_before=$(sha_f "$TMP/boards/${BOARDS[1]}/opt/boardpipe/bin/worker")$(sha_
 mkdir -p "$TMP/good/aarch64-musl/bin"
 printf '#!/bin/sh\nexec %s "$@"\n' "$BUILD/aarch64-musl/bin/worker" >"$TMP/good/aarch64-musl/bin/worker"
 chmod 755 "$TMP/good/aarch64-musl/bin/worker"
-for p in aarch64-musl armv7-musl armv6-musl; do
-    mkdir -p "$TMP/broken/$p/bin"
-    # shellcheck disable=SC2016  # the script's own ${1:-}
-    printf '#!/bin/sh\n[ "${1:-}" = --version ] && { echo "worker (boardpipe) 9.9.9"; exit 0; }\necho "deliberately broken worker" >&2\nexit 1\n' \
-        >"$TMP/broken/$p/bin/worker"
-    chmod 755 "$TMP/broken/$p/bin/worker"
-done
+fleet_broken_workers "$TMP/broken" aarch64-musl armv7-musl armv6-musl
 fleet_ok up-good upgrade --build-root "$TMP/good" "$RBB"
 check "upgrade $RBB to a new working worker: exit 0, restarted and back" \
     [ "$FLEET_RC" = 0 -a "$(grep -c 'restarted, worker back' <<<"$OUT")" = 1 ]
