@@ -104,6 +104,25 @@ int bp_reader_next(struct bp_reader *r, const char **rec, size_t *len)
     }
     int delim = r->nul ? '\0' : '\n';
     for (;;) {
+        /* Fast path: a whole record in the read-ahead buffer is handed out
+         * where it is, its delimiter overwritten by the NUL (no copy). */
+        if (r->in_pos < r->in_len) {
+            char *p = r->in + r->in_pos;
+            char *d = memchr(p, delim, r->in_len - r->in_pos);
+            size_t n = d ? (size_t)(d - p) : 0;
+            if (d && n <= r->max) {
+                r->in_pos += n + 1;
+                r->record++;
+                if (!r->nul && n && p[n - 1] == '\r')
+                    n--;
+                if (!r->nul && n == 0)
+                    continue;
+                p[n] = '\0';
+                *rec = p;
+                *len = n;
+                return BP_OK;
+            }
+        }
         size_t n = 0;
         int too_big = 0, any = 0, ended = 0;
         /* Bounded: a huge record costs at most max bytes of memory. */

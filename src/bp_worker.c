@@ -15,8 +15,16 @@
 #include "bp_transform.h"
 
 /* Credit a worker with an instant built-in transform asks for: enough that
- * the channel is never round-trip bound for small tasks. */
+ * the channel is never round-trip bound for small tasks. BUILTIN_WINDOW
+ * before task sizes are known and at least; up to BUILTIN_WINDOW_MAX (the
+ * ventilator's cap) while that many tasks fit in BUILTIN_BYTES, so memory
+ * queued here stays bounded whatever the task size. */
 #define BUILTIN_WINDOW 1024
+#define BUILTIN_WINDOW_MAX 4096
+#define BUILTIN_BYTES ((double)(1 << 20))
+/* Done ids held for one CREDIT: 32 KiB, inside the ventilator's 64 KiB
+ * limit on worker messages. */
+#define MAX_DONE 4096
 /* The most tasks a worker queues beyond its running ones (--prefetch). */
 #define MAX_PREFETCH 256
 /* Longest pause between two tries to reach a silent host. */
@@ -67,6 +75,7 @@ struct worker {
     int64_t credit_out; /* credit granted and not used by tasks yet */
     uint32_t window_max;
     double rtt_ms, task_ms; /* moving averages, for --prefetch auto */
+    double task_bytes;      /* moving average of a task's wire size */
     uint64_t batch;         /* of the newest tasks */
     /* results being packed (v2) */
     struct bp_pack rp;
@@ -202,8 +211,14 @@ static int64_t held(const struct worker *w)
 static uint32_t window(const struct worker *w)
 {
     const struct bp_opts *o = w->o;
-    if (w->instant)
-        return o->prefetch >= 0 ? (uint32_t)(o->prefetch > 0 ? o->prefetch : 1) : BUILTIN_WINDOW;
+    if (w->instant && o->prefetch >= 0)
+        return (uint32_t)(o->prefetch > 0 ? o->prefetch : 1);
+    if (w->instant) {
+        double fit = w->task_bytes > 0 ? BUILTIN_BYTES / w->task_bytes : 0;
+        return fit >= BUILTIN_WINDOW_MAX ? BUILTIN_WINDOW_MAX
+               : fit <= BUILTIN_WINDOW   ? BUILTIN_WINDOW
+                                         : (uint32_t)fit;
+    }
     uint32_t pf;
     if (o->prefetch >= 0) {
         pf = (uint32_t)o->prefetch;
@@ -569,6 +584,10 @@ static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
     size_t off = 0;
     struct bp_task_rec tr;
     w->batch = m->batch;
+    if (m->n) {
+        double per = (double)m->body_len / m->n;
+        w->task_bytes = w->task_bytes > 0 ? 0.8 * w->task_bytes + 0.2 * per : per;
+    }
     w->credit_out -= m->n;
     if (w->credit_out < 0)
         w->credit_out = 0;
@@ -591,6 +610,13 @@ static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
     }
     if (back)
         send_ctl(w);
+    /* Instant tasks: their results and the credit they free go out per
+     * pack received, not once the whole burst read is done, so the
+     * ventilator refills the window while we work through the rest. */
+    if (w->instant && !back) {
+        flush_results(w);
+        send_credit(w, 0);
+    }
 }
 
 static void on_host_message(struct worker *w, const void *buf, size_t len, int64_t now)
@@ -1018,11 +1044,11 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     signal(SIGPIPE, SIG_IGN);
     w.nslots = o->jobs > 0 ? o->jobs : 1;
     w.instant = !o->exec && o->sleep_ms <= 0;
-    w.window_max = w.instant ? BUILTIN_WINDOW : (uint32_t)w.nslots + MAX_PREFETCH;
+    w.window_max = w.instant ? BUILTIN_WINDOW_MAX : (uint32_t)w.nslots + MAX_PREFETCH;
     if (o->prefetch > 0 && (uint32_t)o->prefetch + (uint32_t)w.nslots > w.window_max)
         w.window_max = (uint32_t)o->prefetch + (uint32_t)w.nslots;
     w.qcap = w.window_max;
-    w.done_cap = 4 * w.window_max;
+    w.done_cap = 4 * w.window_max < MAX_DONE ? 4 * w.window_max : MAX_DONE;
     w.slots = calloc((size_t)w.nslots, sizeof *w.slots);
     w.items = calloc((size_t)w.nslots * 3 + 3, sizeof *w.items);
     w.q = calloc(w.qcap, sizeof *w.q);
