@@ -153,7 +153,12 @@ else()
     -DCMAKE_INSTALL_LIBDIR=lib
     -DCMAKE_POSITION_INDEPENDENT_CODE=OFF)
 
+  # The build directories are per key: a new recipe or toolchain gets a
+  # fresh CMake cache for libzmq and cmocka, so what is published under a
+  # key is what the key describes (an old build directory would keep the
+  # flags of its first configure).
   ExternalProject_Add(libzmq_ep
+    BINARY_DIR "${CMAKE_BINARY_DIR}/libzmq_ep-prefix/src/libzmq_ep-build-${_key}"
     URL "${_zmq_tgz}"
     URL_HASH SHA256=${BP_ZMQ_SHA256}
     DOWNLOAD_EXTRACT_TIMESTAMP ON
@@ -172,6 +177,7 @@ else()
   # Serialised after libzmq: both would otherwise build zig's libc/libc++ for
   # this target at the same time on a cold cache.
   ExternalProject_Add(cmocka_ep
+    BINARY_DIR "${CMAKE_BINARY_DIR}/cmocka_ep-prefix/src/cmocka_ep-build-${_key}"
     URL "${_cmocka_tgz}"
     URL_HASH SHA256=${BP_CMOCKA_SHA256}
     DOWNLOAD_EXTRACT_TIMESTAMP ON

@@ -13,10 +13,15 @@ set(CMAKE_CXX_COMPILER "${_bp_zig}/c++")
 set(CMAKE_AR "${_bp_zig}/ar" CACHE FILEPATH "zig ar")
 set(CMAKE_RANLIB "${_bp_zig}/ranlib" CACHE FILEPATH "zig ranlib")
 
-# -O is always given through the build type: zig adds
-# -fsanitize=undefined -fsanitize-trap to unoptimised C, so UB would show
-# up as SIGILL in Debug builds (see toolchains/README.md).
-set(_bp_arch "-target ${BP_TARGET_TRIPLE} -mcpu=${BP_TARGET_CPU}")
+# -O2 in every compile and link, CMake's compiler checks included. zig
+# builds musl and libc++ for a target once per optimisation mode (-O1..-O3
+# are all its ReleaseFast), and the checks run without the build type's
+# flags: without an -O here the first configure made zig build a Debug
+# musl and libc++ that no binary uses, then the ReleaseFast ones for the
+# first link (about 1.5 min of CPU per target wasted). The build type's -O3
+# comes after it and wins. An -O is needed anyway: zig adds
+# -fsanitize=undefined -fsanitize-trap to unoptimised C (UB as SIGILL).
+set(_bp_arch "-target ${BP_TARGET_TRIPLE} -mcpu=${BP_TARGET_CPU} -O2")
 # Unused code of libzmq/libc++ is dropped at link time: about 5% smaller.
 # (-Os would save 24% more but measured ~20% slower; see toolchains/README.md.)
 set(CMAKE_C_FLAGS_INIT "${_bp_arch} -ffunction-sections -fdata-sections")
