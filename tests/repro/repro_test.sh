@@ -13,8 +13,8 @@
 #   BP_REPRO_PRESET=x86_64-musl
 #   BP_REPRO_JOBS=2           cmake --build -j (the builds run one at a time,
 #                             under nice)
-#   BP_REPRO_TMP=$TMPDIR      where the two clones go (about 2 x 400 MB;
-#                             default /tmp); removed on exit
+#   BP_REPRO_TMP=$TMPDIR      where the two clones go (about 2 x 110 MB;
+#                             default /tmp); removed on exit, also on failure
 #   BP_REPRO_KEEP=1           keep them, to look at a difference
 #   BP_DEPS_CACHE             passed through to both builds when set (the
 #                             libzmq/cmocka build cache, cmake/BpThirdParty.cmake):
@@ -26,8 +26,8 @@
 #                             build; zig defaults to the checkout's .venv
 #                             (scripts/bootstrap), shared by both builds.
 # Exit 0: identical; 1: a difference (each differing file is named, with
-# hints) or a failed build; 77: cannot run here (no git checkout, no zig,
-# no cmake/ninja/git).
+# hints), a failed build or an unknown BP_REPRO_COMMIT; 77: cannot run
+# here (no git checkout, no zig, no cmake/ninja/git).
 # Measured on this project's 2-core machine, shared with other builds:
 # see toolchains/README.md ("Reproducible builds").
 set -eu
@@ -46,8 +46,10 @@ for tool in git cmake ninja cpack tar gzip ar cmp; do
 done
 git -C "$root" rev-parse --git-dir >/dev/null 2>&1 ||
     skip "$root is not a git checkout (the test builds a commit)"
-sha=$(git -C "$root" rev-parse --verify --quiet "$commit^{commit}") ||
-    skip "no commit $commit in $root"
+sha=$(git -C "$root" rev-parse --verify --quiet "$commit^{commit}") || {
+    say "FAIL: no commit $commit in $root (BP_REPRO_COMMIT)"
+    exit 1
+}
 zig=${BP_ZIG:-$root/.venv/bin/zig}
 [ -x "$zig" ] || skip "no zig at $zig (run scripts/bootstrap or set BP_ZIG)"
 BP_ZIG=$zig
