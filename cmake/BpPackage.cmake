@@ -116,8 +116,12 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${_bp_pkg_bin}/deb/postrm)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
+# Reproducible packages (toolchains/README.md): SOURCE_DATE_EPOCH is set in
+# CPackProject.cmake.in, the tarball sorted by ReproTgz.cmake. The staged
+# directories' modes follow the umask: scripts/package sets 022.
 configure_file(${_bp_pkg_src}/CPackProject.cmake.in
                ${PROJECT_BINARY_DIR}/CPackProject.cmake @ONLY)
 set(CPACK_PROJECT_CONFIG_FILE ${PROJECT_BINARY_DIR}/CPackProject.cmake)
+set(CPACK_POST_BUILD_SCRIPTS ${_bp_pkg_src}/ReproTgz.cmake)
 
 include(CPack)

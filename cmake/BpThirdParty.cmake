@@ -202,6 +202,8 @@ else()
   endif()
 endif()
 
+# Where this build's libzmq and cmocka are (tests/repro compares them).
+file(WRITE "${CMAKE_BINARY_DIR}/deps-prefix.txt" "${_deps}")
 file(MAKE_DIRECTORY ${_deps}/include)
 
 add_library(bp_zmq STATIC IMPORTED GLOBAL)

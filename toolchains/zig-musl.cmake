@@ -22,11 +22,32 @@ set(CMAKE_RANLIB "${_bp_zig}/ranlib" CACHE FILEPATH "zig ranlib")
 # comes after it and wins. An -O is needed anyway: zig adds
 # -fsanitize=undefined -fsanitize-trap to unoptimised C (UB as SIGILL).
 set(_bp_arch "-target ${BP_TARGET_TRIPLE} -mcpu=${BP_TARGET_CPU} -O2")
+# Reproducible builds (toolchains/README.md): no absolute path of the
+# checkout, the build directory or zig's installation (whose libc/libc++
+# headers are in the debug info zig cc emits) reaches an object: __FILE__
+# in libzmq's assertions, DWARF comp_dir and file names. The toolchain
+# file is read again by every project it builds, so libzmq and cmocka
+# (ExternalProject) map their own source and build directories too. zig
+# already makes __DATE__/__TIME__ an error (-Werror=date-time) and links
+# with --build-id=none.
+if(NOT BP_ZIG_LIB_DIR)
+  execute_process(COMMAND ${_bp_zig}/run env OUTPUT_VARIABLE _bp_zig_env
+    RESULT_VARIABLE _bp_rc ERROR_QUIET)
+  if(_bp_rc EQUAL 0 AND _bp_zig_env MATCHES "\\.lib_dir = \"([^\"]+)\"")
+    set(BP_ZIG_LIB_DIR "${CMAKE_MATCH_1}")
+  endif()
+endif()
+# Handed to try_compile() projects, which read this file again.
+list(APPEND CMAKE_TRY_COMPILE_PLATFORM_VARIABLES BP_ZIG_LIB_DIR)
+set(_bp_repro "-ffile-prefix-map=${CMAKE_SOURCE_DIR}=. -ffile-prefix-map=${CMAKE_BINARY_DIR}=.")
+if(BP_ZIG_LIB_DIR)
+  string(APPEND _bp_repro " -ffile-prefix-map=${BP_ZIG_LIB_DIR}=/zig/lib")
+endif()
 # Unused code of libzmq/libc++ is dropped at link time: about 5% smaller.
 # (-Os would save 24% more but measured ~20% slower; see toolchains/README.md.)
-set(CMAKE_C_FLAGS_INIT "${_bp_arch} -ffunction-sections -fdata-sections")
-set(CMAKE_CXX_FLAGS_INIT "${_bp_arch} -ffunction-sections -fdata-sections")
-set(CMAKE_ASM_FLAGS_INIT "${_bp_arch}")
+set(CMAKE_C_FLAGS_INIT "${_bp_arch} -ffunction-sections -fdata-sections ${_bp_repro}")
+set(CMAKE_CXX_FLAGS_INIT "${_bp_arch} -ffunction-sections -fdata-sections ${_bp_repro}")
+set(CMAKE_ASM_FLAGS_INIT "${_bp_arch} ${_bp_repro}")
 set(CMAKE_EXE_LINKER_FLAGS_INIT "-static -Wl,--gc-sections")
 
 set(BP_TARGET_TRIPLE "${BP_TARGET_TRIPLE}" CACHE STRING "zig target triple")
