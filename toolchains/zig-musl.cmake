@@ -13,15 +13,17 @@ set(CMAKE_CXX_COMPILER "${_bp_zig}/c++")
 set(CMAKE_AR "${_bp_zig}/ar" CACHE FILEPATH "zig ar")
 set(CMAKE_RANLIB "${_bp_zig}/ranlib" CACHE FILEPATH "zig ranlib")
 
-# -O2 in every compile and link, CMake's compiler checks included. zig
+# -O2 -s in every compile and link, CMake's compiler checks included. zig
 # builds musl and libc++ for a target once per optimisation mode (-O1..-O3
-# are all its ReleaseFast), and the checks run without the build type's
-# flags: without an -O here the first configure made zig build a Debug
-# musl and libc++ that no binary uses, then the ReleaseFast ones for the
-# first link (about 1.5 min of CPU per target wasted). The build type's -O3
-# comes after it and wins. An -O is needed anyway: zig adds
-# -fsanitize=undefined -fsanitize-trap to unoptimised C (UB as SIGILL).
-set(_bp_arch "-target ${BP_TARGET_TRIPLE} -mcpu=${BP_TARGET_CPU} -O2")
+# are all its ReleaseFast) and strip mode (-s: without debug info), and
+# the checks run without the build type's flags or the Release link's -s:
+# a first configure made zig build a Debug (later: unstripped) musl and
+# libc++ that no binary uses, then the stripped ReleaseFast ones at the
+# first link (measured for aarch64: 101 s for one build on a quiet 2-core
+# machine; the second one is gone). The build type's -O3 comes after it
+# and wins; nothing here is built with debug info. An -O is needed anyway:
+# zig adds -fsanitize=undefined -fsanitize-trap to unoptimised C.
+set(_bp_arch "-target ${BP_TARGET_TRIPLE} -mcpu=${BP_TARGET_CPU} -O2 -s")
 # Reproducible builds (toolchains/README.md): no absolute path of the
 # checkout, the build directory or zig's installation (whose libc/libc++
 # headers are in the debug info zig cc emits) reaches an object: __FILE__
