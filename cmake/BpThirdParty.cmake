@@ -124,6 +124,9 @@ foreach(c IN ITEMS "${CMAKE_C_COMPILER}" "${CMAKE_CXX_COMPILER}")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "boardpipe: ${c} --version failed")
   endif()
+  # Not where it is installed: checkouts, the Docker build and the repro
+  # test each have their own .venv with the same zig.
+  string(REGEX REPLACE "InstalledDir:[^\n]*" "" v "${v}")
   string(APPEND _key_text "${v}")
 endforeach()
 get_filename_component(_cc_dir "${CMAKE_C_COMPILER}" DIRECTORY)
