@@ -92,6 +92,23 @@ static int append(struct bp_reader *r, size_t *len, const char *p, size_t n, int
     return BP_OK;
 }
 
+/* Ends the text record p[0..n) that either path of bp_reader_next() found:
+ * drops a CR before the newline, and returns 0 for an empty record (text
+ * mode skips those), else NUL-terminates it into *rec and *len and
+ * returns 1. */
+static int finish_record(const struct bp_reader *r, char *p, size_t n, const char **rec,
+                         size_t *len)
+{
+    if (!r->nul && n && p[n - 1] == '\r')
+        n--;
+    if (!r->nul && n == 0)
+        return 0;
+    p[n] = '\0';
+    *rec = p;
+    *len = n;
+    return 1;
+}
+
 int bp_reader_next(struct bp_reader *r, const char **rec, size_t *len)
 {
     if (!r->f) {
@@ -113,14 +130,9 @@ int bp_reader_next(struct bp_reader *r, const char **rec, size_t *len)
             if (d && n <= r->max) {
                 r->in_pos += n + 1;
                 r->record++;
-                if (!r->nul && n && p[n - 1] == '\r')
-                    n--;
-                if (!r->nul && n == 0)
-                    continue;
-                p[n] = '\0';
-                *rec = p;
-                *len = n;
-                return BP_OK;
+                if (finish_record(r, p, n, rec, len))
+                    return BP_OK;
+                continue;
             }
         }
         size_t n = 0;
@@ -149,16 +161,9 @@ int bp_reader_next(struct bp_reader *r, const char **rec, size_t *len)
         r->record++;
         if (too_big)
             return BP_ETOOBIG;
-        if (!r->nul && n && r->buf[n - 1] == '\r')
-            n--;
-        if (!r->nul && n == 0) {
-            if (!ended)
-                return BP_EXIT_INFO;
-            continue;
-        }
-        r->buf[n] = '\0';
-        *rec = r->buf;
-        *len = n;
-        return BP_OK;
+        if (finish_record(r, r->buf, n, rec, len))
+            return BP_OK;
+        if (!ended)
+            return BP_EXIT_INFO;
     }
 }
