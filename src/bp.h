@@ -163,12 +163,14 @@ struct bp_report {
     int64_t stale;       /* sink: results of another batch, dropped */
     int64_t lost;        /* tasks failed as lost --max-attempts times */
     int64_t halted;      /* tasks not run: --halt stopped the batch */
-    int64_t redelivered; /* ventilator: deliveries lost and sent again;
-                            sink: tasks whose final result came from a later delivery */
+    int64_t redelivered; /* deliveries made again after a loss (a worker died or went
+                            silent, a deadline passed, no acknowledgement came); the
+                            sink counts those its accepted results show */
     int64_t retried;     /* failed tries run again (--retries) */
     int64_t recovered;   /* sink: tasks ok after a lost delivery */
     int64_t refused;     /* peers refused by CURVE authentication */
     int64_t forged;      /* control messages from a peer that is not the host, dropped */
+    int64_t foreign;     /* sink: results for ids the ventilator never announced, dropped */
     int workers;         /* sink: distinct workers seen */
     double elapsed_s;
 };

@@ -14,10 +14,11 @@ struct task {
     uint8_t inq;      /* in the queue, the retry list or the lost list */
     uint16_t attempt; /* deliveries so far */
     uint16_t losses, fails;
-    uint8_t halted; /* reported to the sink as halted, not lost */
-    int32_t worker; /* OUT/DONE: the worker index; -1 none */
-    uint32_t wgen;  /* that worker's generation, so a reused index never matches */
-    int32_t avoid;  /* a worker that failed this task (retries go elsewhere) */
+    uint8_t halted;   /* reported to the sink as halted, not lost */
+    int32_t worker;   /* OUT/DONE: the worker index; -1 none */
+    uint32_t wgen;    /* that worker's generation, so a reused index never matches */
+    int32_t avoid;    /* a worker that failed this task (retries go elsewhere) */
+    int64_t retry_at; /* when its failed try came back (avoid holds for retry_wait_ms) */
     int64_t t_out;
     int64_t deadline; /* OUT: task deadline (0 none); DONE/LOSTSENT: ack deadline */
     uint8_t *data;
@@ -46,7 +47,20 @@ struct resync {
 #define N_RESYNC 16
 #define LOST_REASON_MAX 96
 
-enum { PK_NONE, PK_BEGIN, PK_CLOSE, PK_SINK_HB, PK_LOST, PK_RESYNC, PK_END, PK_HB, PK_TASKS };
+enum {
+    PK_NONE,
+    PK_BEGIN,
+    PK_EXTENT,
+    PK_CLOSE,
+    PK_SINK_HB,
+    PK_LOST,
+    PK_RESYNC,
+    PK_END,
+    PK_HB,
+    PK_TASKS
+};
+/* How finalize() learned the outcome. */
+enum { FIN_FAILED = 0, FIN_OK = 1, FIN_AT_SINK = 2 };
 
 struct bp_dispatch {
     struct bp_dispatch_cfg c;
@@ -70,6 +84,15 @@ struct bp_dispatch {
     struct resync rs[N_RESYNC];
     int nrs;
     int sink_alive, sink_seen, need_begin, need_close, complete;
+    /* The sink answered a message carrying this batch since it last said
+     * it did not know it (batch 0): only then do tasks go out, so their
+     * results cannot reach a sink that would drop them as stale. */
+    int sink_confirmed;
+    /* Ids below this were announced to the sink (EXTENT, CLOSE); a task
+     * goes out only once its id is. */
+    uint64_t announced;
+    int need_extent;
+    uint64_t pk_extent;
     int64_t sink_last, sink_next_hb;
     uint64_t next_id;
     int input_done, finished, end_reason;
@@ -99,6 +122,7 @@ void bp_dispatch_defaults(struct bp_dispatch_cfg *c, uint64_t batch)
     c->retries = 0;
     c->task_deadline_ms = 0;
     c->ack_timeout_ms = 10000;
+    c->retry_wait_ms = 5000;
     c->max_tasks = 65536;
     c->max_bytes = (size_t)64 << 20;
     c->max_workers = 1024;
@@ -178,7 +202,7 @@ struct bp_dispatch *bp_dispatch_new(const struct bp_dispatch_cfg *cfg, int64_t n
         cfg->retries < 0 || cfg->max_tasks == 0 || cfg->max_tasks > (1u << 24) ||
         cfg->max_workers == 0 || cfg->max_workers > 65536 || cfg->pack_max == 0 ||
         cfg->max_credit == 0 || cfg->ack_timeout_ms <= 0 || cfg->max_attempts > 60000 ||
-        cfg->retries > 60000)
+        cfg->retries > 60000 || cfg->retry_wait_ms < 0)
         return NULL;
     struct bp_dispatch *d = calloc(1, sizeof *d);
     if (!d)
@@ -300,21 +324,22 @@ static void leave_state(struct bp_dispatch *d, struct task *t)
     }
 }
 
-/* A final outcome for the task in slot s. */
-static void finalize(struct bp_dispatch *d, uint32_t s, int ok)
+/* A final outcome for the task in slot s: FIN_OK, FIN_FAILED, or
+ * FIN_AT_SINK (counted from the sink's COMPLETE, not here). */
+static void finalize(struct bp_dispatch *d, uint32_t s, int how)
 {
     struct task *t = &d->t[s];
     int was_lost = t->state == T_LOSTSENT || t->state == T_LOSTQ;
     leave_state(d, t);
     if (d->c.on_final)
-        d->c.on_final(d->c.on_final_arg, t->id, ok);
-    if (ok)
+        d->c.on_final(d->c.on_final_arg, t->id, how);
+    if (how == FIN_OK)
         d->st.ok++;
-    else
+    else if (how == FIN_FAILED)
         d->st.failed++;
-    if (was_lost && !ok && t->halted)
+    if (was_lost && how == FIN_FAILED && t->halted)
         d->st.halted++;
-    else if (was_lost && !ok)
+    else if (was_lost && how == FIN_FAILED)
         d->st.lost++;
     d->held--;
     d->held_bytes -= t->len;
@@ -348,7 +373,7 @@ static void lose(struct bp_dispatch *d, uint32_t s, int64_t now)
         if (!d->c.use_sink) {
             t->state = T_LOSTSENT; /* nobody to tell: final at once */
             d->lost_wait++;
-            finalize(d, s, 0);
+            finalize(d, s, FIN_FAILED);
             return;
         }
         leave_state(d, t);
@@ -501,7 +526,7 @@ static void on_done_id(struct bp_dispatch *d, struct worker *w, uint64_t id, int
     }
     w->done++;
     if (!d->c.use_sink) {
-        finalize(d, s, 1);
+        finalize(d, s, FIN_OK);
         return;
     }
     leave_state(d, t);
@@ -613,6 +638,21 @@ void bp_dispatch_worker_gone(struct bp_dispatch *d, const void *rid, size_t rid_
 
 /* ---- sink ---- */
 
+/* The sink must hear the batch again (BEGIN, what was read, CLOSE), and
+ * say it knows it before more tasks go out. */
+static void sink_retell(struct bp_dispatch *d, int64_t now)
+{
+    d->need_begin = 1;
+    d->need_close = d->input_done;
+    d->announced = 0;
+    d->need_extent = d->next_id > 0 && !d->input_done;
+    /* A ping right behind the BEGIN confirms it; while the sink keeps not
+     * knowing the batch (it refused the BEGIN), pings keep their pace. */
+    if (d->sink_confirmed)
+        d->sink_next_hb = now;
+    d->sink_confirmed = 0;
+}
+
 static void sink_heard(struct bp_dispatch *d, int64_t now)
 {
     d->sink_last = now;
@@ -622,8 +662,7 @@ static void sink_heard(struct bp_dispatch *d, int64_t now)
     if (d->sink_seen) {
         /* The sink was gone: tell it the batch again (idempotent there),
          * and give results in flight a fresh chance to be acknowledged. */
-        d->need_begin = 1;
-        d->need_close = d->input_done;
+        sink_retell(d, now);
         for (uint32_t k = 0; k < d->c.max_tasks; k++) {
             struct task *t = &d->t[k];
             if (t->state == T_DONE || t->state == T_LOSTSENT)
@@ -633,26 +672,28 @@ static void sink_heard(struct bp_dispatch *d, int64_t now)
     d->sink_seen = 1;
 }
 
-/* The sink has a result for every task of the batch. Normally every one
- * was acknowledged already; after a crash of ours (acknowledgements lost,
- * or a journal cut short) some may still be held, sent again or out on
- * workers: the sink will never acknowledge those again (a --once sink has
- * left), so they are final now, and the batch's counts are the sink's. */
+/* The sink has a final result for every task of the batch. Normally every
+ * one was acknowledged already; after a crash of ours (acknowledgements
+ * lost, or a journal cut short) some may still be held, sent again or out
+ * on workers: the sink will never acknowledge those again (a --once sink
+ * has left), so they are final now with the outcome the sink holds, and
+ * the batch's counts are the sink's. Only a COMPLETE that fits the batch
+ * counts: input read to the end, and as many results as tasks read. */
 static void on_complete(struct bp_dispatch *d, uint64_t ok, uint64_t failed)
 {
-    if (d->complete)
+    if (d->complete || !d->input_done || ok + failed != d->next_id || ok > d->next_id) {
+        d->st.stale++;
         return;
+    }
     d->complete = 1;
-    /* (the normal end, every task acknowledged: our counts are the sink's;
-     * fewer results than tasks we took: not a batch we know, nothing to take) */
-    if (!d->held || ok + failed < d->next_id)
-        return;
+    if (!d->held)
+        return; /* the normal end: every task acknowledged, our counts are the sink's */
     d->sink_ok = ok;
     d->sink_failed = failed;
     for (uint32_t k = 0; k < d->c.max_tasks; k++) {
         uint8_t st = d->t[k].state;
         if (st != T_FREE && st != T_ZOMBIE)
-            finalize(d, k, 1);
+            finalize(d, k, FIN_AT_SINK);
     }
 }
 
@@ -669,7 +710,7 @@ static void on_ack(struct bp_dispatch *d, const struct bp_ack_rec *a, int64_t no
         return;
     }
     if (a->kind != BP_ACK_RETRY) {
-        finalize(d, s, a->kind == BP_ACK_OK);
+        finalize(d, s, a->kind == BP_ACK_OK ? FIN_OK : FIN_FAILED);
         return;
     }
     /* A failed try: only the current delivery's failure counts. */
@@ -686,6 +727,7 @@ static void on_ack(struct bp_dispatch *d, const struct bp_ack_rec *a, int64_t no
     }
     d->st.retried++;
     t->avoid = t->worker;
+    t->retry_at = now;
     leave_state(d, t);
     t->state = T_QUEUED;
     t->worker = -1;
@@ -704,10 +746,10 @@ int bp_dispatch_on_sink(struct bp_dispatch *d, const void *buf, size_t len, int6
     }
     if (m.batch == 0 && m.type == BP_MSG_HEARTBEAT) {
         /* The sink answers, but does not know our batch (it restarted, or
-         * it did not take our BEGIN): tell it again. */
+         * it did not take our BEGIN): tell it again, and send no task
+         * until it answers on our batch. */
         sink_heard(d, now);
-        d->need_begin = 1;
-        d->need_close = d->input_done;
+        sink_retell(d, now);
         return BP_OK;
     }
     if (m.batch != d->c.batch) {
@@ -733,6 +775,7 @@ int bp_dispatch_on_sink(struct bp_dispatch *d, const void *buf, size_t len, int6
         d->st.malformed++;
         return BP_EPROTO;
     }
+    d->sink_confirmed = 1; /* (it said something on our batch: it knows it) */
     return BP_OK;
 }
 
@@ -755,9 +798,6 @@ int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_
         return BP_EUSAGE;
     if (len > d->c.max_rec)
         return BP_ETOOBIG;
-    /* the sink has every result (a resumed batch, read again) */
-    if (d->next_id < d->sink_ok + d->sink_failed)
-        return bp_dispatch_add_final(d, 1, id);
     if (d->nfree == 0)
         return BP_ENOMEM;
     uint32_t s = d->freel[d->nfree - 1];
@@ -818,6 +858,11 @@ void bp_dispatch_input_done(struct bp_dispatch *d)
 
 void bp_dispatch_on_timer(struct bp_dispatch *d, int64_t now)
 {
+    for (uint32_t i = 0; i < d->rqlen; i++) {
+        struct task *t = &d->t[d->rq[i]];
+        if (t->avoid >= 0 && now - t->retry_at >= d->c.retry_wait_ms)
+            t->avoid = -1; /* waited long enough: any worker will do */
+    }
     for (uint32_t i = 0; i < d->nw; i++) {
         struct worker *w = &d->w[i];
         if (w->live && now - w->last_seen >= d->dead_ms)
@@ -857,6 +902,12 @@ void bp_dispatch_on_timer(struct bp_dispatch *d, int64_t now)
 int64_t bp_dispatch_next_deadline(const struct bp_dispatch *d)
 {
     int64_t n = d->next_scan;
+    /* A retry waiting for another worker may go to the one it avoids. */
+    for (uint32_t i = 0; i < d->rqlen; i++) {
+        const struct task *t = &d->t[d->rq[i]];
+        if (t->state == T_QUEUED && t->avoid >= 0 && t->retry_at + d->c.retry_wait_ms < n)
+            n = t->retry_at + d->c.retry_wait_ms;
+    }
     if (d->c.use_sink) {
         if (d->sink_next_hb < n)
             n = d->sink_next_hb;
@@ -917,12 +968,21 @@ static void purge(struct bp_dispatch *d)
     d->lqlen = j;
 }
 
-static int other_taker(const struct bp_dispatch *d, uint32_t wi)
+/* Whether a worker other than wi could take a task, now or later. */
+static int other_worker(const struct bp_dispatch *d, uint32_t wi)
 {
     for (uint32_t i = 0; i < d->nw; i++)
-        if (i != wi && d->w[i].live && !d->w[i].leaving && d->w[i].credit > 0)
+        if (i != wi && d->w[i].live && !d->w[i].leaving)
             return 1;
     return 0;
+}
+
+/* Whether the retry of t should wait for a worker other than wi, the one
+ * that failed it: while another worker is connected, for retry_wait_ms. */
+static int retry_avoids(const struct bp_dispatch *d, const struct task *t, uint32_t wi, int others,
+                        int64_t now)
+{
+    return t->avoid == (int32_t)wi && others && now - t->retry_at < d->c.retry_wait_ms;
 }
 
 /* Adds the task in slot s to the TASKS pack unless the pack is full (a
@@ -939,8 +999,9 @@ static int pack_task(struct bp_dispatch *d, uint32_t s, uint32_t *n, size_t *byt
     return 1;
 }
 
-/* Fills a TASKS pack for worker wi; returns the number of tasks in it. */
-static uint32_t build_tasks(struct bp_dispatch *d, uint32_t wi)
+/* Fills a TASKS pack for worker wi; returns the number of tasks in it.
+ * Only ids the sink has been told of go out. */
+static uint32_t build_tasks(struct bp_dispatch *d, uint32_t wi, int64_t now)
 {
     struct worker *w = &d->w[wi];
     uint32_t lim = w->credit < d->c.pack_max ? w->credit : d->c.pack_max;
@@ -957,11 +1018,12 @@ static uint32_t build_tasks(struct bp_dispatch *d, uint32_t wi)
     }
     size_t bytes = BP_MSG_HDR; /* pack_bytes bounds the whole message */
     uint32_t n = 0;
-    int avoid_ok = !other_taker(d, wi);
+    int others = d->rqlen ? other_worker(d, wi) : 0;
+    uint64_t told = d->c.use_sink ? d->announced : UINT64_MAX;
     bp_pack_begin(&d->pk, BP_MSG_TASKS, d->c.batch);
     for (uint32_t i = 0; i < d->rqlen && n < lim; i++) {
         const struct task *t = &d->t[d->rq[i]];
-        if (t->state != T_QUEUED || (t->avoid == (int32_t)wi && !avoid_ok))
+        if (t->state != T_QUEUED || t->id >= told || retry_avoids(d, t, wi, others, now))
             continue;
         if (!pack_task(d, d->rq[i], &n, &bytes))
             break;
@@ -969,7 +1031,10 @@ static uint32_t build_tasks(struct bp_dispatch *d, uint32_t wi)
     uint32_t k = 0;
     for (; k < d->qlen && n < lim; k++) {
         uint32_t s = q_at(d, k);
-        if (d->t[s].state == T_QUEUED && !pack_task(d, s, &n, &bytes))
+        if (d->t[s].state != T_QUEUED)
+            continue;
+        /* (the queue pops from the front: stop, do not skip) */
+        if (d->t[s].id >= told || !pack_task(d, s, &n, &bytes))
             break;
     }
     d->pk_qpop = k;
@@ -1001,6 +1066,14 @@ static int peek_sink(struct bp_dispatch *d, int64_t now, struct bp_out *o)
     if (d->need_begin) {
         bp_pack_begin(&d->pk, BP_MSG_BEGIN, d->c.batch);
         return emit(d, PK_BEGIN, BP_TO_SINK, NULL, o);
+    }
+    if (d->next_id > d->announced || (d->need_extent && d->next_id)) {
+        /* What was read belongs to the batch: the sink writes results only
+         * for ids it was told of. */
+        bp_pack_begin(&d->pk, BP_MSG_EXTENT, d->c.batch);
+        bp_pack_u64(&d->pk, d->next_id);
+        d->pk_extent = d->next_id;
+        return emit(d, PK_EXTENT, BP_TO_SINK, NULL, o);
     }
     if (now >= d->sink_next_hb) {
         /* The sink answers a ping at once: that is how we know it is there. */
@@ -1060,7 +1133,7 @@ static void halt_tasks(struct bp_dispatch *d, int now_too)
         d->lost_wait++;
         if (!d->c.use_sink) {
             t->state = T_LOSTSENT; /* nobody to tell: final at once */
-            finalize(d, k, 0);
+            finalize(d, k, FIN_FAILED);
         }
     }
     /* Off the queue and the retry list (nothing there is queued now),
@@ -1105,7 +1178,8 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out
         o->len = d->pk.len;
         return 1;
     }
-    int may_send = !d->finished && !d->halted && (d->sink_alive || !d->c.use_sink) && d->queued > 0;
+    int may_send = !d->finished && !d->halted && d->queued > 0 &&
+                   (!d->c.use_sink || (d->sink_alive && d->sink_confirmed));
     for (uint32_t j = 0; j < d->nw; j++) {
         uint32_t i = (d->rr + j) % d->nw;
         struct worker *w = &d->w[i];
@@ -1122,7 +1196,7 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out
             return emit(d, PK_HB, BP_TO_WORKER, w, o);
         }
         if (may_send && w->credit > 0 && !w->leaving) {
-            uint32_t n = build_tasks(d, i);
+            uint32_t n = build_tasks(d, i, now);
             if (n) {
                 d->pk_n = n;
                 return emit(d, PK_TASKS, BP_TO_WORKER, w, o);
@@ -1139,11 +1213,19 @@ void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
     case PK_BEGIN:
         d->need_begin = 0;
         break;
+    case PK_EXTENT:
+        if (d->pk_extent > d->announced)
+            d->announced = d->pk_extent;
+        d->need_extent = 0;
+        break;
     case PK_CLOSE:
         d->need_close = 0;
         break;
     case PK_SINK_HB:
         d->sink_next_hb = now + d->c.hb_ivl_ms;
+        /* Said again with every ping while input is read: a sink that
+         * restarted from its journal knows the batch but not the extent. */
+        d->need_extent = !d->input_done;
         break;
     case PK_LOST:
         for (uint32_t i = 0; i < d->pk_n; i++) {

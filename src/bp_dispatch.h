@@ -36,6 +36,8 @@ struct bp_dispatch_cfg {
     int retries;          /* re-runs of a failed command (0) */
     int task_deadline_ms; /* a task out longer is redelivered (0: never) */
     int ack_timeout_ms;   /* DONE without the sink's ACK for this long: redelivered */
+    int retry_wait_ms;    /* a retry waits this long for a worker other than the
+                             one that failed it, while another is connected (5000) */
     uint32_t max_tasks;   /* tasks held at once, read but not final */
     size_t max_bytes;     /* payload bytes held at once */
     uint32_t max_workers; /* live workers tracked; more HELLOs are refused */
@@ -44,8 +46,10 @@ struct bp_dispatch_cfg {
     size_t pack_bytes;    /* bytes in one TASKS message (one task may be bigger) */
     uint32_t max_rec;     /* largest task/result payload accepted */
     int use_sink;         /* 0: no sink; a task is final when its worker says DONE */
-    /* Called when a task becomes final (ok: 1, failed or lost: 0), so the
-     * caller can journal it. May be NULL. Must not call the dispatcher. */
+    /* Called when a task becomes final (ok: 1, failed or lost: 0, 2: the
+     * sink said COMPLETE before acknowledging it, so the outcome is the
+     * one the sink holds and counts), so the caller can journal it. May
+     * be NULL. Must not call the dispatcher. */
     void (*on_final)(void *arg, uint64_t id, int ok);
     void *on_final_arg;
 };

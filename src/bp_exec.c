@@ -645,3 +645,11 @@ void bp_job_release(struct bp_job *j)
     j->out = NULL;
     j->out_cap = j->out_len = 0;
 }
+
+void bp_job_term(struct bp_job *j)
+{
+    /* The guard ignores SIGTERM (it acts only on its parent's death), so
+     * the command sees it and the job ends with its status. */
+    if (!j->done && j->pid > 0 && !j->ended)
+        (void)kill(-j->pid, SIGTERM);
+}

@@ -83,4 +83,9 @@ void bp_job_interrupt(struct bp_job *j);
 /* The bytes to report: stdout if status is ok, else the stderr tail. */
 const uint8_t *bp_job_result(const struct bp_job *j, size_t *len);
 
+/* Asks the job's process group to stop (SIGTERM), as GNU parallel's
+ * --halt now does; the job then ends with whatever status the command
+ * gives. Nothing happens if the command is over. */
+void bp_job_term(struct bp_job *j);
+
 #endif

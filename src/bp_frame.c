@@ -135,6 +135,8 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
         return m->n == 0 && bl == BP_END_BODY ? BP_OK : BP_EPROTO;
     case BP_MSG_CLOSE:
         return m->n == 0 && bl == BP_CLOSE_BODY ? BP_OK : BP_EPROTO;
+    case BP_MSG_EXTENT:
+        return m->n == 0 && bl == BP_EXTENT_BODY ? BP_OK : BP_EPROTO;
     case BP_MSG_COMPLETE:
         return m->n == 0 && bl == BP_COMPLETE_BODY ? BP_OK : BP_EPROTO;
     case BP_MSG_RESYNC:
@@ -419,9 +421,9 @@ const char *bp_status_name(int status)
 
 const char *bp_msg_name(int type)
 {
-    static const char *const names[] = {"?",      "HELLO", "CREDIT",  "TASKS",   "HEARTBEAT",
-                                        "RESYNC", "END",   "BYE",     "RESULTS", "BEGIN",
-                                        "CLOSE",  "ACK",   "COMPLETE"};
+    static const char *const names[] = {"?",      "HELLO", "CREDIT",   "TASKS",   "HEARTBEAT",
+                                        "RESYNC", "END",   "BYE",      "RESULTS", "BEGIN",
+                                        "CLOSE",  "ACK",   "COMPLETE", "EXTENT"};
     if (type < 1 || type > BP_MSG_TYPE_MAX)
         return "?";
     return names[type];

@@ -47,7 +47,8 @@ enum bp_msg_type {
     BP_MSG_CLOSE = 10,    /* ventilator -> sink: the batch has N tasks */
     BP_MSG_ACK = 11,      /* sink -> ventilator: n results received */
     BP_MSG_COMPLETE = 12, /* sink -> ventilator: every task has a result */
-    BP_MSG_TYPE_MAX = 12
+    BP_MSG_EXTENT = 13,   /* ventilator -> sink: ids 0 .. N-1 exist (read so far) */
+    BP_MSG_TYPE_MAX = 13
 };
 
 enum bp_task_status {
@@ -75,7 +76,9 @@ enum bp_task_status {
 /* ACK kinds */
 enum bp_ack_kind { BP_ACK_OK = 0, BP_ACK_FAILED = 1, BP_ACK_RETRY = 2 };
 /* END reasons */
-enum bp_end_reason { BP_END_COMPLETE = 0, BP_END_STOPPING = 1 };
+/* END reasons: HALTED also tells the worker to stop what it runs for the
+ * batch (--halt now): SIGTERM to each command's group, SIGKILL after --grace. */
+enum bp_end_reason { BP_END_COMPLETE = 0, BP_END_STOPPING = 1, BP_END_HALTED = 2 };
 /* BYE flags */
 #define BP_BYE_GONE 0x01 /* the worker exits now; nothing of it is left running */
 
@@ -90,6 +93,7 @@ enum bp_end_reason { BP_END_COMPLETE = 0, BP_END_STOPPING = 1 };
     24                      /* u64 id, u16 attempt, u8 status, u8 flags, i32 code,                 \
                                u32 elapsed ms, u32 len, bytes */
 #define BP_CLOSE_BODY 8     /* u64 total */
+#define BP_EXTENT_BODY 8    /* u64 n: ids below n belong to the batch */
 #define BP_ACK_REC 12       /* u64 id, u16 attempt, u8 kind, u8 0 */
 #define BP_COMPLETE_BODY 16 /* u64 ok, u64 failed */
 

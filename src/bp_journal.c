@@ -346,6 +346,30 @@ int bp_journal_close(struct bp_journal **jp, int unlink_it)
     return rc;
 }
 
+int bp_journal_refuse_unfinished(const char *base, const char *suffix,
+                                 const char magic[BP_JOURNAL_MAGIC_LEN], const char *what)
+{
+    char path[1024];
+    if (bp_journal_path(path, sizeof path, NULL, base, suffix) != BP_OK)
+        return BP_EUSAGE;
+    struct bp_journal_scan sc;
+    char err[64];
+    int rc = bp_journal_scan(path, magic, NULL, NULL, &sc, err, sizeof err);
+    if (rc == BP_EIO && errno == ENOENT)
+        return BP_OK;
+    if (rc == BP_EIO) {
+        bp_log(BP_LOG_ERROR, "cannot read %s: %s", path, strerror(errno));
+        return BP_EIO;
+    }
+    if (rc != BP_OK || sc.records == 0)
+        return BP_OK; /* not a journal of this kind, or nothing in it */
+    bp_log(BP_LOG_ERROR,
+           "journal %s holds an unfinished batch %s: continue it with --resume, or remove the "
+           "journal to start afresh",
+           path, what);
+    return BP_EUSAGE;
+}
+
 int bp_journal_path(char *buf, size_t len, const char *given, const char *base, const char *suffix)
 {
     int n = given ? snprintf(buf, len, "%s", given) : snprintf(buf, len, "%s%s", base, suffix);

@@ -53,6 +53,17 @@ typedef int (*bp_journal_fn)(void *arg, uint8_t type, const uint8_t *p, size_t l
 int bp_journal_scan(const char *path, const char magic[BP_JOURNAL_MAGIC_LEN], bp_journal_fn fn,
                     void *arg, struct bp_journal_scan *s, char *err, size_t err_len);
 
+/* For a role started without --resume: whether the journal it would keep
+ * at its default path (base + suffix) holds an unfinished batch (at least
+ * one record of this kind: journals are removed when their batch
+ * completes). A new batch must not start over it. Returns BP_OK when there
+ * is none (no file, or not a journal of this kind); else logs one line
+ * naming the journal, what (e.g. "whose results are in out.txt"), and the
+ * way out (--resume, or remove the journal), and returns BP_EUSAGE (BP_EIO
+ * when it cannot be read). */
+int bp_journal_refuse_unfinished(const char *base, const char *suffix,
+                                 const char magic[BP_JOURNAL_MAGIC_LEN], const char *what);
+
 struct bp_journal;
 
 /* Opens path for appending. keep < 0: a new journal (an existing file is

@@ -11,6 +11,7 @@
 #include "bp_internal.h"
 #include "bp_journal.h"
 #include "bp_metrics.h"
+#include "bp_rbook.h"
 #include "bp_role.h"
 #include "bp_sock.h"
 #include "bp_stats.h"
@@ -22,10 +23,24 @@
  * this they go out at once, or (no ventilator) are dropped: the ventilator
  * sends those tasks again and the sink acknowledges them then. */
 #define READ_BURST 4096
-/* Result ids are accepted only this far above the lowest id without a
- * final result: the ventilator never has more than 65 536 tasks out, and
- * a peer's made-up id must not decide how big the id bitmaps grow. */
-#define ID_WINDOW ((uint64_t)1 << 20)
+/* Results the sink cannot place yet: for ids the ventilator has not
+ * announced (its EXTENT may still be on its way on its own connection),
+ * or of a batch not begun (a sink restarted without it: the ventilator
+ * says BEGIN again within a heartbeat, and those results are real work).
+ * Whole messages, held a while and offered again when the extent grows or
+ * the batch begins. Bounded in count, bytes and time (the liveness time);
+ * past that they are dropped unacknowledged, and an honest one comes
+ * again after the ventilator's --ack-timeout. */
+#define HOLD_MAX 4096
+#define HOLD_BYTES ((size_t)16 << 20)
+
+struct held {
+    zmq_msg_t m;
+    uint64_t batch;
+    uint64_t from, lim; /* its records with ids in [from, lim) wait */
+    int64_t since;
+    int vent; /* it came from the ventilator (may carry lost/halted results) */
+};
 
 struct sink {
     /* (grouped by size: clang-tidy's padding check) */
@@ -51,12 +66,13 @@ struct sink {
     int64_t total;
     int64_t last_activity;
     struct bp_stats st;
-    struct bp_idset seen;   /* a final result is in */
-    struct bp_idset failed; /* ... and it was a failure */
-    struct bp_idset tried;  /* a failed try was retried */
-    uint64_t low;           /* the lowest id without a final result */
+    struct bp_rbook rb; /* which ids belong, which are final (bp_rbook.h) */
     struct bp_reorder ro;
-    int64_t dups, stale, malformed, fail_lines, retried, redelivered, recovered, lost, halted;
+    int64_t stale, malformed, fail_lines, lost, halted;
+    int64_t hold_dropped; /* held results dropped: too many, too old */
+    struct held *hold;    /* grown on demand, up to HOLD_MAX */
+    int nhold, hold_cap;
+    size_t hold_bytes;
     int64_t acks_dropped;
     int64_t raw_count;
     /* the journal (--journal / --resume): see docs/journal.md */
@@ -69,7 +85,6 @@ struct sink {
     int progress;
     int m_failed_writes;
     int active;
-    int end_seen;
     int io_error;
     int jf_dirty;  /* results accepted since the last commit */
     int unsynced;  /* written since the last fsync */
@@ -237,15 +252,40 @@ static void journal_new_batch(struct sink *k, uint64_t batch)
     k->unsynced = 1;
 }
 
+static void hold_release(struct sink *k, int i)
+{
+    k->hold_bytes -= zmq_msg_size(&k->hold[i].m);
+    zmq_msg_close(&k->hold[i].m);
+    k->hold[i] = k->hold[--k->nhold];
+}
+
+static void hold_clear(struct sink *k)
+{
+    while (k->nhold)
+        hold_release(k, k->nhold - 1);
+}
+
+static void hold_free(struct sink *k)
+{
+    hold_clear(k);
+    free(k->hold);
+    k->hold = NULL;
+    k->hold_cap = 0;
+}
+
 static void batch_start(struct sink *k, uint64_t batch)
 {
     k->active = 1;
     k->batch = batch;
-    k->end_seen = 0;
-    k->total = -1;
-    k->dups = k->stale = k->fail_lines = 0;
-    k->retried = k->redelivered = k->recovered = k->lost = k->halted = 0;
-    k->low = 0;
+    k->stale = k->fail_lines = 0;
+    k->lost = k->halted = 0;
+    k->hold_dropped = 0;
+    /* (what is held for this batch waits for its EXTENT) */
+    for (int i = 0; i < k->nhold;)
+        if (k->hold[i].batch != batch)
+            hold_release(k, i);
+        else
+            i++;
     k->last_activity = bp_now_ms();
     k->vent_len = 0;
     k->acks.n = 0;
@@ -254,9 +294,7 @@ static void batch_start(struct sink *k, uint64_t batch)
     k->m_failed += k->st.failed;
     bp_stats_free(&k->st);
     bp_stats_init(&k->st, k->last_activity);
-    bp_idset_free(&k->seen);
-    bp_idset_free(&k->failed);
-    bp_idset_free(&k->tried);
+    bp_rbook_free(&k->rb);
     bp_reorder_free(&k->ro);
     bp_reorder_init(&k->ro);
     if (k->jpath[0] && !k->restoring)
@@ -295,11 +333,11 @@ static void write_json(struct sink *k, const struct bp_report *r)
             ",\"ok\":%" PRId64 ",\"failed\":%" PRId64 ",\"missing\":%" PRId64
             ",\"duplicates\":%" PRId64 ",\"redelivered\":%" PRId64 ",\"retried\":%" PRId64
             ",\"recovered\":%" PRId64 ",\"lost\":%" PRId64 ",\"halted\":%" PRId64
-            ",\"stale\":%" PRId64 ",\"malformed\":%" PRId64 ",\"forged\":%" PRId64
-            ",\"refused\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
+            ",\"stale\":%" PRId64 ",\"malformed\":%" PRId64 ",\"foreign\":%" PRId64
+            ",\"forged\":%" PRId64 ",\"refused\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
             r->batch, r->total, r->ok + r->failed, r->ok, r->failed, r->missing, r->duplicates,
             r->redelivered, r->retried, r->recovered, r->lost, r->halted, r->stale, r->malformed,
-            r->forged, r->refused, r->elapsed_s);
+            r->foreign, r->forged, r->refused, r->elapsed_s);
     for (int i = 0; i < k->st.nw; i++) {
         const struct bp_wstat *w = &k->st.w[i];
         int64_t n = w->ok + w->failed;
@@ -322,8 +360,8 @@ static void log_missing(struct sink *k)
     char line[400];
     size_t o = 0;
     int shown = 0;
-    for (int64_t id = 0; id < k->total && shown < 20; id++) {
-        if (bp_idset_has(&k->seen, (uint64_t)id))
+    for (int64_t id = (int64_t)k->rb.low; id < k->rb.total && shown < 20; id++) {
+        if (bp_idset_has(&k->rb.seen, (uint64_t)id))
             continue;
         int n = snprintf(line + o, sizeof line - o, "%s%" PRId64, shown ? " " : "", id);
         if (n < 0 || (size_t)n >= sizeof line - o)
@@ -406,14 +444,17 @@ static void write_metrics(struct sink *k, int force)
          (double)bp_zap_refused(k->sec.zap)},
         {"boardpipe_sink_batch_active", "1 while a batch runs.", BP_GAUGE, k->active ? 1.0 : 0.0},
         {"boardpipe_sink_batch_tasks", "Tasks in the batch (-1: not announced yet).", BP_GAUGE,
-         (double)(k->end_seen ? k->total : -1)},
+         (double)k->rb.total},
         {"boardpipe_sink_batch_results", "Tasks of the batch with a final result.", BP_GAUGE,
-         (double)(k->st.ok + k->st.failed)},
+         (double)(k->rb.ok + k->rb.failed_n)},
         {"boardpipe_sink_batch_redelivered",
          "Tasks of the batch whose final result came from a later delivery.", BP_GAUGE,
-         (double)k->redelivered},
+         (double)bp_rbook_redelivered(&k->rb)},
         {"boardpipe_sink_batch_duplicates", "Results of the batch received twice, dropped.",
-         BP_GAUGE, (double)k->dups},
+         BP_GAUGE, (double)k->rb.dups},
+        {"boardpipe_sink_batch_foreign",
+         "Results of the batch for ids the ventilator never announced, dropped.", BP_GAUGE,
+         (double)k->rb.foreign},
         {"boardpipe_sink_batch_workers", "Workers that sent results in the batch.", BP_GAUGE,
          (double)k->st.nw},
         {"boardpipe_sink_last_result_timestamp_seconds",
@@ -454,27 +495,27 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
         bp_role_progress_line(NULL);
     struct bp_report r = {0};
     r.batch = k->batch;
-    r.total = k->total;
-    r.ok = k->st.ok;
-    r.failed = k->st.failed;
-    r.duplicates = k->dups;
+    r.total = k->rb.total;
+    r.ok = k->rb.ok;
+    r.failed = k->rb.failed_n;
+    r.duplicates = k->rb.dups;
+    r.foreign = k->rb.foreign + k->hold_dropped;
     r.stale = k->stale;
     r.malformed = k->malformed;
     r.forged = k->forged;
     r.refused = bp_zap_refused(k->sec.zap);
-    r.redelivered = k->redelivered;
-    r.retried = k->retried;
-    r.recovered = k->recovered;
+    r.redelivered = bp_rbook_redelivered(&k->rb);
+    r.retried = k->rb.retried;
+    r.recovered = k->rb.recovered;
     r.lost = k->lost;
     r.halted = k->halted;
     r.workers = k->st.nw;
     r.elapsed_s = (double)(now - k->st.start_ms) / 1000.0;
-    if (k->end_seen && k->total > r.ok + r.failed)
-        r.missing = k->total - r.ok - r.failed;
+    r.missing = bp_rbook_missing(&k->rb);
     double rate = r.elapsed_s > 0 ? (double)(r.ok + r.failed) / r.elapsed_s : 0;
     char tot[32] = "?";
-    if (k->end_seen)
-        snprintf(tot, sizeof tot, "%" PRId64, k->total);
+    if (k->rb.total >= 0)
+        snprintf(tot, sizeof tot, "%" PRId64, k->rb.total);
     bp_log(complete ? BP_LOG_INFO : BP_LOG_ERROR,
            "batch %016" PRIx64 " %s: %" PRId64 "/%s tasks, %" PRId64 " ok, %" PRId64
            " failed, %" PRId64 " missing, %" PRId64 " duplicates in %.3f s (%.1f tasks/s)",
@@ -491,14 +532,15 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
         bp_log(BP_LOG_INFO, "  worker %-24s %8" PRId64 " ok %6" PRId64 " failed %9.1f ms/task",
                w->id, w->ok, w->failed, n ? (double)w->ms / (double)n : 0.0);
     }
-    if (k->stale || k->malformed || r.forged || r.refused)
+    if (k->stale || k->malformed || r.forged || r.refused || r.foreign)
         bp_log(BP_LOG_WARN,
                "dropped %" PRId64 " results of other batches, %" PRId64
+               " results for ids the ventilator never announced, %" PRId64
                " malformed messages, %" PRId64 " forged control messages; refused %" PRId64
                " connections (CURVE)",
-               k->stale, k->malformed, r.forged, r.refused);
+               k->stale, r.foreign, k->malformed, r.forged, r.refused);
     if (!complete) {
-        if (!k->end_seen)
+        if (k->rb.total < 0)
             bp_log(BP_LOG_ERROR, "the ventilator never announced the batch size");
         else
             log_missing(k);
@@ -636,49 +678,35 @@ static void joblog_line(struct sink *k, const struct bp_result_rec *r, const cha
     }
 }
 
-static void on_result(struct sink *k, const struct bp_result_rec *r, const char *wid)
+/* One result record: the book (bp_rbook) decides, this acts. Returns the
+ * verdict, so a RESULTS message with EARLY records can be held. */
+static int on_result(struct sink *k, const struct bp_result_rec *r, const char *wid)
 {
-    /* Ids below low are late duplicates: those are answered below. */
-    if ((k->end_seen && r->id >= (uint64_t)k->total) ||
-        (r->id >= k->low && r->id - k->low >= ID_WINDOW)) {
+    int ok = r->status == BP_ST_OK;
+    uint8_t kind = BP_ACK_OK;
+    int v = bp_rbook_result(&k->rb, r->id, r->attempt, ok, (r->flags & BP_RF_FINAL) != 0, &kind);
+    if (v == BP_RB_EARLY || v == BP_RB_FOREIGN)
+        return v; /* never written, never counted as a result */
+    if (v == BP_RB_NOMEM) {
         k->malformed++;
-        return;
+        return v;
     }
     if (k->joblog)
         joblog_line(k, r, wid); /* every attempt, also late and retried ones */
-    if (bp_idset_has(&k->seen, r->id)) {
+    if (v == BP_RB_DUP) {
         /* Already final: first result wins; tell the ventilator again. */
-        k->dups++;
-        ack(k, r->id, r->attempt, bp_idset_has(&k->failed, r->id) ? BP_ACK_FAILED : BP_ACK_OK);
-        return;
+        ack(k, r->id, r->attempt, kind);
+        return v;
     }
-    int ok = r->status == BP_ST_OK;
-    if (!ok && !(r->flags & BP_RF_FINAL)) {
+    if (v == BP_RB_RETRY) {
         /* A failed try with retries left: counted, not written. */
-        if (bp_idset_add(&k->tried, r->id) < 0) {
-            k->malformed++;
-            return;
-        }
-        k->retried++;
         bp_log(BP_LOG_DEBUG, "task %" PRIu64 " try %u %s on %s: retried", r->id,
                (unsigned)r->attempt, bp_status_name(r->status), wid);
-        ack(k, r->id, r->attempt, BP_ACK_RETRY);
-        return;
+        ack(k, r->id, r->attempt, kind);
+        return v;
     }
-    int fresh = bp_idset_add(&k->seen, r->id);
-    if (fresh < 0 || (!ok && bp_idset_add(&k->failed, r->id) < 0)) {
-        k->malformed++;
-        return;
-    }
-    while (bp_idset_has(&k->seen, k->low))
-        k->low++;
     bp_stats_add(&k->st, wid, ok);
     bp_stats_time(&k->st, r->elapsed_ms);
-    if (r->attempt > 1) {
-        k->redelivered++;
-        if (ok && !bp_idset_has(&k->tried, r->id))
-            k->recovered++;
-    }
     if (r->status == BP_ST_LOST)
         k->lost++;
     if (r->status == BP_ST_HALTED)
@@ -686,7 +714,8 @@ static void on_result(struct sink *k, const struct bp_result_rec *r, const char 
     if (!ok && r->status != BP_ST_HALTED) /* (those are counted: one line says why) */
         report_failure(k, r, wid);
     output(k, r, ok);
-    ack(k, r->id, r->attempt, ok ? BP_ACK_OK : BP_ACK_FAILED);
+    ack(k, r->id, r->attempt, kind);
+    return v;
 }
 
 static void adopt_ventilator(struct sink *k, zmq_msg_t *rid)
@@ -748,117 +777,272 @@ static void forged(struct sink *k, const char *what)
                k->forged);
 }
 
-static void on_message(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m, int from_host)
+/* The records of a RESULTS message with ids in [from, lim). vent: the
+ * sender speaks for the ventilator (only it gives a task up as lost or
+ * halted). Returns how many records are EARLY (to be held). */
+static int on_results(struct sink *k, const struct bp_msg *m, int vent, uint64_t from, uint64_t lim)
+{
+    uint8_t wl;
+    const char *w = bp_msg_wid(m, &wl);
+    /* Peer-chosen: made printable before it reaches a log or a file. */
+    char wid[BP_ID_MAX * 4 + 1];
+    if (wl)
+        bp_printable(wid, sizeof wid, w, wl);
+    else
+        snprintf(wid, sizeof wid, "?");
+    size_t off = 0;
+    struct bp_result_rec r;
+    int early = 0;
+    while (bp_msg_next_result(m, &off, &r)) {
+        if (r.id < from || r.id >= lim)
+            continue;
+        if ((r.status == BP_ST_LOST || r.status == BP_ST_HALTED) && !vent) {
+            forged(k, "a 'lost'/'halted' result");
+            continue;
+        }
+        if (on_result(k, &r, wid) == BP_RB_EARLY)
+            early++;
+    }
+    return early;
+}
+
+/* Records of a held message still waiting: [from, lim) above the extent. */
+static int64_t held_waiting(struct sink *k, const struct held *h)
+{
+    struct bp_msg m;
+    if (bp_msg_decode(&m, zmq_msg_data((zmq_msg_t *)&h->m), zmq_msg_size((zmq_msg_t *)&h->m),
+                      (uint32_t)k->o->max_msg) != BP_OK)
+        return 0;
+    size_t off = 0;
+    struct bp_result_rec r;
+    int64_t n = 0;
+    while (bp_msg_next_result(&m, &off, &r))
+        n += r.id >= h->from && r.id < h->lim;
+    return n;
+}
+
+/* Gives up on held entry i: what still waits there is dropped, counted
+ * (as stale when its batch never began). */
+static void hold_drop(struct sink *k, int i, const char *why)
+{
+    int64_t n = held_waiting(k, &k->hold[i]);
+    if (!k->active || k->hold[i].batch != k->batch) {
+        k->stale += n;
+    } else {
+        if (n && (k->hold_dropped == 0 || bp_log_enabled(BP_LOG_DEBUG)))
+            bp_log(BP_LOG_WARN,
+                   "dropped %" PRId64 " results for task ids the ventilator has not announced (%s)",
+                   n, why);
+        k->hold_dropped += n;
+    }
+    hold_release(k, i);
+}
+
+/* Holds a RESULTS message of batch whose records in [from, lim) (early of
+ * them) cannot be placed yet. */
+static void hold_msg(struct sink *k, zmq_msg_t *raw, int vent, int64_t early, uint64_t batch,
+                     uint64_t from, uint64_t lim)
+{
+    size_t sz = zmq_msg_size(raw);
+    if (k->nhold == k->hold_cap && k->hold_cap < HOLD_MAX) {
+        int cap = k->hold_cap ? k->hold_cap * 2 : 64;
+        struct held *p = realloc(k->hold, (size_t)cap * sizeof *p);
+        if (p) {
+            k->hold = p;
+            k->hold_cap = cap;
+        }
+    }
+    if (k->nhold == k->hold_cap || k->hold_bytes + sz > HOLD_BYTES) {
+        if (k->active && batch == k->batch) {
+            if (k->hold_dropped == 0 || bp_log_enabled(BP_LOG_DEBUG))
+                bp_log(BP_LOG_WARN,
+                       "dropped %" PRId64 " results for task ids the ventilator has not "
+                       "announced (too many held)",
+                       early);
+            k->hold_dropped += early;
+        } else {
+            k->stale += early;
+        }
+        return;
+    }
+    struct held *h = &k->hold[k->nhold];
+    /* A copy of its own: a shared one could pin a whole receive buffer. */
+    if (zmq_msg_init_size(&h->m, sz) != 0) {
+        k->stale += early;
+        return;
+    }
+    if (sz)
+        memcpy(zmq_msg_data(&h->m), zmq_msg_data(raw), sz);
+    h->batch = batch;
+    h->from = from;
+    h->lim = lim;
+    h->since = bp_now_ms();
+    h->vent = vent;
+    k->nhold++;
+    k->hold_bytes += sz;
+}
+
+/* The extent grew (EXTENT, CLOSE): held records below it are offered again. */
+static void hold_offer(struct sink *k)
+{
+    for (int i = 0; i < k->nhold;) {
+        struct held *h = &k->hold[i];
+        if (h->batch != k->batch) {
+            i++;
+            continue;
+        }
+        uint64_t to = k->rb.extent < h->lim ? k->rb.extent : h->lim;
+        struct bp_msg m;
+        if (to > h->from && bp_msg_decode(&m, zmq_msg_data(&h->m), zmq_msg_size(&h->m),
+                                          (uint32_t)k->o->max_msg) == BP_OK) {
+            on_results(k, &m, h->vent, h->from, to);
+            h->from = to;
+        }
+        if (k->rb.total >= 0 || h->from >= h->lim)
+            hold_drop(k, i, "beyond the batch"); /* (moves the last entry to i) */
+        else
+            i++;
+    }
+}
+
+/* Held results older than the liveness time are not waiting for an
+ * EXTENT in flight: nobody announced them. */
+static void hold_expire(struct sink *k, int64_t now)
+{
+    int64_t max_age = (int64_t)k->o->hb_ms * k->o->liveness;
+    for (int i = 0; i < k->nhold;) {
+        if (now - k->hold[i].since > max_age)
+            hold_drop(k, i, "held too long");
+        else
+            i++;
+    }
+}
+
+/* BEGIN, CLOSE or EXTENT from a sender that may speak for the ventilator,
+ * on the current batch. */
+static void on_control(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
+{
+    if (!is_vent(k, rid))
+        adopt_ventilator(k, rid);
+    if (m->type == BP_MSG_EXTENT) {
+        int rc = bp_rbook_extent(&k->rb, bp_msg_u64(m, 0));
+        if (rc < 0)
+            forged(k, "an EXTENT over the batch size");
+        else if (rc > 0 && k->nhold)
+            hold_offer(k);
+        return;
+    }
+    if (m->type != BP_MSG_CLOSE)
+        return;
+    int rc = bp_rbook_close(&k->rb, bp_msg_u64(m, 0));
+    if (rc < 0) {
+        /* A batch's size is said once and never changes. */
+        forged(k, "a CLOSE with another batch size");
+        return;
+    }
+    if (rc == 0)
+        return;
+    if (k->j) {
+        /* A sink restarted quickly is not told the size again. */
+        uint8_t b[8];
+        bp_put_be64(b, (uint64_t)k->rb.total);
+        if (bp_journal_put(k->j, SJ_TOTAL, b, sizeof b) != BP_OK)
+            journal_fail(k, "queueing a record");
+        k->jf_dirty = 1;
+    }
+    bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " has %" PRId64 " tasks", k->batch, k->rb.total);
+    if (k->nhold)
+        hold_offer(k);
+}
+
+static void on_ping(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m, int from_host)
+{
+    /* Answer a ping at once: the ventilator measures us by it. The
+     * sender of a ping on the current batch is its ventilator. */
+    uint64_t ping = bp_msg_u64(m, 0);
+    if (!ping)
+        return;
+    if (k->active && m->batch == k->batch && !is_vent(k, rid) && may_control(k, rid, from_host))
+        adopt_ventilator(k, rid);
+    /* Batch 0: "I do not know that batch", so its ventilator sends
+     * BEGIN (and CLOSE) again. */
+    bp_pack_begin(&k->reply, BP_MSG_HEARTBEAT, k->active && m->batch == k->batch ? m->batch : 0);
+    bp_pack_u64(&k->reply, 0);
+    bp_pack_u64(&k->reply, ping);
+    if (bp_pack_finish(&k->reply) == BP_OK)
+        bp_send_to(k->sock, zmq_msg_data(rid), zmq_msg_size(rid), k->reply.p, k->reply.len,
+                   ZMQ_DONTWAIT);
+}
+
+/* Whether a message of another batch (or of none yet) starts one: BEGIN
+ * does; CLOSE does when nothing is active (a sink restarted without its
+ * journal); the rest is stale (results before any BEGIN are held by the
+ * caller). Returns 1 when m belongs to the batch now. */
+static int adopt_batch(struct sink *k, const struct bp_msg *m)
+{
+    if (!k->active) {
+        if (m->type != BP_MSG_BEGIN && m->type != BP_MSG_CLOSE) {
+            k->stale++;
+            return 0;
+        }
+        batch_start(k, m->batch);
+        return 1;
+    }
+    if (m->batch == k->batch)
+        return 1;
+    if (m->type != BP_MSG_BEGIN) {
+        k->stale++;
+        return 0;
+    }
+    if (k->rb.ok + k->rb.failed_n > 0) {
+        bp_log(BP_LOG_WARN, "batch %016" PRIx64 " begins before %016" PRIx64 " completed", m->batch,
+               k->batch);
+        batch_finish(k, NULL, 0);
+    }
+    batch_start(k, m->batch);
+    return 1;
+}
+
+static void on_message(struct sink *k, zmq_msg_t *rid, zmq_msg_t *raw, const struct bp_msg *m,
+                       int from_host)
 {
     if (is_vent(k, rid))
         k->vent_heard = bp_now_ms();
     if (m->type == BP_MSG_HEARTBEAT) {
-        /* Answer a ping at once: the ventilator measures us by it. The
-         * sender of a ping on the current batch is its ventilator. */
-        uint64_t ping = bp_msg_u64(m, 0);
-        if (!ping)
-            return;
-        if (k->active && m->batch == k->batch && !is_vent(k, rid) && may_control(k, rid, from_host))
-            adopt_ventilator(k, rid);
-        /* Batch 0: "I do not know that batch", so its ventilator sends
-         * BEGIN (and CLOSE) again. */
-        bp_pack_begin(&k->reply, BP_MSG_HEARTBEAT,
-                      k->active && m->batch == k->batch ? m->batch : 0);
-        bp_pack_u64(&k->reply, 0);
-        bp_pack_u64(&k->reply, ping);
-        if (bp_pack_finish(&k->reply) == BP_OK)
-            bp_send_to(k->sock, zmq_msg_data(rid), zmq_msg_size(rid), k->reply.p, k->reply.len,
-                       ZMQ_DONTWAIT);
+        on_ping(k, rid, m, from_host);
         return;
     }
-    if (m->type != BP_MSG_RESULTS && m->type != BP_MSG_BEGIN && m->type != BP_MSG_CLOSE) {
+    if (m->type != BP_MSG_RESULTS && m->type != BP_MSG_BEGIN && m->type != BP_MSG_CLOSE &&
+        m->type != BP_MSG_EXTENT) {
         k->malformed++;
         return;
     }
     int control = m->type != BP_MSG_RESULTS;
     if (control && !may_control(k, rid, from_host)) {
-        forged(k, m->type == BP_MSG_BEGIN ? "a BEGIN" : "a CLOSE");
+        forged(k, m->type == BP_MSG_BEGIN   ? "a BEGIN"
+                  : m->type == BP_MSG_CLOSE ? "a CLOSE"
+                                            : "an EXTENT");
         return;
     }
-    if (!k->active && m->type == BP_MSG_RESULTS) {
-        /* No batch begun: results cannot overtake BEGIN (tasks go out only
-         * once we answered the ventilator's ping, which came after its
-         * BEGIN), so these are from another run, or made up. Unacknowledged,
-         * real ones come again once their ventilator told us its batch. */
-        k->stale++;
+    int vent = from_host >= 0 ? from_host : is_vent(k, rid);
+    if (!control && !k->active) {
+        /* No batch begun: a sink restarted without its journal, while the
+         * workers' results for tasks already out keep coming; the
+         * ventilator says BEGIN again within a heartbeat. Held, bounded;
+         * made-up ones expire as stale, unacknowledged. */
+        hold_msg(k, raw, vent, m->n, m->batch, 0, UINT64_MAX);
         return;
     }
-    if (!k->active) {
-        batch_start(k, m->batch);
-    } else if (m->batch != k->batch) {
-        if (m->type == BP_MSG_BEGIN && (k->st.ok + k->st.failed) > 0) {
-            bp_log(BP_LOG_WARN, "batch %016" PRIx64 " begins before %016" PRIx64 " completed",
-                   m->batch, k->batch);
-            batch_finish(k, NULL, 0);
-            batch_start(k, m->batch);
-        } else if (m->type == BP_MSG_BEGIN) {
-            batch_start(k, m->batch);
-        } else {
-            k->stale++;
-            return;
-        }
-    }
+    if (!adopt_batch(k, m))
+        return;
     k->last_activity = bp_now_ms();
-    switch (m->type) {
-    case BP_MSG_BEGIN:
-        adopt_ventilator(k, rid);
-        break;
-    case BP_MSG_CLOSE: {
-        uint64_t total = bp_msg_u64(m, 0);
-        if (total > (uint64_t)INT64_MAX / 2 || (k->end_seen && (int64_t)total != k->total)) {
-            /* A batch's size is said once and never changes. */
-            forged(k, "a CLOSE with another batch size");
-            return;
-        }
-        adopt_ventilator(k, rid);
-        int64_t was = k->end_seen ? k->total : -1;
-        k->end_seen = 1;
-        k->total = (int64_t)total;
-        if (k->j && k->total != was) {
-            /* A sink restarted quickly is not told the size again. */
-            uint8_t b[8];
-            bp_put_be64(b, (uint64_t)k->total);
-            if (bp_journal_put(k->j, SJ_TOTAL, b, sizeof b) != BP_OK)
-                journal_fail(k, "queueing a record");
-            k->jf_dirty = 1;
-        }
-        bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " has %" PRId64 " tasks", k->batch, k->total);
-        break;
+    if (control) {
+        on_control(k, rid, m);
+        return;
     }
-    case BP_MSG_RESULTS: {
-        uint8_t wl;
-        const char *w = bp_msg_wid(m, &wl);
-        /* Peer-chosen: made printable before it reaches a log or a file. */
-        char wid[BP_ID_MAX * 4 + 1];
-        if (wl)
-            bp_printable(wid, sizeof wid, w, wl);
-        else
-            snprintf(wid, sizeof wid, "?");
-        size_t off = 0;
-        struct bp_result_rec r;
-        int vent = -1; /* asked once, when a record needs it */
-        while (bp_msg_next_result(m, &off, &r)) {
-            if (r.status == BP_ST_LOST || r.status == BP_ST_HALTED) {
-                /* Only the ventilator gives a task up. */
-                if (vent < 0)
-                    vent = from_host >= 0 ? from_host : is_vent(k, rid);
-                if (!vent) {
-                    forged(k, "a 'lost'/'halted' result");
-                    continue;
-                }
-            }
-            on_result(k, &r, wid);
-        }
-        break;
-    }
-    default:
-        break;
-    }
+    int early = on_results(k, m, vent, 0, UINT64_MAX);
+    if (early)
+        hold_msg(k, raw, vent, early, k->batch, k->rb.extent, k->rb.extent + BP_RBOOK_EARLY_WINDOW);
 }
 
 static void sink_close(struct sink *k)
@@ -878,9 +1062,8 @@ static void sink_close(struct sink *k)
     if (k->own_out && k->out && fclose(k->out) != 0)
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->output, strerror(errno));
     bp_stats_free(&k->st);
-    bp_idset_free(&k->seen);
-    bp_idset_free(&k->failed);
-    bp_idset_free(&k->tried);
+    hold_free(k);
+    bp_rbook_free(&k->rb);
     bp_reorder_free(&k->ro);
     bp_pack_free(&k->acks);
     bp_pack_free(&k->reply);
@@ -921,14 +1104,12 @@ static int sj_apply(struct sj_state *st, uint64_t next)
             data = st->pend + i + 4;
             i += 4 + len;
         }
-        int fresh = bp_idset_add(&k->seen, id);
+        int ok = fl & SJ_OK;
+        int fresh = bp_rbook_restore(&k->rb, id, ok);
         if (fresh < 0)
             return BP_EPROTO;
         if (!fresh)
             continue;
-        int ok = fl & SJ_OK;
-        if (!ok && bp_idset_add(&k->failed, id) < 0)
-            return BP_EPROTO;
         if (fl & SJ_HALTED)
             k->halted++;
         bp_stats_add(&k->st, "(before resume)", ok);
@@ -1094,12 +1275,11 @@ static int sink_restore(struct sink *k)
     }
     k->own_out = 1;
     if (st.batch) {
-        if (st.total >= 0) {
-            k->end_seen = 1;
-            k->total = st.total;
+        if (st.total >= 0 && bp_rbook_close(&k->rb, (uint64_t)st.total) < 0) {
+            bp_log(BP_LOG_ERROR, "journal %s: results for tasks beyond the batch's %" PRId64,
+                   k->jpath, st.total);
+            return BP_EUSAGE;
         }
-        while (bp_idset_has(&k->seen, k->low))
-            k->low++;
         bp_log(BP_LOG_INFO,
                "resuming batch %016" PRIx64 " from %s: %" PRId64 " results written "
                "before (%" PRId64 " failed)%s",
@@ -1115,6 +1295,16 @@ static int sink_restore(struct sink *k)
     return BP_OK;
 }
 
+/* Without --journal/--resume: a journal at the default path (FILE.journal,
+ * which --resume makes) still describes an unfinished batch whose results
+ * are in FILE. Starting afresh would truncate them: refused. */
+static int refuse_unfinished(const struct bp_opts *o)
+{
+    char what[1200];
+    snprintf(what, sizeof what, "whose results are in %s (left as it is)", o->output);
+    return bp_journal_refuse_unfinished(o->output, ".journal", SJ_MAGIC, what);
+}
+
 static int sink_open(struct sink *k)
 {
     const struct bp_opts *o = k->o;
@@ -1126,6 +1316,9 @@ static int sink_open(struct sink *k)
         if (rc != BP_OK)
             return rc;
     } else if (o->output && strcmp(o->output, "-") != 0) {
+        int rc = refuse_unfinished(o);
+        if (rc != BP_OK)
+            return rc;
         k->out = fopen(o->output, "wb");
         if (!k->out) {
             bp_log(BP_LOG_ERROR, "cannot write %s: %s", o->output, strerror(errno));
@@ -1198,9 +1391,7 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
         rep = &dummy;
     memset(rep, 0, sizeof *rep);
     bp_stats_init(&k.st, bp_now_ms());
-    bp_idset_init(&k.seen);
-    bp_idset_init(&k.failed);
-    bp_idset_init(&k.tried);
+    bp_rbook_init(&k.rb);
     bp_reorder_init(&k.ro);
     bp_pack_init(&k.acks);
     bp_pack_init(&k.reply);
@@ -1216,7 +1407,7 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
     zmq_msg_init(&rid);
     zmq_msg_init(&m);
     for (;;) {
-        if (k.active && k.end_seen && k.st.ok + k.st.failed >= k.total) {
+        if (k.active && bp_rbook_complete(&k.rb)) {
             /* A resumed batch whose last results were on record already
              * (the crash came before the summary): nothing more will come. */
             result = batch_finish(&k, rep, 1);
@@ -1297,8 +1488,8 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
                 const char *uid = zmq_msg_gets(&m, "User-Id");
                 from_host = uid && !strcmp(uid, k.sec.me.pub);
             }
-            on_message(&k, &rid, &msg, from_host);
-            if (k.active && k.end_seen && k.st.ok + k.st.failed >= k.total) {
+            on_message(&k, &rid, &m, &msg, from_host);
+            if (k.active && bp_rbook_complete(&k.rb)) {
                 result = batch_finish(&k, rep, 1);
                 if (o->once)
                     done = 1;
@@ -1309,6 +1500,8 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
         if (k.active && journal_commit(&k, bp_now_ms(), 0))
             flush_acks(&k);
         write_metrics(&k, 0);
+        if (k.nhold)
+            hold_expire(&k, bp_now_ms());
         if (k.io_error && k.j == NULL && k.jpath[0] && k.active) {
             result = BP_EIO; /* the journal failed: stop rather than lose */
             break;
@@ -1322,7 +1515,7 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
         }
         if (k.progress && k.active && (now = bp_now_ms()) >= next_draw) {
             char line[96];
-            bp_stats_progress(&k.st, k.end_seen ? k.total : -1, now, line, sizeof line);
+            bp_stats_progress(&k.st, k.rb.total, now, line, sizeof line);
             bp_role_progress_line(line);
             next_draw = now + 250;
         }

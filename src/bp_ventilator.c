@@ -119,7 +119,7 @@ static void on_final(void *arg, uint64_t id, int ok)
     if (v->jfin_len + VJ_FIN_REC > VJ_FIN_MAX)
         jfin_put(v);
     bp_put_be64(v->jfin + v->jfin_len, id);
-    v->jfin[v->jfin_len + 8] = (uint8_t)(ok ? 1 : 0);
+    v->jfin[v->jfin_len + 8] = (uint8_t)(ok == 1 ? 1 : ok == 2 ? 2 : 0); /* docs/journal.md */
     v->jfin_len += VJ_FIN_REC;
 }
 
@@ -330,6 +330,18 @@ static int journal_open(struct vent *v, uint64_t *batch)
         return BP_EIO;
     }
     return BP_OK;
+}
+
+/* Without --journal/--resume: a journal at the default path (FILE.vjournal,
+ * which --resume makes) holds an unfinished batch of this input. A new
+ * batch beside it would leave it behind: refused. */
+static int refuse_unfinished(const struct bp_opts *o)
+{
+    if (!o->input || !strcmp(o->input, "-"))
+        return BP_OK; /* (no default journal without an input file) */
+    char what[1200];
+    snprintf(what, sizeof what, "of %s", o->input);
+    return bp_journal_refuse_unfinished(o->input, ".vjournal", VJ_MAGIC, what);
 }
 
 /* Takes one input record into the batch: a task, or (resumed) an id
@@ -771,7 +783,9 @@ static int run_v2(struct vent *v, struct bp_report *rep)
                 if (v->sink && !s.complete)
                     bp_log(BP_LOG_WARN, "the sink acknowledged every result but did not confirm "
                                         "the batch");
-                bp_dispatch_finish(v->d, BP_END_COMPLETE);
+                /* --halt now: the workers stop what still runs for us. */
+                bp_dispatch_finish(v->d, halted && o->halt_when == BP_HALT_NOW ? BP_END_HALTED
+                                                                               : BP_END_COMPLETE);
             }
         }
         int sink_wait = drain_out(v, now);
@@ -947,6 +961,10 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
         v.in_hash = BP_FNV64_INIT;
         bp_idset_init(&v.r_final);
         bp_idset_init(&v.r_failed);
+        if (!o->journal && !o->resume && (rc = refuse_unfinished(o)) != BP_OK) {
+            vent_close(&v);
+            return rc;
+        }
         if ((o->journal || o->resume) && (rc = journal_open(&v, &rep->batch)) != BP_OK) {
             vent_close(&v);
             return rc;

@@ -91,6 +91,7 @@ struct worker {
     int stopping;
     int64_t grace_end;
     int batch_over;
+    int64_t halt_kill_at; /* END(halted): what still runs then is killed */
     int gave_up;
     int64_t ok_n, failed_n, malformed, unsent, dropped;
     int64_t redelivered;         /* tasks received on a later attempt */
@@ -619,6 +620,38 @@ static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
     }
 }
 
+/* END(halted), --halt now: the batch gave up what runs here. Commands
+ * get SIGTERM now and SIGKILL after --grace; built-in tasks just stop. */
+static void halt_running(struct worker *w, int64_t now)
+{
+    if (w->busy)
+        bp_log(BP_LOG_INFO, "the ventilator halted the batch: stopping %d running task%s", w->busy,
+               w->busy == 1 ? "" : "s");
+    for (int i = 0; i < w->nslots; i++) {
+        struct slot *s = &w->slots[i];
+        if (!s->busy)
+            continue;
+        if (w->o->exec) {
+            bp_job_term(&s->job);
+            w->halt_kill_at = now + w->o->grace_ms;
+        } else {
+            s->busy = 0;
+            w->busy--;
+        }
+    }
+}
+
+/* --grace after END(halted): what still runs is killed with its group. */
+static void halt_kill(struct worker *w, int64_t now)
+{
+    if (!w->halt_kill_at || now < w->halt_kill_at)
+        return;
+    w->halt_kill_at = 0;
+    for (int i = 0; i < w->nslots; i++)
+        if (w->slots[i].busy && w->o->exec)
+            bp_job_interrupt(&w->slots[i].job);
+}
+
 static void on_host_message(struct worker *w, const void *buf, size_t len, int64_t now)
 {
     struct bp_msg m;
@@ -656,14 +689,18 @@ static void on_host_message(struct worker *w, const void *buf, size_t len, int64
         w->credit_out = 0;
         send_hello(w, now);
         break;
-    case BP_MSG_END:
-        if (bp_msg_u32(&m) == BP_END_COMPLETE)
+    case BP_MSG_END: {
+        uint32_t why = bp_msg_u32(&m);
+        if (why == BP_END_COMPLETE)
             bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " is complete", m.batch);
+        else if (why == BP_END_HALTED)
+            halt_running(w, now);
         else
             bp_log(BP_LOG_INFO, "the ventilator is stopping");
         w->batch_over = 1;
         drop_queue(w, "batch over");
         break;
+    }
     default:
         note_malformed(w, BP_EPROTO);
     }
@@ -963,6 +1000,8 @@ static int worker_loop(struct worker *w)
         }
         if (w->stopping && w->grace_end < wake)
             wake = w->grace_end;
+        if (w->halt_kill_at && w->halt_kill_at < wake)
+            wake = w->halt_kill_at;
         if ((o->status_file || o->metrics_file) && w->next_status < wake)
             wake = w->next_status;
         for (int i = 0; i < w->nslots; i++) {
@@ -1004,6 +1043,7 @@ static int worker_loop(struct worker *w)
             }
         }
         now = bp_now_ms();
+        halt_kill(w, now);
         if (res_idx >= 0 || w->rp_blocked)
             flush_results(w);
         for (int i = 0; i < w->nslots; i++) {

@@ -2,8 +2,8 @@
 (docs/wire-format.md): one frame, a 16-byte header, then the body."""
 import struct
 
-HELLO, CREDIT, TASKS, HEARTBEAT, RESYNC, END, BYE, RESULTS, BEGIN, CLOSE, ACK, COMPLETE = \
-    range(1, 13)
+HELLO, CREDIT, TASKS, HEARTBEAT, RESYNC, END, BYE, RESULTS, BEGIN, CLOSE, ACK, COMPLETE, \
+    EXTENT = range(1, 14)
 
 
 def msg(typ, batch=0, n=0, body=b"", version=2):

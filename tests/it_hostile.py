@@ -241,6 +241,62 @@ def forged_control_does_not_end_or_complete():
     expect(js["forged"] >= 3, f"forgeries counted: {js}")
 
 
+def far_ids_are_never_written_nor_counted():
+    # Issue #18: a peer that joined as a worker (so it knows the batch id)
+    # sends results for ids beyond the batch before the ventilator's CLOSE.
+    # Before the fix the sink wrote those inside its id window, counted
+    # them, and on CLOSE called the batch complete with real tasks missing
+    # (and the ventilator made its held tasks final on that word). Now a
+    # result is written only for an id the ventilator announced; the batch
+    # completes only when every real id is in.
+    pt, pr = ports(2)
+    summary = env.path("far.json")
+    n = env.n(200, 40)
+    gate = env.path("far-gate")
+    sink = env.start("sink", "-v", "--once", "--timeout", "300s", "--bind",
+                     f"tcp://127.0.0.1:{pr}", "--summary-json", summary)
+    # Input from a pipe kept open: the ventilator read every task (and told
+    # the sink so) but cannot send CLOSE until the attack is in.
+    vent = env.start("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
+                     f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "--wait-timeout", "300s",
+                     "--input", "-", stdin=subprocess.PIPE)
+    vent.stdin.write("".join(f"task {i}\n" for i in range(n)).encode())
+    vent.stdin.flush()
+    w = env.start("worker", "--once", "--tasks", f"tcp://127.0.0.1:{pt}", "--results",
+                  f"tcp://127.0.0.1:{pr}", "--id", "real", "--exec",
+                  f"while [ ! -e {gate} ]; do sleep 0.05; done; tr a-z A-Z")
+    batch = learn_batch(pt)
+    env.wait_for(lambda: "ventilator is peer" in env.errors(sink), "the sink to know the "
+                 "ventilator", procs=(sink, vent))
+    a = ctx.socket(zmq.DEALER)
+    a.connect(f"tcp://127.0.0.1:{pr}")
+    near = list(range(n, n + 64))                      # just past the batch
+    far = [n + 1000, 1 << 19, (1 << 20) - 1, 1 << 31]  # the old id window and beyond
+    try:
+        for i in range(0, len(near), 16):
+            a.send(results(batch, [(t, 0, True, b"FOREIGN %d" % t) for t in near[i:i + 16]],
+                           wid=b"foreign"))
+        a.send(results(batch, [(t, 0, True, b"FOREIGN %d" % t) for t in far], wid=b"foreign"))
+        # a ping on the batch: answered once everything before it is handled
+        a.send(msg(HEARTBEAT, batch, 0, struct.pack(">QQ", 3, 0)))
+        expect(a.poll(120000 * env.slow), "no answer from the sink")
+    finally:
+        a.close(0)
+    open(gate, "w").close()
+    vent.stdin.close()  # end of input: CLOSE(n)
+    env.wait(vent, rc=0)
+    env.wait(sink, rc=0)
+    env.wait(w)
+    out = env.output(sink).decode().splitlines()
+    expect(sorted(out) == sorted(f"TASK {i}" for i in range(n)),
+           f"output is not exactly the batch: {[x for x in out if 'FOREIGN' in x][:5]} "
+           f"{len(out)} lines")
+    js = read_json(summary)
+    expect(js["ok"] == n and js["failed"] == 0 and js["total"] == n and js["missing"] == 0, js)
+    expect(js["foreign"] == len(near) + len(far), f"foreign results counted: {js}")
+    expect(set(js["workers"]) == {"real"}, f"results credited to: {js['workers']}")
+
+
 def escapes_never_reach_the_log():
     # A worker id and a result made of terminal escapes: logs get them
     # made printable.

@@ -46,6 +46,7 @@ struct h {
     int sink_ka;     /* tick(): the sink says HEARTBEAT every step */
     struct ka ka[8]; /* tick(): these workers say HEARTBEAT every step */
     int nka;
+    uint64_t told; /* ids announced to the sink (EXTENT, CLOSE) since its last BEGIN */
 };
 
 static void base_cfg(struct bp_dispatch_cfg *c)
@@ -194,7 +195,11 @@ static size_t drain_mask(struct h *h, int mask)
         } else {
             assert_true(h->c.use_sink);
             assert_true(t == BP_MSG_BEGIN || t == BP_MSG_CLOSE || t == BP_MSG_RESULTS ||
-                        t == BP_MSG_HEARTBEAT);
+                        t == BP_MSG_HEARTBEAT || t == BP_MSG_EXTENT);
+            if (t == BP_MSG_BEGIN)
+                h->told = 0;
+            if ((t == BP_MSG_EXTENT || t == BP_MSG_CLOSE) && bp_msg_u64(&s->m, 0) > h->told)
+                h->told = bp_msg_u64(&s->m, 0);
         }
         if (t == BP_MSG_TASKS) {
             struct bp_dispatch_stats ss = stats_of(h);
@@ -204,8 +209,11 @@ static size_t drain_mask(struct h *h, int mask)
             assert_true(s->m.n >= 1 && s->m.n <= h->c.pack_max);
             size_t off = 0;
             struct bp_task_rec r;
-            while (bp_msg_next_task(&s->m, &off, &r)) /* only queued tasks go out */
+            while (bp_msg_next_task(&s->m, &off, &r)) { /* only queued tasks go out */
                 assert_int_equal(st0(h, r.id), 1);
+                if (h->c.use_sink) /* ... and only ids the sink was told of */
+                    assert_true(r.id < h->told);
+            }
         }
         bp_dispatch_commit(h->d, h->now);
         if (t == BP_MSG_TASKS) {
@@ -480,22 +488,16 @@ static void t_sink_gate(void **state)
     drain(&h);
     assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_TASKS, NULL, 0), 0);
     assert_int_equal(stats_of(&h).sink_alive, 0);
-    /* the first two messages to the sink: BEGIN and a ping */
-    const struct sent *s0 = NULL, *s1 = NULL;
-    for (size_t i = 0; i < h.nout; i++) {
-        if (h.out[i].dest != BP_TO_SINK)
-            continue;
-        if (!s0)
-            s0 = &h.out[i];
-        else if (!s1)
-            s1 = &h.out[i];
-    }
-    assert_non_null(s0);
-    assert_non_null(s1);
-    const struct sent *hb = s0->m.type == BP_MSG_HEARTBEAT ? s0 : s1;
-    const struct sent *bg = s0->m.type == BP_MSG_HEARTBEAT ? s1 : s0;
-    assert_int_equal(bg->m.type, BP_MSG_BEGIN);
-    assert_int_equal(hb->m.type, BP_MSG_HEARTBEAT);
+    /* to the sink: BEGIN, then EXTENT(3) (what was read belongs to the
+     * batch) and a ping */
+    const struct sent *bg = find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0);
+    const struct sent *ex = find(&h, 0, BP_TO_SINK, BP_MSG_EXTENT, NULL, 0, 0);
+    const struct sent *hb = find(&h, 0, BP_TO_SINK, BP_MSG_HEARTBEAT, NULL, 0, 0);
+    assert_non_null(bg);
+    assert_non_null(ex);
+    assert_non_null(hb);
+    assert_true(bg < ex && bg < hb);
+    assert_true(bp_msg_u64(&ex->m, 0) == 3);
     assert_true(ping_is_clock(&hb->m, hb->at)); /* ping = the clock */
     assert_true(bp_msg_u64(&hb->m, 0) != 0);
     uint64_t ping = bp_msg_u64(&hb->m, 0);
@@ -818,11 +820,22 @@ static void t_resume_finals(void **state)
  * whose acknowledgements were lost): the sink has every result and a
  * --once sink is gone, so they are final with the sink's counts; a
  * COMPLETE for fewer results than tasks we took changes nothing. */
+static int64_t fin_calls[3]; /* on_final's outcomes: failed, ok, at the sink */
+
+static void count_final(void *arg, uint64_t id, int ok)
+{
+    (void)arg;
+    (void)id;
+    assert_true(ok >= 0 && ok <= 2);
+    fin_calls[ok]++;
+}
+
 static void t_complete_word(void **state)
 {
     (void)state;
     struct bp_dispatch_cfg c;
     base_cfg(&c);
+    c.on_final = count_final;
     static struct h h; /* static: the teardown may free it after a failure */
     h_start_sink(&h, &c);
     add_n(&h, 4);
@@ -835,25 +848,57 @@ static void t_complete_word(void **state)
     OK(s_send(&h)); /* 3 < 4: not this batch's whole */
     struct bp_dispatch_stats s = stats_of(&h);
     assert_int_equal(s.all_final, 0);
+    assert_int_equal(s.complete, 0);
     assert_int_equal(s.out + s.queued, 4);
+    /* More results than tasks: the sink counts something that is not
+     * ours (a foreign id): not a COMPLETE to trust either. */
+    bp_pack_begin(&h.p, BP_MSG_COMPLETE, BATCH);
+    bp_pack_u64(&h.p, 4);
+    bp_pack_u64(&h.p, 1);
+    OK(s_send(&h));
+    s = stats_of(&h);
+    assert_int_equal(s.all_final, 0);
+    assert_int_equal(s.complete, 0);
+    assert_int_equal(s.stale, 2);
     h_end(&h);
 
+    /* Before the input is done, no COMPLETE can be ours. */
     h_start_sink(&h, &c);
     add_n(&h, 4);
-    OK(w_hello(&h, RID("w1"), "w1", 2));
-    drain(&h);
     bp_pack_begin(&h.p, BP_MSG_COMPLETE, BATCH);
-    bp_pack_u64(&h.p, 5);
-    bp_pack_u64(&h.p, 1);
-    OK(s_send(&h)); /* the sink has 6: ours (4) are final, and so are 2 more */
-    add_n(&h, 2);
+    bp_pack_u64(&h.p, 4);
+    bp_pack_u64(&h.p, 0);
+    OK(s_send(&h));
+    assert_int_equal(stats_of(&h).complete, 0);
+    assert_int_equal(stats_of(&h).all_final, 0);
+    h_end(&h);
+
+    /* Exactly the batch: tasks whose acks were lost are final with the
+     * outcome the sink holds (on_final says 2, not ok), and the counts are
+     * the sink's. */
+    memset(fin_calls, 0, sizeof fin_calls);
+    h_start_sink(&h, &c);
+    add_n(&h, 4);
+    OK(w_hello(&h, RID("w1"), "w1", 4));
+    drain(&h);
     bp_dispatch_input_done(h.d);
+    uint64_t done[] = {0, 1};
+    OK(w_credit(&h, RID("w1"), 0, done, 2));
+    OK(s_ack(&h, 0, 1, BP_ACK_OK));
+    bp_pack_begin(&h.p, BP_MSG_COMPLETE, BATCH);
+    bp_pack_u64(&h.p, 2);
+    bp_pack_u64(&h.p, 2);
+    OK(s_send(&h));
     s = stats_of(&h);
     assert_int_equal(s.all_final, 1);
     assert_int_equal(s.complete, 1);
-    assert_int_equal(s.ok, 5);
-    assert_int_equal(s.failed, 1);
+    assert_int_equal(s.ok, 2);
+    assert_int_equal(s.failed, 2);
+    assert_int_equal(s.lost, 0);
     assert_int_equal(s.out + s.queued + s.done_wait, 0);
+    assert_int_equal(fin_calls[1], 1);
+    assert_int_equal(fin_calls[2], 3);
+    assert_int_equal(fin_calls[0], 0);
     h_clear(&h);
     drain(&h);
     assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_TASKS, NULL, 0), 0);
@@ -1269,6 +1314,137 @@ static void t_retry_same_worker(void **state)
     assert_int_equal(s.ok, 1);
     assert_int_equal(s.failed, 0);
     assert_int_equal(s.redelivered, 0);
+    h_end(&h);
+}
+
+/* --retries with a worker that fails everything (A) and one that is busy
+ * (B, no credit): the retry waits for B rather than going back to A, which
+ * has credit; it goes to A only after retry_wait_ms, or at once when A is
+ * the only worker left. */
+static void t_retry_waits_for_another(void **state)
+{
+    (void)state;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    c.retries = 1;
+    c.retry_wait_ms = 5000;
+    static struct h h; /* static: the teardown may free it after a failure */
+    h_start_sink(&h, &c);
+    h.sink_ka = 1;
+    add_n(&h, 2);
+    OK(w_hello(&h, RID("A"), "bad", 1));
+    OK(w_hello(&h, RID("B"), "good", 1));
+    ka_add(&h, RID("A"));
+    ka_add(&h, RID("B"));
+    drain(&h);
+    assert_int_equal(st0(&h, 0), 2);
+    assert_int_equal(st0(&h, 1), 2);
+    char w0[BP_ID_MAX + 1];
+    (void)st(&h, 0, w0, NULL);
+    int a_has_0 = !strcmp(w0, "bad");
+    uint64_t fail_id = a_has_0 ? 0 : 1;
+    /* A fails its task and asks for more; B is still busy */
+    uint64_t done[] = {fail_id};
+    OK(w_credit(&h, RID("A"), 1, done, 1));
+    h_clear(&h);
+    OK(s_ack(&h, fail_id, 1, BP_ACK_RETRY));
+    tick(&h, h.now + 4900, 100);
+    struct bp_task_rec r[4];
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 4), 0); /* not back to A yet */
+    assert_int_equal(st0(&h, fail_id), 1);
+    /* B frees up: the retry goes to B */
+    uint64_t other = 1 - fail_id;
+    uint64_t bdone[] = {other};
+    OK(w_credit(&h, RID("B"), 1, bdone, 1));
+    drain(&h);
+    assert_int_equal(tasks_to(&h, 0, RID("B"), r, 4), 1);
+    assert_true(r[0].id == fail_id);
+    assert_out_on(&h, fail_id, "good", 2);
+    h_end(&h);
+
+    /* Both busy again: after retry_wait_ms the retry may go back to A. */
+    h_start_sink(&h, &c);
+    h.sink_ka = 1;
+    add_n(&h, 2);
+    OK(w_hello(&h, RID("A"), "bad", 1));
+    drain(&h);
+    OK(w_hello(&h, RID("B"), "good", 1));
+    ka_add(&h, RID("A"));
+    ka_add(&h, RID("B"));
+    drain(&h);
+    assert_out_on(&h, 0, "bad", 1);
+    assert_out_on(&h, 1, "good", 1);
+    uint64_t d0[] = {0};
+    OK(w_credit(&h, RID("A"), 1, d0, 1));
+    h_clear(&h);
+    OK(s_ack(&h, 0, 1, BP_ACK_RETRY));
+    int64_t failed_at = h.now;
+    assert_true(bp_dispatch_next_deadline(h.d) <= failed_at + 5000);
+    tick(&h, failed_at + 4900, 100);
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 4), 0);
+    tick(&h, failed_at + 5100, 100);
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 4), 1);
+    assert_out_on(&h, 0, "bad", 2);
+    h_end(&h);
+
+    /* A alone: no wait. */
+    h_start_sink(&h, &c);
+    add_n(&h, 1);
+    OK(w_hello(&h, RID("A"), "bad", 1));
+    drain(&h);
+    OK(w_credit(&h, RID("A"), 1, d0, 1));
+    h_clear(&h);
+    OK(s_ack(&h, 0, 1, BP_ACK_RETRY));
+    drain(&h);
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 4), 1);
+    h_end(&h);
+}
+
+/* docs/wire-format.md: tasks go out only once the sink answered on this
+ * batch. A sink that restarted without the batch answers a ping with
+ * batch 0: BEGIN, EXTENT and CLOSE go again, and no task goes out in the
+ * same drain (a worker's result could reach the sink before the BEGIN and
+ * be dropped as stale: the task would end 'lost' though it ran). Only an
+ * answer on the batch lets tasks go again. */
+static void t_sink_forgot_batch(void **state)
+{
+    (void)state;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    c.max_attempts = 1;
+    static struct h h; /* static: the teardown may free it after a failure */
+    h_start_sink(&h, &c);
+    add_n(&h, 3);
+    bp_dispatch_input_done(h.d);
+    drain(&h);
+    /* The sink restarts without the batch and answers the next ping with 0. */
+    h_clear(&h);
+    bp_pack_begin(&h.p, BP_MSG_HEARTBEAT, 0);
+    bp_pack_u64(&h.p, 0);
+    bp_pack_u64(&h.p, (uint64_t)h.now);
+    OK(s_send(&h));
+    OK(w_hello(&h, RID("A"), "wa", 10));
+    drain(&h);
+    assert_non_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
+    assert_non_null(find(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0, 0));
+    const struct sent *ping = find(&h, 0, BP_TO_SINK, BP_MSG_HEARTBEAT, NULL, 0, 0);
+    assert_non_null(ping); /* a ping right behind the BEGIN */
+    uint64_t ping_val = bp_msg_u64(&ping->m, 0);
+    assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_TASKS, NULL, 0), 0);
+    /* more batch-0 answers: still nothing, and no ping storm */
+    for (int i = 0; i < 3; i++) {
+        h_clear(&h);
+        OK(s_send(&h));
+        drain(&h);
+        assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_TASKS, NULL, 0), 0);
+        assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_HEARTBEAT, NULL, 0), 0);
+    }
+    /* the sink took the BEGIN: its answer carries the batch, tasks go */
+    h_clear(&h);
+    OK(s_hb(&h, 0, ping_val));
+    drain(&h);
+    struct bp_task_rec r[4];
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 4), 3);
     h_end(&h);
 }
 
@@ -2515,6 +2691,8 @@ int main(void)
         cmocka_unit_test_teardown(t_lost_then_acked, teardown),
         cmocka_unit_test_teardown(t_retry_other_worker, teardown),
         cmocka_unit_test_teardown(t_retry_same_worker, teardown),
+        cmocka_unit_test_teardown(t_retry_waits_for_another, teardown),
+        cmocka_unit_test_teardown(t_sink_forgot_batch, teardown),
         cmocka_unit_test_teardown(t_task_deadline, teardown),
         cmocka_unit_test_teardown(t_bye, teardown),
         cmocka_unit_test_teardown(t_unknown_and_refused, teardown),

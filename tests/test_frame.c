@@ -608,15 +608,19 @@ static void t_unknown_type(void **state)
 {
     (void)state;
     uint8_t b[BP_MSG_HDR] = {'b', 'p', 2, 0};
-    const int bad[] = {0, BP_MSG_TYPE_MAX + 1, 13, 14, 100, 255};
+    const int bad[] = {0, BP_MSG_TYPE_MAX + 1, 14, 15, 100, 255};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         b[3] = (uint8_t)bad[i];
         assert_int_equal(decode_copy(b, sizeof b, 0), BP_EPROTO);
     }
     /* with a body that would fit a known type */
     uint8_t hb[BP_MSG_HDR + BP_HB_BODY] = {'b', 'p', 2, 0};
-    hb[3] = 13;
+    hb[3] = 14;
     assert_int_equal(decode_copy(hb, sizeof hb, 0), BP_EPROTO);
+    /* EXTENT: exactly one u64 */
+    hb[3] = BP_MSG_EXTENT;
+    assert_int_equal(decode_copy(hb, sizeof hb, 0), BP_EPROTO);
+    assert_int_equal(decode_copy(hb, BP_MSG_HDR + BP_EXTENT_BODY, 0), BP_OK);
     hb[3] = BP_MSG_HEARTBEAT;
     assert_int_equal(decode_copy(hb, sizeof hb, 0), BP_OK);
 }
@@ -982,9 +986,9 @@ static void t_names(void **state)
     assert_string_equal(bp_status_name(-1), "unknown");
     assert_string_equal(bp_status_name(255), "unknown");
 
-    static const char *const ty[] = {"HELLO",  "CREDIT", "TASKS", "HEARTBEAT",
-                                     "RESYNC", "END",    "BYE",   "RESULTS",
-                                     "BEGIN",  "CLOSE",  "ACK",   "COMPLETE"};
+    static const char *const ty[] = {"HELLO", "CREDIT",   "TASKS",   "HEARTBEAT", "RESYNC",
+                                     "END",   "BYE",      "RESULTS", "BEGIN",     "CLOSE",
+                                     "ACK",   "COMPLETE", "EXTENT"};
     for (int t = 1; t <= BP_MSG_TYPE_MAX; t++)
         assert_string_equal(bp_msg_name(t), ty[t - 1]);
     assert_string_equal(bp_msg_name(0), "?");
@@ -1091,6 +1095,7 @@ static void walk_all(const struct bp_msg *m, const uint8_t *buf, size_t len, uin
         (void)bp_msg_u64(m, 8);
         break;
     case BP_MSG_CLOSE:
+    case BP_MSG_EXTENT:
         assert_int_equal(m->body_len, 8);
         (void)bp_msg_u64(m, 0);
         break;

@@ -607,6 +607,74 @@ def sc_both(h, a, rng):
     b.wait_workers([w for w in b.workers if w != "w1"])
 
 
+def sc_forgot(h, a, rng):
+    """Issue #24: both host roles die mid-batch, and the user restarts them
+    without --resume. Each refuses (exit 2, one line saying --resume), the
+    output keeps every byte it had and the journals stay; restarted with
+    --resume the batch then ends exactly once."""
+    n = a.tasks or (200 if h.emu else 2000)
+    b = resume_batch(h, a, n)
+    b.start(RESUME_WORKERS)
+    b.wait_progress(rng.randint(n // 10, n // 3), 300)
+    for p in (b.vent, b.sink):
+        mark_killed(p)
+        p.signal_group(signal.SIGKILL)
+        check(p.wait(10) is not None, "a host role survived kill -9")
+    for which in ("ventilator", "sink"):
+        check(os.path.exists(journal_of(b, which)), f"no {which} journal after the kill")
+    with open(b.out, "rb") as f:
+        before = f.read()
+    # the same command lines, less --resume
+    forgot = {"ventilator": [x for x in b.vent_argv if x != "--resume"],
+              "sink": [x for x in b.sink_argv if x != "--resume"]}
+    for which, argv in forgot.items():
+        p = h.start(f"{which}-forgot", which, argv)
+        rc = p.wait(60)
+        check(rc == 2, f"{which} without --resume: exit {rc}, expected 2:\n{p.tail()}")
+        check("--resume" in p.stderr() and journal_of(b, which) in p.stderr(),
+              f"{which} without --resume does not say why:\n{p.tail()}")
+    with open(b.out, "rb") as f:
+        check(f.read() == before, f"the output changed: {len(before)} bytes before")
+    for which in ("ventilator", "sink"):
+        check(os.path.exists(journal_of(b, which)), f"the {which}'s journal is gone")
+    print(f"  both refused without --resume; {len(before)} output bytes kept", flush=True)
+    b.restart_sink()
+    b.restart_vent()
+    b.finish(600)
+    check_journals_gone(b)
+    b.wait_workers(list(b.workers))
+
+
+def sc_sinkrestart(h, a, rng):
+    """Issue #24: a sink restarted early in the batch, before it wrote a
+    result, without the batch (no journal). Tasks are out on the workers
+    and more go out while the ventilator has not noticed; their results
+    can reach the new sink before the ventilator's BEGIN. Each must still
+    be written exactly once and none may end 'lost' (--max-attempts 1:
+    a result dropped as stale would make its task lost, though it ran)."""
+    n = a.tasks or (120 if h.emu else 400)
+    b = Batch(h, n, vent_args=["--max-attempts", "1"])
+    gate = h.path("gate")
+    for i in range(RESUME_WORKERS):
+        b.worker(f"w{i}", ["--jobs", 2, "--prefetch", 1, "--exec",
+                           f'read x; echo "w{i} $x" >> {b.progress.path}; '
+                           f'while [ ! -e {gate} ]; do sleep 0.02; done; echo "$x-done"'])
+    b.start(RESUME_WORKERS)
+    b.wait_progress(RESUME_WORKERS * 2, 300)  # every slot runs a task, none has a result
+    mark_killed(b.sink)
+    b.sink.signal_group(signal.SIGKILL)
+    check(b.sink.wait(10) is not None, "the sink survived kill -9")
+    time.sleep(rng.uniform(0, 0.5))
+    b.restart_sink()
+    time.sleep(rng.uniform(0, 0.3))
+    open(gate, "w").close()  # results flood the new sink, maybe before BEGIN
+    js = b.finish(600)
+    print(f"  done in {b.elapsed:.1f} s: {b.progress.count() - n} tasks ran twice, "
+          f"{js.get('lost')} lost, {js.get('stale')} stale", flush=True)
+    check(js.get("lost") == 0, f"tasks ended lost: {js}")
+    b.wait_workers(list(b.workers))
+
+
 def flip_byte(path, at):
     with open(path, "r+b") as f:
         f.seek(at)
@@ -680,7 +748,8 @@ def sc_journal(h, a, rng):
 
 SCENARIOS = {"kill": sc_kill, "sigterm": sc_sigterm, "sigstop": sc_sigstop,
              "linkcut": sc_linkcut, "netem": sc_netem, "speeds": sc_speeds,
-             "vkill": sc_vkill, "skill": sc_skill, "both": sc_both, "journal": sc_journal}
+             "vkill": sc_vkill, "skill": sc_skill, "both": sc_both, "journal": sc_journal,
+             "forgot": sc_forgot, "sinkrestart": sc_sinkrestart}
 
 
 def main():
