@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """ventilator -> workers -> sink, the real binaries on loopback."""
 import os
+import re
 import signal
+import subprocess
 import time
 
 from bptest import Env, args, expect, port_open, ports, read_json
@@ -223,6 +225,70 @@ def halt_soon_after_failures():
                                   vent_rc=5, sink_rc=5)
     ran = js["ok"] + js["failed"] - js["halted"]
     expect(ran >= 10 and js["halted"] > 0 and js["ok"] + js["failed"] == 60, js)
+
+
+def halt_now_stops_running_commands():
+    # Issue #24: GNU parallel's --halt now kills the jobs that run. The
+    # host roles gave them up at once, but the worker ran them to the end.
+    # Now END(halted) makes the worker SIGTERM their process groups (SIGKILL
+    # after --grace), so none finishes and the worker is soon gone.
+    marker = env.path("halt-now.log")
+    token = "61.2345"  # a sleep nobody else runs: found again with pgrep
+    cmd = (f'read x; case "$x" in f*) exit 1;; esac; echo "start $x" >> {marker}; '
+           f'sleep {token}; echo "finished $x" >> {marker}; echo "$x"')
+    t0 = time.monotonic()
+    out, err, js, verr = pipeline(1, ("--jobs", "4", "--exec", cmd),
+                                  ["s1", "s2", "s3", "fail"],
+                                  vent_args=("--halt", "now,fail=1"), vent_rc=5, sink_rc=5)
+    took = time.monotonic() - t0
+    with open(marker) as f:
+        log = f.read()
+    expect("finished" not in log, f"a given-up command ran to its end: {log}")
+    expect(took < 45, f"the worker ran its given-up commands ({took:.1f} s for 61 s sleeps)")
+    left = subprocess.run(["pgrep", "-f", f"sleep {token}"], capture_output=True, text=True)
+    expect(left.stdout.strip() == "", f"commands still running: {left.stdout}")
+    expect(js["halted"] == 3 and js["failed"] == 4 and js["ok"] == 0, js)
+
+
+def retries_move_to_another_worker():
+    # Issue #24: "run a failed command again, on another worker if there is
+    # one". A worker that fails everything (bad) and one that works (good),
+    # both -j 1: a retry waits (up to 5 s) for good's credit instead of
+    # going straight back to bad. And the two summaries count the same way.
+    pt, pr = ports(2)
+    n = 10
+    summary, joblog = env.path("retry.json"), env.path("retry.joblog")
+    sink = env.start("sink", "--once", "--timeout", "120s", "--bind", ep(pr),
+                     "--summary-json", summary, "--joblog", joblog)
+    bad = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "bad",
+                    "--jobs", "1", "--exec", "cat >/dev/null; exit 1", name="bad")
+    good = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "good",
+                     "--jobs", "1", "--exec", "tr a-z A-Z", name="good")
+    v = env.run("ventilator", "--bind", ep(pt), "--sink", ep(pr), "--wait-workers", "2",
+                "--wait-timeout", "120s", "--retries", "1", "--input",
+                write_tasks("retry.txt", [f"r{i}" for i in range(n)]))
+    verr = v.stderr.decode()
+    expect(v.returncode == 0, f"ventilator exit {v.returncode}: {verr}")
+    env.wait(sink, rc=0)
+    env.wait(bad)
+    env.wait(good)
+    expect(sorted(env.output(sink).decode().split()) == sorted(f"R{i}" for i in range(n)),
+           env.output(sink))
+    with open(joblog) as f:
+        rows = [ln.split("\t") for ln in f.read().splitlines()[1:]]
+    on_bad = {}
+    for r in rows:
+        if r[1] == "bad":
+            on_bad[r[0]] = on_bad.get(r[0], 0) + 1
+    twice = [seq for seq, c in on_bad.items() if c > 1]
+    expect(not twice, f"tasks run twice on the worker that failed them: {twice}\n{rows}")
+    js = read_json(summary)
+    m = re.search(r"(\d+) redelivered, (\d+) retried", verr)
+    expect(m, verr)
+    expect((js["redelivered"], js["retried"]) == (int(m.group(1)), int(m.group(2))),
+           f"sink {js['redelivered']} redelivered / {js['retried']} retried, ventilator "
+           f"{m.group(0)}")
+    expect(js["retried"] == len(on_bad) and js["redelivered"] == 0, js)
 
 
 def task_timeout():
