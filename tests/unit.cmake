@@ -1,7 +1,7 @@
 # Unit tests: one cmocka executable per library module. Included from
 # tests/CMakeLists.txt. Registered as add_test(NAME x COMMAND <target>) so
 # CTest runs cross builds under CMAKE_CROSSCOMPILING_EMULATOR (qemu-user).
-set(BP_UNIT_MODULES frame dispatch rbook journal curve metrics opts transform stats track input exec sock)
+set(BP_UNIT_MODULES frame dispatch rbook sim journal curve metrics opts transform stats track input exec sock)
 
 # The list and the files must agree, loudly: a listed module without its
 # test_<module>.c, or a test_*.c that no list registers (it would never
@@ -36,3 +36,9 @@ endforeach()
 # Command-running tests spawn /bin/sh and children: keep them off the
 # other tests' toes on a small machine.
 set_tests_properties(test_exec PROPERTIES TIMEOUT 600)
+
+# The whole-batch simulation (test_sim.c): 2000 seeds natively, a few
+# hundred under an emulator (each seed is a whole batch with faults).
+if(CMAKE_CROSSCOMPILING_EMULATOR)
+  set_tests_properties(test_sim PROPERTIES ENVIRONMENT BP_SIM_SEEDS=300)
+endif()
