@@ -13,6 +13,7 @@
 #include "bp_role.h"
 #include "bp_sock.h"
 #include "bp_transform.h"
+#include "bp_wchan.h"
 
 /* Credit a worker with an instant built-in transform asks for: enough that
  * the channel is never round-trip bound for small tasks. BUILTIN_WINDOW
@@ -50,8 +51,6 @@ struct slot {
     int item_first, item_n;
 };
 
-enum host_state { H_HELLO, H_ACTIVE };
-
 struct worker {
     const struct bp_opts *o;
     const struct bp_io *io;
@@ -68,15 +67,11 @@ struct worker {
     struct qtask *q;
     uint32_t qcap, qhead, qlen;
     zmq_pollitem_t *items;
-    /* the task channel (v2) */
-    int host;
-    int ever_connected;
-    int64_t host_heard, next_hb, next_hello, next_reopen, backoff_ms, lost_since;
-    int64_t credit_out; /* credit granted and not used by tasks yet */
+    /* the task channel (v2): its state and timers (bp_wchan.h) */
+    struct bp_wchan ch;
     uint32_t window_max;
-    double rtt_ms, task_ms; /* moving averages, for --prefetch auto */
-    double task_bytes;      /* moving average of a task's wire size */
-    uint64_t batch;         /* of the newest tasks */
+    double task_ms;    /* moving average, for --prefetch auto */
+    double task_bytes; /* moving average of a task's wire size */
     /* results being packed (v2) */
     struct bp_pack rp;
     uint64_t rp_batch;
@@ -92,7 +87,7 @@ struct worker {
     int64_t grace_end;
     int batch_over;
     int64_t halt_kill_at; /* END(halted): what still runs then is killed */
-    int gave_up;
+    int gave_up;          /* no ventilator for --host-timeout, or no socket */
     int64_t ok_n, failed_n, malformed, unsent, dropped;
     int64_t redelivered;         /* tasks received on a later attempt */
     int64_t m_last_n, m_last_ms; /* --metrics-file: tasks counted, when it changed */
@@ -111,6 +106,11 @@ static void set_linger(void *sock, int ms)
 static int64_t dead_ms(const struct worker *w)
 {
     return (int64_t)w->o->hb_ms * w->o->liveness;
+}
+
+static int active(const struct worker *w)
+{
+    return w->ch.state == BP_WC_ACTIVE;
 }
 
 static void write_status(struct worker *w)
@@ -164,7 +164,7 @@ static void write_metrics(struct worker *w)
         {"boardpipe_worker_queued_tasks", "Tasks received and not started yet.", BP_GAUGE,
          (double)w->qlen},
         {"boardpipe_worker_host_connected", "1 while the ventilator answers, else 0.", BP_GAUGE,
-         w->host == H_ACTIVE ? 1.0 : 0.0},
+         active(w) ? 1.0 : 0.0},
         {"boardpipe_worker_last_task_timestamp_seconds",
          "When a task last finished, seconds since the epoch (0: none yet).", BP_GAUGE,
          (double)w->m_last_ms / 1000.0},
@@ -227,7 +227,7 @@ static uint32_t window(const struct worker *w)
         /* Enough queued to cover a round trip, and not one task more: a
          * slow board must not sit on work a fast one could do. */
         double per_slot = w->task_ms > 0 ? w->task_ms / w->nslots : 0;
-        double want = per_slot > 0 ? 2.0 * w->rtt_ms / per_slot : 0;
+        double want = per_slot > 0 ? 2.0 * w->ch.rtt_ms / per_slot : 0;
         pf = want > MAX_PREFETCH ? MAX_PREFETCH : (uint32_t)want;
     }
     return (uint32_t)w->nslots + pf;
@@ -256,48 +256,38 @@ static void send_hello(struct worker *w, int64_t now)
     bp_pack_u8(&w->cp, (uint8_t)idl);
     bp_pack_bytes(&w->cp, o->id, idl);
     int rc = send_ctl(w);
-    /* One HELLO per connection attempt; a full pipe is tried again soon.
-     * No answer within the backoff: host_lost() opens a new connection. */
-    w->next_hello = rc == BP_OK ? INT64_MAX : now + 100;
-    if (rc == BP_OK) {
-        w->credit_out = credit;
-        if (!w->backoff_ms)
-            w->backoff_ms = dead_ms(w);
-        w->next_reopen = now + w->backoff_ms;
+    bp_wchan_hello_sent(&w->ch, now, credit, rc == BP_OK);
+    if (rc == BP_OK)
         bp_log(BP_LOG_DEBUG, "hello sent (credit %" PRId64 ")", credit);
-    }
 }
 
 static void send_heartbeat(struct worker *w, int64_t now)
 {
-    bp_pack_begin(&w->cp, BP_MSG_HEARTBEAT, w->batch);
+    bp_pack_begin(&w->cp, BP_MSG_HEARTBEAT, w->ch.batch);
     bp_pack_u64(&w->cp, (uint64_t)now | 1);
     bp_pack_u64(&w->cp, 0);
     send_ctl(w);
-    w->next_hb = now + w->o->hb_ms;
+    bp_wchan_hb_sent(&w->ch, now);
 }
 
 /* Reports done ids and tops credit up to the window. */
 static void send_credit(struct worker *w, int force)
 {
     int64_t grant = 0;
-    if (w->host == H_ACTIVE && !w->stopping && !(w->o->once && w->batch_over)) {
-        grant = (int64_t)window(w) - held(w) - w->credit_out;
-        if (grant < 0)
-            grant = 0;
-    }
+    if (!w->stopping && !(w->o->once && w->batch_over))
+        grant = bp_wchan_grant(&w->ch, (int64_t)window(w) - held(w));
     /* Small grants are batched for instant tasks: one message per pack. */
     int64_t thresh = w->instant ? window(w) / 4 : 1;
     if (!w->ndone && grant < thresh && !force)
         return;
     if (!w->ndone && !grant)
         return;
-    bp_pack_begin(&w->cp, BP_MSG_CREDIT, w->ndone ? w->done_batch : w->batch);
+    bp_pack_begin(&w->cp, BP_MSG_CREDIT, w->ndone ? w->done_batch : w->ch.batch);
     bp_pack_u32(&w->cp, (uint32_t)grant);
     for (uint32_t i = 0; i < w->ndone; i++)
         bp_pack_id(&w->cp, w->done[i]);
     if (send_ctl(w) == BP_OK)
-        w->credit_out += grant;
+        bp_wchan_granted(&w->ch, grant);
     /* Done ids that could not be told are not retried: the ventilator
      * learns from the sink's acknowledgements anyway. */
     w->ndone = 0;
@@ -584,14 +574,10 @@ static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
     (void)now;
     size_t off = 0;
     struct bp_task_rec tr;
-    w->batch = m->batch;
     if (m->n) {
         double per = (double)m->body_len / m->n;
         w->task_bytes = w->task_bytes > 0 ? 0.8 * w->task_bytes + 0.2 * per : per;
     }
-    w->credit_out -= m->n;
-    if (w->credit_out < 0)
-        w->credit_out = 0;
     int back = 0;
     while (bp_msg_next_task(m, &off, &tr)) {
         if (tr.attempt > 1)
@@ -660,35 +646,19 @@ static void on_host_message(struct worker *w, const void *buf, size_t len, int64
         note_malformed(w, rc);
         return;
     }
-    w->host_heard = now;
-    if (w->host != H_ACTIVE && m.type != BP_MSG_RESYNC) {
-        bp_log(w->ever_connected ? BP_LOG_INFO : BP_LOG_DEBUG, "connected to the ventilator");
-        w->host = H_ACTIVE;
-        w->ever_connected = 1;
-        w->backoff_ms = 0;
-    }
+    int ever = w->ch.ever_connected;
+    int what = bp_wchan_on_msg(&w->ch, &m, now);
+    if (what & BP_WC_CONNECTED)
+        bp_log(ever ? BP_LOG_INFO : BP_LOG_DEBUG, "connected to the ventilator");
+    if (what & BP_WC_DROP)
+        drop_queue(w, "the ventilator lost track of this worker"); /* RESYNC: HELLO is due */
     switch (m.type) {
     case BP_MSG_TASKS:
         on_tasks(w, &m, now);
         break;
-    case BP_MSG_HEARTBEAT: {
-        uint64_t echo = bp_msg_u64(&m, 8);
-        if (echo && echo <= (uint64_t)now + 1) {
-            double rtt = (double)((uint64_t)now - (echo & ~(uint64_t)1));
-            w->rtt_ms = w->rtt_ms > 0 ? 0.8 * w->rtt_ms + 0.2 * rtt : (rtt > 0 ? rtt : 0.1);
-        }
-        break;
-    }
+    case BP_MSG_HEARTBEAT:
     case BP_MSG_RESYNC:
-        /* The ventilator does not know this session (it restarted, or gave
-         * us up for dead): what we queued was given to others. */
-        drop_queue(w, "the ventilator lost track of this worker");
-        if (w->host == H_ACTIVE)
-            w->lost_since = now; /* --host-timeout counts from here */
-        w->host = H_HELLO;
-        w->credit_out = 0;
-        send_hello(w, now);
-        break;
+        break; /* (the channel's business) */
     case BP_MSG_END: {
         uint32_t why = bp_msg_u32(&m);
         if (why == BP_END_COMPLETE)
@@ -802,20 +772,16 @@ static int open_sockets(struct worker *w)
  * work, give up what is queued, reconnect afresh. Running tasks go on;
  * their results still go to the sink (which keeps the first result of a
  * task), so a short outage wastes nothing. */
-static void host_lost(struct worker *w, int64_t now)
+/* The channel says: the ventilator went silent, or did not answer our
+ * HELLO. Queued tasks go (others get them); a new connection, so a
+ * ventilator that still hears the old one cannot keep counting on them.
+ * The old HELLO still waiting in its pipe goes with it (linger 0). */
+static void host_lost(struct worker *w, int what)
 {
-    if (w->host == H_ACTIVE) {
+    if (what & BP_WC_SILENT)
         bp_log(BP_LOG_WARN, "no word from the ventilator for %.1f s: reconnecting",
                (double)dead_ms(w) / 1000.0);
-        w->lost_since = now;
-    }
     drop_queue(w, "ventilator lost");
-    int was_hello = w->host == H_HELLO;
-    w->host = H_HELLO;
-    w->credit_out = 0;
-    /* A new connection: a ventilator that still hears the old one would
-     * otherwise keep counting on tasks we just dropped. The old HELLO
-     * still waiting in its pipe goes with it (linger 0). */
     set_linger(w->tsock, 0);
     /* A refusal is said once, not again at every new connection. */
     int said = w->tmon.said;
@@ -823,17 +789,8 @@ static void host_lost(struct worker *w, int64_t now)
     bp_sock_close(&w->tsock);
     int rc = open_task_socket(w);
     w->tmon.said = said;
-    if (rc != BP_OK) {
+    if (rc != BP_OK)
         w->gave_up = 1;
-        return;
-    }
-    if (was_hello) {
-        w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : dead_ms(w);
-        if (w->backoff_ms > MAX_BACKOFF_MS)
-            w->backoff_ms = MAX_BACKOFF_MS;
-    }
-    w->host_heard = now;
-    send_hello(w, now);
 }
 
 static void worker_close(struct worker *w)
@@ -874,12 +831,12 @@ static void begin_stop(struct worker *w, int64_t now)
     bp_log(BP_LOG_INFO,
            "stopping: handing back %u queued, finishing %d running task%s (grace %.1f s)", w->qlen,
            w->busy, w->busy == 1 ? "" : "s", (double)o->grace_ms / 1000.0);
-    if (o->raw || w->host != H_ACTIVE) {
+    if (o->raw || !active(w)) {
         w->qlen = 0;
         return;
     }
     /* Unstarted tasks go back at once, so others can run them now. */
-    bp_pack_begin(&w->cp, BP_MSG_BYE, w->batch);
+    bp_pack_begin(&w->cp, BP_MSG_BYE, w->ch.batch);
     bp_pack_u32(&w->cp, 0);
     for (uint32_t i = 0; i < w->qlen; i++)
         bp_pack_id(&w->cp, w->q[(w->qhead + i) % w->qcap].id);
@@ -891,10 +848,10 @@ static void begin_stop(struct worker *w, int64_t now)
  * end of the grace period handed back. */
 static void say_gone(struct worker *w, const uint64_t *ids, int n)
 {
-    if (w->o->raw || w->host != H_ACTIVE)
+    if (w->o->raw || !active(w))
         return;
     send_credit(w, 0);
-    bp_pack_begin(&w->cp, BP_MSG_BYE, w->batch);
+    bp_pack_begin(&w->cp, BP_MSG_BYE, w->ch.batch);
     bp_pack_u32(&w->cp, BP_BYE_GONE);
     for (int i = 0; i < n; i++)
         bp_pack_id(&w->cp, ids[i]);
@@ -906,7 +863,6 @@ static void say_gone(struct worker *w, const uint64_t *ids, int n)
 static int worker_loop(struct worker *w)
 {
     const struct bp_opts *o = w->o;
-    int64_t start = bp_now_ms();
     uint64_t *cut = NULL;
     int ncut = 0;
     for (;;) {
@@ -933,25 +889,21 @@ static int worker_loop(struct worker *w)
                 w->rp_n = 0;
             }
         }
-        /* the task channel */
+        /* the task channel (bp_wchan decides) */
         if (!o->raw && !w->stopping) {
-            int silent = w->host == H_ACTIVE && now - w->host_heard >= dead_ms(w);
-            int unanswered = w->host == H_HELLO && now < w->next_hello && now >= w->next_reopen;
-            if (silent || unanswered)
-                host_lost(w, now);
-            else if (w->host == H_HELLO && now >= w->next_hello)
-                send_hello(w, now);
-            if (o->once && w->host != H_ACTIVE && o->host_timeout_ms > 0) {
-                int64_t since = w->ever_connected ? w->lost_since : start;
-                if (now - since >= o->host_timeout_ms && !w->gave_up) {
-                    bp_log(BP_LOG_ERROR, "no ventilator at %s for %.1f s: giving up", o->tasks,
-                           (double)o->host_timeout_ms / 1000.0);
-                    w->gave_up = 1;
-                }
+            int what = bp_wchan_on_timer(&w->ch, now);
+            if (what & BP_WC_REOPEN)
+                host_lost(w, what);
+            if (what & BP_WC_GIVE_UP) {
+                bp_log(BP_LOG_ERROR, "no ventilator at %s for %.1f s: giving up", o->tasks,
+                       (double)o->host_timeout_ms / 1000.0);
+                w->gave_up = 1;
             }
+            if (!w->gave_up && bp_wchan_due(&w->ch, now) == BP_MSG_HELLO)
+                send_hello(w, now);
         }
         /* Also while stopping: a worker finishing its tasks is alive. */
-        if (!o->raw && w->host == H_ACTIVE && now >= w->next_hb)
+        if (!o->raw && bp_wchan_due(&w->ch, now) == BP_MSG_HEARTBEAT)
             send_heartbeat(w, now);
         if (w->gave_up && !w->stopping) {
             w->stopping = 1;
@@ -988,16 +940,8 @@ static int worker_loop(struct worker *w)
             w->items[n++] = (zmq_pollitem_t){.socket = w->rsock, .events = ZMQ_POLLOUT};
         }
         int64_t wake = now + 1000;
-        if (!o->raw) {
-            if (w->host == H_ACTIVE && w->next_hb < wake)
-                wake = w->next_hb;
-            if (w->host == H_HELLO && w->next_hello < wake)
-                wake = w->next_hello;
-            if (w->host == H_HELLO && w->next_reopen < wake)
-                wake = w->next_reopen;
-            if (w->host == H_ACTIVE && w->host_heard + dead_ms(w) < wake)
-                wake = w->host_heard + dead_ms(w);
-        }
+        if (!o->raw && bp_wchan_next_deadline(&w->ch) < wake)
+            wake = bp_wchan_next_deadline(&w->ch);
         if (w->stopping && w->grace_end < wake)
             wake = w->grace_end;
         if (w->halt_kill_at && w->halt_kill_at < wake)
@@ -1102,7 +1046,6 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     }
     for (int i = 0; i < w.nslots; i++)
         bp_job_init(&w.slots[i].job, (size_t)o->max_msg);
-    w.rtt_ms = 1.0;
     w.ctx = io && io->zmq_ctx ? io->zmq_ctx : NULL;
     if (!w.ctx) {
         w.ctx = bp_ctx_new();
@@ -1120,8 +1063,11 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     bp_log(BP_LOG_DEBUG, "worker %s: tasks from %s, results to %s, %d job%s, %s%s", o->id, o->tasks,
            o->results, w.nslots, w.nslots == 1 ? "" : "s",
            o->exec ? "exec: " : "transform: ", o->exec ? o->exec : w.tf->name);
-    w.host = H_HELLO;
-    w.next_hello = t0;
+    struct bp_wchan_cfg cc = {.hb_ms = o->hb_ms,
+                              .liveness = o->liveness,
+                              .max_backoff_ms = MAX_BACKOFF_MS,
+                              .host_timeout_ms = o->once ? o->host_timeout_ms : 0};
+    bp_wchan_init(&w.ch, &cc, t0);
     rc = worker_loop(&w);
     w.state = "stopped";
     write_status(&w);
