@@ -1,7 +1,19 @@
+/* Command-line and BP_* environment options of the three roles (bp.h:
+ * bp_opts_parse, bp_usage). Owns the option table, the value parsers, the
+ * checks across options and the --help texts; must not open files or
+ * sockets, log, or act on an option: it only fills struct bp_opts.
+ *
+ * One row of opt_defs per option (curl's tool_getparam.c does the same):
+ * its name, short letter, roles, kind (how its value is read and checked)
+ * and field. To add an option: add its field to struct bp_opts, one row
+ * here (its kind's macro checks the field's type) and its line in the
+ * role's usage text below; a kind of value not yet known takes one
+ * setter and one entry in kinds[]. */
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,122 +27,121 @@ extern char **environ;
 #define R_W (1u << BP_ROLE_WORKER)
 #define R_S (1u << BP_ROLE_SINK)
 #define R_ALL (R_V | R_W | R_S)
+#define NO_ENV (1u << 7) /* command line only: no BP_<NAME> */
 
-enum {
-    O_HELP = 'h',
-    O_VERSION = 'V',
-    O_VERBOSE = 'v',
-    O_QUIET = 'q',
-    O_NUL = '0',
-    O_INPUT = 'i',
-    O_OUTPUT = 'o',
-    O_EXEC = 'e',
-    O_JOBS = 'j',
-    O_TRANSFORM = 't',
-    O_WAIT_WORKERS = 'w',
-    O_RAW = 256,
-    O_MAX_MSG,
-    O_LINGER,
-    O_PROGRESS,
-    O_NO_PROGRESS,
-    O_BIND,
-    O_SINK,
-    O_WAIT_TIMEOUT,
-    O_TASKS,
-    O_RESULTS,
-    O_CONTROL,
-    O_TASK_TIMEOUT,
-    O_SLEEP,
-    O_ONCE,
-    O_GRACE,
-    O_STATUS_FILE,
-    O_ID,
-    O_CONTROL_BIND,
-    O_ORDERED,
-    O_TIMEOUT,
-    O_COUNT,
-    O_SUMMARY_JSON,
-    O_HEARTBEAT,
-    O_LIVENESS,
-    O_MAX_ATTEMPTS,
-    O_RETRIES,
-    O_TASK_DEADLINE,
-    O_ACK_TIMEOUT,
-    O_PREFETCH,
-    O_HOST_TIMEOUT,
-    O_JOURNAL,
-    O_RESUME,
-    O_SYNC,
-    O_SYNC_INTERVAL,
-    O_HALT,
-    O_JOBLOG,
-    O_KEYGEN,
-    O_CURVE_SECRET,
-    O_CURVE_ALLOW,
-    O_CURVE_SERVER,
-    O_METRICS_FILE
+/* How a value is read, checked and stored (the setter in kinds[]). */
+enum opt_kind {
+    KIND_FLAG,      /* no value: the int field becomes lo */
+    KIND_INFO,      /* no value: --help (lo 1) or --version (lo 2) */
+    KIND_DURATION,  /* "250ms", "1.5s", "2m", "1h": int ms in [lo, hi] */
+    KIND_NUMBER,    /* whole number in [lo, hi] into an int */
+    KIND_COUNT,     /* whole number in [lo, hi] into an int64_t */
+    KIND_SIZE,      /* bytes with an optional K/M suffix, in [lo, hi] */
+    KIND_TEXT,      /* any string */
+    KIND_NAME,      /* a non-empty string ("empty <what>" otherwise) */
+    KIND_ENDPOINT,  /* transport://address */
+    KIND_PEER,      /* an endpoint, or none ("", "none") */
+    KIND_PREFETCH,  /* "auto" (-1) or a KIND_NUMBER */
+    KIND_SYNC,      /* always, interval, none */
+    KIND_HALT,      /* GNU parallel's --halt WHEN,fail=N[%] */
+    KIND_TRANSFORM, /* the name of a built-in transform */
+    KIND_WORKER_ID  /* 1 to BP_ID_MAX bytes, copied */
 };
 
 struct opt_def {
-    const char *name;
-    int has_arg;
-    int val;
-    unsigned roles;
+    const char *name; /* long name; BP_<NAME> in the environment */
+    char letter;      /* short option, or 0 */
+    unsigned roles;   /* R_* that take it, | NO_ENV */
+    enum opt_kind kind;
+    size_t at;        /* where it goes: offsetof(struct bp_opts, field) */
+    int64_t lo, hi;   /* accepted range; KIND_FLAG/INFO: the value set */
+    const char *what; /* messages say "expected <what>", "empty <what>" */
 };
 
+/* A row's kind and field together; a field of another type does not compile.
+ * T is a type name, which a _Generic association cannot take in parentheses: */
+/* NOLINTNEXTLINE(bugprone-macro-parentheses) */
+#define AT(f, T) _Generic(((struct bp_opts *)0)->f, T : offsetof(struct bp_opts, f))
+#define FLAG(f) KIND_FLAG, AT(f, int)
+#define INFO KIND_INFO, 0
+#define DURATION(f) KIND_DURATION, AT(f, int)
+#define NUMBER(f) KIND_NUMBER, AT(f, int)
+#define COUNT(f) KIND_COUNT, AT(f, int64_t)
+#define SIZE(f) KIND_SIZE, AT(f, int64_t)
+#define TEXT(f) KIND_TEXT, AT(f, const char *)
+#define NAME(f) KIND_NAME, AT(f, const char *)
+#define ENDPOINT(f) KIND_ENDPOINT, AT(f, const char *)
+#define PEER(f) KIND_PEER, AT(f, const char *)
+#define PREFETCH(f) KIND_PREFETCH, AT(f, int)
+#define SYNC(f) KIND_SYNC, AT(f, int)
+#define HALT(f) KIND_HALT, AT(f, int)
+#define TRANSFORM(f) KIND_TRANSFORM, AT(f, const char *)
+#define WORKER_ID(f) KIND_WORKER_ID, AT(f, char *)
+
+/* What the messages say a valid value is. */
+#define ANY_DURATION "a duration (e.g. 10s, 250ms, 2m; 0 = none)"
+#define TICK_DURATION "a duration from 10ms to 1h (e.g. 1s, 500ms)"
+#define FROM_1_TO_1000 "a number from 1 to 1000"
+#define FILE_NAME "file name"
+#define ENDPOINT_5557 "e.g. tcp://host:5557"
+#define PEER_5558 "e.g. tcp://host:5558, or none"
+
+/* The order is the environment's order: the first bad BP_* is reported. */
 static const struct opt_def opt_defs[] = {
-    {"help", no_argument, O_HELP, R_ALL},
-    {"version", no_argument, O_VERSION, R_ALL},
-    {"verbose", no_argument, O_VERBOSE, R_ALL},
-    {"quiet", no_argument, O_QUIET, R_ALL},
-    {"raw", no_argument, O_RAW, R_ALL},
-    {"null", no_argument, O_NUL, R_V | R_S},
-    {"max-msg-size", required_argument, O_MAX_MSG, R_ALL},
-    {"linger", required_argument, O_LINGER, R_ALL},
-    {"progress", no_argument, O_PROGRESS, R_V | R_S},
-    {"no-progress", no_argument, O_NO_PROGRESS, R_V | R_S},
-    {"bind", required_argument, O_BIND, R_V | R_S},
-    {"sink", required_argument, O_SINK, R_V},
-    {"input", required_argument, O_INPUT, R_V},
-    {"wait-workers", required_argument, O_WAIT_WORKERS, R_V},
-    {"wait-timeout", required_argument, O_WAIT_TIMEOUT, R_V},
-    {"tasks", required_argument, O_TASKS, R_W},
-    {"results", required_argument, O_RESULTS, R_W},
-    {"control", required_argument, O_CONTROL, R_W},
-    {"transform", required_argument, O_TRANSFORM, R_W},
-    {"exec", required_argument, O_EXEC, R_W},
-    {"jobs", required_argument, O_JOBS, R_W},
-    {"task-timeout", required_argument, O_TASK_TIMEOUT, R_W},
-    {"sleep", required_argument, O_SLEEP, R_W},
-    {"once", no_argument, O_ONCE, R_W | R_S},
-    {"grace", required_argument, O_GRACE, R_W},
-    {"status-file", required_argument, O_STATUS_FILE, R_W},
-    {"id", required_argument, O_ID, R_W},
-    {"control-bind", required_argument, O_CONTROL_BIND, R_S},
-    {"output", required_argument, O_OUTPUT, R_S},
-    {"ordered", no_argument, O_ORDERED, R_S},
-    {"timeout", required_argument, O_TIMEOUT, R_S},
-    {"count", required_argument, O_COUNT, R_S},
-    {"summary-json", required_argument, O_SUMMARY_JSON, R_S},
-    {"heartbeat", required_argument, O_HEARTBEAT, R_V | R_W},
-    {"liveness", required_argument, O_LIVENESS, R_V | R_W},
-    {"max-attempts", required_argument, O_MAX_ATTEMPTS, R_V},
-    {"retries", required_argument, O_RETRIES, R_V},
-    {"task-deadline", required_argument, O_TASK_DEADLINE, R_V},
-    {"ack-timeout", required_argument, O_ACK_TIMEOUT, R_V},
-    {"prefetch", required_argument, O_PREFETCH, R_W},
-    {"host-timeout", required_argument, O_HOST_TIMEOUT, R_W},
-    {"journal", required_argument, O_JOURNAL, R_V | R_S},
-    {"resume", no_argument, O_RESUME, R_V | R_S},
-    {"sync", required_argument, O_SYNC, R_V | R_S},
-    {"sync-interval", required_argument, O_SYNC_INTERVAL, R_V | R_S},
-    {"halt", required_argument, O_HALT, R_V},
-    {"joblog", required_argument, O_JOBLOG, R_S},
-    {"keygen", required_argument, O_KEYGEN, R_ALL},
-    {"curve-secret", required_argument, O_CURVE_SECRET, R_ALL},
-    {"curve-allow", required_argument, O_CURVE_ALLOW, R_V | R_S},
-    {"curve-server", required_argument, O_CURVE_SERVER, R_W},
-    {"metrics-file", required_argument, O_METRICS_FILE, R_W | R_S},
+    {"help", 'h', R_ALL | NO_ENV, INFO, 1, 1, NULL},
+    {"version", 'V', R_ALL | NO_ENV, INFO, 2, 2, NULL},
+    {"verbose", 'v', R_ALL, FLAG(log_level), BP_LOG_DEBUG, 0, NULL},
+    {"quiet", 'q', R_ALL, FLAG(log_level), BP_LOG_ERROR, 0, NULL},
+    {"raw", 0, R_ALL, FLAG(raw), 1, 0, NULL},
+    {"null", '0', R_V | R_S, FLAG(nul), 1, 0, NULL},
+    {"max-msg-size", 0, R_ALL, SIZE(max_msg), 64, (int64_t)1 << 31,
+     "a size from 64 to 2G (e.g. 1M)"},
+    {"linger", 0, R_ALL, DURATION(linger_ms), 0, INT_MAX, ANY_DURATION},
+    {"progress", 0, R_V | R_S, FLAG(progress), 1, 0, NULL},
+    {"no-progress", 0, R_V | R_S, FLAG(progress), 0, 0, NULL},
+    {"bind", 0, R_V | R_S, ENDPOINT(bind), 0, 0, ENDPOINT_5557},
+    {"sink", 0, R_V, PEER(sink), 0, 0, PEER_5558},
+    {"input", 'i', R_V, TEXT(input), 0, 0, NULL},
+    {"wait-workers", 'w', R_V, NUMBER(wait_workers), 0, 100000, "a number of workers (0-100000)"},
+    {"wait-timeout", 0, R_V, DURATION(wait_timeout_ms), 0, INT_MAX, ANY_DURATION},
+    {"tasks", 0, R_W, ENDPOINT(tasks), 0, 0, ENDPOINT_5557},
+    {"results", 0, R_W, ENDPOINT(results), 0, 0, ENDPOINT_5557},
+    {"control", 0, R_W, PEER(control), 0, 0, PEER_5558},
+    {"transform", 't', R_W, TRANSFORM(transform), 0, 0, NULL},
+    {"exec", 'e', R_W, NAME(exec), 0, 0, "command"},
+    {"jobs", 'j', R_W, NUMBER(jobs), 0, 1024, "0 (= number of CPUs) to 1024"},
+    {"task-timeout", 0, R_W, DURATION(task_timeout_ms), 0, INT_MAX, ANY_DURATION},
+    {"sleep", 0, R_W, DURATION(sleep_ms), 0, INT_MAX, ANY_DURATION},
+    {"once", 0, R_W | R_S, FLAG(once), 1, 0, NULL},
+    {"grace", 0, R_W, DURATION(grace_ms), 0, INT_MAX, ANY_DURATION},
+    {"status-file", 0, R_W, TEXT(status_file), 0, 0, NULL},
+    {"id", 0, R_W, WORKER_ID(id), 1, BP_ID_MAX, NULL},
+    {"control-bind", 0, R_S, PEER(control_bind), 0, 0, PEER_5558},
+    {"output", 'o', R_S, TEXT(output), 0, 0, NULL},
+    {"ordered", 0, R_S, FLAG(ordered), 1, 0, NULL},
+    {"timeout", 0, R_S, DURATION(timeout_ms), 0, INT_MAX, ANY_DURATION},
+    {"count", 0, R_S, COUNT(count), 0, INT64_MAX / 2, "a task count"},
+    {"summary-json", 0, R_S, TEXT(summary_json), 0, 0, NULL},
+    {"heartbeat", 0, R_V | R_W, DURATION(hb_ms), 10, 3600000, TICK_DURATION},
+    {"liveness", 0, R_V | R_W, NUMBER(liveness), 1, 1000, FROM_1_TO_1000},
+    {"max-attempts", 0, R_V, NUMBER(max_attempts), 1, 1000, FROM_1_TO_1000},
+    {"retries", 0, R_V, NUMBER(retries), 0, 1000, "a number from 0 to 1000"},
+    {"task-deadline", 0, R_V, DURATION(task_deadline_ms), 0, INT_MAX, ANY_DURATION},
+    {"ack-timeout", 0, R_V, DURATION(ack_timeout_ms), 10, 3600000, TICK_DURATION},
+    {"prefetch", 0, R_W, PREFETCH(prefetch), 0, 4096, "'auto' or a number from 0 to 4096"},
+    {"host-timeout", 0, R_W, DURATION(host_timeout_ms), 0, INT_MAX, ANY_DURATION},
+    {"journal", 0, R_V | R_S, NAME(journal), 0, 0, FILE_NAME},
+    {"resume", 0, R_V | R_S, FLAG(resume), 1, 0, NULL},
+    {"sync", 0, R_V | R_S, SYNC(sync), 0, 0, "always, interval or none"},
+    {"sync-interval", 0, R_V | R_S, DURATION(sync_ms), 0, INT_MAX, ANY_DURATION},
+    {"halt", 0, R_V, HALT(halt_when), 0, 0,
+     "never, soon,fail=N, now,fail=N or soon/now,fail=P% (e.g. soon,fail=1)"},
+    {"joblog", 0, R_S, NAME(joblog), 0, 0, FILE_NAME},
+    {"keygen", 0, R_ALL | NO_ENV, NAME(keygen), 0, 0, FILE_NAME},
+    {"curve-secret", 0, R_ALL, NAME(curve_secret), 0, 0, FILE_NAME},
+    {"curve-allow", 0, R_V | R_S, NAME(curve_allow), 0, 0, FILE_NAME},
+    {"curve-server", 0, R_W, NAME(curve_server), 0, 0, FILE_NAME},
+    {"metrics-file", 0, R_W | R_S, NAME(metrics_file), 0, 0, FILE_NAME},
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -285,253 +296,206 @@ static void defaults(struct bp_opts *o, enum bp_role role)
     }
 }
 
-/* Where a duration option's value goes, or NULL if d is not one. */
-static int *duration_field(struct bp_opts *o, int val)
+/* Puts a one-line message in o->err; returns BP_EUSAGE. */
+static int bad(struct bp_opts *o, const char *fmt, ...) BP_PRINTF(2, 3);
+static int bad(struct bp_opts *o, const char *fmt, ...)
 {
-    switch (val) {
-    case O_LINGER:
-        return &o->linger_ms;
-    case O_WAIT_TIMEOUT:
-        return &o->wait_timeout_ms;
-    case O_TASK_TIMEOUT:
-        return &o->task_timeout_ms;
-    case O_SLEEP:
-        return &o->sleep_ms;
-    case O_GRACE:
-        return &o->grace_ms;
-    case O_TIMEOUT:
-        return &o->timeout_ms;
-    case O_TASK_DEADLINE:
-        return &o->task_deadline_ms;
-    case O_HOST_TIMEOUT:
-        return &o->host_timeout_ms;
-    case O_SYNC_INTERVAL:
-        return &o->sync_ms;
-    default:
-        return NULL;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->err, sizeof o->err, fmt, ap);
+    va_end(ap);
+    return BP_EUSAGE;
 }
 
-/* Applies one option. src names where it came from, for messages. */
+/* One option's value on its way to its field. */
+struct setting {
+    struct bp_opts *o;
+    const struct opt_def *d;
+    const char *val; /* never NULL */
+    const char *src; /* where it came from, for messages */
+    int *info;       /* 1 after --help, 2 after --version */
+};
+
+static int *int_field(const struct setting *s)
+{
+    return (int *)(void *)((char *)s->o + s->d->at);
+}
+
+static int64_t *int64_field(const struct setting *s)
+{
+    return (int64_t *)(void *)((char *)s->o + s->d->at);
+}
+
+static const char **str_field(const struct setting *s)
+{
+    return (const char **)(void *)((char *)s->o + s->d->at);
+}
+
+/* "<src>: expected <what>, got '<val>'", the message of most kinds. */
+static int expected(const struct setting *s)
+{
+    return bad(s->o, "%s: expected %s, got '%s'", s->src, s->d->what, s->val);
+}
+
+static int set_flag(const struct setting *s)
+{
+    *int_field(s) = (int)s->d->lo;
+    return BP_OK;
+}
+
+static int set_info(const struct setting *s)
+{
+    *s->info = (int)s->d->lo;
+    return BP_OK;
+}
+
+static int set_duration(const struct setting *s)
+{
+    int ms;
+    if (parse_duration_ms(s->val, &ms) || ms < s->d->lo || ms > s->d->hi)
+        return expected(s);
+    *int_field(s) = ms;
+    return BP_OK;
+}
+
+static int set_number(const struct setting *s)
+{
+    int64_t n;
+    if (parse_int64(s->val, s->d->lo, s->d->hi, &n))
+        return expected(s);
+    *int_field(s) = (int)n;
+    return BP_OK;
+}
+
+static int set_count(const struct setting *s)
+{
+    int64_t n;
+    if (parse_int64(s->val, s->d->lo, s->d->hi, &n))
+        return expected(s);
+    *int64_field(s) = n;
+    return BP_OK;
+}
+
+static int set_size(const struct setting *s)
+{
+    int64_t n;
+    if (parse_size(s->val, &n) || n < s->d->lo || n > s->d->hi)
+        return expected(s);
+    *int64_field(s) = n;
+    return BP_OK;
+}
+
+static int set_text(const struct setting *s)
+{
+    *str_field(s) = s->val;
+    return BP_OK;
+}
+
+static int set_name(const struct setting *s)
+{
+    if (!*s->val)
+        return bad(s->o, "%s: empty %s", s->src, s->d->what);
+    return set_text(s);
+}
+
+static int set_endpoint(const struct setting *s)
+{
+    if (!endpoint_ok(s->val))
+        return bad(s->o, "%s: invalid endpoint '%s' (expected %s)", s->src, s->val, s->d->what);
+    return set_text(s);
+}
+
+static int set_peer(const struct setting *s)
+{
+    if (!is_none(s->val))
+        return set_endpoint(s);
+    return set_text(s);
+}
+
+static int set_prefetch(const struct setting *s)
+{
+    if (strcmp(s->val, "auto") != 0)
+        return set_number(s);
+    *int_field(s) = -1;
+    return BP_OK;
+}
+
+static int set_sync(const struct setting *s)
+{
+    static const char *const names[] = {
+        [BP_SYNC_INTERVAL] = "interval", [BP_SYNC_ALWAYS] = "always", [BP_SYNC_NONE] = "none"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(s->val, names[i])) {
+            *int_field(s) = (int)i;
+            return BP_OK;
+        }
+    return expected(s);
+}
+
+static int set_halt(const struct setting *s)
+{
+    return parse_halt(s->o, s->val) ? expected(s) : BP_OK;
+}
+
+static int set_transform(const struct setting *s)
+{
+    if (!bp_transform_find(s->val))
+        return bad(s->o, "%s: unknown transform '%s' (known: %s)", s->src, s->val,
+                   bp_transform_names());
+    return set_text(s);
+}
+
+static int set_worker_id(const struct setting *s)
+{
+    size_t n = strlen(s->val);
+    if (n < (size_t)s->d->lo || n > (size_t)s->d->hi)
+        return bad(s->o, "%s: worker id must be %d to %d bytes", s->src, (int)s->d->lo,
+                   (int)s->d->hi);
+    snprintf(s->o->id, sizeof s->o->id, "%s", s->val);
+    return BP_OK;
+}
+
+/* Per kind: whether it takes a value, and what reads and stores it. */
+static const struct {
+    int has_arg;
+    int (*set)(const struct setting *);
+} kinds[] = {
+    [KIND_FLAG] = {no_argument, set_flag},
+    [KIND_INFO] = {no_argument, set_info},
+    [KIND_DURATION] = {required_argument, set_duration},
+    [KIND_NUMBER] = {required_argument, set_number},
+    [KIND_COUNT] = {required_argument, set_count},
+    [KIND_SIZE] = {required_argument, set_size},
+    [KIND_TEXT] = {required_argument, set_text},
+    [KIND_NAME] = {required_argument, set_name},
+    [KIND_ENDPOINT] = {required_argument, set_endpoint},
+    [KIND_PEER] = {required_argument, set_peer},
+    [KIND_PREFETCH] = {required_argument, set_prefetch},
+    [KIND_SYNC] = {required_argument, set_sync},
+    [KIND_HALT] = {required_argument, set_halt},
+    [KIND_TRANSFORM] = {required_argument, set_transform},
+    [KIND_WORKER_ID] = {required_argument, set_worker_id},
+};
+
+/* Applies one option: arg is its value (NULL: none given); src names where
+ * it came from, for messages. */
 static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, const char *src,
                  int *info)
 {
-    int64_t n;
-    int b;
-#define BAD(...)                                                                                   \
-    do {                                                                                           \
-        snprintf(o->err, sizeof o->err, __VA_ARGS__);                                              \
-        return BP_EUSAGE;                                                                          \
-    } while (0)
-
-    if (d->has_arg == required_argument && !arg)
-        BAD("%s: needs a value", src);
+    int has_arg = kinds[d->kind].has_arg;
+    if (has_arg == required_argument && !arg)
+        return bad(o, "%s: needs a value", src);
     /* Flags given through the environment carry a yes/no value. */
-    if (d->has_arg == no_argument && arg) {
-        b = parse_bool(arg);
+    if (has_arg == no_argument && arg) {
+        int b = parse_bool(arg);
         if (b < 0)
-            BAD("%s: expected 1/0, yes/no or true/false, got '%s'", src, arg);
+            return bad(o, "%s: expected 1/0, yes/no or true/false, got '%s'", src, arg);
         if (!b)
             return BP_OK;
     }
     /* Never NULL past the check above; spelled out for the analyzers. */
-    const char *val = arg ? arg : "";
-    int *dur = duration_field(o, d->val);
-    if (dur) {
-        if (parse_duration_ms(val, dur))
-            BAD("%s: expected a duration (e.g. 10s, 250ms, 2m; 0 = none), got '%s'", src, val);
-        return BP_OK;
-    }
-    switch (d->val) {
-    case O_HELP:
-        *info = 1;
-        break;
-    case O_VERSION:
-        *info = 2;
-        break;
-    case O_VERBOSE:
-        o->log_level = BP_LOG_DEBUG;
-        break;
-    case O_QUIET:
-        o->log_level = BP_LOG_ERROR;
-        break;
-    case O_RAW:
-        o->raw = 1;
-        break;
-    case O_NUL:
-        o->nul = 1;
-        break;
-    case O_PROGRESS:
-        o->progress = 1;
-        break;
-    case O_NO_PROGRESS:
-        o->progress = 0;
-        break;
-    case O_ONCE:
-        o->once = 1;
-        break;
-    case O_ORDERED:
-        o->ordered = 1;
-        break;
-    case O_RESUME:
-        o->resume = 1;
-        break;
-    case O_JOURNAL:
-        if (!*val)
-            BAD("%s: empty file name", src);
-        o->journal = val;
-        break;
-    case O_HALT:
-        if (parse_halt(o, val))
-            BAD("%s: expected never, soon,fail=N, now,fail=N or soon/now,fail=P%% (e.g. "
-                "soon,fail=1), got '%s'",
-                src, val);
-        break;
-    case O_SYNC:
-        if (!strcmp(val, "always"))
-            o->sync = BP_SYNC_ALWAYS;
-        else if (!strcmp(val, "interval"))
-            o->sync = BP_SYNC_INTERVAL;
-        else if (!strcmp(val, "none"))
-            o->sync = BP_SYNC_NONE;
-        else
-            BAD("%s: expected always, interval or none, got '%s'", src, val);
-        break;
-    case O_MAX_MSG:
-        if (parse_size(val, &n) || n < 64 || n > (int64_t)1 << 31)
-            BAD("%s: expected a size from 64 to 2G (e.g. 1M), got '%s'", src, val);
-        o->max_msg = n;
-        break;
-    case O_WAIT_WORKERS:
-        if (parse_int64(val, 0, 100000, &n))
-            BAD("%s: expected a number of workers (0-100000), got '%s'", src, val);
-        o->wait_workers = (int)n;
-        break;
-    case O_JOBS:
-        if (parse_int64(val, 0, 1024, &n))
-            BAD("%s: expected 0 (= number of CPUs) to 1024, got '%s'", src, val);
-        o->jobs = (int)n;
-        break;
-    case O_HEARTBEAT:
-    case O_ACK_TIMEOUT: {
-        int ms;
-        if (parse_duration_ms(val, &ms) || ms < 10 || ms > 3600000)
-            BAD("%s: expected a duration from 10ms to 1h (e.g. 1s, 500ms), got '%s'", src, val);
-        if (d->val == O_HEARTBEAT)
-            o->hb_ms = ms;
-        else
-            o->ack_timeout_ms = ms;
-        break;
-    }
-    case O_LIVENESS:
-    case O_MAX_ATTEMPTS:
-        if (parse_int64(val, 1, 1000, &n))
-            BAD("%s: expected a number from 1 to 1000, got '%s'", src, val);
-        if (d->val == O_LIVENESS)
-            o->liveness = (int)n;
-        else
-            o->max_attempts = (int)n;
-        break;
-    case O_RETRIES:
-        if (parse_int64(val, 0, 1000, &n))
-            BAD("%s: expected a number from 0 to 1000, got '%s'", src, val);
-        o->retries = (int)n;
-        break;
-    case O_PREFETCH:
-        if (!strcmp(val, "auto")) {
-            o->prefetch = -1;
-            break;
-        }
-        if (parse_int64(val, 0, 4096, &n))
-            BAD("%s: expected 'auto' or a number from 0 to 4096, got '%s'", src, val);
-        o->prefetch = (int)n;
-        break;
-    case O_COUNT:
-        if (parse_int64(val, 0, INT64_MAX / 2, &n))
-            BAD("%s: expected a task count, got '%s'", src, val);
-        o->count = n;
-        break;
-    case O_BIND:
-    case O_TASKS:
-    case O_RESULTS:
-        if (!endpoint_ok(val))
-            BAD("%s: invalid endpoint '%s' (expected e.g. tcp://host:5557)", src, val);
-        if (d->val == O_BIND)
-            o->bind = val;
-        else if (d->val == O_TASKS)
-            o->tasks = val;
-        else
-            o->results = val;
-        break;
-    case O_SINK:
-    case O_CONTROL:
-    case O_CONTROL_BIND:
-        if (!is_none(val) && !endpoint_ok(val))
-            BAD("%s: invalid endpoint '%s' (expected e.g. tcp://host:5558, or none)", src, val);
-        if (d->val == O_SINK)
-            o->sink = val;
-        else if (d->val == O_CONTROL)
-            o->control = val;
-        else
-            o->control_bind = val;
-        break;
-    case O_INPUT:
-        o->input = val;
-        break;
-    case O_OUTPUT:
-        o->output = val;
-        break;
-    case O_SUMMARY_JSON:
-        o->summary_json = val;
-        break;
-    case O_JOBLOG:
-        if (!*val)
-            BAD("%s: empty file name", src);
-        o->joblog = val;
-        break;
-    case O_STATUS_FILE:
-        o->status_file = val;
-        break;
-    case O_METRICS_FILE:
-        if (!*val)
-            BAD("%s: empty file name", src);
-        o->metrics_file = val;
-        break;
-    case O_KEYGEN:
-    case O_CURVE_SECRET:
-    case O_CURVE_ALLOW:
-    case O_CURVE_SERVER:
-        if (!*val)
-            BAD("%s: empty file name", src);
-        if (d->val == O_KEYGEN)
-            o->keygen = val;
-        else if (d->val == O_CURVE_SECRET)
-            o->curve_secret = val;
-        else if (d->val == O_CURVE_ALLOW)
-            o->curve_allow = val;
-        else
-            o->curve_server = val;
-        break;
-    case O_TRANSFORM:
-        if (!bp_transform_find(val))
-            BAD("%s: unknown transform '%s' (known: %s)", src, val, bp_transform_names());
-        o->transform = val;
-        break;
-    case O_EXEC:
-        if (!*val)
-            BAD("%s: empty command", src);
-        o->exec = val;
-        break;
-    case O_ID:
-        if (!*val || strlen(val) > BP_ID_MAX)
-            BAD("%s: worker id must be 1 to %d bytes", src, BP_ID_MAX);
-        snprintf(o->id, sizeof o->id, "%s", val);
-        break;
-    default:
-        BAD("%s: unhandled option", src);
-    }
-    return BP_OK;
-#undef BAD
+    struct setting s = {o, d, arg ? arg : "", src, info};
+    return kinds[d->kind].set(&s);
 }
 
 static const char *env_lookup(char *const envp[], const char *name)
@@ -545,20 +509,12 @@ static const char *env_lookup(char *const envp[], const char *name)
     return NULL;
 }
 
-static int parse(struct bp_opts *o, enum bp_role role, int argc, char *const argv[],
-                 char *const envp[], int *want_version)
+/* Applies the BP_<NAME> variables of the role's options, in table order. */
+static int parse_env(struct bp_opts *o, unsigned mask, char *const envp[], int *info)
 {
-    unsigned mask = 1u << role;
-    int info = 0;
-    int rc;
-    defaults(o, role);
-    if (want_version)
-        *want_version = 0;
-
-    /* Environment first (for service units), so the command line wins. */
     for (size_t i = 0; i < N_OPTS; i++) {
         const struct opt_def *d = &opt_defs[i];
-        if (!(d->roles & mask) || d->val == O_HELP || d->val == O_VERSION || d->val == O_KEYGEN)
+        if (!(d->roles & mask) || (d->roles & NO_ENV))
             continue;
         char name[64] = "BP_";
         size_t k = 3;
@@ -570,158 +526,195 @@ static int parse(struct bp_opts *o, enum bp_role role, int argc, char *const arg
             continue;
         char src[80];
         snprintf(src, sizeof src, "environment %s", name);
-        if ((rc = apply(o, d, v, src, &info)) != BP_OK)
+        int rc = apply(o, d, v, src, info);
+        if (rc != BP_OK)
             return rc;
     }
+    return BP_OK;
+}
 
-    struct option lopts[N_OPTS + 1];
-    char shorts[64];
+/* getopt_long's value for row i: its letter, or 256 + i. */
+static int opt_val(size_t i)
+{
+    return opt_defs[i].letter ? opt_defs[i].letter : 256 + (int)i;
+}
+
+/* getopt_long's tables for the role's options. */
+static void getopt_tables(unsigned mask, struct option *lopts, char *shorts)
+{
     size_t nl = 0, ns = 0;
     shorts[ns++] = ':';
     for (size_t i = 0; i < N_OPTS; i++) {
         const struct opt_def *d = &opt_defs[i];
         if (!(d->roles & mask))
             continue;
+        int has_arg = kinds[d->kind].has_arg;
         lopts[nl].name = d->name;
-        lopts[nl].has_arg = d->has_arg;
+        lopts[nl].has_arg = has_arg;
         lopts[nl].flag = NULL;
-        lopts[nl].val = d->val;
+        lopts[nl].val = opt_val(i);
         nl++;
-        if (d->val < 256) {
-            shorts[ns++] = (char)d->val;
-            if (d->has_arg == required_argument)
+        if (d->letter) {
+            shorts[ns++] = d->letter;
+            if (has_arg == required_argument)
                 shorts[ns++] = ':';
         }
     }
     memset(&lopts[nl], 0, sizeof lopts[nl]);
     shorts[ns] = '\0';
+}
 
-    int input_cli = 0;
+/* The role's row getopt_long returned c for, or NULL. */
+static const struct opt_def *find_opt(int c, unsigned mask)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (opt_val(i) == c && (opt_defs[i].roles & mask))
+            return &opt_defs[i];
+    return NULL;
+}
+
+/* Applies the command line's options; leaves optind at the first operand.
+ * *input_cli tells whether --input was given there. */
+static int parse_argv(struct bp_opts *o, unsigned mask, int argc, char *const argv[], int *info,
+                      int *input_cli)
+{
+    struct option lopts[N_OPTS + 1];
+    char shorts[64];
+    getopt_tables(mask, lopts, shorts);
     opterr = 0;
     optind = 0; /* full re-initialisation (glibc and musl) */
     for (;;) {
         int li = -1;
         int c = getopt_long(argc, argv, shorts, lopts, &li);
         if (c == -1)
-            break;
-        const char *bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+            return BP_OK;
+        const char *given = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
         if (c == '?') {
             if (optopt && optopt < 256)
-                snprintf(o->err, sizeof o->err, "unknown option '-%c'", optopt);
-            else
-                snprintf(o->err, sizeof o->err, "unknown option '%s'", bad);
-            return BP_EUSAGE;
+                return bad(o, "unknown option '-%c'", optopt);
+            return bad(o, "unknown option '%s'", given);
         }
-        if (c == ':') {
-            snprintf(o->err, sizeof o->err, "option '%s' needs a value", bad);
-            return BP_EUSAGE;
-        }
-        const struct opt_def *d = NULL;
-        for (size_t i = 0; i < N_OPTS; i++)
-            if (opt_defs[i].val == c && (opt_defs[i].roles & mask))
-                d = &opt_defs[i];
-        if (!d) {
-            snprintf(o->err, sizeof o->err, "unknown option '%s'", bad);
-            return BP_EUSAGE;
-        }
-        if (d->val == O_INPUT)
-            input_cli = 1;
+        if (c == ':')
+            return bad(o, "option '%s' needs a value", given);
+        const struct opt_def *d = find_opt(c, mask);
+        if (!d)
+            return bad(o, "unknown option '%s'", given);
+        if (!strcmp(d->name, "input"))
+            *input_cli = 1;
         char src[80];
         snprintf(src, sizeof src, "--%s", d->name);
-        if ((rc = apply(o, d, d->has_arg ? optarg : NULL, src, &info)) != BP_OK)
+        int rc = apply(o, d, kinds[d->kind].has_arg ? optarg : NULL, src, info);
+        if (rc != BP_OK)
             return rc;
     }
+}
+
+/* The worker's derived defaults and its own checks. */
+static int finish_worker(struct bp_opts *o)
+{
+    if (o->jobs == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        o->jobs = n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;
+    }
+    if (!o->id[0]) {
+        char host[64] = "worker";
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "worker");
+        host[sizeof host - 1] = '\0';
+        snprintf(o->id, sizeof o->id, "%.40s:%ld", host, (long)getpid());
+    }
+    if (is_none(o->control))
+        o->control = NULL;
+    if (o->once && o->raw)
+        return bad(o, "--once needs the acknowledged channel: it cannot be used with --raw");
+    return BP_OK;
+}
+
+/* CURVE: a host role needs its secret certificate and the boards'
+ * allowlist; a worker its own secret and the host's public one. */
+static int check_curve(struct bp_opts *o, enum bp_role role)
+{
+    const char *other = role == BP_ROLE_WORKER ? o->curve_server : o->curve_allow;
+    const char *other_name = role == BP_ROLE_WORKER ? "--curve-server" : "--curve-allow";
+    if (!o->curve_secret == !other)
+        return BP_OK;
+    return bad(o, "%s is needed with %s (CURVE is all or nothing)",
+               o->curve_secret ? other_name : "--curve-secret",
+               o->curve_secret ? "--curve-secret" : other_name);
+}
+
+/* --journal/--resume and --sync against the rest. */
+static int check_durability(struct bp_opts *o, enum bp_role role)
+{
+    int journal = o->journal || o->resume;
+    if (journal && o->raw)
+        return bad(o, "--journal/--resume need the acknowledged channel: not with --raw");
+    if (o->sync == BP_SYNC_INTERVAL && o->sync_ms < 1)
+        return bad(o, "--sync-interval: must be at least 1ms");
+    /* A resumed batch is read again from the start: a pipe cannot be. */
+    if (role == BP_ROLE_VENTILATOR && journal && (!o->input || !strcmp(o->input, "-")))
+        return bad(o, "--journal/--resume need --input FILE (stdin cannot be read again)");
+    if (role == BP_ROLE_SINK && journal && (!o->output || !strcmp(o->output, "-")))
+        return bad(o, "--journal/--resume need --output FILE (stdout cannot be continued)");
+    return BP_OK;
+}
+
+static int finish_sink(struct bp_opts *o)
+{
+    if (is_none(o->control_bind))
+        o->control_bind = NULL;
+    if (o->raw && o->joblog)
+        return bad(o, "--joblog needs task ids: it cannot be used with --raw");
+    if (o->raw && o->ordered)
+        return bad(o, "--ordered needs task ids: it cannot be used with --raw");
+    return BP_OK;
+}
+
+/* Checks across options, in the order their messages take precedence. */
+static int finish(struct bp_opts *o, enum bp_role role)
+{
+    int rc;
+    if (role == BP_ROLE_WORKER && (rc = finish_worker(o)) != BP_OK)
+        return rc;
+    if (role == BP_ROLE_VENTILATOR && is_none(o->sink))
+        o->sink = NULL;
+    if ((rc = check_curve(o, role)) != BP_OK || (rc = check_durability(o, role)) != BP_OK)
+        return rc;
+    if (role == BP_ROLE_SINK)
+        return finish_sink(o);
+    return BP_OK;
+}
+
+static int parse(struct bp_opts *o, enum bp_role role, int argc, char *const argv[],
+                 char *const envp[], int *want_version)
+{
+    unsigned mask = 1u << role;
+    int info = 0, input_cli = 0;
+    int rc;
+    defaults(o, role);
+    if (want_version)
+        *want_version = 0;
+    /* Environment first (for service units), so the command line wins. */
+    if ((rc = parse_env(o, mask, envp, &info)) != BP_OK ||
+        (rc = parse_argv(o, mask, argc, argv, &info, &input_cli)) != BP_OK)
+        return rc;
     if (info) {
         if (want_version)
             *want_version = info == 2;
         return BP_EXIT_INFO;
     }
     if (o->keygen) {
-        if (optind < argc) {
-            snprintf(o->err, sizeof o->err, "unexpected argument '%s'", argv[optind]);
-            return BP_EUSAGE;
-        }
+        if (optind < argc)
+            return bad(o, "unexpected argument '%s'", argv[optind]);
         return BP_OK; /* the caller writes the key pair and stops */
     }
     /* The ventilator takes its input file as an operand too. */
     /* An operand wins over BP_INPUT, but not over --input. */
     if (role == BP_ROLE_VENTILATOR && optind < argc && !input_cli)
         o->input = argv[optind++];
-    if (optind < argc) {
-        snprintf(o->err, sizeof o->err, "unexpected argument '%s'", argv[optind]);
-        return BP_EUSAGE;
-    }
-
-    if (role == BP_ROLE_WORKER) {
-        if (o->jobs == 0) {
-            long n = sysconf(_SC_NPROCESSORS_ONLN);
-            o->jobs = n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;
-        }
-        if (!o->id[0]) {
-            char host[64] = "worker";
-            if (gethostname(host, sizeof host) != 0)
-                snprintf(host, sizeof host, "worker");
-            host[sizeof host - 1] = '\0';
-            snprintf(o->id, sizeof o->id, "%.40s:%ld", host, (long)getpid());
-        }
-        if (is_none(o->control))
-            o->control = NULL;
-        if (o->once && o->raw) {
-            snprintf(o->err, sizeof o->err,
-                     "--once needs the acknowledged channel: it cannot be used with --raw");
-            return BP_EUSAGE;
-        }
-    }
-    if (role == BP_ROLE_VENTILATOR && is_none(o->sink))
-        o->sink = NULL;
-    /* CURVE: a host role needs its secret certificate and the boards'
-     * allowlist; a worker its own secret and the host's public one. */
-    const char *other = role == BP_ROLE_WORKER ? o->curve_server : o->curve_allow;
-    const char *other_name = role == BP_ROLE_WORKER ? "--curve-server" : "--curve-allow";
-    if (!o->curve_secret != !other) {
-        snprintf(o->err, sizeof o->err, "%s", o->curve_secret ? other_name : "--curve-secret");
-        snprintf(o->err + strlen(o->err), sizeof o->err - strlen(o->err),
-                 " is needed with %s (CURVE is all or nothing)",
-                 o->curve_secret ? "--curve-secret" : other_name);
-        return BP_EUSAGE;
-    }
-    if ((o->journal || o->resume) && o->raw) {
-        snprintf(o->err, sizeof o->err,
-                 "--journal/--resume need the acknowledged channel: not with --raw");
-        return BP_EUSAGE;
-    }
-    if (o->sync == BP_SYNC_INTERVAL && o->sync_ms < 1) {
-        snprintf(o->err, sizeof o->err, "--sync-interval: must be at least 1ms");
-        return BP_EUSAGE;
-    }
-    /* A resumed batch is read again from the start: a pipe cannot be. */
-    if (role == BP_ROLE_VENTILATOR && (o->journal || o->resume) &&
-        (!o->input || !strcmp(o->input, "-"))) {
-        snprintf(o->err, sizeof o->err,
-                 "--journal/--resume need --input FILE (stdin cannot be read again)");
-        return BP_EUSAGE;
-    }
-    if (role == BP_ROLE_SINK && (o->journal || o->resume) &&
-        (!o->output || !strcmp(o->output, "-"))) {
-        snprintf(o->err, sizeof o->err,
-                 "--journal/--resume need --output FILE (stdout cannot be continued)");
-        return BP_EUSAGE;
-    }
-    if (role == BP_ROLE_SINK) {
-        if (is_none(o->control_bind))
-            o->control_bind = NULL;
-        if (o->raw && o->joblog) {
-            snprintf(o->err, sizeof o->err,
-                     "--joblog needs task ids: it cannot be used with --raw");
-            return BP_EUSAGE;
-        }
-        if (o->raw && o->ordered) {
-            snprintf(o->err, sizeof o->err,
-                     "--ordered needs task ids: it cannot be used with --raw");
-            return BP_EUSAGE;
-        }
-    }
-    return BP_OK;
+    if (optind < argc)
+        return bad(o, "unexpected argument '%s'", argv[optind]);
+    return finish(o, role);
 }
 
 int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const argv[],
