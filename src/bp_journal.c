@@ -119,103 +119,129 @@ static int valid_record_in(int fd, int64_t from, int64_t size)
     return found;
 }
 
+/* One scan's file, its record buffer and where errors go. */
+struct scan {
+    int fd; /* -1: none (an empty file holds nothing to scan) */
+    const char *path;
+    struct bp_journal_scan *s;
+    uint8_t *buf; /* the current record: buf[0..len) */
+    size_t cap;
+    uint32_t len;
+    char *err;
+    size_t err_len;
+};
+
+/* A read error: err says it, errno is kept. Closes fd if it is >= 0. */
+static int scan_read_error(const struct scan *c, int fd)
+{
+    int e = errno;
+    snprintf(c->err, c->err_len, "cannot read journal %s: %s", c->path, strerror(e));
+    if (fd >= 0)
+        close(fd);
+    errno = e;
+    return BP_EIO;
+}
+
+/* Opens the journal and checks its magic. Returns BP_OK with c->fd at the
+ * first record (c->fd -1 when the file is empty), or an error. */
+static int scan_open(struct scan *c, const char magic[BP_JOURNAL_MAGIC_LEN])
+{
+    int fd = open(c->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return scan_read_error(c, -1);
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return scan_read_error(c, fd);
+    c->s->size = st.st_size;
+    uint8_t m[BP_JOURNAL_MAGIC_LEN];
+    ssize_t n = read_full(fd, m, sizeof m);
+    if (n < 0)
+        return scan_read_error(c, fd);
+    if (n == 0) {
+        /* Created, then killed before the magic went out: nothing in it. */
+        close(fd);
+        c->s->tail = BP_JT_CLEAN;
+        return BP_OK;
+    }
+    if ((size_t)n < sizeof m || memcmp(m, magic, sizeof m) != 0) {
+        snprintf(c->err, c->err_len, "%s is not a boardpipe journal of this kind", c->path);
+        close(fd);
+        return BP_EPROTO;
+    }
+    c->s->valid_end = (int64_t)sizeof m;
+    c->fd = fd;
+    return BP_OK;
+}
+
+/* Reads the record at c->s->valid_end into c->buf. Returns 1 when a whole
+ * record with a good checksum is there, 0 at the end: clean, torn or
+ * corrupt (c->s->tail says which), or an error (*rc). */
+static int next_record(struct scan *c, int *rc)
+{
+    struct bp_journal_scan *s = c->s;
+    uint8_t h[REC_HDR];
+    ssize_t n = read_full(c->fd, h, sizeof h);
+    if (n < 0) {
+        *rc = scan_read_error(c, -1);
+        return 0;
+    }
+    if (n == 0)
+        return 0; /* clean end */
+    uint32_t len = bp_get_be32(h), crc = bp_get_be32(h + 4);
+    if ((size_t)n < sizeof h || len == 0 || len > BP_JOURNAL_REC_MAX ||
+        (int64_t)len > s->size - s->valid_end - REC_HDR) {
+        s->tail = BP_JT_TORN;
+        return 0;
+    }
+    if (c->cap < len) {
+        uint8_t *p = realloc(c->buf, len);
+        if (!p) {
+            *rc = BP_ENOMEM;
+            snprintf(c->err, c->err_len, "out of memory reading journal %s", c->path);
+            return 0;
+        }
+        c->buf = p;
+        c->cap = len;
+    }
+    n = read_full(c->fd, c->buf, len);
+    if (n < 0) {
+        *rc = scan_read_error(c, -1);
+        return 0;
+    }
+    if ((size_t)n < len) {
+        s->tail = BP_JT_TORN;
+        return 0;
+    }
+    if (bp_crc32(0, c->buf, len) != crc) {
+        /* The last record (a write cut by a power loss) or one in the
+         * middle (the medium changed what we wrote). */
+        s->tail = s->valid_end + REC_HDR + (int64_t)len < s->size ? BP_JT_CORRUPT : BP_JT_TORN;
+        return 0;
+    }
+    c->len = len;
+    return 1;
+}
+
 int bp_journal_scan(const char *path, const char magic[BP_JOURNAL_MAGIC_LEN], bp_journal_fn fn,
                     void *arg, struct bp_journal_scan *s, char *err, size_t err_len)
 {
     memset(s, 0, sizeof *s);
     if (err_len)
         err[0] = '\0';
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, err_len, "cannot read journal %s: %s", path, strerror(e));
-        errno = e;
-        return BP_EIO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        snprintf(err, err_len, "cannot read journal %s: %s", path, strerror(e));
-        close(fd);
-        errno = e;
-        return BP_EIO;
-    }
-    s->size = st.st_size;
-    uint8_t m[BP_JOURNAL_MAGIC_LEN];
-    ssize_t n = read_full(fd, m, sizeof m);
-    if (n < 0) {
-        int e = errno;
-        snprintf(err, err_len, "cannot read journal %s: %s", path, strerror(e));
-        close(fd);
-        errno = e;
-        return BP_EIO;
-    }
-    if (n == 0) {
-        /* Created, then killed before the magic went out: nothing in it. */
-        close(fd);
-        s->tail = BP_JT_CLEAN;
-        return BP_OK;
-    }
-    if ((size_t)n < sizeof m || memcmp(m, magic, sizeof m) != 0) {
-        snprintf(err, err_len, "%s is not a boardpipe journal of this kind", path);
-        close(fd);
-        return BP_EPROTO;
-    }
-    s->valid_end = (int64_t)sizeof m;
-    uint8_t *buf = NULL;
-    size_t cap = 0;
-    int rc = BP_OK;
-    for (;;) {
-        uint8_t h[REC_HDR];
-        n = read_full(fd, h, sizeof h);
-        if (n < 0) {
-            rc = BP_EIO;
-            snprintf(err, err_len, "cannot read journal %s: %s", path, strerror(errno));
-            break;
-        }
-        if (n == 0)
-            break; /* clean end */
-        uint32_t len = bp_get_be32(h), crc = bp_get_be32(h + 4);
-        if ((size_t)n < sizeof h || len == 0 || len > BP_JOURNAL_REC_MAX ||
-            (int64_t)len > s->size - s->valid_end - REC_HDR) {
-            s->tail = BP_JT_TORN;
-            break;
-        }
-        if (cap < len) {
-            uint8_t *p = realloc(buf, len);
-            if (!p) {
-                rc = BP_ENOMEM;
-                snprintf(err, err_len, "out of memory reading journal %s", path);
-                break;
-            }
-            buf = p;
-            cap = len;
-        }
-        n = read_full(fd, buf, len);
-        if (n < 0) {
-            rc = BP_EIO;
-            snprintf(err, err_len, "cannot read journal %s: %s", path, strerror(errno));
-            break;
-        }
-        if ((size_t)n < len) {
-            s->tail = BP_JT_TORN;
-            break;
-        }
-        if (bp_crc32(0, buf, len) != crc) {
-            /* The last record (a write cut by a power loss) or one in the
-             * middle (the medium changed what we wrote). */
-            s->tail = s->valid_end + REC_HDR + (int64_t)len < s->size ? BP_JT_CORRUPT : BP_JT_TORN;
-            break;
-        }
-        if (fn && (rc = fn(arg, buf[0], buf + 1, len - 1)) != 0)
+    struct scan c = {-1, path, s, NULL, 0, 0, err, err_len};
+    int rc = scan_open(&c, magic);
+    if (rc != BP_OK || c.fd < 0)
+        return rc;
+    while (next_record(&c, &rc)) {
+        if (fn && (rc = fn(arg, c.buf[0], c.buf + 1, c.len - 1)) != 0)
             break;
         s->records++;
-        s->valid_end += REC_HDR + (int64_t)len;
+        s->valid_end += REC_HDR + (int64_t)c.len;
     }
-    if (rc == BP_OK && s->tail == BP_JT_TORN && valid_record_in(fd, s->valid_end, s->size))
+    if (rc == BP_OK && s->tail == BP_JT_TORN && valid_record_in(c.fd, s->valid_end, s->size))
         s->tail = BP_JT_CORRUPT;
-    free(buf);
-    close(fd);
+    free(c.buf);
+    close(c.fd);
     return rc;
 }
 
