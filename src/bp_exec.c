@@ -182,17 +182,12 @@ static void g_close_from(int lowfd)
         close((int)fd);
 }
 
-/* Runs in the forked child; all signals are blocked on entry. */
-static _Noreturn void guard(pid_t parent, const char *shell, const char *cmd, int in, int out,
-                            int err, int st)
+/* Default dispositions for everything the worker ignores or handles: the
+ * guard must not run the worker's handlers, and the shell must not inherit
+ * SIG_IGN (SIGPIPE). sigaction fails for the signals libc keeps for
+ * itself; that is fine. */
+static void g_default_signals(void)
 {
-    g_parent = parent;
-    g_st = st;
-
-    /* Default dispositions for everything the worker ignores or handles:
-     * the guard must not run the worker's handlers, and the shell must not
-     * inherit SIG_IGN (SIGPIPE). sigaction fails for the signals libc
-     * keeps for itself; that is fine. */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
@@ -200,10 +195,13 @@ static _Noreturn void guard(pid_t parent, const char *shell, const char *cmd, in
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
             (void)sigaction(s, &sa, NULL);
+}
 
-    /* fds 0-2: the task's pipes; G_ST_FD: status (close-on-exec, so the
-     * shell does not get it); nothing else. Copies above 10 first, so no
-     * dup2 overwrites a source still to be copied. */
+/* fds 0-2: the task's pipes; G_ST_FD: status (close-on-exec, so the shell
+ * does not get it); nothing else. Copies above 10 first, so no dup2
+ * overwrites a source still to be copied. */
+static void g_arrange_fds(int in, int out, int err, int st)
+{
     int fds[4] = {in, out, err, st};
     for (int i = 0; i < 4; i++)
         if ((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
@@ -215,7 +213,14 @@ static _Noreturn void guard(pid_t parent, const char *shell, const char *cmd, in
         g_fail(G_SETUP_ERR, errno);
     g_st = G_ST_FD;
     g_close_from(G_ST_FD + 1);
+}
 
+/* Leads a process group of its own and dies with the worker (parent). */
+static void g_lead_group(pid_t parent)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
     if (setpgid(0, 0) != 0)
         g_fail(G_SETUP_ERR, errno);
     sa.sa_handler = g_on_death_sig;
@@ -226,28 +231,42 @@ static _Noreturn void guard(pid_t parent, const char *shell, const char *cmd, in
     /* The worker may have died before prctl: then no signal comes. */
     if (getppid() != parent)
         _exit(127);
+}
 
+/* In the shell's child: default death signal, no signal blocked, exec.
+ * A failed exec writes its errno to xp (the guard sees EOF otherwise). */
+static _Noreturn void g_exec_shell(const char *shell, const char *cmd, int xp)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    (void)sigaction(G_DEATH_SIG, &sa, NULL); /* cannot fail: set before */
+    sigset_t none;
+    sigemptyset(&none);
+    (void)sigprocmask(SIG_SETMASK, &none, NULL); /* cannot fail */
+    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    execve(shell, argv, environ);
+    int e = errno;
+    (void)!write(xp, &e, sizeof e);
+    _exit(127);
+}
+
+/* Forks the shell and returns its pid once its exec worked; reports a
+ * failed fork or exec to the worker and exits. The guard keeps none of
+ * the task's pipes: the worker must see their ends when the command's
+ * processes close them. */
+static pid_t g_start_shell(const char *shell, const char *cmd)
+{
     /* Tells the guard whether the exec worked: EOF, or the errno. */
     int xp[2];
     if (pipe2(xp, O_CLOEXEC) != 0)
         g_fail(G_SETUP_ERR, errno);
     pid_t sh = fork();
-    if (sh == 0) {
-        sa.sa_handler = SIG_DFL;
-        (void)sigaction(G_DEATH_SIG, &sa, NULL); /* cannot fail: set above */
-        sigset_t none;
-        sigemptyset(&none);
-        (void)sigprocmask(SIG_SETMASK, &none, NULL); /* cannot fail */
-        char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-        execve(shell, argv, environ);
-        int e = errno;
-        (void)!write(xp[1], &e, sizeof e); /* the guard sees EOF otherwise */
-        _exit(127);
-    }
+    if (sh == 0)
+        g_exec_shell(shell, cmd, xp[1]);
     int fork_err = errno;
     close(xp[1]);
-    /* The guard keeps none of the task's pipes: the worker must see their
-     * ends when the command's processes close them. */
     close(0);
     close(1);
     close(2);
@@ -259,18 +278,32 @@ static _Noreturn void guard(pid_t parent, const char *shell, const char *cmd, in
         r = read(xp[0], &e, sizeof e);
     while (r < 0 && errno == EINTR);
     close(xp[0]);
-    int st_sh;
     if (r == (ssize_t)sizeof e) {
+        int st_sh;
         while (waitpid(sh, &st_sh, 0) < 0 && errno == EINTR)
             ;
         g_fail(G_EXEC_ERR, e);
     }
+    return sh;
+}
+
+/* Runs in the forked child; all signals are blocked on entry. */
+static _Noreturn void guard(pid_t parent, const char *shell, const char *cmd, int in, int out,
+                            int err, int st)
+{
+    g_parent = parent;
+    g_st = st;
+    g_default_signals();
+    g_arrange_fds(in, out, err, st);
+    g_lead_group(parent);
+    pid_t sh = g_start_shell(shell, cmd);
     g_send(G_STARTED, 0);
 
     sigset_t mask;
     sigfillset(&mask);
     sigdelset(&mask, G_DEATH_SIG);
     (void)sigprocmask(SIG_SETMASK, &mask, NULL); /* cannot fail */
+    int st_sh;
     while (waitpid(sh, &st_sh, 0) < 0)
         if (errno != EINTR)
             kill(0, SIGKILL); /* cannot happen: sh is our child */
@@ -314,10 +347,9 @@ static void reap_blocking(struct bp_job *j)
     j->exited = 1;
 }
 
-int bp_job_start(struct bp_job *j, const char *cmd, const void *in, size_t len, int timeout_ms,
-                 int64_t now)
+/* The job's state for a new command (its buffers are kept). */
+static void job_reset(struct bp_job *j, const void *in, size_t len, int timeout_ms, int64_t now)
 {
-    int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1}, pst[2] = {-1, -1};
     j->in = in;
     j->in_len = len;
     j->in_off = 0;
@@ -331,17 +363,25 @@ int bp_job_start(struct bp_job *j, const char *cmd, const void *in, size_t len, 
     j->check_step = 1;
     j->done = 0;
     j->deadline = timeout_ms > 0 ? now + timeout_ms : 0;
-    const char *shell = j->shell ? j->shell : "/bin/sh";
+}
 
-    if (pipe2(pin, O_CLOEXEC) || pipe2(pout, O_CLOEXEC) || pipe2(perr, O_CLOEXEC) ||
-        pipe2(pst, O_CLOEXEC)) {
-        int e = errno;
-        close_fd(&pin[0]), close_fd(&pin[1]), close_fd(&pout[0]), close_fd(&pout[1]);
-        close_fd(&perr[0]), close_fd(&perr[1]), close_fd(&pst[0]), close_fd(&pst[1]);
-        start_error(j, e, "cannot create pipes", NULL);
-        return BP_OK;
+/* The four pipes between worker and guard: [0] read end, [1] write end. */
+enum { P_IN, P_OUT, P_ERR, P_ST, N_PIPES };
+
+static void close_pipes(int p[N_PIPES][2])
+{
+    for (int i = 0; i < N_PIPES; i++) {
+        close_fd(&p[i][0]);
+        close_fd(&p[i][1]);
     }
+}
 
+/* Forks the guard with the child's pipe ends, and gives the job the
+ * worker's ends. Returns 0, or an errno value with *what the failed call
+ * (every pipe then closed). */
+static int fork_guard(struct bp_job *j, const char *cmd, const char *shell, int p[N_PIPES][2],
+                      const char **what)
+{
     /* The child starts with every signal blocked, so none of the worker's
      * handlers runs in it before the guard resets them. */
     sigset_t all, old;
@@ -350,42 +390,73 @@ int bp_job_start(struct bp_job *j, const char *cmd, const void *in, size_t len, 
     pid_t parent = getpid();
     pid_t pid = rc == 0 ? fork() : -1;
     if (pid == 0)
-        guard(parent, shell, cmd, pin[0], pout[1], perr[1], pst[1]);
+        guard(parent, shell, cmd, p[P_IN][0], p[P_OUT][1], p[P_ERR][1], p[P_ST][1]);
     int e = rc ? rc : errno;
     if (rc == 0)
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL); /* cannot fail: old is valid */
-    close_fd(&pin[0]);
-    close_fd(&pout[1]);
-    close_fd(&perr[1]);
-    close_fd(&pst[1]);
+    close_fd(&p[P_IN][0]);
+    close_fd(&p[P_OUT][1]);
+    close_fd(&p[P_ERR][1]);
+    close_fd(&p[P_ST][1]);
     if (pid < 0) {
-        close_fd(&pin[1]), close_fd(&pout[0]), close_fd(&perr[0]), close_fd(&pst[0]);
-        start_error(j, e, rc ? "pthread_sigmask" : "fork", NULL);
-        return BP_OK;
+        close_pipes(p);
+        *what = rc ? "pthread_sigmask" : "fork";
+        return e;
     }
     j->pid = pid;
-    j->fd_in = pin[1];
-    j->fd_out = pout[0];
-    j->fd_err = perr[0];
-    j->fd_st = pst[0];
+    j->fd_in = p[P_IN][1];
+    j->fd_out = p[P_OUT][0];
+    j->fd_err = p[P_ERR][0];
+    j->fd_st = p[P_ST][0];
+    return 0;
+}
 
+/* Waits for the guard's word that the shell was exec'd. Returns 0 then;
+ * otherwise the group is killed, the guard reaped and the job done with
+ * the reason, and it returns -1. */
+static int await_guard(struct bp_job *j, const char *shell)
+{
     int32_t m[2] = {0, 0};
     ssize_t r;
     do
         r = read(j->fd_st, m, sizeof m);
     while (r < 0 && errno == EINTR);
-    if (r != (ssize_t)sizeof m || m[0] != G_STARTED) {
-        e = r < 0 ? errno : EIO;
-        kill_group(j);
-        reap_blocking(j);
-        if (r == (ssize_t)sizeof m && m[0] == G_EXEC_ERR)
-            start_error(j, m[1], NULL, shell);
-        else if (r == (ssize_t)sizeof m && m[0] == G_SETUP_ERR)
-            start_error(j, m[1], "guard process", NULL);
-        else
-            start_error(j, e, "guard process died", NULL);
+    if (r == (ssize_t)sizeof m && m[0] == G_STARTED)
+        return 0;
+    int e = r < 0 ? errno : EIO;
+    kill_group(j);
+    reap_blocking(j);
+    if (r == (ssize_t)sizeof m && m[0] == G_EXEC_ERR)
+        start_error(j, m[1], NULL, shell);
+    else if (r == (ssize_t)sizeof m && m[0] == G_SETUP_ERR)
+        start_error(j, m[1], "guard process", NULL);
+    else
+        start_error(j, e, "guard process died", NULL);
+    return -1;
+}
+
+int bp_job_start(struct bp_job *j, const char *cmd, const void *in, size_t len, int timeout_ms,
+                 int64_t now)
+{
+    int p[N_PIPES][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
+    job_reset(j, in, len, timeout_ms, now);
+    const char *shell = j->shell ? j->shell : "/bin/sh";
+
+    if (pipe2(p[P_IN], O_CLOEXEC) || pipe2(p[P_OUT], O_CLOEXEC) || pipe2(p[P_ERR], O_CLOEXEC) ||
+        pipe2(p[P_ST], O_CLOEXEC)) {
+        int e = errno;
+        close_pipes(p);
+        start_error(j, e, "cannot create pipes", NULL);
         return BP_OK;
     }
+    const char *what = NULL;
+    int e = fork_guard(j, cmd, shell, p, &what);
+    if (e) {
+        start_error(j, e, what, NULL);
+        return BP_OK;
+    }
+    if (await_guard(j, shell) != 0)
+        return BP_OK;
     if (fcntl(j->fd_in, F_SETFL, O_NONBLOCK) || fcntl(j->fd_out, F_SETFL, O_NONBLOCK) ||
         fcntl(j->fd_err, F_SETFL, O_NONBLOCK) || fcntl(j->fd_st, F_SETFL, O_NONBLOCK)) {
         e = errno;
