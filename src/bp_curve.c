@@ -1,3 +1,7 @@
+/* CURVE keys and admission (bp_curve.h): key pairs on disk, certificate
+ * parsing, the allowlist of boards' keys and the ZAP handler thread that
+ * applies it. Owns the allowlist and the ZAP thread with its socket; must
+ * not touch the roles' sockets or options (a role passes what it needs). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,8 @@
+/* One --exec task under a guard process (bp_exec.h): the pipes, the
+ * guard's fork, the command's process group and how the job ended. Owns
+ * the job's pipes, processes and stdout buffer; must not log or touch a
+ * socket (the worker polls the pipes), and the guard's code after the fork
+ * makes async-signal-safe calls only. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>

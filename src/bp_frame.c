@@ -1,3 +1,7 @@
+/* Wire format v2 (bp_frame.h, docs/wire-format.md): decoding and checking
+ * whole messages, the record iterators, and packing messages. Owns the
+ * pack buffer only; must not do I/O, touch a socket or allocate while
+ * decoding. */
 #include <stdlib.h>
 #include <string.h>
 

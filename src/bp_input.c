@@ -1,3 +1,6 @@
+/* Task records from the input (bp_input.h): lines or NUL-separated
+ * records from a file, or the tutorial's strings. Owns the reader's
+ * buffers; must not log, send or decide what a record means. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

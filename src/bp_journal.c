@@ -1,3 +1,8 @@
+/* The append-only journal file (bp_journal.h): records with length and
+ * CRC, the scan that finds a torn or corrupt tail, appending and syncing;
+ * also the big-endian and CRC-32 helpers. Owns the file and its queue of
+ * records; must not know what a record means (docs/journal.md: the
+ * roles' formats). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

@@ -1,3 +1,6 @@
+/* Logging to stderr, the clocks, printable quoting and the error names
+ * and exit codes (bp_internal.h, bp.h). Owns the log level and program
+ * name; must not allocate or use another module. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

@@ -1,3 +1,6 @@
+/* Writes a --metrics-file as Prometheus text (bp_metrics.h), through a
+ * temporary file renamed over the old one. Owns no state; must not gather
+ * the numbers (the roles pass them) or log. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

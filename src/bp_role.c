@@ -1,3 +1,7 @@
+/* What the three role loops share (bp_role.h): socket settings from the
+ * options, the stop flag, the progress line, waiting to send, batch ids,
+ * and CURVE set-up with its monitor. Owns no state of a run; must not make
+ * protocol decisions (the state machines and role loops do). */
 #include <errno.h>
 #include <string.h>
 #include <stdio.h>

@@ -1,3 +1,7 @@
+/* The one place that creates and configures ZeroMQ sockets, and sends
+ * and receives boardpipe's messages (bp_sock.h). Owns the sockets it
+ * creates until they are closed; must not read message bodies or log
+ * (errors go back as codes and messages). */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>

@@ -1,3 +1,6 @@
+/* Batch statistics (bp_stats.h): counts, per-worker tallies, rate, ETA
+ * and the progress line's text. Owns its table of workers; must not do
+ * I/O or read a clock (times come in as arguments). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

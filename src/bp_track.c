@@ -1,3 +1,6 @@
+/* The sink's id bitmaps and the --ordered reorder buffer (bp_track.h).
+ * Owns the bitmaps and the messages held for reordering; must not do I/O
+ * or read a clock. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,3 +1,5 @@
+/* The built-in transforms (bp_transform.h), each in place and keeping the
+ * length. Owns nothing; must not allocate or do I/O. */
 #include <string.h>
 
 #include "bp_transform.h"

@@ -1,3 +1,5 @@
+/* The --version text (bp_version.h): boardpipe's version and revision,
+ * libzmq's version and the build target. Must not print (the tool does). */
 #include <stdio.h>
 #include <zmq.h>
 

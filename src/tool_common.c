@@ -1,3 +1,6 @@
+/* main() of the three tools (tool_common.h): options, --help/--version,
+ * --keygen, the signals that stop or reload a run, and the exit status.
+ * Must not hold role logic: that is the library's (bp_*). */
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
