@@ -137,9 +137,7 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
         return m->n == 0 && bl == BP_HB_BODY ? BP_OK : BP_EPROTO;
     case BP_MSG_END:
         return m->n == 0 && bl == BP_END_BODY ? BP_OK : BP_EPROTO;
-    /* CLOSE and EXTENT bodies are one u64 each today, but each has its own
-     * size: kept apart. NOLINTNEXTLINE(bugprone-branch-clone) */
-    case BP_MSG_CLOSE:
+    case BP_MSG_CLOSE: /* NOLINT(bugprone-branch-clone): EXTENT's size is its own */
         return m->n == 0 && bl == BP_CLOSE_BODY ? BP_OK : BP_EPROTO;
     case BP_MSG_EXTENT:
         return m->n == 0 && bl == BP_EXTENT_BODY ? BP_OK : BP_EPROTO;
