@@ -221,3 +221,10 @@ void bp_secmon_poll(struct bp_secmon *m, const char *what)
         zmq_msg_close(&b);
     }
 }
+
+long bp_role_timeout(int64_t now, int64_t wake, long cap)
+{
+    if (wake <= now)
+        return 0;
+    return wake - now < cap ? (long)(wake - now) : cap;
+}

@@ -69,4 +69,8 @@ void bp_secmon_poll(struct bp_secmon *m, const char *what);
 /* A fresh 64-bit batch id (random where the system offers it). */
 uint64_t bp_role_batch_id(void);
 
+/* The poll timeout (ms) from now to wake (INT64_MAX: none), at most cap;
+ * 0 when wake is due. One rule for every role's loop. */
+long bp_role_timeout(int64_t now, int64_t wake, long cap);
+
 #endif
