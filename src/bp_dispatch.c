@@ -537,6 +537,43 @@ static void on_done_id(struct bp_dispatch *d, struct worker *w, uint64_t id, int
         d->next_scan = now + d->scan_ms;
 }
 
+/* BYE: ids handed back unstarted go to the queue front (no attempt
+ * lost); the worker takes no more; BYE(GONE): whatever else it had out is
+ * a loss. */
+static void on_bye(struct bp_dispatch *d, struct worker *w, const struct bp_msg *mp, int ours,
+                   int64_t now)
+{
+    size_t off = 0;
+    uint64_t id;
+    uint32_t flags = bp_msg_u32(mp);
+    int32_t wi = (int32_t)widx(d, w);
+    uint32_t nb = 0;
+    while (bp_msg_next_id(mp, &off, &id)) {
+        uint32_t s = ours ? map_find(d, id) : UINT32_MAX;
+        struct task *t = s == UINT32_MAX ? NULL : &d->t[s];
+        if (!t || t->state != T_OUT || t->worker != wi || t->wgen != w->gen) {
+            d->st.stale++;
+            continue;
+        }
+        if (t->attempt)
+            t->attempt--;
+        d->st.handed_back++;
+        leave_state(d, t); /* OUT no more: a repeated id is now stale */
+        t->state = T_QUEUED;
+        d->queued++;
+        d->scratch[nb++] = s;
+    }
+    /* Pushed to the front in reverse, so they go out again in order. */
+    while (nb--) {
+        d->t[d->scratch[nb]].worker = -1;
+        q_push_front(d, d->scratch[nb]);
+    }
+    w->leaving = 1;
+    w->credit = 0;
+    if (flags & BP_BYE_GONE)
+        kill_worker(d, w, now); /* whatever it still had out is a loss */
+}
+
 int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len, const void *buf,
                           size_t len, int64_t now)
 {
@@ -584,36 +621,9 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
                 d->st.stale++;
         break;
     }
-    case BP_MSG_BYE: {
-        uint32_t flags = bp_msg_u32(&m);
-        int32_t wi = (int32_t)widx(d, w);
-        uint32_t nb = 0;
-        while (bp_msg_next_id(&m, &off, &id)) {
-            uint32_t s = ours ? map_find(d, id) : UINT32_MAX;
-            struct task *t = s == UINT32_MAX ? NULL : &d->t[s];
-            if (!t || t->state != T_OUT || t->worker != wi || t->wgen != w->gen) {
-                d->st.stale++;
-                continue;
-            }
-            if (t->attempt)
-                t->attempt--;
-            d->st.handed_back++;
-            leave_state(d, t); /* OUT no more: a repeated id is now stale */
-            t->state = T_QUEUED;
-            d->queued++;
-            d->scratch[nb++] = s;
-        }
-        /* Pushed to the front in reverse, so they go out again in order. */
-        while (nb--) {
-            d->t[d->scratch[nb]].worker = -1;
-            q_push_front(d, d->scratch[nb]);
-        }
-        w->leaving = 1;
-        w->credit = 0;
-        if (flags & BP_BYE_GONE)
-            kill_worker(d, w, now); /* whatever it still had out is a loss */
+    case BP_MSG_BYE:
+        on_bye(d, w, &m, ours, now);
         break;
-    }
     default:
         break;
     }
@@ -1206,6 +1216,48 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out
     return 0;
 }
 
+/* The TASKS message from the last peek went to worker w. */
+static void commit_tasks(struct bp_dispatch *d, struct worker *w, int64_t now)
+{
+    int64_t dl = d->c.task_deadline_ms > 0 ? now + d->c.task_deadline_ms : 0;
+    for (uint32_t i = 0; i < d->pk_n; i++) {
+        uint32_t s = d->pk_slots[i];
+        struct task *t = &d->t[s];
+        t->state = T_OUT;
+        t->worker = (int32_t)d->pk_w;
+        t->wgen = w->gen;
+        t->attempt++;
+        t->t_out = now;
+        t->deadline = dl;
+        d->queued--;
+        d->out++;
+    }
+    w->credit -= d->pk_n;
+    w->out += d->pk_n;
+    /* Off the queue and the retry list now, so that a loss before the
+     * next peek can put a task back without it being there twice. */
+    for (uint32_t i = 0; i < d->pk_qpop; i++) {
+        uint32_t s = d->q[d->qhead];
+        d->qhead = (d->qhead + 1) & d->qmask;
+        d->qlen--;
+        d->t[s].inq = 0;
+        if (d->t[s].state == T_ZOMBIE)
+            slot_free(d, s);
+    }
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < d->rqlen; i++) {
+        uint32_t s = d->rq[i];
+        if (d->t[s].state == T_OUT)
+            d->t[s].inq = 0;
+        else
+            d->rq[j++] = s;
+    }
+    d->rqlen = j;
+    if (dl && d->next_scan == INT64_MAX)
+        d->next_scan = now + d->scan_ms;
+    d->rr = (d->pk_w + 1) % (d->nw ? d->nw : 1);
+}
+
 void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
 {
     struct worker *w = d->pk_kind >= PK_END ? &d->w[d->pk_w] : NULL;
@@ -1247,46 +1299,9 @@ void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
         w->echo = 0;
         w->next_hb = now + d->c.hb_ivl_ms;
         break;
-    case PK_TASKS: {
-        int64_t dl = d->c.task_deadline_ms > 0 ? now + d->c.task_deadline_ms : 0;
-        for (uint32_t i = 0; i < d->pk_n; i++) {
-            uint32_t s = d->pk_slots[i];
-            struct task *t = &d->t[s];
-            t->state = T_OUT;
-            t->worker = (int32_t)d->pk_w;
-            t->wgen = w->gen;
-            t->attempt++;
-            t->t_out = now;
-            t->deadline = dl;
-            d->queued--;
-            d->out++;
-        }
-        w->credit -= d->pk_n;
-        w->out += d->pk_n;
-        /* Off the queue and the retry list now, so that a loss before the
-         * next peek can put a task back without it being there twice. */
-        for (uint32_t i = 0; i < d->pk_qpop; i++) {
-            uint32_t s = d->q[d->qhead];
-            d->qhead = (d->qhead + 1) & d->qmask;
-            d->qlen--;
-            d->t[s].inq = 0;
-            if (d->t[s].state == T_ZOMBIE)
-                slot_free(d, s);
-        }
-        uint32_t j = 0;
-        for (uint32_t i = 0; i < d->rqlen; i++) {
-            uint32_t s = d->rq[i];
-            if (d->t[s].state == T_OUT)
-                d->t[s].inq = 0;
-            else
-                d->rq[j++] = s;
-        }
-        d->rqlen = j;
-        if (dl && d->next_scan == INT64_MAX)
-            d->next_scan = now + d->scan_ms;
-        d->rr = (d->pk_w + 1) % (d->nw ? d->nw : 1);
+    case PK_TASKS:
+        commit_tasks(d, w, now);
         break;
-    }
     default:
         break;
     }

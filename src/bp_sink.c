@@ -470,12 +470,9 @@ static void write_metrics(struct sink *k, int force)
     }
 }
 
-/* Ends the current batch: flushes output, prints the summary, tells the
- * ventilator. Returns the batch's outcome. */
-static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
+/* Whatever the reorder buffer still holds goes out now, gaps skipped. */
+static void flush_ordered(struct sink *k)
 {
-    int64_t now = bp_now_ms();
-    /* Whatever the reorder buffer still holds goes out now, gaps skipped. */
     while (k->ro.held) {
         zmq_msg_t m;
         int skip = 0;
@@ -488,63 +485,83 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
         }
         zmq_msg_close(&m);
     }
-    fflush(k->out);
-    if (journal_commit(k, now, 1))
-        flush_acks(k);
-    if (k->progress)
-        bp_role_progress_line(NULL);
-    struct bp_report r = {0};
-    r.batch = k->batch;
-    r.total = k->rb.total;
-    r.ok = k->rb.ok;
-    r.failed = k->rb.failed_n;
-    r.duplicates = k->rb.dups;
-    r.foreign = k->rb.foreign + k->hold_dropped;
-    r.stale = k->stale;
-    r.malformed = k->malformed;
-    r.forged = k->forged;
-    r.refused = bp_zap_refused(k->sec.zap);
-    r.redelivered = bp_rbook_redelivered(&k->rb);
-    r.retried = k->rb.retried;
-    r.recovered = k->rb.recovered;
-    r.lost = k->lost;
-    r.halted = k->halted;
-    r.workers = k->st.nw;
-    r.elapsed_s = (double)(now - k->st.start_ms) / 1000.0;
-    r.missing = bp_rbook_missing(&k->rb);
-    double rate = r.elapsed_s > 0 ? (double)(r.ok + r.failed) / r.elapsed_s : 0;
+}
+
+static void fill_report(struct sink *k, struct bp_report *r, int64_t now)
+{
+    memset(r, 0, sizeof *r);
+    r->batch = k->batch;
+    r->total = k->rb.total;
+    r->ok = k->rb.ok;
+    r->failed = k->rb.failed_n;
+    r->duplicates = k->rb.dups;
+    r->foreign = k->rb.foreign + k->hold_dropped;
+    r->stale = k->stale;
+    r->malformed = k->malformed;
+    r->forged = k->forged;
+    r->refused = bp_zap_refused(k->sec.zap);
+    r->redelivered = bp_rbook_redelivered(&k->rb);
+    r->retried = k->rb.retried;
+    r->recovered = k->rb.recovered;
+    r->lost = k->lost;
+    r->halted = k->halted;
+    r->workers = k->st.nw;
+    r->elapsed_s = (double)(now - k->st.start_ms) / 1000.0;
+    r->missing = bp_rbook_missing(&k->rb);
+}
+
+static void log_summary(struct sink *k, const struct bp_report *r, int complete)
+{
+    double rate = r->elapsed_s > 0 ? (double)(r->ok + r->failed) / r->elapsed_s : 0;
     char tot[32] = "?";
     if (k->rb.total >= 0)
         snprintf(tot, sizeof tot, "%" PRId64, k->rb.total);
     bp_log(complete ? BP_LOG_INFO : BP_LOG_ERROR,
            "batch %016" PRIx64 " %s: %" PRId64 "/%s tasks, %" PRId64 " ok, %" PRId64
            " failed, %" PRId64 " missing, %" PRId64 " duplicates in %.3f s (%.1f tasks/s)",
-           r.batch, complete ? "complete" : "INCOMPLETE", r.ok + r.failed, tot, r.ok, r.failed,
-           r.missing, r.duplicates, r.elapsed_s, rate);
-    if (r.redelivered || r.retried || r.lost)
+           r->batch, complete ? "complete" : "INCOMPLETE", r->ok + r->failed, tot, r->ok, r->failed,
+           r->missing, r->duplicates, r->elapsed_s, rate);
+    if (r->redelivered || r->retried || r->lost)
         bp_log(BP_LOG_INFO,
                "  %" PRId64 " redelivered (%" PRId64 " recovered after a loss), %" PRId64
                " failed tries retried, %" PRId64 " lost",
-               r.redelivered, r.recovered, r.retried, r.lost);
+               r->redelivered, r->recovered, r->retried, r->lost);
     for (int i = 0; i < k->st.nw; i++) {
         const struct bp_wstat *w = &k->st.w[i];
         int64_t n = w->ok + w->failed;
         bp_log(BP_LOG_INFO, "  worker %-24s %8" PRId64 " ok %6" PRId64 " failed %9.1f ms/task",
                w->id, w->ok, w->failed, n ? (double)w->ms / (double)n : 0.0);
     }
-    if (k->stale || k->malformed || r.forged || r.refused || r.foreign)
+    if (k->stale || k->malformed || r->forged || r->refused || r->foreign)
         bp_log(BP_LOG_WARN,
                "dropped %" PRId64 " results of other batches, %" PRId64
                " results for ids the ventilator never announced, %" PRId64
                " malformed messages, %" PRId64 " forged control messages; refused %" PRId64
                " connections (CURVE)",
-               k->stale, r.foreign, k->malformed, r.forged, r.refused);
-    if (!complete) {
-        if (k->rb.total < 0)
-            bp_log(BP_LOG_ERROR, "the ventilator never announced the batch size");
-        else
-            log_missing(k);
-    } else if (k->vent_len) {
+               k->stale, r->foreign, k->malformed, r->forged, r->refused);
+    if (complete)
+        return;
+    if (k->rb.total < 0)
+        bp_log(BP_LOG_ERROR, "the ventilator never announced the batch size");
+    else
+        log_missing(k);
+}
+
+/* Ends the current batch: flushes output, prints the summary, tells the
+ * ventilator. Returns the batch's outcome. */
+static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
+{
+    int64_t now = bp_now_ms();
+    flush_ordered(k);
+    fflush(k->out);
+    if (journal_commit(k, now, 1))
+        flush_acks(k);
+    if (k->progress)
+        bp_role_progress_line(NULL);
+    struct bp_report r;
+    fill_report(k, &r, now);
+    log_summary(k, &r, complete);
+    if (complete && k->vent_len) {
         bp_pack_begin(&k->reply, BP_MSG_COMPLETE, k->batch);
         bp_pack_u64(&k->reply, (uint64_t)r.ok);
         bp_pack_u64(&k->reply, (uint64_t)r.failed);
@@ -1189,6 +1206,48 @@ static int sj_record(void *arg, uint8_t type, const uint8_t *p, size_t len)
     }
 }
 
+/* Opens --output for a journaled run: a new batch truncates it (without
+ * --resume; an unfinished journal was refused already), --resume with no
+ * batch appends, and a resumed batch cuts it to what the journal says was
+ * committed (what came after was never acknowledged and comes again). */
+static int open_output(struct sink *k, int resumed, uint64_t committed)
+{
+    const struct bp_opts *o = k->o;
+    if (!o->resume) {
+        k->out = fopen(o->output, "wb");
+        return BP_OK;
+    }
+    if (!resumed) {
+        k->out = fopen(o->output, "ab"); /* --resume never truncates */
+        return BP_OK;
+    }
+    int fd = open(o->output, O_RDWR | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return BP_EIO;
+    }
+    if ((uint64_t)sb.st_size < committed) {
+        bp_log(BP_LOG_ERROR,
+               "%s is shorter than journal %s says (%" PRId64 " < %" PRIu64
+               " bytes): refusing to resume",
+               o->output, k->jpath, (int64_t)sb.st_size, committed);
+        close(fd);
+        return BP_EUSAGE;
+    }
+    if (ftruncate(fd, (off_t)committed) != 0 || lseek(fd, 0, SEEK_END) < 0) {
+        bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
+        close(fd);
+        return BP_EIO;
+    }
+    k->out = fdopen(fd, "ab");
+    if (!k->out)
+        close(fd);
+    return BP_OK;
+}
+
 /* --resume / --journal: reads the journal back (if there is one) and
  * opens the output to continue it. Returns BP_OK or an error (logged). */
 static int sink_restore(struct sink *k)
@@ -1237,38 +1296,9 @@ static int sink_restore(struct sink *k)
                "journal %s: the last record is torn (%" PRId64 " bytes cut); "
                "what it held was never acknowledged and comes again",
                k->jpath, sc.size - sc.valid_end);
-    if (!o->resume) {
-        k->out = fopen(o->output, "wb");
-    } else if (!st.batch) {
-        k->out = fopen(o->output, "ab"); /* --resume never truncates */
-    } else {
-        int fd = open(o->output, O_RDWR | O_CLOEXEC);
-        struct stat sb;
-        if (fd < 0 || fstat(fd, &sb) != 0) {
-            bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            return BP_EIO;
-        }
-        if ((uint64_t)sb.st_size < st.out_off) {
-            bp_log(BP_LOG_ERROR,
-                   "%s is shorter than journal %s says (%" PRId64 " < %" PRIu64
-                   " bytes): refusing to resume",
-                   o->output, k->jpath, (int64_t)sb.st_size, st.out_off);
-            close(fd);
-            return BP_EUSAGE;
-        }
-        /* What was written after the last commit was never acknowledged:
-         * it comes again, so it goes. */
-        if (ftruncate(fd, (off_t)st.out_off) != 0 || lseek(fd, 0, SEEK_END) < 0) {
-            bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
-            close(fd);
-            return BP_EIO;
-        }
-        k->out = fdopen(fd, "ab");
-        if (!k->out)
-            close(fd);
-    }
+    int rc2 = open_output(k, st.batch != 0, st.out_off);
+    if (rc2 != BP_OK)
+        return rc2;
     if (!k->out || fseeko(k->out, 0, SEEK_END) != 0) {
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", o->output, strerror(errno));
         return BP_EIO;
@@ -1383,6 +1413,155 @@ static void note_malformed(struct sink *k, int rc)
                rc == BP_EPROTO && k->malformed == 1 ? "; plain strings need --raw" : "");
 }
 
+/* How a turn of the loop ends. */
+enum turn { GO_ON = 0, DONE, FAILED };
+
+/* One frame received. Returns GO_ON, or DONE when --once has its batch
+ * (or raw count). */
+static int on_frame(struct sink *k, zmq_msg_t *rid, zmq_msg_t *m, int *result,
+                    struct bp_report *rep)
+{
+    const struct bp_opts *o = k->o;
+    if (o->raw) {
+        write_rec(k, zmq_msg_data(m), zmq_msg_size(m));
+        k->raw_count++;
+        return o->once && o->count && k->raw_count >= o->count ? DONE : GO_ON;
+    }
+    struct bp_msg msg;
+    int rc = bp_msg_decode(&msg, zmq_msg_data(m), zmq_msg_size(m), (uint32_t)o->max_msg);
+    if (rc != BP_OK) {
+        note_malformed(k, rc);
+        return GO_ON;
+    }
+    int from_host = -1; /* plain mode: not known */
+    if (k->sec.on) {
+        const char *uid = zmq_msg_gets(m, "User-Id");
+        from_host = uid && !strcmp(uid, k->sec.me.pub);
+    }
+    on_message(k, rid, m, &msg, from_host);
+    if (k->active && bp_rbook_complete(&k->rb)) {
+        *result = batch_finish(k, rep, 1);
+        if (o->once)
+            return DONE;
+    }
+    return GO_ON;
+}
+
+/* Reads what is there, READ_BURST frames at most. Returns a turn's end. */
+static int read_burst(struct sink *k, zmq_msg_t *rid, zmq_msg_t *m, int *result,
+                      struct bp_report *rep)
+{
+    for (int n = 0; n < READ_BURST; n++) {
+        int rc = k->o->raw ? bp_recv_raw(k->sock, m, ZMQ_DONTWAIT)
+                           : bp_recv_from(k->sock, rid, m, ZMQ_DONTWAIT);
+        if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
+            return GO_ON;
+        if (rc == BP_EPROTO) {
+            note_malformed(k, rc);
+            continue;
+        }
+        if (rc != BP_OK) {
+            bp_log(BP_LOG_ERROR, "receive failed: %s", zmq_strerror(errno));
+            *result = BP_EZMQ;
+            return FAILED;
+        }
+        if (on_frame(k, rid, m, result, rep) == DONE)
+            return DONE;
+    }
+    return GO_ON;
+}
+
+/* How long to sleep: to the inactivity timeout or the journal's sync, at
+ * most 1 s (250 ms when drawing progress). -1: the batch timed out now. */
+static long sink_timeout(struct sink *k, int64_t now)
+{
+    const struct bp_opts *o = k->o;
+    int64_t wake = INT64_MAX;
+    if (o->timeout_ms && k->active) {
+        wake = k->last_activity + o->timeout_ms;
+        if (wake <= now)
+            return -1;
+    }
+    if (k->j && k->unsynced && o->sync == BP_SYNC_INTERVAL && k->next_sync < wake)
+        wake = k->next_sync;
+    return bp_role_timeout(now, wake, k->progress && k->active ? 250 : 1000);
+}
+
+/* The end of a turn: what it brought is acknowledged in one message (with
+ * a journal: once it is on record, see journal_commit()); metrics, held
+ * results, progress. */
+static void after_turn(struct sink *k, int64_t *next_draw)
+{
+    if (k->active && journal_commit(k, bp_now_ms(), 0))
+        flush_acks(k);
+    write_metrics(k, 0);
+    if (k->nhold)
+        hold_expire(k, bp_now_ms());
+    int64_t now = bp_now_ms();
+    if (k->progress && k->active && now >= *next_draw) {
+        char line[96];
+        bp_stats_progress(&k->st, k->rb.total, now, line, sizeof line);
+        bp_role_progress_line(line);
+        *next_draw = now + 250;
+    }
+}
+
+/* The loop: wait, read, act. Returns the run's outcome. */
+static int sink_loop(struct sink *k, struct bp_report *rep)
+{
+    const struct bp_opts *o = k->o;
+    int result = BP_OK, end = GO_ON;
+    int64_t next_draw = 0;
+    zmq_msg_t rid, m;
+    zmq_msg_init(&rid);
+    zmq_msg_init(&m);
+    while (end == GO_ON) {
+        if (k->active && bp_rbook_complete(&k->rb)) {
+            /* A resumed batch whose last results were on record already
+             * (the crash came before the summary): nothing more will come. */
+            result = batch_finish(k, rep, 1);
+            if (o->once)
+                break;
+        }
+        if (bp_role_stopped(k->io)) {
+            /* Stopping is not an error; a batch left incomplete is. */
+            if (k->active)
+                result = batch_finish(k, rep, 0);
+            end = DONE;
+            break;
+        }
+        /* Flush before blocking, so results appear while the batch runs. */
+        fflush(k->out);
+        if (k->joblog)
+            fflush(k->joblog);
+        long tmo = sink_timeout(k, bp_now_ms());
+        if (tmo < 0) {
+            bp_log(BP_LOG_ERROR, "no result for %.1f s: giving up on the batch",
+                   (double)o->timeout_ms / 1000.0);
+            result = batch_finish(k, rep, 0);
+            end = o->once ? DONE : GO_ON;
+            continue;
+        }
+        zmq_pollitem_t it = {.socket = k->sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, tmo) < 0 && errno != EINTR) {
+            bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
+            result = BP_EZMQ;
+            break;
+        }
+        end = read_burst(k, &rid, &m, &result, rep);
+        after_turn(k, &next_draw);
+        if (k->io_error && k->j == NULL && k->jpath[0] && k->active) {
+            result = BP_EIO; /* the journal failed: stop rather than lose */
+            end = FAILED;
+        }
+    }
+    if (end == DONE && o->raw)
+        bp_log(BP_LOG_INFO, "%" PRId64 " results", k->raw_count);
+    zmq_msg_close(&rid);
+    zmq_msg_close(&m);
+    return result;
+}
+
 int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep)
 {
     struct sink k = {.o = o, .io = io};
@@ -1401,127 +1580,7 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
         return rc;
     }
     k.progress = bp_role_progress(o);
-    int result = BP_OK;
-    int64_t next_draw = 0;
-    zmq_msg_t rid, m;
-    zmq_msg_init(&rid);
-    zmq_msg_init(&m);
-    for (;;) {
-        if (k.active && bp_rbook_complete(&k.rb)) {
-            /* A resumed batch whose last results were on record already
-             * (the crash came before the summary): nothing more will come. */
-            result = batch_finish(&k, rep, 1);
-            if (o->once)
-                break;
-        }
-        if (bp_role_stopped(io)) {
-            /* Stopping is not an error; a batch left incomplete is. */
-            if (k.active)
-                result = batch_finish(&k, rep, 0);
-            else if (o->raw)
-                bp_log(BP_LOG_INFO, "%" PRId64 " results", k.raw_count);
-            break;
-        }
-        /* Flush before blocking, so results appear while the batch runs. */
-        fflush(k.out);
-        if (k.joblog)
-            fflush(k.joblog);
-        int64_t now = bp_now_ms();
-        long tmo = 1000;
-        if (k.progress && k.active)
-            tmo = 250;
-        if (o->timeout_ms && k.active) {
-            int64_t left = k.last_activity + o->timeout_ms - now;
-            if (left <= 0) {
-                bp_log(BP_LOG_ERROR, "no result for %.1f s: giving up on the batch",
-                       (double)o->timeout_ms / 1000.0);
-                result = batch_finish(&k, rep, 0);
-                if (o->once)
-                    break;
-                continue;
-            }
-            if (left < tmo)
-                tmo = (long)left;
-        }
-        if (k.j && k.unsynced && o->sync == BP_SYNC_INTERVAL)
-            tmo = k.next_sync <= now        ? 0
-                  : k.next_sync - now < tmo ? (long)(k.next_sync - now)
-                                            : tmo;
-        zmq_pollitem_t it = {.socket = k.sock, .events = ZMQ_POLLIN};
-        int prc = zmq_poll(&it, 1, tmo);
-        if (prc < 0 && errno != EINTR) {
-            bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
-            result = BP_EZMQ;
-            break;
-        }
-        int done = 0;
-        for (int n = 0; n < READ_BURST && !done; n++) {
-            rc = o->raw ? bp_recv_raw(k.sock, &m, ZMQ_DONTWAIT)
-                        : bp_recv_from(k.sock, &rid, &m, ZMQ_DONTWAIT);
-            if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
-                break;
-            if (rc == BP_EPROTO) {
-                note_malformed(&k, rc);
-                continue;
-            }
-            if (rc != BP_OK) {
-                bp_log(BP_LOG_ERROR, "receive failed: %s", zmq_strerror(errno));
-                result = BP_EZMQ;
-                done = 2;
-                break;
-            }
-            if (o->raw) {
-                write_rec(&k, zmq_msg_data(&m), zmq_msg_size(&m));
-                k.raw_count++;
-                if (o->once && o->count && k.raw_count >= o->count)
-                    done = 1;
-                continue;
-            }
-            struct bp_msg msg;
-            rc = bp_msg_decode(&msg, zmq_msg_data(&m), zmq_msg_size(&m), (uint32_t)o->max_msg);
-            if (rc != BP_OK) {
-                note_malformed(&k, rc);
-                continue;
-            }
-            int from_host = -1; /* plain mode: not known */
-            if (k.sec.on) {
-                const char *uid = zmq_msg_gets(&m, "User-Id");
-                from_host = uid && !strcmp(uid, k.sec.me.pub);
-            }
-            on_message(&k, &rid, &m, &msg, from_host);
-            if (k.active && bp_rbook_complete(&k.rb)) {
-                result = batch_finish(&k, rep, 1);
-                if (o->once)
-                    done = 1;
-            }
-        }
-        /* Acknowledge what this turn brought, in one message (with a
-         * journal: once it is on record, see journal_commit()). */
-        if (k.active && journal_commit(&k, bp_now_ms(), 0))
-            flush_acks(&k);
-        write_metrics(&k, 0);
-        if (k.nhold)
-            hold_expire(&k, bp_now_ms());
-        if (k.io_error && k.j == NULL && k.jpath[0] && k.active) {
-            result = BP_EIO; /* the journal failed: stop rather than lose */
-            break;
-        }
-        if (done == 2)
-            break;
-        if (done) {
-            if (o->raw)
-                bp_log(BP_LOG_INFO, "%" PRId64 " results", k.raw_count);
-            break;
-        }
-        if (k.progress && k.active && (now = bp_now_ms()) >= next_draw) {
-            char line[96];
-            bp_stats_progress(&k.st, k.rb.total, now, line, sizeof line);
-            bp_role_progress_line(line);
-            next_draw = now + 250;
-        }
-    }
-    zmq_msg_close(&rid);
-    zmq_msg_close(&m);
+    int result = sink_loop(&k, rep);
     write_metrics(&k, 1);
     if (o->raw)
         rep->ok = k.raw_count;

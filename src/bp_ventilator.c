@@ -910,6 +910,61 @@ static int open_sockets(struct vent *v)
     return BP_OK;
 }
 
+/* A batch on the acknowledged channel: the journal (or a refusal to
+ * start beside an unfinished one), the dispatcher, the run, and the
+ * journal's end (removed once complete, kept for --resume otherwise). */
+static int run_batch(struct vent *v, struct bp_report *rep, int64_t t0)
+{
+    const struct bp_opts *o = v->o;
+    int rc;
+    rep->batch = bp_role_batch_id();
+    v->in_hash = BP_FNV64_INIT;
+    bp_idset_init(&v->r_final);
+    bp_idset_init(&v->r_failed);
+    if (!o->journal && !o->resume && (rc = refuse_unfinished(o)) != BP_OK)
+        return rc;
+    if ((o->journal || o->resume) && (rc = journal_open(v, &rep->batch)) != BP_OK)
+        return rc;
+    if (v->resumed)
+        bp_log(BP_LOG_INFO,
+               "resuming batch %016" PRIx64 " from %s: %" PRId64 " tasks read before, %" PRId64
+               " of them done",
+               rep->batch, v->jpath, v->r_count, bp_idset_count(&v->r_final));
+    struct bp_dispatch_cfg c;
+    bp_dispatch_defaults(&c, rep->batch);
+    c.on_final = on_final;
+    c.on_final_arg = v;
+    c.hb_ivl_ms = o->hb_ms;
+    c.liveness = o->liveness;
+    c.max_attempts = o->max_attempts;
+    c.retries = o->retries;
+    c.task_deadline_ms = o->task_deadline_ms;
+    c.ack_timeout_ms = o->ack_timeout_ms;
+    c.max_rec = (uint32_t)o->max_msg;
+    c.use_sink = v->sink != NULL;
+    if (c.max_bytes < (size_t)o->max_msg * 4)
+        c.max_bytes = (size_t)o->max_msg * 4;
+    v->d = bp_dispatch_new(&c, t0);
+    if (!v->d) {
+        bp_log(BP_LOG_ERROR, "cannot set up the dispatcher: out of memory");
+        return BP_ENOMEM;
+    }
+    rc = run_acked(v, rep);
+    if (!v->j)
+        return rc;
+    /* Complete (every task has its final result at the sink): the journal
+     * has served. Otherwise it is what --resume needs. */
+    journal_turn(v, bp_now_ms(), 1);
+    if (rep->missing == 0 && (rc == BP_OK || rc == BP_EFAILED || rc == BP_EHALTED)) {
+        if (bp_journal_close(&v->j, 1) != BP_OK)
+            bp_log(BP_LOG_WARN, "cannot remove journal %s: %s", v->jpath, strerror(errno));
+    } else if (v->j) {
+        bp_log(BP_LOG_INFO, "batch %016" PRIx64 " kept in %s: run again with --resume to finish it",
+               rep->batch, v->jpath);
+    }
+    return rc;
+}
+
 int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep)
 {
     struct vent v = {.o = o, .io = io};
@@ -941,57 +996,10 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
     if (o->raw) {
         rc = run_raw(&v, rep);
     } else {
-        rep->batch = bp_role_batch_id();
-        v.in_hash = BP_FNV64_INIT;
-        bp_idset_init(&v.r_final);
-        bp_idset_init(&v.r_failed);
-        if (!o->journal && !o->resume && (rc = refuse_unfinished(o)) != BP_OK) {
+        rc = run_batch(&v, rep, t0);
+        if (!v.d) { /* it never started: the reason is said */
             vent_close(&v);
             return rc;
-        }
-        if ((o->journal || o->resume) && (rc = journal_open(&v, &rep->batch)) != BP_OK) {
-            vent_close(&v);
-            return rc;
-        }
-        if (v.resumed)
-            bp_log(BP_LOG_INFO,
-                   "resuming batch %016" PRIx64 " from %s: %" PRId64 " tasks read before, %" PRId64
-                   " of them done",
-                   rep->batch, v.jpath, v.r_count, bp_idset_count(&v.r_final));
-        struct bp_dispatch_cfg c;
-        bp_dispatch_defaults(&c, rep->batch);
-        c.on_final = on_final;
-        c.on_final_arg = &v;
-        c.hb_ivl_ms = o->hb_ms;
-        c.liveness = o->liveness;
-        c.max_attempts = o->max_attempts;
-        c.retries = o->retries;
-        c.task_deadline_ms = o->task_deadline_ms;
-        c.ack_timeout_ms = o->ack_timeout_ms;
-        c.max_rec = (uint32_t)o->max_msg;
-        c.use_sink = v.sink != NULL;
-        if (c.max_bytes < (size_t)o->max_msg * 4)
-            c.max_bytes = (size_t)o->max_msg * 4;
-        v.d = bp_dispatch_new(&c, t0);
-        if (!v.d) {
-            bp_log(BP_LOG_ERROR, "cannot set up the dispatcher: out of memory");
-            vent_close(&v);
-            return BP_ENOMEM;
-        }
-        rc = run_acked(&v, rep);
-        if (v.j) {
-            /* Complete (every task has its final result at the sink): the
-             * journal has served. Otherwise it is what --resume needs. */
-            journal_turn(&v, bp_now_ms(), 1);
-            if (rep->missing == 0 && (rc == BP_OK || rc == BP_EFAILED || rc == BP_EHALTED)) {
-                if (bp_journal_close(&v.j, 1) != BP_OK)
-                    bp_log(BP_LOG_WARN, "cannot remove journal %s: %s", v.jpath, strerror(errno));
-            } else if (v.j) {
-                bp_log(BP_LOG_INFO,
-                       "batch %016" PRIx64 " kept in %s: run again with --resume "
-                       "to finish it",
-                       rep->batch, v.jpath);
-            }
         }
     }
     rep->elapsed_s = (double)(bp_now_ms() - t0) / 1000.0;

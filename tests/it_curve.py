@@ -365,7 +365,9 @@ def wire_shows_tasks_only_in_plain_mode():
             tap_r.close()
         with tap_t.lock, tap_r.lock:
             seen = bytes(tap_t.seen) + bytes(tap_r.seen)
-        expect(len(seen) > 1000, f"the tap saw only {len(seen)} bytes")
+        # (a sanity floor: greetings, HELLO, five tasks and results; plain
+        # mode moves about 1 KB in all, so the real check is `found` below)
+        expect(len(seen) > 400, f"the tap saw only {len(seen)} bytes")
         found = secret.encode() in seen or secret.upper().encode() in seen
         if curve:
             expect(not found, "a task or result in clear on the wire with CURVE on")
