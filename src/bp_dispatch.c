@@ -285,6 +285,20 @@ static uint32_t q_at(const struct bp_dispatch *d, uint32_t i)
 
 /* ---- task life ---- */
 
+static void slot_free(struct bp_dispatch *d, uint32_t s);
+
+/* Takes the queue's front entry off; a task that became final while
+ * queued (a zombie) is freed now. */
+static void q_pop_front(struct bp_dispatch *d)
+{
+    uint32_t s = d->q[d->qhead];
+    d->qhead = (d->qhead + 1) & d->qmask;
+    d->qlen--;
+    d->t[s].inq = 0;
+    if (d->t[s].state == T_ZOMBIE)
+        slot_free(d, s);
+}
+
 static void slot_free(struct bp_dispatch *d, uint32_t s)
 {
     struct task *t = &d->t[s];
@@ -942,16 +956,8 @@ int64_t bp_dispatch_next_deadline(const struct bp_dispatch *d)
  * so what is left there is really waiting. */
 static void purge(struct bp_dispatch *d)
 {
-    while (d->qlen) {
-        uint32_t s = d->q[d->qhead];
-        if (d->t[s].state == T_QUEUED)
-            break;
-        d->qhead = (d->qhead + 1) & d->qmask;
-        d->qlen--;
-        d->t[s].inq = 0;
-        if (d->t[s].state == T_ZOMBIE)
-            slot_free(d, s);
-    }
+    while (d->qlen && d->t[d->q[d->qhead]].state != T_QUEUED)
+        q_pop_front(d);
     uint32_t j = 0;
     for (uint32_t i = 0; i < d->rqlen; i++) {
         uint32_t s = d->rq[i];
@@ -1236,14 +1242,8 @@ static void commit_tasks(struct bp_dispatch *d, struct worker *w, int64_t now)
     w->out += d->pk_n;
     /* Off the queue and the retry list now, so that a loss before the
      * next peek can put a task back without it being there twice. */
-    for (uint32_t i = 0; i < d->pk_qpop; i++) {
-        uint32_t s = d->q[d->qhead];
-        d->qhead = (d->qhead + 1) & d->qmask;
-        d->qlen--;
-        d->t[s].inq = 0;
-        if (d->t[s].state == T_ZOMBIE)
-            slot_free(d, s);
-    }
+    for (uint32_t i = 0; i < d->pk_qpop; i++)
+        q_pop_front(d);
     uint32_t j = 0;
     for (uint32_t i = 0; i < d->rqlen; i++) {
         uint32_t s = d->rq[i];
