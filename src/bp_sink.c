@@ -779,10 +779,10 @@ static int vent_alive(struct sink *k)
  * own results, being the one acknowledged). With CURVE: only the host's
  * own key. In plain mode: the known ventilator, or anyone once it is gone
  * (a restarted one); nobody can take over from a live one. */
-static int may_control(struct sink *k, zmq_msg_t *rid, int from_host)
+static int may_control(struct sink *k, zmq_msg_t *rid, int host_key)
 {
-    if (from_host >= 0)
-        return from_host;
+    if (host_key >= 0)
+        return host_key;
     return is_vent(k, rid) || !vent_alive(k);
 }
 
@@ -972,14 +972,14 @@ static void on_control(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
         hold_offer(k);
 }
 
-static void on_ping(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m, int from_host)
+static void on_ping(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m, int host_key)
 {
     /* Answer a ping at once: the ventilator measures us by it. The
      * sender of a ping on the current batch is its ventilator. */
     uint64_t ping = bp_msg_u64(m, 0);
     if (!ping)
         return;
-    if (k->active && m->batch == k->batch && !is_vent(k, rid) && may_control(k, rid, from_host))
+    if (k->active && m->batch == k->batch && !is_vent(k, rid) && may_control(k, rid, host_key))
         adopt_ventilator(k, rid);
     /* Batch 0: "I do not know that batch", so its ventilator sends
      * BEGIN (and CLOSE) again. */
@@ -1021,12 +1021,12 @@ static int adopt_batch(struct sink *k, const struct bp_msg *m)
 }
 
 static void on_message(struct sink *k, zmq_msg_t *rid, zmq_msg_t *raw, const struct bp_msg *m,
-                       int from_host)
+                       int host_key)
 {
     if (is_vent(k, rid))
         k->vent_heard = bp_now_ms();
     if (m->type == BP_MSG_HEARTBEAT) {
-        on_ping(k, rid, m, from_host);
+        on_ping(k, rid, m, host_key);
         return;
     }
     if (m->type != BP_MSG_RESULTS && m->type != BP_MSG_BEGIN && m->type != BP_MSG_CLOSE &&
@@ -1035,13 +1035,13 @@ static void on_message(struct sink *k, zmq_msg_t *rid, zmq_msg_t *raw, const str
         return;
     }
     int control = m->type != BP_MSG_RESULTS;
-    if (control && !may_control(k, rid, from_host)) {
+    if (control && !may_control(k, rid, host_key)) {
         forged(k, m->type == BP_MSG_BEGIN   ? "a BEGIN"
                   : m->type == BP_MSG_CLOSE ? "a CLOSE"
                                             : "an EXTENT");
         return;
     }
-    int vent = from_host >= 0 ? from_host : is_vent(k, rid);
+    int vent = host_key >= 0 ? host_key : is_vent(k, rid);
     if (!control && !k->active) {
         /* No batch begun: a sink restarted without its journal, while the
          * workers' results for tasks already out keep coming; the
@@ -1433,12 +1433,12 @@ static int on_frame(struct sink *k, zmq_msg_t *rid, zmq_msg_t *m, int *result,
         note_malformed(k, rc);
         return GO_ON;
     }
-    int from_host = -1; /* plain mode: not known */
+    int host_key = -1; /* the sender has the host's own key (CURVE); -1: plain mode, unknown */
     if (k->sec.on) {
         const char *uid = zmq_msg_gets(m, "User-Id");
-        from_host = uid && !strcmp(uid, k->sec.me.pub);
+        host_key = uid && !strcmp(uid, k->sec.me.pub);
     }
-    on_message(k, rid, m, &msg, from_host);
+    on_message(k, rid, m, &msg, host_key);
     if (k->active && bp_rbook_complete(&k->rb)) {
         *result = batch_finish(k, rep, 1);
         if (o->once)

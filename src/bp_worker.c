@@ -28,7 +28,7 @@
 #define MAX_DONE 4096
 /* The most tasks a worker queues beyond its running ones (--prefetch). */
 #define MAX_PREFETCH 256
-/* Longest pause between two tries to reach a silent host. */
+/* Longest pause between two tries to reach a silent ventilator. */
 #define MAX_BACKOFF_MS 30000
 
 /* A task received and not started yet. */
@@ -59,7 +59,7 @@ struct worker {
     void *tsock; /* v2: DEALER to the ventilator; raw: PULL */
     void *rsock; /* v2: DEALER to the sink; raw: PUSH */
     struct bp_role_sec sec;
-    struct bp_secmon tmon, rmon; /* CURVE handshakes with host and sink */
+    struct bp_secmon tmon, rmon; /* CURVE handshakes with the ventilator and the sink */
     const struct bp_transform *tf;
     int instant; /* built-in transform without --sleep: no slot needed */
     struct slot *slots;
@@ -638,7 +638,7 @@ static void halt_kill(struct worker *w, int64_t now)
             bp_job_interrupt(&w->slots[i].job);
 }
 
-static void on_host_message(struct worker *w, const void *buf, size_t len, int64_t now)
+static void on_vent_message(struct worker *w, const void *buf, size_t len, int64_t now)
 {
     struct bp_msg m;
     int rc = bp_msg_decode(&m, buf, len, (uint32_t)w->o->max_msg);
@@ -676,7 +676,7 @@ static void on_host_message(struct worker *w, const void *buf, size_t len, int64
     }
 }
 
-static void read_host(struct worker *w, int64_t now)
+static void read_vent(struct worker *w, int64_t now)
 {
     zmq_msg_t msg;
     zmq_msg_init(&msg);
@@ -703,7 +703,7 @@ static void read_host(struct worker *w, int64_t now)
                 enqueue(w, 0, &tr);
             continue;
         }
-        on_host_message(w, zmq_msg_data(&msg), zmq_msg_size(&msg), now);
+        on_vent_message(w, zmq_msg_data(&msg), zmq_msg_size(&msg), now);
     }
     zmq_msg_close(&msg);
 }
@@ -776,7 +776,7 @@ static int open_sockets(struct worker *w)
  * HELLO. Queued tasks go (others get them); a new connection, so a
  * ventilator that still hears the old one cannot keep counting on them.
  * The old HELLO still waiting in its pipe goes with it (linger 0). */
-static void host_lost(struct worker *w, int what)
+static void vent_lost(struct worker *w, int what)
 {
     if (what & BP_WC_SILENT)
         bp_log(BP_LOG_WARN, "no word from the ventilator for %.1f s: reconnecting",
@@ -893,7 +893,7 @@ static void channel_step(struct worker *w, int64_t now)
     if (!w->stopping) {
         int what = bp_wchan_on_timer(&w->ch, now);
         if (what & BP_WC_REOPEN)
-            host_lost(w, what);
+            vent_lost(w, what);
         if (what & BP_WC_GIVE_UP) {
             bp_log(BP_LOG_ERROR, "no ventilator at %s for %.1f s: giving up", o->tasks,
                    (double)o->host_timeout_ms / 1000.0);
@@ -994,7 +994,7 @@ static void after_wait(struct worker *w, int task_idx, int res_idx)
     }
     start_queued(w, now);
     if (task_idx >= 0 && (w->items[task_idx].revents & ZMQ_POLLIN))
-        read_host(w, now);
+        read_vent(w, now);
     start_queued(w, now);
     /* A lone result goes out at once; many go out in packs. */
     flush_results(w);
