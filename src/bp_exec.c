@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bp_exec.h"
+#include "bp_fd.h"
 #include "bp_frame.h"
 #include "bp_internal.h"
 
@@ -238,6 +239,7 @@ static _Noreturn void guard(pid_t parent, const char *shell, const char *cmd, in
         sigset_t none;
         sigemptyset(&none);
         (void)sigprocmask(SIG_SETMASK, &none, NULL); /* cannot fail */
+        bp_nofile_restore(); /* commands get the limit the worker was given */
         char *argv[] = {"sh", "-c", (char *)cmd, NULL};
         execve(shell, argv, environ);
         int e = errno;

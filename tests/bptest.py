@@ -62,14 +62,15 @@ class Env:
     def cmd(self, tool, *argv):
         return self.emu + [os.path.join(self.bin, tool)] + [str(x) for x in argv]
 
-    def start(self, tool, *argv, stdin=subprocess.DEVNULL, stdout=None, env=None, name=None):
+    def start(self, tool, *argv, stdin=subprocess.DEVNULL, stdout=None, env=None, name=None,
+              preexec=None):
         name = name or tool
         out = open(self.path(f"{name}-{len(self.procs)}.out"), "wb") if stdout is None else stdout
         err = open(self.path(f"{name}-{len(self.procs)}.err"), "wb+")
         e = dict(os.environ)
         e.update(env or {})
         p = subprocess.Popen(self.cmd(tool, *argv), stdin=stdin, stdout=out, stderr=err,
-                             env=e, start_new_session=True)
+                             env=e, start_new_session=True, preexec_fn=preexec)
         p.bp_out, p.bp_err, p.bp_name, p.bp_checked = out, err, name, False
         self.procs.append(p)
         return p
