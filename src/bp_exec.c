@@ -305,6 +305,7 @@ static void kill_group(struct bp_job *j)
     if (j->pid > 0 && !j->exited) {
         (void)kill(-j->pid, SIGKILL);
         (void)kill(j->pid, SIGKILL);
+        j->sig_sent = SIGKILL;
     }
 }
 
@@ -326,7 +327,7 @@ int bp_job_start(struct bp_job *j, const char *cmd, const void *in, size_t len, 
     j->out_len = 0;
     j->overflow = 0;
     j->tail_len = 0;
-    j->timed_out = j->killed = j->ended = j->exited = j->st_got = 0;
+    j->timed_out = j->killed = j->ended = j->exited = j->st_got = j->sig_sent = 0;
     j->wstatus = 0;
     j->exit_seen = 0;
     j->next_check = now + BP_STATUS_POLL_MS;
@@ -544,7 +545,9 @@ static void conclude(struct bp_job *j)
         finish(j, BP_ST_INTERRUPTED, WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
     } else if (j->timed_out) {
         tail_msg(j, "\nboardpipe: task timed out and was killed");
-        finish(j, BP_ST_TIMEOUT, WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        /* The code is the signal sent, whatever the guard managed to
+         * report before it died of it. */
+        finish(j, BP_ST_TIMEOUT, j->sig_sent ? j->sig_sent : SIGKILL);
     } else if (WIFSIGNALED(st)) {
         finish(j, BP_ST_SIGNALED, WTERMSIG(st));
     } else if (WEXITSTATUS(st) != 0) {
