@@ -10,6 +10,7 @@
 struct bp_reader {
     FILE *f;    /* NULL: the built-in tutorial strings */
     int nul;    /* NUL-separated records */
+    int skip_empty; /* empty records are skipped (default: empty tasks) */
     size_t max; /* longest record accepted */
     char *buf;  /* reused for every record (owned) */
     size_t cap;
@@ -34,8 +35,9 @@ void bp_reader_free(struct bp_reader *r);
 /* Reads the next record into *rec and *len (valid until the next call).
  * Returns BP_OK, BP_EIO on a read error, BP_ETOOBIG for a record longer
  * than max (skipped; the next call goes on after it), or BP_EXIT_INFO at
- * the end of input. In line mode a trailing "\r" is dropped and empty
- * lines are skipped. */
+ * the end of input. In line mode a trailing "\r" is dropped. An empty
+ * line (or NUL record) is an empty record, as for GNU parallel, unless
+ * skip_empty is set (parallel's -r): then it is skipped. */
 int bp_reader_next(struct bp_reader *r, const char **rec, size_t *len);
 
 #endif

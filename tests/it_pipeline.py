@@ -113,6 +113,26 @@ def failing_command():
     expect(sorted(out.splitlines()) == ["ok 1", "ok 2", "ok 4", "ok 5"], out)
 
 
+def blank_lines_are_tasks():
+    # An empty input line is an empty task, as in GNU parallel: each gives
+    # one result line, so --ordered output lines up with the input, with
+    # the built-in transform and with --exec. --skip-empty (parallel's -r)
+    # drops them.
+    tasks = ["a", "", "b", "", "", "c", "\r", "d"]
+    out, _, js, _ = pipeline(1, (), tasks, sink_args=("--ordered",))
+    expect(out.split("\n")[:-1] == ["A", "", "B", "", "", "C", "", "D"], repr(out))
+    expect(js["total"] == len(tasks) and js["ok"] == len(tasks), js)
+    out, _, _, _ = pipeline(1, ("--exec", 'read -r x; echo "<$x>"'), tasks,
+                            sink_args=("--ordered",))
+    expect(out.split("\n")[:-1] == [f"<{t.strip()}>" for t in tasks], repr(out))
+    out, _, js, _ = pipeline(1, (), tasks, sink_args=("--ordered",), vent_args=("-r",))
+    expect(out.split("\n")[:-1] == ["A", "B", "C", "D"], repr(out))
+    expect(js["total"] == 4, js)
+    out, _, _, _ = pipeline(1, ("--exec", "cat"), tasks, sink_args=("--ordered",),
+                            vent_args=("--skip-empty",))
+    expect(out.split("\n")[:-1] == ["a", "b", "c", "d"], repr(out))
+
+
 def _parallel_resume(log, tasks, *how):
     """What GNU parallel (the real one) runs again from our joblog: the
     tasks of its `parallel --resume... --joblog log echo {} ::: tasks`."""
