@@ -19,7 +19,7 @@ int bp_nofile_raise(uint64_t *soft, uint64_t *hard);
 void bp_nofile_restore(void);
 
 /* accept4(2) for a listening socket, as libzmq's I/O thread calls it (the
- * tools define accept4() as this: see bp_fd.c). When the process is out of
+ * tools define accept4() and accept() as this: see tool_common.c). When the process is out of
  * descriptors (EMFILE/ENFILE), the connection waiting is accepted with the
  * reserved descriptor and closed at once, so the listening socket does not
  * stay readable and the caller does not spin on it; the failure is still

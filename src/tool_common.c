@@ -8,20 +8,27 @@
 #include "bp_internal.h"
 #include "tool_common.h"
 
-/* libzmq's listeners accept with accept4(). This definition takes the C
- * library's place in the tools (ahead of libc.a in a static link; found
- * first by the dynamic linker, ahead of libc.so, in a dynamic one, which is
- * the only way to reach Debian's libzmq). libzmq 4.3.4 answers EMFILE by
- * returning to epoll with the connection still waiting (tcp_listener.cpp:
- * "TODO: Handle specific errors like ENFILE/EMFILE"), so a host out of
- * descriptors spun a core; bp_fd_accept() refuses the waiting connection
- * instead (see bp_fd.h). Same signature as <sys/socket.h>'s, which this
- * file does not include (glibc declares it with a transparent union). */
+/* libzmq's listeners accept with accept4(), or accept() where its build
+ * found no accept4 (ours for musl: a cross build's check). These two
+ * definitions take the C library's place in the tools (ahead of libc.a in
+ * a static link; found first by the dynamic linker, ahead of libc.so, in a
+ * dynamic one, which is the only way to reach Debian's libzmq). libzmq
+ * 4.3.4 answers EMFILE by returning to epoll with the connection still
+ * waiting (tcp_listener.cpp: "TODO: Handle specific errors like
+ * ENFILE/EMFILE"), so a host out of descriptors spun a core;
+ * bp_fd_accept() refuses the waiting connection instead (see bp_fd.h).
+ * Same signatures as <sys/socket.h>'s, which this file does not include
+ * (glibc declares them with a transparent union). */
 struct sockaddr;
 int accept4(int fd, struct sockaddr *addr, unsigned int *addrlen, int flags);
 int accept4(int fd, struct sockaddr *addr, unsigned int *addrlen, int flags)
 {
     return bp_fd_accept(fd, addr, addrlen, flags);
+}
+int accept(int fd, struct sockaddr *addr, unsigned int *addrlen);
+int accept(int fd, struct sockaddr *addr, unsigned int *addrlen)
+{
+    return bp_fd_accept(fd, addr, addrlen, 0);
 }
 
 #ifdef BP_NO_CXA_DEMANGLE
