@@ -37,7 +37,8 @@ struct bp_job {
     int check_step;
     int64_t exit_seen; /* when the group was killed, pipes maybe still open */
     int timed_out, killed;
-    int sig_sent; /* the signal the group was killed with, or 0 */
+    /* The signal the group was killed with, or 0. */
+    int sig_sent;
     int ended;  /* the group was killed: command over, timeout or interrupt */
     int exited; /* the guard was reaped */
     int st_got; /* wstatus is the shell's, as the guard reported it */

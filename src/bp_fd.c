@@ -19,7 +19,7 @@
 static int spare = -1;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint_fast64_t refused;
-static atomic_int short_of; /* refusing since the last accepted connection */
+static atomic_int short_of;       /* refusing since the last accepted connection */
 static uint64_t refused_at_start; /* refused when this shortage began */
 static int64_t warned_ms = -1;    /* when the last shortage was logged */
 static int warned;                /* this shortage was logged */

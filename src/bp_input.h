@@ -10,7 +10,6 @@
 struct bp_reader {
     FILE *f;    /* NULL: the built-in tutorial strings */
     int nul;    /* NUL-separated records */
-    int skip_empty; /* empty records are skipped (default: empty tasks) */
     size_t max; /* longest record accepted */
     char *buf;  /* reused for every record (owned) */
     size_t cap;
@@ -20,6 +19,9 @@ struct bp_reader {
     char *in;       /* read-ahead buffer (owned) */
     size_t in_pos, in_len;
     int eof;
+    /* Empty records are skipped (parallel's -r); by default they are
+     * empty tasks. */
+    int skip_empty;
 };
 
 /* The seven strings of the ZeroMQ tutorial this project started from. */

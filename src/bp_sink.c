@@ -631,8 +631,8 @@ static void joblog_line(struct sink *k, const struct bp_result_rec *r, const cha
     if (r->head_len)
         joblog_field(cmd, sizeof cmd, r->head, r->head_len);
     if (fprintf(k->joblog, "%" PRIu64 "\t%s\t%.3f\t%.3f\t%" PRIu32 "\t%" PRIu32 "\t%d\t%d\t%s\n",
-                r->id + 1, host, start, (double)r->elapsed_ms / 1000.0, r->task_len, r->len, exitval,
-                sig, cmd) < 0 &&
+                r->id + 1, host, start, (double)r->elapsed_ms / 1000.0, r->task_len, r->len,
+                exitval, sig, cmd) < 0 &&
         !k->io_error) {
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->joblog, strerror(errno));
         k->io_error = 1;

@@ -59,8 +59,8 @@ static int raise_soft(void)
     CHECK(bp_nofile_raise(&soft, &hard) == BP_OK);
     struct rlimit now;
     CHECK(getrlimit(RLIMIT_NOFILE, &now) == 0);
-    CHECK(now.rlim_max == rl.rlim_max);  /* the hard limit is left alone */
-    CHECK(now.rlim_cur > 64);            /* raised... */
+    CHECK(now.rlim_max == rl.rlim_max); /* the hard limit is left alone */
+    CHECK(now.rlim_cur > 64);           /* raised... */
     CHECK(rl.rlim_max == RLIM_INFINITY || now.rlim_cur == rl.rlim_max); /* ...to the hard one */
     CHECK(soft == (uint64_t)now.rlim_cur);
     CHECK(rl.rlim_max == RLIM_INFINITY || hard == (uint64_t)rl.rlim_max);
@@ -121,8 +121,8 @@ static int listener(uint16_t *port)
 static int dial(uint16_t port)
 {
     int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                            .sin_port = htons(port)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(port)};
     if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) != 0)
         return -1;
     return c;

@@ -86,7 +86,7 @@ static void t_crlf(void **state)
     open_reader(&r, &f, d, sizeof d - 1, 0, 1024);
     EXPECT_STR(&r, "one");
     EXPECT_STR(&r, "two");
-    EXPECT_STR(&r, ""); /* a CR LF line: an empty task */
+    EXPECT_STR(&r, "");         /* a CR LF line: an empty task */
     EXPECT_STR(&r, "three\rx"); /* only a trailing CR goes */
     EXPECT_STR(&r, "last");
     expect_end(&r);
@@ -324,16 +324,11 @@ static void t_tutorial(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_lines),
-        cmocka_unit_test(t_crlf),
-        cmocka_unit_test(t_empty_lines),
-        cmocka_unit_test(t_skip_empty),
-        cmocka_unit_test(t_empty_input),
-        cmocka_unit_test(t_last_line_no_newline),
-        cmocka_unit_test(t_nul_mode),
-        cmocka_unit_test(t_too_big),
-        cmocka_unit_test(t_long_records),
-        cmocka_unit_test(t_many_across_refills),
+        cmocka_unit_test(t_lines),        cmocka_unit_test(t_crlf),
+        cmocka_unit_test(t_empty_lines),  cmocka_unit_test(t_skip_empty),
+        cmocka_unit_test(t_empty_input),  cmocka_unit_test(t_last_line_no_newline),
+        cmocka_unit_test(t_nul_mode),     cmocka_unit_test(t_too_big),
+        cmocka_unit_test(t_long_records), cmocka_unit_test(t_many_across_refills),
         cmocka_unit_test(t_tutorial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

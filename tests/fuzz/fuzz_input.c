@@ -126,7 +126,8 @@ size_t fuzz_seed(int i, uint8_t *buf, size_t cap)
     static const struct {
         const char *p;
         size_t n;
-    } seeds[] = {{s0, sizeof s0 - 1}, {s1, sizeof s1 - 1}, {s2, sizeof s2 - 1}, {s3, sizeof s3 - 1}};
+    } seeds[] = {
+        {s0, sizeof s0 - 1}, {s1, sizeof s1 - 1}, {s2, sizeof s2 - 1}, {s3, sizeof s3 - 1}};
     if (i < 0 || i >= (int)(sizeof seeds / sizeof seeds[0]) || seeds[i].n > cap)
         return 0;
     memcpy(buf, seeds[i].p, seeds[i].n);
