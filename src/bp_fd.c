@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -91,6 +92,12 @@ static long raw_accept(int fd, void *addr, void *addrlen, int flags)
  * again. Called with the lock held. */
 static void refuse_one(int fd)
 {
+    /* Linux takes the descriptor before it looks for a connection: the
+     * accept below would block on a blocking socket (libzmq's listeners
+     * are; it accepts when epoll says one waits) with nobody waiting. */
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN))
+        return;
     reserve(); /* lent out and not yet back: maybe one came free */
     if (spare >= 0) {
         close(spare);
@@ -105,7 +112,7 @@ static void refuse_one(int fd)
     if (spare < 0) {
         /* Another thread took the descriptor we freed: nothing left to
          * refuse with. Slow the caller's retries down instead. */
-        struct timespec ts = {0, 10 * 1000 * 1000};
+        struct timespec ts = {0, 10000000L}; /* 10 ms */
         nanosleep(&ts, NULL);
     }
 }

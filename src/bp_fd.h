@@ -20,7 +20,7 @@ void bp_nofile_restore(void);
 
 /* accept4(2) for a listening socket, as libzmq's I/O thread calls it (the
  * tools define accept4() and accept() as this: see tool_common.c). When the process is out of
- * descriptors (EMFILE/ENFILE), the connection waiting is accepted with the
+ * descriptors (EMFILE/ENFILE), a connection waiting is accepted with the
  * reserved descriptor and closed at once, so the listening socket does not
  * stay readable and the caller does not spin on it; the failure is still
  * returned. The first such refusal logs one warning, the next accepted

@@ -106,6 +106,7 @@ static void t_hard_is_soft(void **state)
     in_child(hard_is_soft);
 }
 
+/* A listening socket on loopback, blocking as libzmq's are. */
 static int listener(uint16_t *port)
 {
     int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -142,9 +143,9 @@ static int refuses_when_out(void)
     CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
     CHECK(bp_nofile_raise(NULL, NULL) == BP_OK); /* reserves the spare */
     CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);  /* and back down to 64 */
-    uint16_t port = 0;
-    int l = listener(&port);
-    CHECK(l >= 0);
+    uint16_t port = 0, eport = 0;
+    int l = listener(&port), le = listener(&eport);
+    CHECK(l >= 0 && le >= 0);
     int c1 = dial(port), c2 = dial(port);
     CHECK(c1 >= 0 && c2 >= 0);
     /* Fill every descriptor left. */
@@ -155,6 +156,10 @@ static int refuses_when_out(void)
     CHECK(n < 64 && errno == EMFILE);
     CHECK(readable(l, 5000));
     uint64_t before = bp_fd_refused();
+    /* Nobody waiting on a blocking listener: the error, at once (the
+     * refusal must not wait for a connection). */
+    CHECK(bp_fd_accept(le, NULL, NULL, SOCK_CLOEXEC) < 0 && errno == EMFILE);
+    CHECK(bp_fd_refused() == before);
     /* Out of descriptors: the call fails as accept4 would... */
     errno = 0;
     CHECK(bp_fd_accept(l, NULL, NULL, SOCK_CLOEXEC) < 0 && errno == EMFILE);
