@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -121,7 +120,7 @@ static void shortage_begins(void)
 {
     refused_at_start = atomic_load(&refused);
     int64_t now = bp_now_ms();
-    /* A peer that comes and goes cannot make a log line per minute. */
+    /* Peers that come and go make at most one warning a minute. */
     warned = warned_ms < 0 || now - warned_ms >= 60000;
     if (warned) {
         warned_ms = now;
