@@ -28,6 +28,7 @@ enum {
     O_JOBS = 'j',
     O_TRANSFORM = 't',
     O_WAIT_WORKERS = 'w',
+    O_SKIP_EMPTY = 'r',
     O_RAW = 256,
     O_MAX_MSG,
     O_LINGER,
@@ -85,6 +86,7 @@ static const struct opt_def opt_defs[] = {
     {"quiet", no_argument, O_QUIET, R_ALL},
     {"raw", no_argument, O_RAW, R_ALL},
     {"null", no_argument, O_NUL, R_V | R_S},
+    {"skip-empty", no_argument, O_SKIP_EMPTY, R_V},
     {"max-msg-size", required_argument, O_MAX_MSG, R_ALL},
     {"linger", required_argument, O_LINGER, R_ALL},
     {"progress", no_argument, O_PROGRESS, R_V | R_S},
@@ -360,6 +362,9 @@ static int apply(struct bp_opts *o, const struct opt_def *d, const char *arg, co
         break;
     case O_NUL:
         o->nul = 1;
+        break;
+    case O_SKIP_EMPTY:
+        o->skip_empty = 1;
         break;
     case O_PROGRESS:
         o->progress = 1;
@@ -746,6 +751,9 @@ static const char usage_vent[] =
     "\n"
     "  -i, --input FILE        read tasks from FILE ('-': stdin)\n"
     "  -0, --null              tasks are NUL-separated (binary-safe)\n"
+    "  -r, --skip-empty        an empty line (or record) is no task (GNU parallel's\n"
+    "                          -r); by default it is an empty task, so results\n"
+    "                          line up with the input under the sink's --ordered\n"
     "      --bind ENDPOINT     where workers connect (default tcp://*:5557)\n"
     "      --sink ENDPOINT     the sink that acknowledges results (default\n"
     "                          tcp://localhost:5558; 'none': a task counts as done\n"
@@ -871,7 +879,9 @@ static const char usage_sink[] =
     "                          refused peers as Prometheus text, rewritten every\n"
     "                          second (node_exporter's textfile collector)\n"
     "      --joblog FILE       append one line per attempt to FILE in GNU parallel's\n"
-    "                          --joblog columns (Seq = task id, Host = worker id,\n"
+    "                          --joblog columns (Seq = task id + 1, the input line\n"
+    "                          number, so parallel --resume reads it; Host = worker\n"
+    "                          id; Exitval -1 and Signal for a --task-timeout kill;\n"
     "                          Send/Command from --exec workers only)\n"
     "      --resume            continue the batch in the journal: the output is\n"
     "                          appended to (never truncated), no task written twice;\n"

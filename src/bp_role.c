@@ -18,6 +18,18 @@ struct bp_sockcfg bp_role_sockcfg(const struct bp_opts *o)
     /* A worker started before its host connects within milliseconds of
      * the bind, not at libzmq's next 100 ms retry; backoff to 1 s. */
     c.reconnect_ms = 10;
+    if (o->role != BP_ROLE_WORKER) {
+        /* Every peer holds a descriptor of the host's. One that does not
+         * finish the ZMTP handshake goes after 10 s (libzmq's default:
+         * 30 s); one that finished it but answers no ZMTP PING (sent every
+         * 10 s by libzmq's I/O thread, which a real board answers even
+         * while busy or between tasks) after 60 s more. A peer that
+         * answers pings but never says HELLO is not bounded by libzmq: see
+         * README, Security. */
+        c.handshake_ms = 10000;
+        c.ping_ms = 10000;
+        c.ping_timeout_ms = 60000;
+    }
     return c;
 }
 

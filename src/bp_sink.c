@@ -562,23 +562,26 @@ static void joblog_field(char *buf, size_t len, const void *s, size_t n)
             *p = ' ';
 }
 
-/* One line per attempt in GNU parallel's --joblog columns: Seq (our task
- * id), Host (worker id), Starttime, JobRuntime, Send, Receive, Exitval,
- * Signal, Command (the task's first bytes). Exitval is -1 for what did not
- * end with an exit status (timeout, too big, not started, lost, halted). */
+/* One line per attempt in GNU parallel's --joblog columns: Seq (the task
+ * id + 1: parallel's {#} is 1-based, and its --resume reads it so), Host
+ * (worker id), Starttime, JobRuntime, Send, Receive, Exitval, Signal,
+ * Command (the task's first bytes). Exitval is -1 for what did not end with
+ * an exit status (timeout, too big, not started, lost, halted); Signal is
+ * the signal that ended the command, for a timeout the one the worker sent
+ * (parallel's --timeout logs "-1 15"). */
 static void joblog_line(struct sink *k, const struct bp_result_rec *r, const char *wid)
 {
     double start = r->head ? (double)r->start_ms / 1000.0
                            : (double)(bp_wall_ms() - (int64_t)r->elapsed_ms) / 1000.0;
     int exitval = r->status == BP_ST_OK ? 0 : r->status == BP_ST_FAILED ? r->code : -1;
-    int sig = r->status == BP_ST_SIGNALED ? r->code : 0;
+    int sig = r->status == BP_ST_SIGNALED || r->status == BP_ST_TIMEOUT ? r->code : 0;
     char host[BP_ID_MAX * 4 + 1], cmd[BP_INFO_HEAD_MAX * 4 + 1] = "";
     joblog_field(host, sizeof host, wid, strlen(wid));
     if (r->head_len)
         joblog_field(cmd, sizeof cmd, r->head, r->head_len);
     if (fprintf(k->joblog, "%" PRIu64 "\t%s\t%.3f\t%.3f\t%" PRIu32 "\t%" PRIu32 "\t%d\t%d\t%s\n",
-                r->id, host, start, (double)r->elapsed_ms / 1000.0, r->task_len, r->len, exitval,
-                sig, cmd) < 0 &&
+                r->id + 1, host, start, (double)r->elapsed_ms / 1000.0, r->task_len, r->len,
+                exitval, sig, cmd) < 0 &&
         !k->io_error) {
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->joblog, strerror(errno));
         k->io_error = 1;

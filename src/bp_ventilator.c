@@ -89,6 +89,7 @@ static int open_input(struct vent *v)
         v->own_in = 1;
     }
     int rc = bp_reader_init(&v->rd, v->in, v->o->nul, (size_t)v->o->max_msg);
+    v->rd.skip_empty = v->o->skip_empty;
     v->rd_open = rc == BP_OK;
     return rc;
 }
@@ -222,6 +223,7 @@ static int check_input(struct vent *v, int64_t count, uint64_t want)
         fclose(f);
         return BP_ENOMEM;
     }
+    r.skip_empty = o->skip_empty;
     uint64_t h = BP_FNV64_INIT;
     int64_t n = 0;
     int rc = BP_OK;
