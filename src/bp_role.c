@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <stdio.h>
 #include <sys/random.h>
@@ -239,4 +240,27 @@ long bp_role_timeout(int64_t now, int64_t wake, long cap)
     if (wake <= now)
         return 0;
     return wake - now < cap ? (long)(wake - now) : cap;
+}
+
+int bp_role_ctx(const struct bp_io *io, void **ctx, int *own)
+{
+    *ctx = io && io->zmq_ctx ? io->zmq_ctx : NULL;
+    *own = 0;
+    if (*ctx)
+        return BP_OK;
+    *ctx = bp_ctx_new();
+    if (!*ctx) {
+        bp_log(BP_LOG_ERROR, "cannot create ZeroMQ context: %s", zmq_strerror(errno));
+        return BP_EZMQ;
+    }
+    *own = 1;
+    return BP_OK;
+}
+
+void bp_role_note_malformed(int64_t n, int rc, const char *from, const char *hint)
+{
+    if (n <= 5 || bp_log_enabled(BP_LOG_DEBUG))
+        bp_log(BP_LOG_WARN, "dropped %s message%s (%" PRId64 " so far)%s",
+               rc == BP_EVERSION ? "other-version" : "malformed", from, n,
+               hint && (rc == BP_EVERSION || n == 1) ? hint : "");
 }

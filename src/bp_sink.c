@@ -993,16 +993,10 @@ static int sink_open(struct sink *k)
             fputs("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n",
                   k->joblog);
     }
-    k->ctx = k->io && k->io->zmq_ctx ? k->io->zmq_ctx : NULL;
-    if (!k->ctx) {
-        k->ctx = bp_ctx_new();
-        k->own_ctx = 1;
-        if (!k->ctx) {
-            bp_log(BP_LOG_ERROR, "cannot create ZeroMQ context: %s", zmq_strerror(errno));
-            return BP_EZMQ;
-        }
-    }
-    int rc = bp_role_sec_open(&k->sec, o, k->ctx, k->io);
+    int rc = bp_role_ctx(k->io, &k->ctx, &k->own_ctx);
+    if (rc != BP_OK)
+        return rc;
+    rc = bp_role_sec_open(&k->sec, o, k->ctx, k->io);
     if (rc != BP_OK)
         return rc;
     struct bp_sockcfg c = bp_role_sockcfg(o);
@@ -1031,10 +1025,8 @@ static int sink_open(struct sink *k)
 static void note_malformed(struct sink *k, int rc)
 {
     k->sm.malformed++;
-    if (k->sm.malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
-        bp_log(BP_LOG_WARN, "dropped %s message (%" PRId64 " so far)%s",
-               rc == BP_EVERSION ? "other-version" : "malformed", k->sm.malformed,
-               rc == BP_EPROTO && k->sm.malformed == 1 ? "; plain strings need --raw" : "");
+    bp_role_note_malformed(k->sm.malformed, rc, "",
+                           rc == BP_EPROTO ? "; plain strings need --raw" : NULL);
 }
 
 /* How a turn of the loop ends. */

@@ -616,10 +616,9 @@ static void read_workers(struct vent *v, int64_t now)
         if (rc != BP_OK) {
             struct bp_dispatch_stats s;
             bp_dispatch_stats(v->d, &s);
-            if (s.malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
-                bp_log(BP_LOG_WARN, "dropped %s message from a worker (%" PRId64 " so far)%s",
-                       rc == BP_EVERSION ? "other-version" : "malformed", s.malformed,
-                       rc == BP_EVERSION ? ": a boardpipe of another protocol version?" : "");
+            bp_role_note_malformed(s.malformed, rc, " from a worker",
+                                   rc == BP_EVERSION ? ": a boardpipe of another protocol version?"
+                                                     : NULL);
         }
     }
     zmq_msg_close(&rid);
@@ -981,17 +980,7 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
         vent_close(&v);
         return rc;
     }
-    v.ctx = io && io->zmq_ctx ? io->zmq_ctx : NULL;
-    if (!v.ctx) {
-        v.ctx = bp_ctx_new();
-        v.own_ctx = 1;
-        if (!v.ctx) {
-            bp_log(BP_LOG_ERROR, "cannot create ZeroMQ context: %s", zmq_strerror(errno));
-            vent_close(&v);
-            return BP_EZMQ;
-        }
-    }
-    if ((rc = open_sockets(&v)) != BP_OK) {
+    if ((rc = bp_role_ctx(io, &v.ctx, &v.own_ctx)) != BP_OK || (rc = open_sockets(&v)) != BP_OK) {
         vent_close(&v);
         return rc;
     }

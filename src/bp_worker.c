@@ -563,10 +563,8 @@ static int finish_slot(struct worker *w, struct slot *s, int64_t now)
 static void note_malformed(struct worker *w, int rc)
 {
     w->malformed++;
-    if (w->malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
-        bp_log(BP_LOG_WARN, "dropped %s message from the ventilator (%" PRId64 " so far)%s",
-               rc == BP_EVERSION ? "other-version" : "malformed", w->malformed,
-               rc == BP_EPROTO && w->malformed == 1 ? "; plain strings need --raw" : "");
+    bp_role_note_malformed(w->malformed, rc, " from the ventilator",
+                           rc == BP_EPROTO ? "; plain strings need --raw" : NULL);
 }
 
 static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
@@ -1082,17 +1080,7 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     }
     for (int i = 0; i < w.nslots; i++)
         bp_job_init(&w.slots[i].job, (size_t)o->max_msg);
-    w.ctx = io && io->zmq_ctx ? io->zmq_ctx : NULL;
-    if (!w.ctx) {
-        w.ctx = bp_ctx_new();
-        w.own_ctx = 1;
-        if (!w.ctx) {
-            bp_log(BP_LOG_ERROR, "cannot create ZeroMQ context: %s", zmq_strerror(errno));
-            worker_close(&w);
-            return BP_EZMQ;
-        }
-    }
-    if ((rc = open_sockets(&w)) != BP_OK) {
+    if ((rc = bp_role_ctx(io, &w.ctx, &w.own_ctx)) != BP_OK || (rc = open_sockets(&w)) != BP_OK) {
         worker_close(&w);
         return rc;
     }
