@@ -69,6 +69,8 @@ set(BP_PKG_ETC_DEFAULT /${BP_PKG_DEFAULTDIR})
 set(_bp_unit_in ${PROJECT_SOURCE_DIR}/board/systemd/boardpipe-worker.service.in)
 configure_file(${_bp_unit_in} ${_bp_pkg_bin}/boardpipe-worker.service @ONLY)
 # The host roles' units share their sandbox (host-unit-common.in).
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
+             ${_bp_pkg_src}/systemd/host-unit-common.in)
 file(READ ${_bp_pkg_src}/systemd/host-unit-common.in BP_HOST_UNIT_COMMON)
 string(STRIP "${BP_HOST_UNIT_COMMON}" BP_HOST_UNIT_COMMON)
 set(_bp_host_units boardpipe-sink.service boardpipe-ventilator@.service)
@@ -77,8 +79,9 @@ foreach(u ${_bp_host_units})
 endforeach()
 configure_file(${_bp_pkg_src}/README.in ${_bp_pkg_bin}/README @ONLY)
 configure_file(${_bp_pkg_src}/conffiles.in ${_bp_pkg_bin}/deb/conffiles @ONLY)
+# configure_file (not file(COPY)): an edited script configures again.
 foreach(s postinst prerm postrm)
-  file(COPY ${_bp_pkg_src}/${s} DESTINATION ${_bp_pkg_bin}/deb
+  configure_file(${_bp_pkg_src}/${s} ${_bp_pkg_bin}/deb/${s} COPYONLY
        FILE_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE
                         GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
 endforeach()
