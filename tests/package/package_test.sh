@@ -118,6 +118,11 @@ arch_of() {
     *) echo unknown ;;
     esac
 }
+# dpkg_unpack ROOT DEB: dpkg --unpack into ROOT (its log: $TMP/dpkg.log).
+dpkg_unpack() {
+    dpkg --root="$1" --force-script-chrootless --no-triggers --unpack "$2" >"$TMP/dpkg.log" 2>&1
+}
+dpkg_refuses() { ! dpkg_unpack "$@"; }
 ndeb=0
 for deb in "$dist"/boardpipe_*.deb; do
     [ -f "$deb" ] || continue
@@ -143,13 +148,17 @@ for deb in "$dist"/boardpipe_*.deb; do
     check "$b: conffiles are the three /etc/default files" \
         [ "$(dpkg-deb -I "$deb" conffiles | sort | tr '\n' ' ')" = "/etc/default/boardpipe-sink /etc/default/boardpipe-ventilator /etc/default/boardpipe-worker " ]
     # dpkg of a system with this architecture unpacks it (no dependency,
-    # no conflict); nothing is configured (no scripts run here).
+    # no conflict); nothing is configured (no scripts run here). A foreign
+    # architecture is refused until dpkg is told about it: the field is what
+    # dpkg matches.
     r=$TMP/root-$arch
     mkdir -p "$r/var/lib/dpkg/info" "$r/var/lib/dpkg/updates"
     : >"$r/var/lib/dpkg/status"
-    dpkg --root="$r" --add-architecture "$arch" 2>/dev/null
-    check "$b: dpkg unpacks it on a system with architecture $arch" \
-        dpkg --root="$r" --force-script-chrootless --no-triggers --unpack "$deb" >/dev/null
+    if [ "$arch" != "$(dpkg --print-architecture)" ]; then
+        check "$b: dpkg of an $(dpkg --print-architecture) system refuses it" dpkg_refuses "$r" "$deb"
+        dpkg --root="$r" --add-architecture "$arch"
+    fi
+    check "$b: dpkg unpacks it on a system with architecture $arch" dpkg_unpack "$r" "$deb"
     tree_checks "$x" "$b"
     check "$b: lintian overrides installed" [ -f "$x/usr/share/lintian/overrides/boardpipe" ]
     out=$(lintian -I --pedantic --tag-display-limit 0 "$deb" 2>&1 | grep -v 'running with root privileges')
