@@ -67,7 +67,13 @@ set(BP_ENVFILE /${BP_PKG_DEFAULTDIR}/boardpipe-worker)
 set(BP_PKG_BIN /${BP_PKG_BINDIR})
 set(BP_PKG_ETC_DEFAULT /${BP_PKG_DEFAULTDIR})
 set(_bp_unit_in ${PROJECT_SOURCE_DIR}/board/systemd/boardpipe-worker.service.in)
-configure_file(${_bp_unit_in} ${_bp_pkg_bin}/boardpipe-worker.service @ONLY)
+configure_file(${_bp_unit_in} ${_bp_pkg_bin}/boardpipe-worker.service.tmp @ONLY)
+# The package has the manual page the unit points to (bpfleet's boards do
+# not: there, systemd-analyze verify would fail on it).
+file(READ ${_bp_pkg_bin}/boardpipe-worker.service.tmp _bp_unit)
+string(REPLACE "\nDescription=boardpipe worker\n"
+       "\nDescription=boardpipe worker\nDocumentation=man:boardpipe-worker(1)\n" _bp_unit "${_bp_unit}")
+file(CONFIGURE OUTPUT ${_bp_pkg_bin}/boardpipe-worker.service CONTENT "${_bp_unit}" @ONLY)
 # The host roles' units share their sandbox (host-unit-common.in).
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
              ${_bp_pkg_src}/systemd/host-unit-common.in)
