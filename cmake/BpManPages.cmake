@@ -56,8 +56,14 @@ foreach(tool ${BP_MAN_TOOLS})
     COMMAND ${CMAKE_CROSSCOMPILING_EMULATOR} $<TARGET_FILE:${tool}>
     DEPENDS ${tool})
 endforeach()
+# bpfleet checks for bash 4.3+ and ssh before it answers --help.
 find_program(BP_BASH_PROGRAM bash)
-_bp_man(bpfleet "${_bp_desc_bpfleet}"
-  COMMAND ${BP_BASH_PROGRAM} ${PROJECT_SOURCE_DIR}/board/bpfleet
-  DEPENDS ${PROJECT_SOURCE_DIR}/board/bpfleet)
+find_program(BP_SSH_PROGRAM ssh)
+if(BP_BASH_PROGRAM AND BP_SSH_PROGRAM)
+  _bp_man(bpfleet "${_bp_desc_bpfleet}"
+    COMMAND ${BP_BASH_PROGRAM} ${PROJECT_SOURCE_DIR}/board/bpfleet
+    DEPENDS ${PROJECT_SOURCE_DIR}/board/bpfleet)
+else()
+  message(STATUS "bash or ssh not found: no bpfleet.1")
+endif()
 add_custom_target(man ALL DEPENDS ${BP_MAN_PAGES})
