@@ -9,7 +9,9 @@
 #  3. systemctl enable --now boardpipe-worker: a dynamic user, LimitNOFILE;
 #  4. a batch from the host (x86_64-musl ventilator and sink);
 #     The host units: boardpipe-sink.service and boardpipe-ventilator@
-#     tasks.txt.service run a batch from /var/lib/boardpipe to the end;
+#     tasks.txt.service run a batch from /var/lib/boardpipe; both killed
+#     (SIGKILL) mid-batch, systemd restarts them, they resume from their
+#     journals and every result is written once;
 #  5. dpkg -i of a newer .deb (the same one repacked as VERSION+bptest1)
 #     while the worker runs: postinst's try-restart gives a new worker,
 #     which runs a batch;
@@ -152,30 +154,50 @@ run_batch batch1 200 debboard
 # ------------------------------------------------------------- host units
 # The package's host roles on the board, on the endpoints the worker
 # already uses: the sink (--resume, --once from its /etc/default file) and
-# a ventilator instance for /var/lib/boardpipe/tasks.txt.
+# a ventilator instance for /var/lib/boardpipe/tasks.txt. The worker gets
+# 20 ms tasks, and once results are coming in both host roles are killed
+# (SIGKILL, as by a host crash): systemd restarts them, they resume from
+# their journals and the batch ends with every result written once.
 deadline "host units"
+printf 'BP_SLEEP=20ms\n' >>"$R/etc/default/boardpipe-worker"
+in_c systemctl restart boardpipe-worker.service
 printf 'BP_OUTPUT=/var/lib/boardpipe/out.txt\nBP_ONCE=1\nBP_BIND=%s\n' "$RESULTS_EP" >>"$R/etc/default/boardpipe-sink"
 printf 'BP_BIND=%s\nBP_SINK=%s\nBP_WAIT_WORKERS=1\n' "$TASKS_EP" "$RESULTS_EP" >>"$R/etc/default/boardpipe-ventilator"
 in_c systemctl start boardpipe-sink.service
 seq -f "task-%04g-of-units" 1 300 >"$TMP/units.tasks"
+OUTF=$R/var/lib/private/boardpipe/out.txt
 cp "$TMP/units.tasks" "$R/var/lib/private/boardpipe/tasks.txt" 2>/dev/null
-in_c systemctl start boardpipe-ventilator@tasks.txt.service
-for _ in $(seq 1 150); do
-    [ "$(unit_prop ActiveState boardpipe-sink.service)" = active ] || break
+VU=boardpipe-ventilator@tasks.txt.service
+in_c systemctl start "$VU"
+for _ in $(seq 1 300); do
+    [ "$(wc -l <"$OUTF" 2>/dev/null || echo 0)" -ge 50 ] && break
+    sleep 0.1
+done
+got=$(wc -l <"$OUTF" 2>/dev/null || echo 0)
+in_c systemctl kill -s KILL "$VU" boardpipe-sink.service
+log "killed the ventilator and the sink (SIGKILL) with $got of 300 results written"
+for _ in $(seq 1 300); do
+    [ "$(unit_prop ActiveState boardpipe-sink.service)" = inactive ] &&
+        [ "$(unit_prop ActiveState "$VU")" = inactive ] && break
     sleep 0.2
 done
-vs=$(unit_prop Result boardpipe-ventilator@tasks.txt.service)/$(unit_prop ExecMainStatus boardpipe-ventilator@tasks.txt.service)
+vs=$(unit_prop Result "$VU")/$(unit_prop ExecMainStatus "$VU")
 ss=$(unit_prop Result boardpipe-sink.service)/$(unit_prop ExecMainStatus boardpipe-sink.service)
-check "host units: the sink (--resume --once) and boardpipe-ventilator@tasks.txt ran the batch to the end ($ss, $vs)" \
-    [ "$ss" = success/0 -a "$vs" = success/0 ] ||
-    in_c journalctl -q --no-pager -n 30 -u boardpipe-sink.service -u boardpipe-ventilator@tasks.txt.service
-in_c systemctl stop boardpipe-sink.service 'boardpipe-ventilator@*.service' 
+# Each says so when it resumes from its journal.
+resumed=$(in_c journalctl -q --no-pager -u boardpipe-sink.service -u "$VU" | grep -c ': resuming batch ')
+check "host units: killed mid-batch ($got/300), the sink and $VU were restarted, resumed from their journals ($resumed) and ran the batch to the end ($ss, $vs)" \
+    [ "$ss" = success/0 -a "$vs" = success/0 -a "$resumed" = 2 -a "$got" -lt 300 ] ||
+    in_c journalctl -q --no-pager -n 30 -u boardpipe-sink.service -u "$VU"
 want=$(tr '[:lower:]' '[:upper:]' <"$TMP/units.tasks" | sort | sha256sum)
-got=$(sort "$R/var/lib/private/boardpipe/out.txt" 2>/dev/null | sha256sum)
+got=$(sort "$OUTF" 2>/dev/null | sha256sum)
 check "host units: /var/lib/boardpipe/out.txt has each of the 300 results once, the journals are gone" \
     [ "$want" = "$got" -a -z "$(find "$R/var/lib/private/boardpipe" -name '*journal')" ]
+in_c systemctl stop boardpipe-sink.service "$VU"
 # The results are the admin's data (purge leaves them): taken away here.
 rm -rf "$R/var/lib/private/boardpipe" "$R/var/lib/boardpipe"
+sed -i '/^BP_SLEEP=/d' "$R/etc/default/boardpipe-worker"
+in_c systemctl restart boardpipe-worker.service
+pid1=$(unit_prop MainPID)
 
 # ------------------------------------------------------------- 5. upgrade
 deadline "upgrade"
