@@ -63,6 +63,15 @@ for f in "$ROOT"/third_party/notices/*; do
     [ "${f##*/}" = README ] || notices+=("${f##*/}")
 done
 
+# debian/copyright (cmake/package/copyright) names every component that
+# has a notice: a notice added to third_party/notices/ needs its Files:
+# paragraph there too.
+miss=
+for n in "${notices[@]}"; do
+    grep -q "/usr/share/doc/boardpipe/notices/$n\.\?\$" "$ROOT/cmake/package/copyright" || miss="$miss $n"
+done
+check "cmake/package/copyright has a paragraph for every notice${miss:+ (none for:$miss: add a Files: paragraph)}" [ -z "$miss" ]
+
 # Comments: every override line has a comment block above it.
 # shellcheck disable=SC2016 # awk's own $0
 check "every lintian override says why (a comment block right above it)" awk '
