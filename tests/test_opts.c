@@ -539,6 +539,7 @@ static void t_version_format(void **state)
     assert_true(strncmp(buf, "worker (boardpipe) ", 19) == 0);
     assert_non_null(strstr(buf, "\nlibzmq "));
     assert_non_null(strstr(buf, "\ntarget "));
+    assert_non_null(strstr(buf, "\nlicense MIT; notices ")); /* where they are (#23) */
     char tiny[8];
     assert_int_equal(bp_version_format(tiny, sizeof tiny, "worker"), -1);
 }
