@@ -65,6 +65,7 @@ struct bp_opts {
     int log_level;
     int raw;         /* tutorial-compatible single-frame strings */
     int nul;         /* NUL-separated records instead of lines */
+    int skip_empty;  /* ventilator: empty records are no tasks (parallel's -r) */
     int64_t max_msg; /* ZMQ_MAXMSGSIZE and the record limit */
     int linger_ms;
     int progress;     /* -1 auto (TTY), 0 off, 1 on */

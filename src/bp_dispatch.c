@@ -25,7 +25,8 @@ struct task {
     uint32_t len, cap;
 };
 
-struct worker {
+/* A worker as the ventilator sees it: a peer session on the ROUTER. */
+struct wpeer {
     uint8_t rid[255];
     uint8_t rid_len;
     uint8_t live;
@@ -76,7 +77,7 @@ struct bp_dispatch {
     uint32_t rqlen;
     uint32_t *lq; /* lost tasks whose final result goes to the sink */
     uint32_t lqlen;
-    struct worker *w;
+    struct wpeer *w;
     uint32_t nw; /* worker slots in use (live or not) */
     uint32_t rr;
     uint32_t last_w; /* lookup cache */
@@ -285,6 +286,20 @@ static uint32_t q_at(const struct bp_dispatch *d, uint32_t i)
 
 /* ---- task life ---- */
 
+static void slot_free(struct bp_dispatch *d, uint32_t s);
+
+/* Takes the queue's front entry off; a task that became final while
+ * queued (a zombie) is freed now. */
+static void q_pop_front(struct bp_dispatch *d)
+{
+    uint32_t s = d->q[d->qhead];
+    d->qhead = (d->qhead + 1) & d->qmask;
+    d->qlen--;
+    d->t[s].inq = 0;
+    if (d->t[s].state == T_ZOMBIE)
+        slot_free(d, s);
+}
+
 static void slot_free(struct bp_dispatch *d, uint32_t s)
 {
     struct task *t = &d->t[s];
@@ -391,15 +406,15 @@ static void lose(struct bp_dispatch *d, uint32_t s, int64_t now)
 
 /* ---- workers ---- */
 
-static struct worker *find_worker(struct bp_dispatch *d, const void *rid, size_t len)
+static struct wpeer *find_worker(struct bp_dispatch *d, const void *rid, size_t len)
 {
     if (d->last_w < d->nw) {
-        struct worker *w = &d->w[d->last_w];
+        struct wpeer *w = &d->w[d->last_w];
         if (w->live && w->rid_len == len && !memcmp(w->rid, rid, len))
             return w;
     }
     for (uint32_t i = 0; i < d->nw; i++) {
-        struct worker *w = &d->w[i];
+        struct wpeer *w = &d->w[i];
         if (w->live && w->rid_len == len && !memcmp(w->rid, rid, len)) {
             d->last_w = i;
             return w;
@@ -408,14 +423,14 @@ static struct worker *find_worker(struct bp_dispatch *d, const void *rid, size_t
     return NULL;
 }
 
-static uint32_t widx(const struct bp_dispatch *d, const struct worker *w)
+static uint32_t widx(const struct bp_dispatch *d, const struct wpeer *w)
 {
     return (uint32_t)(w - d->w);
 }
 
 /* Everything out on w goes back to the queue; loss says whether that
  * counts against the tasks (death) or not (hand-back, new session). */
-static void release_worker_tasks(struct bp_dispatch *d, struct worker *w, int loss, int64_t now)
+static void release_worker_tasks(struct bp_dispatch *d, struct wpeer *w, int loss, int64_t now)
 {
     int32_t wi = (int32_t)widx(d, w);
     if (w->out == 0)
@@ -437,7 +452,7 @@ static void release_worker_tasks(struct bp_dispatch *d, struct worker *w, int lo
     w->out = 0;
 }
 
-static void kill_worker(struct bp_dispatch *d, struct worker *w, int64_t now)
+static void kill_worker(struct bp_dispatch *d, struct wpeer *w, int64_t now)
 {
     release_worker_tasks(d, w, 1, now);
     w->live = 0;
@@ -445,9 +460,9 @@ static void kill_worker(struct bp_dispatch *d, struct worker *w, int64_t now)
     d->st.workers--;
 }
 
-static struct worker *new_worker(struct bp_dispatch *d, const void *rid, size_t len)
+static struct wpeer *new_worker(struct bp_dispatch *d, const void *rid, size_t len)
 {
-    struct worker *w = NULL;
+    struct wpeer *w = NULL;
     for (uint32_t i = 0; i < d->nw; i++)
         if (!d->w[i].live) {
             w = &d->w[i];
@@ -485,7 +500,7 @@ static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const 
 {
     struct bp_hello h;
     bp_msg_hello(m, &h);
-    struct worker *w = find_worker(d, rid, rlen);
+    struct wpeer *w = find_worker(d, rid, rlen);
     if (w) {
         /* A new session on the same connection: what it had is void. */
         release_worker_tasks(d, w, 0, now);
@@ -493,7 +508,7 @@ static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const 
         /* The same worker (by its id) on a new connection: the old one is
          * gone, and what it held will not come back through it. */
         for (uint32_t i = 0; i < d->nw && h.id_len; i++) {
-            struct worker *o = &d->w[i];
+            struct wpeer *o = &d->w[i];
             if (o->live && strlen(o->id) == h.id_len && !memcmp(o->id, h.id, h.id_len))
                 kill_worker(d, o, now);
         }
@@ -512,7 +527,7 @@ static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const 
     w->end_pending = (uint8_t)d->finished;
 }
 
-static void on_done_id(struct bp_dispatch *d, struct worker *w, uint64_t id, int64_t now)
+static void on_done_id(struct bp_dispatch *d, struct wpeer *w, uint64_t id, int64_t now)
 {
     uint32_t s = map_find(d, id);
     if (s == UINT32_MAX) {
@@ -537,6 +552,43 @@ static void on_done_id(struct bp_dispatch *d, struct worker *w, uint64_t id, int
         d->next_scan = now + d->scan_ms;
 }
 
+/* BYE: ids handed back unstarted go to the queue front (no attempt
+ * lost); the worker takes no more; BYE(GONE): whatever else it had out is
+ * a loss. */
+static void on_bye(struct bp_dispatch *d, struct wpeer *w, const struct bp_msg *mp, int ours,
+                   int64_t now)
+{
+    size_t off = 0;
+    uint64_t id;
+    uint32_t flags = bp_msg_u32(mp);
+    int32_t wi = (int32_t)widx(d, w);
+    uint32_t nb = 0;
+    while (bp_msg_next_id(mp, &off, &id)) {
+        uint32_t s = ours ? map_find(d, id) : UINT32_MAX;
+        struct task *t = s == UINT32_MAX ? NULL : &d->t[s];
+        if (!t || t->state != T_OUT || t->worker != wi || t->wgen != w->gen) {
+            d->st.stale++;
+            continue;
+        }
+        if (t->attempt)
+            t->attempt--;
+        d->st.handed_back++;
+        leave_state(d, t); /* OUT no more: a repeated id is now stale */
+        t->state = T_QUEUED;
+        d->queued++;
+        d->scratch[nb++] = s;
+    }
+    /* Pushed to the front in reverse, so they go out again in order. */
+    while (nb--) {
+        d->t[d->scratch[nb]].worker = -1;
+        q_push_front(d, d->scratch[nb]);
+    }
+    w->leaving = 1;
+    w->credit = 0;
+    if (flags & BP_BYE_GONE)
+        kill_worker(d, w, now); /* whatever it still had out is a loss */
+}
+
 int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len, const void *buf,
                           size_t len, int64_t now)
 {
@@ -554,7 +606,7 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
         d->st.malformed++;
         return BP_EPROTO;
     }
-    struct worker *w = find_worker(d, rid, rid_len);
+    struct wpeer *w = find_worker(d, rid, rid_len);
     if (!w) {
         d->st.refused++;
         if (m.type != BP_MSG_BYE)
@@ -584,36 +636,9 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
                 d->st.stale++;
         break;
     }
-    case BP_MSG_BYE: {
-        uint32_t flags = bp_msg_u32(&m);
-        int32_t wi = (int32_t)widx(d, w);
-        uint32_t nb = 0;
-        while (bp_msg_next_id(&m, &off, &id)) {
-            uint32_t s = ours ? map_find(d, id) : UINT32_MAX;
-            struct task *t = s == UINT32_MAX ? NULL : &d->t[s];
-            if (!t || t->state != T_OUT || t->worker != wi || t->wgen != w->gen) {
-                d->st.stale++;
-                continue;
-            }
-            if (t->attempt)
-                t->attempt--;
-            d->st.handed_back++;
-            leave_state(d, t); /* OUT no more: a repeated id is now stale */
-            t->state = T_QUEUED;
-            d->queued++;
-            d->scratch[nb++] = s;
-        }
-        /* Pushed to the front in reverse, so they go out again in order. */
-        while (nb--) {
-            d->t[d->scratch[nb]].worker = -1;
-            q_push_front(d, d->scratch[nb]);
-        }
-        w->leaving = 1;
-        w->credit = 0;
-        if (flags & BP_BYE_GONE)
-            kill_worker(d, w, now); /* whatever it still had out is a loss */
+    case BP_MSG_BYE:
+        on_bye(d, w, &m, ours, now);
         break;
-    }
     default:
         break;
     }
@@ -622,7 +647,7 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
 
 void bp_dispatch_worker_gone(struct bp_dispatch *d, const void *rid, size_t rid_len, int64_t now)
 {
-    struct worker *w = find_worker(d, rid, rid_len);
+    struct wpeer *w = find_worker(d, rid, rid_len);
     if (w)
         kill_worker(d, w, now);
     /* A RESYNC for a connection that is gone can never be sent; left
@@ -864,7 +889,7 @@ void bp_dispatch_on_timer(struct bp_dispatch *d, int64_t now)
             t->avoid = -1; /* waited long enough: any worker will do */
     }
     for (uint32_t i = 0; i < d->nw; i++) {
-        struct worker *w = &d->w[i];
+        struct wpeer *w = &d->w[i];
         if (w->live && now - w->last_seen >= d->dead_ms)
             kill_worker(d, w, now);
     }
@@ -915,7 +940,7 @@ int64_t bp_dispatch_next_deadline(const struct bp_dispatch *d)
             n = d->sink_last + d->dead_ms;
     }
     for (uint32_t i = 0; i < d->nw; i++) {
-        const struct worker *w = &d->w[i];
+        const struct wpeer *w = &d->w[i];
         if (!w->live)
             continue;
         if (w->next_hb < n)
@@ -932,16 +957,8 @@ int64_t bp_dispatch_next_deadline(const struct bp_dispatch *d)
  * so what is left there is really waiting. */
 static void purge(struct bp_dispatch *d)
 {
-    while (d->qlen) {
-        uint32_t s = d->q[d->qhead];
-        if (d->t[s].state == T_QUEUED)
-            break;
-        d->qhead = (d->qhead + 1) & d->qmask;
-        d->qlen--;
-        d->t[s].inq = 0;
-        if (d->t[s].state == T_ZOMBIE)
-            slot_free(d, s);
-    }
+    while (d->qlen && d->t[d->q[d->qhead]].state != T_QUEUED)
+        q_pop_front(d);
     uint32_t j = 0;
     for (uint32_t i = 0; i < d->rqlen; i++) {
         uint32_t s = d->rq[i];
@@ -1003,7 +1020,7 @@ static int pack_task(struct bp_dispatch *d, uint32_t s, uint32_t *n, size_t *byt
  * Only ids the sink has been told of go out. */
 static uint32_t build_tasks(struct bp_dispatch *d, uint32_t wi, int64_t now)
 {
-    struct worker *w = &d->w[wi];
+    struct wpeer *w = &d->w[wi];
     uint32_t lim = w->credit < d->c.pack_max ? w->credit : d->c.pack_max;
     /* A short queue is shared out between the workers that can take
      * work, rather than all going to whoever asks first. */
@@ -1048,7 +1065,7 @@ static void build_hb(struct bp_dispatch *d, uint64_t ping, uint64_t echo)
     bp_pack_u64(&d->pk, echo);
 }
 
-static int emit(struct bp_dispatch *d, int kind, int dest, const struct worker *w, struct bp_out *o)
+static int emit(struct bp_dispatch *d, int kind, int dest, const struct wpeer *w, struct bp_out *o)
 {
     if (bp_pack_finish(&d->pk) != BP_OK)
         return 0; /* out of memory: try again on the next call */
@@ -1182,7 +1199,7 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out
                    (!d->c.use_sink || (d->sink_alive && d->sink_confirmed));
     for (uint32_t j = 0; j < d->nw; j++) {
         uint32_t i = (d->rr + j) % d->nw;
-        struct worker *w = &d->w[i];
+        struct wpeer *w = &d->w[i];
         if (!w->live)
             continue;
         d->pk_w = i;
@@ -1206,9 +1223,45 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out
     return 0;
 }
 
+/* The TASKS message from the last peek went to worker w. */
+static void commit_tasks(struct bp_dispatch *d, struct wpeer *w, int64_t now)
+{
+    int64_t dl = d->c.task_deadline_ms > 0 ? now + d->c.task_deadline_ms : 0;
+    for (uint32_t i = 0; i < d->pk_n; i++) {
+        uint32_t s = d->pk_slots[i];
+        struct task *t = &d->t[s];
+        t->state = T_OUT;
+        t->worker = (int32_t)d->pk_w;
+        t->wgen = w->gen;
+        t->attempt++;
+        t->t_out = now;
+        t->deadline = dl;
+        d->queued--;
+        d->out++;
+    }
+    w->credit -= d->pk_n;
+    w->out += d->pk_n;
+    /* Off the queue and the retry list now, so that a loss before the
+     * next peek can put a task back without it being there twice. */
+    for (uint32_t i = 0; i < d->pk_qpop; i++)
+        q_pop_front(d);
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < d->rqlen; i++) {
+        uint32_t s = d->rq[i];
+        if (d->t[s].state == T_OUT)
+            d->t[s].inq = 0;
+        else
+            d->rq[j++] = s;
+    }
+    d->rqlen = j;
+    if (dl && d->next_scan == INT64_MAX)
+        d->next_scan = now + d->scan_ms;
+    d->rr = (d->pk_w + 1) % (d->nw ? d->nw : 1);
+}
+
 void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
 {
-    struct worker *w = d->pk_kind >= PK_END ? &d->w[d->pk_w] : NULL;
+    struct wpeer *w = d->pk_kind >= PK_END ? &d->w[d->pk_w] : NULL;
     switch (d->pk_kind) {
     case PK_BEGIN:
         d->need_begin = 0;
@@ -1247,46 +1300,9 @@ void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
         w->echo = 0;
         w->next_hb = now + d->c.hb_ivl_ms;
         break;
-    case PK_TASKS: {
-        int64_t dl = d->c.task_deadline_ms > 0 ? now + d->c.task_deadline_ms : 0;
-        for (uint32_t i = 0; i < d->pk_n; i++) {
-            uint32_t s = d->pk_slots[i];
-            struct task *t = &d->t[s];
-            t->state = T_OUT;
-            t->worker = (int32_t)d->pk_w;
-            t->wgen = w->gen;
-            t->attempt++;
-            t->t_out = now;
-            t->deadline = dl;
-            d->queued--;
-            d->out++;
-        }
-        w->credit -= d->pk_n;
-        w->out += d->pk_n;
-        /* Off the queue and the retry list now, so that a loss before the
-         * next peek can put a task back without it being there twice. */
-        for (uint32_t i = 0; i < d->pk_qpop; i++) {
-            uint32_t s = d->q[d->qhead];
-            d->qhead = (d->qhead + 1) & d->qmask;
-            d->qlen--;
-            d->t[s].inq = 0;
-            if (d->t[s].state == T_ZOMBIE)
-                slot_free(d, s);
-        }
-        uint32_t j = 0;
-        for (uint32_t i = 0; i < d->rqlen; i++) {
-            uint32_t s = d->rq[i];
-            if (d->t[s].state == T_OUT)
-                d->t[s].inq = 0;
-            else
-                d->rq[j++] = s;
-        }
-        d->rqlen = j;
-        if (dl && d->next_scan == INT64_MAX)
-            d->next_scan = now + d->scan_ms;
-        d->rr = (d->pk_w + 1) % (d->nw ? d->nw : 1);
+    case PK_TASKS:
+        commit_tasks(d, w, now);
         break;
-    }
     default:
         break;
     }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bp_exec.h"
+#include "bp_fd.h"
 #include "bp_frame.h"
 #include "bp_internal.h"
 
@@ -250,6 +251,7 @@ static _Noreturn void g_exec_shell(const char *shell, const char *cmd, int xp)
     sigset_t none;
     sigemptyset(&none);
     (void)sigprocmask(SIG_SETMASK, &none, NULL); /* cannot fail */
+    bp_nofile_restore();                         /* commands get the limit the worker was given */
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
     execve(shell, argv, environ);
     int e = errno;
@@ -341,6 +343,7 @@ static void kill_group(struct bp_job *j)
     if (j->pid > 0 && !j->exited) {
         (void)kill(-j->pid, SIGKILL);
         (void)kill(j->pid, SIGKILL);
+        j->sig_sent = SIGKILL;
     }
 }
 
@@ -361,7 +364,7 @@ static void job_reset(struct bp_job *j, const void *in, size_t len, int timeout_
     j->out_len = 0;
     j->overflow = 0;
     j->tail_len = 0;
-    j->timed_out = j->killed = j->ended = j->exited = j->st_got = 0;
+    j->timed_out = j->killed = j->ended = j->exited = j->st_got = j->sig_sent = 0;
     j->wstatus = 0;
     j->exit_seen = 0;
     j->next_check = now + BP_STATUS_POLL_MS;
@@ -618,7 +621,9 @@ static void conclude(struct bp_job *j)
         finish(j, BP_ST_INTERRUPTED, WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
     } else if (j->timed_out) {
         tail_msg(j, "\nboardpipe: task timed out and was killed");
-        finish(j, BP_ST_TIMEOUT, WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        /* The code is the signal sent, whatever the guard managed to
+         * report before it died of it. */
+        finish(j, BP_ST_TIMEOUT, j->sig_sent ? j->sig_sent : SIGKILL);
     } else if (WIFSIGNALED(st)) {
         finish(j, BP_ST_SIGNALED, WTERMSIG(st));
     } else if (WEXITSTATUS(st) != 0) {

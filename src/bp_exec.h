@@ -37,13 +37,15 @@ struct bp_job {
     int check_step;
     int64_t exit_seen; /* when the group was killed, pipes maybe still open */
     int timed_out, killed;
+    /* The signal the group was killed with, or 0. */
+    int sig_sent;
     int ended;  /* the group was killed: command over, timeout or interrupt */
     int exited; /* the guard was reaped */
     int st_got; /* wstatus is the shell's, as the guard reported it */
     int wstatus;
     int done;
     int status; /* BP_ST_* once done */
-    int code;   /* exit status or signal number */
+    int code;   /* exit status or signal number (BP_ST_TIMEOUT: the signal sent) */
 };
 
 /* Initialises an idle job; max_out bounds the collected stdout. */

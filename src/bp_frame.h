@@ -54,7 +54,7 @@ enum bp_msg_type {
 enum bp_task_status {
     BP_ST_OK = 0,          /* payload is the result */
     BP_ST_FAILED = 1,      /* command exited non-zero; code = exit status */
-    BP_ST_TIMEOUT = 2,     /* killed after --task-timeout */
+    BP_ST_TIMEOUT = 2,     /* killed after --task-timeout; code = the signal sent */
     BP_ST_TOOBIG = 3,      /* output over the size limit */
     BP_ST_EXECERR = 4,     /* command could not be started */
     BP_ST_SIGNALED = 5,    /* command killed by a signal; code = signal */

@@ -96,15 +96,15 @@ static int append(struct bp_reader *r, size_t *len, const char *p, size_t n, int
 }
 
 /* Ends the text record p[0..n) that either path of bp_reader_next() found:
- * drops a CR before the newline, and returns 0 for an empty record (text
- * mode skips those), else NUL-terminates it into *rec and *len and
- * returns 1. */
+ * drops a CR before the newline, and returns 0 for an empty record with
+ * skip_empty set, else NUL-terminates it into *rec and *len and returns
+ * 1. */
 static int finish_record(const struct bp_reader *r, char *p, size_t n, const char **rec,
                          size_t *len)
 {
     if (!r->nul && n && p[n - 1] == '\r')
         n--;
-    if (!r->nul && n == 0)
+    if (r->skip_empty && n == 0)
         return 0;
     p[n] = '\0';
     *rec = p;

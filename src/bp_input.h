@@ -19,6 +19,9 @@ struct bp_reader {
     char *in;       /* read-ahead buffer (owned) */
     size_t in_pos, in_len;
     int eof;
+    /* Empty records are skipped (parallel's -r); by default they are
+     * empty tasks. */
+    int skip_empty;
 };
 
 /* The seven strings of the ZeroMQ tutorial this project started from. */
@@ -34,8 +37,9 @@ void bp_reader_free(struct bp_reader *r);
 /* Reads the next record into *rec and *len (valid until the next call).
  * Returns BP_OK, BP_EIO on a read error, BP_ETOOBIG for a record longer
  * than max (skipped; the next call goes on after it), or BP_EXIT_INFO at
- * the end of input. In line mode a trailing "\r" is dropped and empty
- * lines are skipped. */
+ * the end of input. In line mode a trailing "\r" is dropped. An empty
+ * line (or NUL record) is an empty record, as for GNU parallel, unless
+ * skip_empty is set (parallel's -r): then it is skipped. */
 int bp_reader_next(struct bp_reader *r, const char **rec, size_t *len);
 
 #endif

@@ -94,6 +94,7 @@ static const struct opt_def opt_defs[] = {
     {"quiet", 'q', R_ALL, FLAG(log_level), BP_LOG_ERROR, 0, NULL},
     {"raw", 0, R_ALL, FLAG(raw), 1, 0, NULL},
     {"null", '0', R_V | R_S, FLAG(nul), 1, 0, NULL},
+    {"skip-empty", 'r', R_V, FLAG(skip_empty), 1, 0, NULL},
     {"max-msg-size", 0, R_ALL, SIZE(max_msg), 64, (int64_t)1 << 31,
      "a size from 64 to 2G (e.g. 1M)"},
     {"linger", 0, R_ALL, DURATION(linger_ms), 0, INT_MAX, ANY_DURATION},
@@ -739,6 +740,9 @@ static const char usage_vent[] =
     "\n"
     "  -i, --input FILE        read tasks from FILE ('-': stdin)\n"
     "  -0, --null              tasks are NUL-separated (binary-safe)\n"
+    "  -r, --skip-empty        an empty line (or record) is no task (GNU parallel's\n"
+    "                          -r); by default it is an empty task, so results\n"
+    "                          line up with the input under the sink's --ordered\n"
     "      --bind ENDPOINT     where workers connect (default tcp://*:5557)\n"
     "      --sink ENDPOINT     the sink that acknowledges results (default\n"
     "                          tcp://localhost:5558; 'none': a task counts as done\n"
@@ -864,7 +868,9 @@ static const char usage_sink[] =
     "                          refused peers as Prometheus text, rewritten every\n"
     "                          second (node_exporter's textfile collector)\n"
     "      --joblog FILE       append one line per attempt to FILE in GNU parallel's\n"
-    "                          --joblog columns (Seq = task id, Host = worker id,\n"
+    "                          --joblog columns (Seq = task id + 1, the input line\n"
+    "                          number, so parallel --resume reads it; Host = worker\n"
+    "                          id; Exitval -1 and Signal for a --task-timeout kill;\n"
     "                          Send/Command from --exec workers only)\n"
     "      --resume            continue the batch in the journal: the output is\n"
     "                          appended to (never truncated), no task written twice;\n"

@@ -26,7 +26,7 @@ void bp_rbook_free(struct bp_rbook *b)
 int bp_rbook_extent(struct bp_rbook *b, uint64_t n)
 {
     if (b->total >= 0 && n > (uint64_t)b->total)
-        return BP_EPROTO;
+        return -1;
     if (n <= b->extent)
         return 0;
     b->extent = n;
@@ -36,10 +36,10 @@ int bp_rbook_extent(struct bp_rbook *b, uint64_t n)
 int bp_rbook_close(struct bp_rbook *b, uint64_t total)
 {
     if (b->total >= 0)
-        return total == (uint64_t)b->total ? 0 : BP_EPROTO;
+        return total == (uint64_t)b->total ? 0 : -1;
     /* (the ids accepted so far are below the extent) */
     if (total > (uint64_t)INT64_MAX / 2 || total < b->extent)
-        return BP_EPROTO;
+        return -1;
     b->total = (int64_t)total;
     b->extent = total;
     return 1;
@@ -101,11 +101,11 @@ int bp_rbook_restore(struct bp_rbook *b, uint64_t id, int ok)
 {
     int fresh = bp_idset_add(&b->seen, id);
     if (fresh < 0)
-        return BP_ENOMEM;
+        return -1;
     if (!fresh)
         return 0;
     if (!ok && bp_idset_add(&b->failed, id) < 0)
-        return BP_ENOMEM;
+        return -1;
     if (ok)
         b->ok++;
     else

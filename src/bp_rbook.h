@@ -71,11 +71,11 @@ void bp_rbook_free(struct bp_rbook *b);
 
 /* The ventilator read ids below n. Returns 1 when the extent grew (held
  * EARLY results may now be accepted), 0 when it did not (n is not above
- * the extent: a repeat), BP_EPROTO when n is over the batch's size. */
+ * the extent: a repeat), -1 when n is over the batch's size. */
 int bp_rbook_extent(struct bp_rbook *b, uint64_t n);
 
 /* The batch has exactly total ids. Returns 1 when that is news (the
- * extent may have grown), 0 for a repeat of the same size, BP_EPROTO for
+ * extent may have grown), 0 for a repeat of the same size, -1 for
  * another size or a size below what was announced or accepted already. */
 int bp_rbook_close(struct bp_rbook *b, uint64_t total);
 
@@ -86,7 +86,7 @@ int bp_rbook_result(struct bp_rbook *b, uint64_t id, uint16_t attempt, int ok, i
                     uint8_t *ack);
 
 /* Puts back a final result read from a journal (no counts but ok/failed).
- * Returns 1 if new, 0 if known, BP_ENOMEM. */
+ * Returns 1 if new, 0 if known, -1 out of memory. */
 int bp_rbook_restore(struct bp_rbook *b, uint64_t id, int ok);
 
 /* 1 when CLOSE said the size and every id below it has a final result. */

@@ -3,6 +3,7 @@
  * and CURVE set-up with its monitor. Owns no state of a run; must not make
  * protocol decisions (the state machines and role loops do). */
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <stdio.h>
 #include <sys/random.h>
@@ -22,6 +23,18 @@ struct bp_sockcfg bp_role_sockcfg(const struct bp_opts *o)
     /* A worker started before its host connects within milliseconds of
      * the bind, not at libzmq's next 100 ms retry; backoff to 1 s. */
     c.reconnect_ms = 10;
+    if (o->role != BP_ROLE_WORKER) {
+        /* Every peer holds a descriptor of the host's. One that does not
+         * finish the ZMTP handshake goes after 10 s (libzmq's default:
+         * 30 s); one that finished it but answers no ZMTP PING (sent every
+         * 10 s by libzmq's I/O thread, which a real board answers even
+         * while busy or between tasks) after 60 s more. A peer that
+         * answers pings but never says HELLO is not bounded by libzmq: see
+         * README, Security. */
+        c.handshake_ms = 10000;
+        c.ping_ms = 10000;
+        c.ping_timeout_ms = 60000;
+    }
     return c;
 }
 
@@ -224,4 +237,34 @@ void bp_secmon_poll(struct bp_secmon *m, const char *what)
         zmq_msg_close(&a);
         zmq_msg_close(&b);
     }
+}
+
+long bp_role_timeout(int64_t now, int64_t wake, long cap)
+{
+    if (wake <= now)
+        return 0;
+    return wake - now < cap ? (long)(wake - now) : cap;
+}
+
+int bp_role_ctx(const struct bp_io *io, void **ctx, int *own)
+{
+    *ctx = io && io->zmq_ctx ? io->zmq_ctx : NULL;
+    *own = 0;
+    if (*ctx)
+        return BP_OK;
+    *ctx = bp_ctx_new();
+    if (!*ctx) {
+        bp_log(BP_LOG_ERROR, "cannot create ZeroMQ context: %s", zmq_strerror(errno));
+        return BP_EZMQ;
+    }
+    *own = 1;
+    return BP_OK;
+}
+
+void bp_role_note_malformed(int64_t n, int rc, const char *from, const char *hint)
+{
+    if (n <= 5 || bp_log_enabled(BP_LOG_DEBUG))
+        bp_log(BP_LOG_WARN, "dropped %s message%s (%" PRId64 " so far)%s",
+               rc == BP_EVERSION ? "other-version" : "malformed", from, n,
+               hint && (rc == BP_EVERSION || n == 1) ? hint : "");
 }

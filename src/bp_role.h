@@ -69,4 +69,18 @@ void bp_secmon_poll(struct bp_secmon *m, const char *what);
 /* A fresh 64-bit batch id (random where the system offers it). */
 uint64_t bp_role_batch_id(void);
 
+/* The poll timeout (ms) from now to wake (INT64_MAX: none), at most cap;
+ * 0 when wake is due. One rule for every role's loop. */
+long bp_role_timeout(int64_t now, int64_t wake, long cap);
+
+/* The ZeroMQ context of a role: the caller's (io->zmq_ctx, tests) or a new
+ * one (*own = 1: the role terminates it). Returns BP_OK or BP_EZMQ (said). */
+int bp_role_ctx(const struct bp_io *io, void **ctx, int *own);
+
+/* Says that a message from `from` was dropped, n being the count so far
+ * (one line for each of the first five, all of them with -v -v): rc
+ * BP_EVERSION names another protocol version, BP_EPROTO malformed, with
+ * hint after the first. */
+void bp_role_note_malformed(int64_t n, int rc, const char *from, const char *hint);
+
 #endif

@@ -12,6 +12,7 @@
 #include "bp_journal.h"
 #include "bp_metrics.h"
 #include "bp_rbook.h"
+#include "bp_sinkm.h"
 #include "bp_role.h"
 #include "bp_sock.h"
 #include "bp_stats.h"
@@ -23,25 +24,6 @@
  * this they go out at once, or (no ventilator) are dropped: the ventilator
  * sends those tasks again and the sink acknowledges them then. */
 #define READ_BURST 4096
-/* Results the sink cannot place yet: for ids the ventilator has not
- * announced (its EXTENT may still be on its way on its own connection),
- * or of a batch not begun (a sink restarted without it: the ventilator
- * says BEGIN again within a heartbeat, and those results are real work).
- * Whole messages, held a while and offered again when the extent grows or
- * the batch begins. Bounded in count, bytes and time (the liveness time);
- * past that they are dropped unacknowledged, and an honest one comes
- * again after the ventilator's --ack-timeout. */
-#define HOLD_MAX 4096
-#define HOLD_BYTES ((size_t)16 << 20)
-
-struct held {
-    zmq_msg_t m;
-    uint64_t batch;
-    uint64_t from, lim; /* its records with ids in [from, lim) wait */
-    int64_t since;
-    int vent; /* it came from the ventilator (may carry lost/halted results) */
-};
-
 struct sink {
     /* (grouped by size: clang-tidy's padding check) */
     const struct bp_opts *o;
@@ -50,30 +32,16 @@ struct sink {
     void *sock; /* v2: ROUTER; raw: PULL */
     FILE *out;
     FILE *joblog; /* --joblog, or NULL */
-    /* the ventilator of the current batch: vent[] below */
-    size_t vent_len;
-    int64_t vent_heard; /* its last message */
-    int64_t forged;     /* control messages from others, dropped */
     /* --metrics-file */
     int64_t m_ok, m_failed;      /* results of batches finished before this one */
     int64_t m_last_n, m_last_ms; /* results counted at the last write, and when that moved */
     int64_t m_next;
     struct bp_role_sec sec;
-    struct bp_pack acks;
-    struct bp_pack reply;
-    /* the current batch */
-    uint64_t batch;
-    int64_t total;
-    int64_t last_activity;
+    /* the decisions: ventilator, batch, results, holds, acks (bp_sinkm.h) */
+    struct bp_sinkm sm;
     struct bp_stats st;
-    struct bp_rbook rb; /* which ids belong, which are final (bp_rbook.h) */
     struct bp_reorder ro;
-    int64_t stale, malformed, fail_lines, lost, halted;
-    int64_t hold_dropped; /* held results dropped: too many, too old */
-    struct held *hold;    /* grown on demand, up to HOLD_MAX */
-    int nhold, hold_cap;
-    size_t hold_bytes;
-    int64_t acks_dropped;
+    int64_t fail_lines;
     int64_t raw_count;
     /* the journal (--journal / --resume): see docs/journal.md */
     struct bp_journal *j;
@@ -84,13 +52,11 @@ struct sink {
     int own_out;
     int progress;
     int m_failed_writes;
-    int active;
     int io_error;
-    int jf_dirty;  /* results accepted since the last commit */
-    int unsynced;  /* written since the last fsync */
-    int restoring; /* batch_start() from the journal: keep it */
+    int jf_dirty;     /* results accepted since the last commit */
+    int unsynced;     /* written since the last fsync */
+    int said_dropped; /* the first drop of held results was logged */
     char jpath[1024];
-    uint8_t vent[255];
 };
 
 /* Sink journal records (docs/journal.md). */
@@ -252,52 +218,21 @@ static void journal_new_batch(struct sink *k, uint64_t batch)
     k->unsynced = 1;
 }
 
-static void hold_release(struct sink *k, int i)
+/* ops->begin: a batch starts (restoring: read back from its journal,
+ * which is kept, so no new one). */
+static void sink_begin(void *arg, uint64_t batch, int restoring)
 {
-    k->hold_bytes -= zmq_msg_size(&k->hold[i].m);
-    zmq_msg_close(&k->hold[i].m);
-    k->hold[i] = k->hold[--k->nhold];
-}
-
-static void hold_clear(struct sink *k)
-{
-    while (k->nhold)
-        hold_release(k, k->nhold - 1);
-}
-
-static void hold_free(struct sink *k)
-{
-    hold_clear(k);
-    free(k->hold);
-    k->hold = NULL;
-    k->hold_cap = 0;
-}
-
-static void batch_start(struct sink *k, uint64_t batch)
-{
-    k->active = 1;
-    k->batch = batch;
-    k->stale = k->fail_lines = 0;
-    k->lost = k->halted = 0;
-    k->hold_dropped = 0;
-    /* (what is held for this batch waits for its EXTENT) */
-    for (int i = 0; i < k->nhold;)
-        if (k->hold[i].batch != batch)
-            hold_release(k, i);
-        else
-            i++;
-    k->last_activity = bp_now_ms();
-    k->vent_len = 0;
-    k->acks.n = 0;
+    struct sink *k = arg;
+    k->fail_lines = 0;
+    k->said_dropped = 0;
     /* The metrics' counters go on over batches. */
     k->m_ok += k->st.ok;
     k->m_failed += k->st.failed;
     bp_stats_free(&k->st);
-    bp_stats_init(&k->st, k->last_activity);
-    bp_rbook_free(&k->rb);
+    bp_stats_init(&k->st, bp_now_ms());
     bp_reorder_free(&k->ro);
     bp_reorder_init(&k->ro);
-    if (k->jpath[0] && !k->restoring)
+    if (k->jpath[0] && !restoring)
         journal_new_batch(k, batch);
     bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " started", batch);
 }
@@ -360,8 +295,8 @@ static void log_missing(struct sink *k)
     char line[400];
     size_t o = 0;
     int shown = 0;
-    for (int64_t id = (int64_t)k->rb.low; id < k->rb.total && shown < 20; id++) {
-        if (bp_idset_has(&k->rb.seen, (uint64_t)id))
+    for (int64_t id = (int64_t)k->sm.rb.low; id < k->sm.rb.total && shown < 20; id++) {
+        if (bp_idset_has(&k->sm.rb.seen, (uint64_t)id))
             continue;
         int n = snprintf(line + o, sizeof line - o, "%s%" PRId64, shown ? " " : "", id);
         if (n < 0 || (size_t)n >= sizeof line - o)
@@ -371,48 +306,6 @@ static void log_missing(struct sink *k)
     }
     if (shown)
         bp_log(BP_LOG_ERROR, "missing task ids: %s%s", line, shown == 20 ? " ..." : "");
-}
-
-static int send_to_vent(struct sink *k, struct bp_pack *p)
-{
-    if (!k->vent_len || bp_pack_finish(p) != BP_OK)
-        return BP_EIO;
-    int rc = bp_send_to(k->sock, k->vent, k->vent_len, p->p, p->len, ZMQ_DONTWAIT);
-    if (rc == BP_EIO) {
-        /* Its connection is gone: the next ventilator is adopted at once. */
-        bp_log(BP_LOG_DEBUG, "the ventilator's connection is gone");
-        k->vent_len = 0;
-    } else if (rc != BP_OK && rc != BP_ETIMEDOUT) {
-        bp_log(BP_LOG_DEBUG, "cannot reach the ventilator: %s", zmq_strerror(errno));
-    }
-    return rc;
-}
-
-static void flush_acks(struct sink *k)
-{
-    if (!k->acks.n || !k->vent_len)
-        return;
-    /* A lost ack costs a redelivery, which is acknowledged again. */
-    send_to_vent(k, &k->acks);
-    bp_pack_begin(&k->acks, BP_MSG_ACK, k->batch);
-}
-
-static void ack(struct sink *k, uint64_t id, uint16_t attempt, uint8_t kind)
-{
-    if (k->acks.n >= BP_MAX_PENDING_ACKS) {
-        if (!k->vent_len) {
-            k->acks_dropped++;
-            return;
-        }
-        if (journal_commit(k, bp_now_ms(), 1))
-            flush_acks(k);
-    }
-    if (k->acks.n == 0)
-        bp_pack_begin(&k->acks, BP_MSG_ACK, k->batch);
-    bp_pack_ack(&k->acks, id, attempt, kind);
-    /* (with a journal, a full pack waits for the turn's commit) */
-    if (k->acks.len >= BP_PACK_BYTES && !k->j)
-        flush_acks(k);
 }
 
 /* --metrics-file: node_exporter's textfile format, at most once a second
@@ -436,25 +329,26 @@ static void write_metrics(struct sink *k, int force)
         {"boardpipe_sink_results_failed_total", "Tasks with a failed final result.", BP_COUNTER,
          (double)failed},
         {"boardpipe_sink_malformed_total", "Messages dropped as malformed or of another version.",
-         BP_COUNTER, (double)k->malformed},
+         BP_COUNTER, (double)k->sm.malformed},
         {"boardpipe_sink_forged_total",
          "Control messages dropped because the sender may not speak for the ventilator.",
-         BP_COUNTER, (double)k->forged},
+         BP_COUNTER, (double)k->sm.forged},
         {"boardpipe_sink_refused_total", "Connections refused by CURVE authentication.", BP_COUNTER,
          (double)bp_zap_refused(k->sec.zap)},
-        {"boardpipe_sink_batch_active", "1 while a batch runs.", BP_GAUGE, k->active ? 1.0 : 0.0},
+        {"boardpipe_sink_batch_active", "1 while a batch runs.", BP_GAUGE,
+         k->sm.active ? 1.0 : 0.0},
         {"boardpipe_sink_batch_tasks", "Tasks in the batch (-1: not announced yet).", BP_GAUGE,
-         (double)k->rb.total},
+         (double)k->sm.rb.total},
         {"boardpipe_sink_batch_results", "Tasks of the batch with a final result.", BP_GAUGE,
-         (double)(k->rb.ok + k->rb.failed_n)},
+         (double)(k->sm.rb.ok + k->sm.rb.failed_n)},
         {"boardpipe_sink_batch_redelivered",
          "Tasks of the batch whose final result came from a later delivery.", BP_GAUGE,
-         (double)bp_rbook_redelivered(&k->rb)},
+         (double)bp_rbook_redelivered(&k->sm.rb)},
         {"boardpipe_sink_batch_duplicates", "Results of the batch received twice, dropped.",
-         BP_GAUGE, (double)k->rb.dups},
+         BP_GAUGE, (double)k->sm.rb.dups},
         {"boardpipe_sink_batch_foreign",
          "Results of the batch for ids the ventilator never announced, dropped.", BP_GAUGE,
-         (double)k->rb.foreign},
+         (double)k->sm.rb.foreign},
         {"boardpipe_sink_batch_workers", "Workers that sent results in the batch.", BP_GAUGE,
          (double)k->st.nw},
         {"boardpipe_sink_last_result_timestamp_seconds",
@@ -470,12 +364,9 @@ static void write_metrics(struct sink *k, int force)
     }
 }
 
-/* Ends the current batch: flushes output, prints the summary, tells the
- * ventilator. Returns the batch's outcome. */
-static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
+/* Whatever the reorder buffer still holds goes out now, gaps skipped. */
+static void flush_ordered(struct sink *k)
 {
-    int64_t now = bp_now_ms();
-    /* Whatever the reorder buffer still holds goes out now, gaps skipped. */
     while (k->ro.held) {
         zmq_msg_t m;
         int skip = 0;
@@ -488,72 +379,88 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
         }
         zmq_msg_close(&m);
     }
-    fflush(k->out);
-    if (journal_commit(k, now, 1))
-        flush_acks(k);
-    if (k->progress)
-        bp_role_progress_line(NULL);
-    struct bp_report r = {0};
-    r.batch = k->batch;
-    r.total = k->rb.total;
-    r.ok = k->rb.ok;
-    r.failed = k->rb.failed_n;
-    r.duplicates = k->rb.dups;
-    r.foreign = k->rb.foreign + k->hold_dropped;
-    r.stale = k->stale;
-    r.malformed = k->malformed;
-    r.forged = k->forged;
-    r.refused = bp_zap_refused(k->sec.zap);
-    r.redelivered = bp_rbook_redelivered(&k->rb);
-    r.retried = k->rb.retried;
-    r.recovered = k->rb.recovered;
-    r.lost = k->lost;
-    r.halted = k->halted;
-    r.workers = k->st.nw;
-    r.elapsed_s = (double)(now - k->st.start_ms) / 1000.0;
-    r.missing = bp_rbook_missing(&k->rb);
-    double rate = r.elapsed_s > 0 ? (double)(r.ok + r.failed) / r.elapsed_s : 0;
+}
+
+static void fill_report(struct sink *k, struct bp_report *r, int64_t now)
+{
+    memset(r, 0, sizeof *r);
+    r->batch = k->sm.batch;
+    r->total = k->sm.rb.total;
+    r->ok = k->sm.rb.ok;
+    r->failed = k->sm.rb.failed_n;
+    r->duplicates = k->sm.rb.dups;
+    r->foreign = k->sm.rb.foreign + k->sm.hold_dropped;
+    r->stale = k->sm.stale;
+    r->malformed = k->sm.malformed;
+    r->forged = k->sm.forged;
+    r->refused = bp_zap_refused(k->sec.zap);
+    r->redelivered = bp_rbook_redelivered(&k->sm.rb);
+    r->retried = k->sm.rb.retried;
+    r->recovered = k->sm.rb.recovered;
+    r->lost = k->sm.lost;
+    r->halted = k->sm.halted;
+    r->workers = k->st.nw;
+    r->elapsed_s = (double)(now - k->st.start_ms) / 1000.0;
+    r->missing = bp_rbook_missing(&k->sm.rb);
+}
+
+static void log_summary(struct sink *k, const struct bp_report *r, int complete)
+{
+    double rate = r->elapsed_s > 0 ? (double)(r->ok + r->failed) / r->elapsed_s : 0;
     char tot[32] = "?";
-    if (k->rb.total >= 0)
-        snprintf(tot, sizeof tot, "%" PRId64, k->rb.total);
+    if (k->sm.rb.total >= 0)
+        snprintf(tot, sizeof tot, "%" PRId64, k->sm.rb.total);
     bp_log(complete ? BP_LOG_INFO : BP_LOG_ERROR,
            "batch %016" PRIx64 " %s: %" PRId64 "/%s tasks, %" PRId64 " ok, %" PRId64
            " failed, %" PRId64 " missing, %" PRId64 " duplicates in %.3f s (%.1f tasks/s)",
-           r.batch, complete ? "complete" : "INCOMPLETE", r.ok + r.failed, tot, r.ok, r.failed,
-           r.missing, r.duplicates, r.elapsed_s, rate);
-    if (r.redelivered || r.retried || r.lost)
+           r->batch, complete ? "complete" : "INCOMPLETE", r->ok + r->failed, tot, r->ok, r->failed,
+           r->missing, r->duplicates, r->elapsed_s, rate);
+    if (r->redelivered || r->retried || r->lost)
         bp_log(BP_LOG_INFO,
                "  %" PRId64 " redelivered (%" PRId64 " recovered after a loss), %" PRId64
                " failed tries retried, %" PRId64 " lost",
-               r.redelivered, r.recovered, r.retried, r.lost);
+               r->redelivered, r->recovered, r->retried, r->lost);
     for (int i = 0; i < k->st.nw; i++) {
         const struct bp_wstat *w = &k->st.w[i];
         int64_t n = w->ok + w->failed;
         bp_log(BP_LOG_INFO, "  worker %-24s %8" PRId64 " ok %6" PRId64 " failed %9.1f ms/task",
                w->id, w->ok, w->failed, n ? (double)w->ms / (double)n : 0.0);
     }
-    if (k->stale || k->malformed || r.forged || r.refused || r.foreign)
+    if (k->sm.stale || k->sm.malformed || r->forged || r->refused || r->foreign)
         bp_log(BP_LOG_WARN,
                "dropped %" PRId64 " results of other batches, %" PRId64
                " results for ids the ventilator never announced, %" PRId64
                " malformed messages, %" PRId64 " forged control messages; refused %" PRId64
                " connections (CURVE)",
-               k->stale, r.foreign, k->malformed, r.forged, r.refused);
-    if (!complete) {
-        if (k->rb.total < 0)
-            bp_log(BP_LOG_ERROR, "the ventilator never announced the batch size");
-        else
-            log_missing(k);
-    } else if (k->vent_len) {
-        bp_pack_begin(&k->reply, BP_MSG_COMPLETE, k->batch);
-        bp_pack_u64(&k->reply, (uint64_t)r.ok);
-        bp_pack_u64(&k->reply, (uint64_t)r.failed);
-        send_to_vent(k, &k->reply);
-    }
+               k->sm.stale, r->foreign, k->sm.malformed, r->forged, r->refused);
+    if (complete)
+        return;
+    if (k->sm.rb.total < 0)
+        bp_log(BP_LOG_ERROR, "the ventilator never announced the batch size");
+    else
+        log_missing(k);
+}
+
+/* Ends the current batch: flushes output, prints the summary, tells the
+ * ventilator. Returns the batch's outcome. */
+static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
+{
+    int64_t now = bp_now_ms();
+    flush_ordered(k);
+    fflush(k->out);
+    if (journal_commit(k, now, 1))
+        bp_sinkm_flush_acks(&k->sm);
+    if (k->progress)
+        bp_role_progress_line(NULL);
+    struct bp_report r;
+    fill_report(k, &r, now);
+    log_summary(k, &r, complete);
+    if (complete)
+        bp_sinkm_send_complete(&k->sm, r.ok, r.failed);
     write_json(k, &r);
     if (rep)
         *rep = r;
-    k->active = 0;
+    bp_sinkm_end(&k->sm);
     write_metrics(k, 1);
     if (k->j && complete) {
         /* Every result is written: nothing left to resume. */
@@ -561,13 +468,13 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
             bp_log(BP_LOG_WARN, "cannot remove journal %s: %s", k->jpath, strerror(errno));
     } else if (k->j) {
         bp_log(BP_LOG_INFO, "batch %016" PRIx64 " kept in %s: a sink with --resume continues it",
-               k->batch, k->jpath);
+               k->sm.batch, k->jpath);
     }
     if (!complete)
         return BP_EINCOMPLETE;
-    if (k->halted) {
+    if (k->sm.halted) {
         bp_log(BP_LOG_ERROR, "the ventilator halted the batch: %" PRId64 " tasks not run",
-               k->halted);
+               k->sm.halted);
         return BP_EHALTED;
     }
     return r.failed ? BP_EFAILED : BP_OK;
@@ -655,395 +562,133 @@ static void joblog_field(char *buf, size_t len, const void *s, size_t n)
             *p = ' ';
 }
 
-/* One line per attempt in GNU parallel's --joblog columns: Seq (our task
- * id), Host (worker id), Starttime, JobRuntime, Send, Receive, Exitval,
- * Signal, Command (the task's first bytes). Exitval is -1 for what did not
- * end with an exit status (timeout, too big, not started, lost, halted). */
+/* One line per attempt in GNU parallel's --joblog columns: Seq (the task
+ * id + 1: parallel's {#} is 1-based, and its --resume reads it so), Host
+ * (worker id), Starttime, JobRuntime, Send, Receive, Exitval, Signal,
+ * Command (the task's first bytes). Exitval is -1 for what did not end with
+ * an exit status (timeout, too big, not started, lost, halted); Signal is
+ * the signal that ended the command, for a timeout the one the worker sent
+ * (parallel's --timeout logs "-1 15"). */
 static void joblog_line(struct sink *k, const struct bp_result_rec *r, const char *wid)
 {
     double start = r->head ? (double)r->start_ms / 1000.0
                            : (double)(bp_wall_ms() - (int64_t)r->elapsed_ms) / 1000.0;
     int exitval = r->status == BP_ST_OK ? 0 : r->status == BP_ST_FAILED ? r->code : -1;
-    int sig = r->status == BP_ST_SIGNALED ? r->code : 0;
+    int sig = r->status == BP_ST_SIGNALED || r->status == BP_ST_TIMEOUT ? r->code : 0;
     char host[BP_ID_MAX * 4 + 1], cmd[BP_INFO_HEAD_MAX * 4 + 1] = "";
     joblog_field(host, sizeof host, wid, strlen(wid));
     if (r->head_len)
         joblog_field(cmd, sizeof cmd, r->head, r->head_len);
     if (fprintf(k->joblog, "%" PRIu64 "\t%s\t%.3f\t%.3f\t%" PRIu32 "\t%" PRIu32 "\t%d\t%d\t%s\n",
-                r->id, host, start, (double)r->elapsed_ms / 1000.0, r->task_len, r->len, exitval,
-                sig, cmd) < 0 &&
+                r->id + 1, host, start, (double)r->elapsed_ms / 1000.0, r->task_len, r->len,
+                exitval, sig, cmd) < 0 &&
         !k->io_error) {
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->joblog, strerror(errno));
         k->io_error = 1;
     }
 }
 
-/* One result record: the book (bp_rbook) decides, this acts. Returns the
- * verdict, so a RESULTS message with EARLY records can be held. */
-static int on_result(struct sink *k, const struct bp_result_rec *r, const char *wid)
+/* ---- what the machine (bp_sinkm) asks of the I/O side ---- */
+
+static int sink_send(void *arg, const uint8_t *rid, size_t rid_len, const void *data, size_t len)
 {
-    int ok = r->status == BP_ST_OK;
-    uint8_t kind = BP_ACK_OK;
-    int v = bp_rbook_result(&k->rb, r->id, r->attempt, ok, (r->flags & BP_RF_FINAL) != 0, &kind);
-    if (v == BP_RB_EARLY || v == BP_RB_FOREIGN)
-        return v; /* never written, never counted as a result */
-    if (v == BP_RB_NOMEM) {
-        k->malformed++;
-        return v;
-    }
-    if (k->joblog)
-        joblog_line(k, r, wid); /* every attempt, also late and retried ones */
-    if (v == BP_RB_DUP) {
-        /* Already final: first result wins; tell the ventilator again. */
-        ack(k, r->id, r->attempt, kind);
-        return v;
-    }
-    if (v == BP_RB_RETRY) {
-        /* A failed try with retries left: counted, not written. */
-        bp_log(BP_LOG_DEBUG, "task %" PRIu64 " try %u %s on %s: retried", r->id,
-               (unsigned)r->attempt, bp_status_name(r->status), wid);
-        ack(k, r->id, r->attempt, kind);
-        return v;
-    }
-    bp_stats_add(&k->st, wid, ok);
-    bp_stats_time(&k->st, r->elapsed_ms);
-    if (r->status == BP_ST_LOST)
-        k->lost++;
-    if (r->status == BP_ST_HALTED)
-        k->halted++;
-    if (!ok && r->status != BP_ST_HALTED) /* (those are counted: one line says why) */
-        report_failure(k, r, wid);
-    output(k, r, ok);
-    ack(k, r->id, r->attempt, kind);
-    return v;
+    struct sink *k = arg;
+    int rc = bp_send_to(k->sock, rid, rid_len, data, len, ZMQ_DONTWAIT);
+    if (rc != BP_OK && rc != BP_EIO && rc != BP_ETIMEDOUT)
+        bp_log(BP_LOG_DEBUG, "cannot reach a peer: %s", zmq_strerror(errno));
+    return rc;
 }
 
-static void adopt_ventilator(struct sink *k, zmq_msg_t *rid)
+static void sink_abandon(void *arg)
 {
-    size_t n = zmq_msg_size(rid);
-    if (n == 0 || n > sizeof k->vent)
-        return;
-    memcpy(k->vent, zmq_msg_data(rid), n);
-    k->vent_len = n;
-    k->vent_heard = bp_now_ms();
-    if (bp_log_enabled(BP_LOG_DEBUG)) {
-        char hex[64] = "";
-        for (size_t i = 0; i < n && i < 16; i++)
-            snprintf(hex + 2 * i, sizeof hex - 2 * i, "%02x", ((const uint8_t *)k->vent)[i]);
-        bp_log(BP_LOG_DEBUG, "ventilator is peer %s", hex);
-    }
+    batch_finish(arg, NULL, 0);
 }
 
-static int is_vent(const struct sink *k, zmq_msg_t *rid)
+static void sink_total(void *arg, int64_t total)
 {
-    return k->vent_len && zmq_msg_size(rid) == k->vent_len &&
-           !memcmp(zmq_msg_data(rid), k->vent, k->vent_len);
-}
-
-/* Whether the ventilator we know is still there: heard from within the
- * liveness time, and its connection still open (a probe heartbeat to a
- * closed one fails at once: ROUTER_MANDATORY). */
-static int vent_alive(struct sink *k)
-{
-    if (!k->vent_len)
-        return 0;
-    if (bp_now_ms() - k->vent_heard > (int64_t)k->o->hb_ms * k->o->liveness) {
-        k->vent_len = 0;
-        return 0;
-    }
-    bp_pack_begin(&k->reply, BP_MSG_HEARTBEAT, k->batch);
-    bp_pack_u64(&k->reply, 0);
-    bp_pack_u64(&k->reply, 0);
-    send_to_vent(k, &k->reply); /* clears vent_len when it is gone */
-    return k->vent_len != 0;
-}
-
-/* Whether the sender may speak for the ventilator (BEGIN, CLOSE, its
- * own results, being the one acknowledged). With CURVE: only the host's
- * own key. In plain mode: the known ventilator, or anyone once it is gone
- * (a restarted one); nobody can take over from a live one. */
-static int may_control(struct sink *k, zmq_msg_t *rid, int from_host)
-{
-    if (from_host >= 0)
-        return from_host;
-    return is_vent(k, rid) || !vent_alive(k);
-}
-
-static void forged(struct sink *k, const char *what)
-{
-    if (k->forged++ < 5 || bp_log_enabled(BP_LOG_DEBUG))
-        bp_log(BP_LOG_WARN,
-               "dropped %s from a peer that is not the ventilator (%" PRId64 " so far)", what,
-               k->forged);
-}
-
-/* The records of a RESULTS message with ids in [from, lim). vent: the
- * sender speaks for the ventilator (only it gives a task up as lost or
- * halted). Returns how many records are EARLY (to be held). */
-static int on_results(struct sink *k, const struct bp_msg *m, int vent, uint64_t from, uint64_t lim)
-{
-    uint8_t wl;
-    const char *w = bp_msg_wid(m, &wl);
-    /* Peer-chosen: made printable before it reaches a log or a file. */
-    char wid[BP_ID_MAX * 4 + 1];
-    if (wl)
-        bp_printable(wid, sizeof wid, w, wl);
-    else
-        snprintf(wid, sizeof wid, "?");
-    size_t off = 0;
-    struct bp_result_rec r;
-    int early = 0;
-    while (bp_msg_next_result(m, &off, &r)) {
-        if (r.id < from || r.id >= lim)
-            continue;
-        if ((r.status == BP_ST_LOST || r.status == BP_ST_HALTED) && !vent) {
-            forged(k, "a 'lost'/'halted' result");
-            continue;
-        }
-        if (on_result(k, &r, wid) == BP_RB_EARLY)
-            early++;
-    }
-    return early;
-}
-
-/* Records of a held message still waiting: [from, lim) above the extent. */
-static int64_t held_waiting(struct sink *k, const struct held *h)
-{
-    struct bp_msg m;
-    if (bp_msg_decode(&m, zmq_msg_data((zmq_msg_t *)&h->m), zmq_msg_size((zmq_msg_t *)&h->m),
-                      (uint32_t)k->o->max_msg) != BP_OK)
-        return 0;
-    size_t off = 0;
-    struct bp_result_rec r;
-    int64_t n = 0;
-    while (bp_msg_next_result(&m, &off, &r))
-        n += r.id >= h->from && r.id < h->lim;
-    return n;
-}
-
-/* Gives up on held entry i: what still waits there is dropped, counted
- * (as stale when its batch never began). */
-static void hold_drop(struct sink *k, int i, const char *why)
-{
-    int64_t n = held_waiting(k, &k->hold[i]);
-    if (!k->active || k->hold[i].batch != k->batch) {
-        k->stale += n;
-    } else {
-        if (n && (k->hold_dropped == 0 || bp_log_enabled(BP_LOG_DEBUG)))
-            bp_log(BP_LOG_WARN,
-                   "dropped %" PRId64 " results for task ids the ventilator has not announced (%s)",
-                   n, why);
-        k->hold_dropped += n;
-    }
-    hold_release(k, i);
-}
-
-/* Holds a RESULTS message of batch whose records in [from, lim) (early of
- * them) cannot be placed yet. */
-static void hold_msg(struct sink *k, zmq_msg_t *raw, int vent, int64_t early, uint64_t batch,
-                     uint64_t from, uint64_t lim)
-{
-    size_t sz = zmq_msg_size(raw);
-    if (k->nhold == k->hold_cap && k->hold_cap < HOLD_MAX) {
-        int cap = k->hold_cap ? k->hold_cap * 2 : 64;
-        struct held *p = realloc(k->hold, (size_t)cap * sizeof *p);
-        if (p) {
-            k->hold = p;
-            k->hold_cap = cap;
-        }
-    }
-    if (k->nhold == k->hold_cap || k->hold_bytes + sz > HOLD_BYTES) {
-        if (k->active && batch == k->batch) {
-            if (k->hold_dropped == 0 || bp_log_enabled(BP_LOG_DEBUG))
-                bp_log(BP_LOG_WARN,
-                       "dropped %" PRId64 " results for task ids the ventilator has not "
-                       "announced (too many held)",
-                       early);
-            k->hold_dropped += early;
-        } else {
-            k->stale += early;
-        }
-        return;
-    }
-    struct held *h = &k->hold[k->nhold];
-    /* A copy of its own: a shared one could pin a whole receive buffer. */
-    if (zmq_msg_init_size(&h->m, sz) != 0) {
-        k->stale += early;
-        return;
-    }
-    if (sz)
-        memcpy(zmq_msg_data(&h->m), zmq_msg_data(raw), sz);
-    h->batch = batch;
-    h->from = from;
-    h->lim = lim;
-    h->since = bp_now_ms();
-    h->vent = vent;
-    k->nhold++;
-    k->hold_bytes += sz;
-}
-
-/* The extent grew (EXTENT, CLOSE): held records below it are offered again. */
-static void hold_offer(struct sink *k)
-{
-    for (int i = 0; i < k->nhold;) {
-        struct held *h = &k->hold[i];
-        if (h->batch != k->batch) {
-            i++;
-            continue;
-        }
-        uint64_t to = k->rb.extent < h->lim ? k->rb.extent : h->lim;
-        struct bp_msg m;
-        if (to > h->from && bp_msg_decode(&m, zmq_msg_data(&h->m), zmq_msg_size(&h->m),
-                                          (uint32_t)k->o->max_msg) == BP_OK) {
-            on_results(k, &m, h->vent, h->from, to);
-            h->from = to;
-        }
-        if (k->rb.total >= 0 || h->from >= h->lim)
-            hold_drop(k, i, "beyond the batch"); /* (moves the last entry to i) */
-        else
-            i++;
-    }
-}
-
-/* Held results older than the liveness time are not waiting for an
- * EXTENT in flight: nobody announced them. */
-static void hold_expire(struct sink *k, int64_t now)
-{
-    int64_t max_age = (int64_t)k->o->hb_ms * k->o->liveness;
-    for (int i = 0; i < k->nhold;) {
-        if (now - k->hold[i].since > max_age)
-            hold_drop(k, i, "held too long");
-        else
-            i++;
-    }
-}
-
-/* BEGIN, CLOSE or EXTENT from a sender that may speak for the ventilator,
- * on the current batch. */
-static void on_control(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m)
-{
-    if (!is_vent(k, rid))
-        adopt_ventilator(k, rid);
-    if (m->type == BP_MSG_EXTENT) {
-        int rc = bp_rbook_extent(&k->rb, bp_msg_u64(m, 0));
-        if (rc < 0)
-            forged(k, "an EXTENT over the batch size");
-        else if (rc > 0 && k->nhold)
-            hold_offer(k);
-        return;
-    }
-    if (m->type != BP_MSG_CLOSE)
-        return;
-    int rc = bp_rbook_close(&k->rb, bp_msg_u64(m, 0));
-    if (rc < 0) {
-        /* A batch's size is said once and never changes. */
-        forged(k, "a CLOSE with another batch size");
-        return;
-    }
-    if (rc == 0)
-        return;
+    struct sink *k = arg;
     if (k->j) {
         /* A sink restarted quickly is not told the size again. */
         uint8_t b[8];
-        bp_put_be64(b, (uint64_t)k->rb.total);
+        bp_put_be64(b, (uint64_t)total);
         if (bp_journal_put(k->j, SJ_TOTAL, b, sizeof b) != BP_OK)
             journal_fail(k, "queueing a record");
         k->jf_dirty = 1;
     }
-    bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " has %" PRId64 " tasks", k->batch, k->rb.total);
-    if (k->nhold)
-        hold_offer(k);
+    bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " has %" PRId64 " tasks", k->sm.batch, total);
 }
 
-static void on_ping(struct sink *k, zmq_msg_t *rid, const struct bp_msg *m, int from_host)
+/* A result the book took: ACCEPT is written (or held for --ordered),
+ * counted and journaled; every attempt goes to the joblog. */
+static void sink_result(void *arg, const struct bp_result_rec *r, const char *wid, int verdict)
 {
-    /* Answer a ping at once: the ventilator measures us by it. The
-     * sender of a ping on the current batch is its ventilator. */
-    uint64_t ping = bp_msg_u64(m, 0);
-    if (!ping)
+    struct sink *k = arg;
+    if (k->joblog)
+        joblog_line(k, r, wid); /* every attempt, also late and retried ones */
+    if (verdict == BP_RB_RETRY)
+        bp_log(BP_LOG_DEBUG, "task %" PRIu64 " try %u %s on %s: retried", r->id,
+               (unsigned)r->attempt, bp_status_name(r->status), wid);
+    if (verdict != BP_RB_ACCEPT)
         return;
-    if (k->active && m->batch == k->batch && !is_vent(k, rid) && may_control(k, rid, from_host))
-        adopt_ventilator(k, rid);
-    /* Batch 0: "I do not know that batch", so its ventilator sends
-     * BEGIN (and CLOSE) again. */
-    bp_pack_begin(&k->reply, BP_MSG_HEARTBEAT, k->active && m->batch == k->batch ? m->batch : 0);
-    bp_pack_u64(&k->reply, 0);
-    bp_pack_u64(&k->reply, ping);
-    if (bp_pack_finish(&k->reply) == BP_OK)
-        bp_send_to(k->sock, zmq_msg_data(rid), zmq_msg_size(rid), k->reply.p, k->reply.len,
-                   ZMQ_DONTWAIT);
+    int ok = r->status == BP_ST_OK;
+    bp_stats_add(&k->st, wid, ok);
+    bp_stats_time(&k->st, r->elapsed_ms);
+    if (!ok && r->status != BP_ST_HALTED) /* (those are counted: one line says why) */
+        report_failure(k, r, wid);
+    output(k, r, ok);
 }
 
-/* Whether a message of another batch (or of none yet) starts one: BEGIN
- * does; CLOSE does when nothing is active (a sink restarted without its
- * journal); the rest is stale (results before any BEGIN are held by the
- * caller). Returns 1 when m belongs to the batch now. */
-static int adopt_batch(struct sink *k, const struct bp_msg *m)
+static void sink_acks_full(void *arg)
 {
-    if (!k->active) {
-        if (m->type != BP_MSG_BEGIN && m->type != BP_MSG_CLOSE) {
-            k->stale++;
-            return 0;
+    struct sink *k = arg;
+    if (journal_commit(k, bp_now_ms(), 1))
+        bp_sinkm_flush_acks(&k->sm);
+}
+
+static void sink_note(void *arg, int what, const char *text, int64_t n)
+{
+    struct sink *k = arg;
+    switch (what) {
+    case BP_SM_FORGED:
+        if (n <= 5 || bp_log_enabled(BP_LOG_DEBUG))
+            bp_log(BP_LOG_WARN,
+                   "dropped %s from a peer that is not the ventilator (%" PRId64 " so far)", text,
+                   n);
+        break;
+    case BP_SM_DROPPED:
+        if (!k->said_dropped++ || bp_log_enabled(BP_LOG_DEBUG))
+            bp_log(BP_LOG_WARN,
+                   "dropped %" PRId64 " results for task ids the ventilator has not announced (%s)",
+                   n, text);
+        break;
+    case BP_SM_BEGIN_OVER:
+        bp_log(BP_LOG_WARN, "batch %016" PRIx64 " begins before %016" PRIx64 " completed",
+               (uint64_t)n, k->sm.batch);
+        break;
+    case BP_SM_VENT:
+        if (bp_log_enabled(BP_LOG_DEBUG)) {
+            char hex[64] = "";
+            for (int64_t i = 0; i < n && i < 16; i++)
+                snprintf(hex + 2 * i, sizeof hex - 2 * (size_t)i, "%02x",
+                         ((const uint8_t *)text)[i]);
+            bp_log(BP_LOG_DEBUG, "ventilator is peer %s", hex);
         }
-        batch_start(k, m->batch);
-        return 1;
+        break;
+    case BP_SM_VENT_GONE:
+        bp_log(BP_LOG_DEBUG, "the ventilator's connection is gone");
+        break;
+    default:
+        break;
     }
-    if (m->batch == k->batch)
-        return 1;
-    if (m->type != BP_MSG_BEGIN) {
-        k->stale++;
-        return 0;
-    }
-    if (k->rb.ok + k->rb.failed_n > 0) {
-        bp_log(BP_LOG_WARN, "batch %016" PRIx64 " begins before %016" PRIx64 " completed", m->batch,
-               k->batch);
-        batch_finish(k, NULL, 0);
-    }
-    batch_start(k, m->batch);
-    return 1;
 }
 
-static void on_message(struct sink *k, zmq_msg_t *rid, zmq_msg_t *raw, const struct bp_msg *m,
-                       int from_host)
-{
-    if (is_vent(k, rid))
-        k->vent_heard = bp_now_ms();
-    if (m->type == BP_MSG_HEARTBEAT) {
-        on_ping(k, rid, m, from_host);
-        return;
-    }
-    if (m->type != BP_MSG_RESULTS && m->type != BP_MSG_BEGIN && m->type != BP_MSG_CLOSE &&
-        m->type != BP_MSG_EXTENT) {
-        k->malformed++;
-        return;
-    }
-    int control = m->type != BP_MSG_RESULTS;
-    if (control && !may_control(k, rid, from_host)) {
-        forged(k, m->type == BP_MSG_BEGIN   ? "a BEGIN"
-                  : m->type == BP_MSG_CLOSE ? "a CLOSE"
-                                            : "an EXTENT");
-        return;
-    }
-    int vent = from_host >= 0 ? from_host : is_vent(k, rid);
-    if (!control && !k->active) {
-        /* No batch begun: a sink restarted without its journal, while the
-         * workers' results for tasks already out keep coming; the
-         * ventilator says BEGIN again within a heartbeat. Held, bounded;
-         * made-up ones expire as stale, unacknowledged. */
-        hold_msg(k, raw, vent, m->n, m->batch, 0, UINT64_MAX);
-        return;
-    }
-    if (!adopt_batch(k, m))
-        return;
-    k->last_activity = bp_now_ms();
-    if (control) {
-        on_control(k, rid, m);
-        return;
-    }
-    int early = on_results(k, m, vent, 0, UINT64_MAX);
-    if (early)
-        hold_msg(k, raw, vent, early, k->batch, k->rb.extent, k->rb.extent + BP_RBOOK_EARLY_WINDOW);
-}
+static const struct bp_sinkm_ops sink_ops = {.send = sink_send,
+                                             .begin = sink_begin,
+                                             .abandon = sink_abandon,
+                                             .total = sink_total,
+                                             .result = sink_result,
+                                             .acks_full = sink_acks_full,
+                                             .note = sink_note};
 
 static void sink_close(struct sink *k)
 {
@@ -1062,11 +707,9 @@ static void sink_close(struct sink *k)
     if (k->own_out && k->out && fclose(k->out) != 0)
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->output, strerror(errno));
     bp_stats_free(&k->st);
-    hold_free(k);
-    bp_rbook_free(&k->rb);
+    bp_sinkm_free(&k->sm);
+    bp_rbook_free(&k->sm.rb);
     bp_reorder_free(&k->ro);
-    bp_pack_free(&k->acks);
-    bp_pack_free(&k->reply);
     free(k->jf);
     k->jf = NULL;
 }
@@ -1105,13 +748,13 @@ static int sj_apply(struct sj_state *st, uint64_t next)
             i += 4 + len;
         }
         int ok = fl & SJ_OK;
-        int fresh = bp_rbook_restore(&k->rb, id, ok);
+        int fresh = bp_rbook_restore(&k->sm.rb, id, ok);
         if (fresh < 0)
             return BP_EPROTO;
         if (!fresh)
             continue;
         if (fl & SJ_HALTED)
-            k->halted++;
+            k->sm.halted++;
         bp_stats_add(&k->st, "(before resume)", ok);
         if (!ok)
             st->failed++;
@@ -1149,9 +792,7 @@ static int sj_record(void *arg, uint8_t type, const uint8_t *p, size_t len)
         if (st->ordered != (st->k->o->ordered != 0))
             return BP_EUSAGE;
         /* the batch, as it was when the journal began */
-        st->k->restoring = 1;
-        batch_start(st->k, st->batch);
-        st->k->restoring = 0;
+        bp_sinkm_begin(&st->k->sm, st->batch, 1, bp_now_ms());
         return BP_OK;
     case SJ_TOTAL:
         if (len != 8 || !st->batch)
@@ -1187,6 +828,48 @@ static int sj_record(void *arg, uint8_t type, const uint8_t *p, size_t len)
     default:
         return BP_EPROTO;
     }
+}
+
+/* Opens --output for a journaled run: a new batch truncates it (without
+ * --resume; an unfinished journal was refused already), --resume with no
+ * batch appends, and a resumed batch cuts it to what the journal says was
+ * committed (what came after was never acknowledged and comes again). */
+static int open_output(struct sink *k, int resumed, uint64_t committed)
+{
+    const struct bp_opts *o = k->o;
+    if (!o->resume) {
+        k->out = fopen(o->output, "wb");
+        return BP_OK;
+    }
+    if (!resumed) {
+        k->out = fopen(o->output, "ab"); /* --resume never truncates */
+        return BP_OK;
+    }
+    int fd = open(o->output, O_RDWR | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return BP_EIO;
+    }
+    if ((uint64_t)sb.st_size < committed) {
+        bp_log(BP_LOG_ERROR,
+               "%s is shorter than journal %s says (%" PRId64 " < %" PRIu64
+               " bytes): refusing to resume",
+               o->output, k->jpath, (int64_t)sb.st_size, committed);
+        close(fd);
+        return BP_EUSAGE;
+    }
+    if (ftruncate(fd, (off_t)committed) != 0 || lseek(fd, 0, SEEK_END) < 0) {
+        bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
+        close(fd);
+        return BP_EIO;
+    }
+    k->out = fdopen(fd, "ab");
+    if (!k->out)
+        close(fd);
+    return BP_OK;
 }
 
 /* --resume / --journal: reads the journal back (if there is one) and
@@ -1237,45 +920,16 @@ static int sink_restore(struct sink *k)
                "journal %s: the last record is torn (%" PRId64 " bytes cut); "
                "what it held was never acknowledged and comes again",
                k->jpath, sc.size - sc.valid_end);
-    if (!o->resume) {
-        k->out = fopen(o->output, "wb");
-    } else if (!st.batch) {
-        k->out = fopen(o->output, "ab"); /* --resume never truncates */
-    } else {
-        int fd = open(o->output, O_RDWR | O_CLOEXEC);
-        struct stat sb;
-        if (fd < 0 || fstat(fd, &sb) != 0) {
-            bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            return BP_EIO;
-        }
-        if ((uint64_t)sb.st_size < st.out_off) {
-            bp_log(BP_LOG_ERROR,
-                   "%s is shorter than journal %s says (%" PRId64 " < %" PRIu64
-                   " bytes): refusing to resume",
-                   o->output, k->jpath, (int64_t)sb.st_size, st.out_off);
-            close(fd);
-            return BP_EUSAGE;
-        }
-        /* What was written after the last commit was never acknowledged:
-         * it comes again, so it goes. */
-        if (ftruncate(fd, (off_t)st.out_off) != 0 || lseek(fd, 0, SEEK_END) < 0) {
-            bp_log(BP_LOG_ERROR, "cannot continue %s: %s", o->output, strerror(errno));
-            close(fd);
-            return BP_EIO;
-        }
-        k->out = fdopen(fd, "ab");
-        if (!k->out)
-            close(fd);
-    }
+    int rc2 = open_output(k, st.batch != 0, st.out_off);
+    if (rc2 != BP_OK)
+        return rc2;
     if (!k->out || fseeko(k->out, 0, SEEK_END) != 0) {
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", o->output, strerror(errno));
         return BP_EIO;
     }
     k->own_out = 1;
     if (st.batch) {
-        if (st.total >= 0 && bp_rbook_close(&k->rb, (uint64_t)st.total) < 0) {
+        if (st.total >= 0 && bp_rbook_close(&k->sm.rb, (uint64_t)st.total) < 0) {
             bp_log(BP_LOG_ERROR, "journal %s: results for tasks beyond the batch's %" PRId64,
                    k->jpath, st.total);
             return BP_EUSAGE;
@@ -1339,16 +993,10 @@ static int sink_open(struct sink *k)
             fputs("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n",
                   k->joblog);
     }
-    k->ctx = k->io && k->io->zmq_ctx ? k->io->zmq_ctx : NULL;
-    if (!k->ctx) {
-        k->ctx = bp_ctx_new();
-        k->own_ctx = 1;
-        if (!k->ctx) {
-            bp_log(BP_LOG_ERROR, "cannot create ZeroMQ context: %s", zmq_strerror(errno));
-            return BP_EZMQ;
-        }
-    }
-    int rc = bp_role_sec_open(&k->sec, o, k->ctx, k->io);
+    int rc = bp_role_ctx(k->io, &k->ctx, &k->own_ctx);
+    if (rc != BP_OK)
+        return rc;
+    rc = bp_role_sec_open(&k->sec, o, k->ctx, k->io);
     if (rc != BP_OK)
         return rc;
     struct bp_sockcfg c = bp_role_sockcfg(o);
@@ -1376,11 +1024,158 @@ static int sink_open(struct sink *k)
 
 static void note_malformed(struct sink *k, int rc)
 {
-    k->malformed++;
-    if (k->malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
-        bp_log(BP_LOG_WARN, "dropped %s message (%" PRId64 " so far)%s",
-               rc == BP_EVERSION ? "other-version" : "malformed", k->malformed,
-               rc == BP_EPROTO && k->malformed == 1 ? "; plain strings need --raw" : "");
+    k->sm.malformed++;
+    bp_role_note_malformed(k->sm.malformed, rc, "",
+                           rc == BP_EPROTO ? "; plain strings need --raw" : NULL);
+}
+
+/* How a turn of the loop ends. */
+enum turn { GO_ON = 0, DONE, FAILED };
+
+/* One frame received. Returns GO_ON, or DONE when --once has its batch
+ * (or raw count). */
+static int on_frame(struct sink *k, zmq_msg_t *rid, zmq_msg_t *m, int *result,
+                    struct bp_report *rep)
+{
+    const struct bp_opts *o = k->o;
+    if (o->raw) {
+        write_rec(k, zmq_msg_data(m), zmq_msg_size(m));
+        k->raw_count++;
+        return o->once && o->count && k->raw_count >= o->count ? DONE : GO_ON;
+    }
+    struct bp_msg msg;
+    int rc = bp_msg_decode(&msg, zmq_msg_data(m), zmq_msg_size(m), (uint32_t)o->max_msg);
+    if (rc != BP_OK) {
+        note_malformed(k, rc);
+        return GO_ON;
+    }
+    int host_key = -1; /* the sender has the host's own key (CURVE); -1: plain mode, unknown */
+    if (k->sec.on) {
+        const char *uid = zmq_msg_gets(m, "User-Id");
+        host_key = uid && !strcmp(uid, k->sec.me.pub);
+    }
+    bp_sinkm_on_msg(&k->sm, zmq_msg_data(rid), zmq_msg_size(rid), m, &msg, host_key, bp_now_ms());
+    if (k->sm.active && bp_rbook_complete(&k->sm.rb)) {
+        *result = batch_finish(k, rep, 1);
+        if (o->once)
+            return DONE;
+    }
+    return GO_ON;
+}
+
+/* Reads what is there, READ_BURST frames at most. Returns a turn's end. */
+static int read_burst(struct sink *k, zmq_msg_t *rid, zmq_msg_t *m, int *result,
+                      struct bp_report *rep)
+{
+    for (int n = 0; n < READ_BURST; n++) {
+        int rc = k->o->raw ? bp_recv_raw(k->sock, m, ZMQ_DONTWAIT)
+                           : bp_recv_from(k->sock, rid, m, ZMQ_DONTWAIT);
+        if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
+            return GO_ON;
+        if (rc == BP_EPROTO) {
+            note_malformed(k, rc);
+            continue;
+        }
+        if (rc != BP_OK) {
+            bp_log(BP_LOG_ERROR, "receive failed: %s", zmq_strerror(errno));
+            *result = BP_EZMQ;
+            return FAILED;
+        }
+        if (on_frame(k, rid, m, result, rep) == DONE)
+            return DONE;
+    }
+    return GO_ON;
+}
+
+/* How long to sleep: to the inactivity timeout or the journal's sync, at
+ * most 1 s (250 ms when drawing progress). -1: the batch timed out now. */
+static long sink_timeout(struct sink *k, int64_t now)
+{
+    const struct bp_opts *o = k->o;
+    int64_t wake = INT64_MAX;
+    if (o->timeout_ms && k->sm.active) {
+        wake = k->sm.last_activity + o->timeout_ms;
+        if (wake <= now)
+            return -1;
+    }
+    if (k->j && k->unsynced && o->sync == BP_SYNC_INTERVAL && k->next_sync < wake)
+        wake = k->next_sync;
+    return bp_role_timeout(now, wake, k->progress && k->sm.active ? 250 : 1000);
+}
+
+/* The end of a turn: what it brought is acknowledged in one message (with
+ * a journal: once it is on record, see journal_commit()); metrics, held
+ * results, progress. */
+static void after_turn(struct sink *k, int64_t *next_draw)
+{
+    if (k->sm.active && journal_commit(k, bp_now_ms(), 0))
+        bp_sinkm_flush_acks(&k->sm);
+    write_metrics(k, 0);
+    if (k->sm.nhold)
+        bp_sinkm_on_timer(&k->sm, bp_now_ms());
+    int64_t now = bp_now_ms();
+    if (k->progress && k->sm.active && now >= *next_draw) {
+        char line[96];
+        bp_stats_progress(&k->st, k->sm.rb.total, now, line, sizeof line);
+        bp_role_progress_line(line);
+        *next_draw = now + 250;
+    }
+}
+
+/* The loop: wait, read, act. Returns the run's outcome. */
+static int sink_loop(struct sink *k, struct bp_report *rep)
+{
+    const struct bp_opts *o = k->o;
+    int result = BP_OK, end = GO_ON;
+    int64_t next_draw = 0;
+    zmq_msg_t rid, m;
+    zmq_msg_init(&rid);
+    zmq_msg_init(&m);
+    while (end == GO_ON) {
+        if (k->sm.active && bp_rbook_complete(&k->sm.rb)) {
+            /* A resumed batch whose last results were on record already
+             * (the crash came before the summary): nothing more will come. */
+            result = batch_finish(k, rep, 1);
+            if (o->once)
+                break;
+        }
+        if (bp_role_stopped(k->io)) {
+            /* Stopping is not an error; a batch left incomplete is. */
+            if (k->sm.active)
+                result = batch_finish(k, rep, 0);
+            end = DONE;
+            break;
+        }
+        /* Flush before blocking, so results appear while the batch runs. */
+        fflush(k->out);
+        if (k->joblog)
+            fflush(k->joblog);
+        long tmo = sink_timeout(k, bp_now_ms());
+        if (tmo < 0) {
+            bp_log(BP_LOG_ERROR, "no result for %.1f s: giving up on the batch",
+                   (double)o->timeout_ms / 1000.0);
+            result = batch_finish(k, rep, 0);
+            end = o->once ? DONE : GO_ON;
+            continue;
+        }
+        zmq_pollitem_t it = {.socket = k->sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, tmo) < 0 && errno != EINTR) {
+            bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
+            result = BP_EZMQ;
+            break;
+        }
+        end = read_burst(k, &rid, &m, &result, rep);
+        after_turn(k, &next_draw);
+        if (k->io_error && k->j == NULL && k->jpath[0] && k->sm.active) {
+            result = BP_EIO; /* the journal failed: stop rather than lose */
+            end = FAILED;
+        }
+    }
+    if (end == DONE && o->raw)
+        bp_log(BP_LOG_INFO, "%" PRId64 " results", k->raw_count);
+    zmq_msg_close(&rid);
+    zmq_msg_close(&m);
+    return result;
 }
 
 int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep)
@@ -1391,141 +1186,22 @@ int bp_sink_run(const struct bp_opts *o, const struct bp_io *io, struct bp_repor
         rep = &dummy;
     memset(rep, 0, sizeof *rep);
     bp_stats_init(&k.st, bp_now_ms());
-    bp_rbook_init(&k.rb);
     bp_reorder_init(&k.ro);
-    bp_pack_init(&k.acks);
-    bp_pack_init(&k.reply);
+    struct bp_sinkm_cfg smc = {.dead_ms = (int64_t)o->hb_ms * o->liveness,
+                               .max_rec = (uint32_t)o->max_msg,
+                               .eager_acks = !(o->journal || o->resume)};
+    bp_sinkm_init(&k.sm, &smc, &sink_ops, &k);
     int rc = sink_open(&k);
     if (rc != BP_OK) {
         sink_close(&k);
         return rc;
     }
     k.progress = bp_role_progress(o);
-    int result = BP_OK;
-    int64_t next_draw = 0;
-    zmq_msg_t rid, m;
-    zmq_msg_init(&rid);
-    zmq_msg_init(&m);
-    for (;;) {
-        if (k.active && bp_rbook_complete(&k.rb)) {
-            /* A resumed batch whose last results were on record already
-             * (the crash came before the summary): nothing more will come. */
-            result = batch_finish(&k, rep, 1);
-            if (o->once)
-                break;
-        }
-        if (bp_role_stopped(io)) {
-            /* Stopping is not an error; a batch left incomplete is. */
-            if (k.active)
-                result = batch_finish(&k, rep, 0);
-            else if (o->raw)
-                bp_log(BP_LOG_INFO, "%" PRId64 " results", k.raw_count);
-            break;
-        }
-        /* Flush before blocking, so results appear while the batch runs. */
-        fflush(k.out);
-        if (k.joblog)
-            fflush(k.joblog);
-        int64_t now = bp_now_ms();
-        long tmo = 1000;
-        if (k.progress && k.active)
-            tmo = 250;
-        if (o->timeout_ms && k.active) {
-            int64_t left = k.last_activity + o->timeout_ms - now;
-            if (left <= 0) {
-                bp_log(BP_LOG_ERROR, "no result for %.1f s: giving up on the batch",
-                       (double)o->timeout_ms / 1000.0);
-                result = batch_finish(&k, rep, 0);
-                if (o->once)
-                    break;
-                continue;
-            }
-            if (left < tmo)
-                tmo = (long)left;
-        }
-        if (k.j && k.unsynced && o->sync == BP_SYNC_INTERVAL)
-            tmo = k.next_sync <= now        ? 0
-                  : k.next_sync - now < tmo ? (long)(k.next_sync - now)
-                                            : tmo;
-        zmq_pollitem_t it = {.socket = k.sock, .events = ZMQ_POLLIN};
-        int prc = zmq_poll(&it, 1, tmo);
-        if (prc < 0 && errno != EINTR) {
-            bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
-            result = BP_EZMQ;
-            break;
-        }
-        int done = 0;
-        for (int n = 0; n < READ_BURST && !done; n++) {
-            rc = o->raw ? bp_recv_raw(k.sock, &m, ZMQ_DONTWAIT)
-                        : bp_recv_from(k.sock, &rid, &m, ZMQ_DONTWAIT);
-            if (rc == BP_ETIMEDOUT || rc == BP_EINTR)
-                break;
-            if (rc == BP_EPROTO) {
-                note_malformed(&k, rc);
-                continue;
-            }
-            if (rc != BP_OK) {
-                bp_log(BP_LOG_ERROR, "receive failed: %s", zmq_strerror(errno));
-                result = BP_EZMQ;
-                done = 2;
-                break;
-            }
-            if (o->raw) {
-                write_rec(&k, zmq_msg_data(&m), zmq_msg_size(&m));
-                k.raw_count++;
-                if (o->once && o->count && k.raw_count >= o->count)
-                    done = 1;
-                continue;
-            }
-            struct bp_msg msg;
-            rc = bp_msg_decode(&msg, zmq_msg_data(&m), zmq_msg_size(&m), (uint32_t)o->max_msg);
-            if (rc != BP_OK) {
-                note_malformed(&k, rc);
-                continue;
-            }
-            int from_host = -1; /* plain mode: not known */
-            if (k.sec.on) {
-                const char *uid = zmq_msg_gets(&m, "User-Id");
-                from_host = uid && !strcmp(uid, k.sec.me.pub);
-            }
-            on_message(&k, &rid, &m, &msg, from_host);
-            if (k.active && bp_rbook_complete(&k.rb)) {
-                result = batch_finish(&k, rep, 1);
-                if (o->once)
-                    done = 1;
-            }
-        }
-        /* Acknowledge what this turn brought, in one message (with a
-         * journal: once it is on record, see journal_commit()). */
-        if (k.active && journal_commit(&k, bp_now_ms(), 0))
-            flush_acks(&k);
-        write_metrics(&k, 0);
-        if (k.nhold)
-            hold_expire(&k, bp_now_ms());
-        if (k.io_error && k.j == NULL && k.jpath[0] && k.active) {
-            result = BP_EIO; /* the journal failed: stop rather than lose */
-            break;
-        }
-        if (done == 2)
-            break;
-        if (done) {
-            if (o->raw)
-                bp_log(BP_LOG_INFO, "%" PRId64 " results", k.raw_count);
-            break;
-        }
-        if (k.progress && k.active && (now = bp_now_ms()) >= next_draw) {
-            char line[96];
-            bp_stats_progress(&k.st, k.rb.total, now, line, sizeof line);
-            bp_role_progress_line(line);
-            next_draw = now + 250;
-        }
-    }
-    zmq_msg_close(&rid);
-    zmq_msg_close(&m);
+    int result = sink_loop(&k, rep);
     write_metrics(&k, 1);
     if (o->raw)
         rep->ok = k.raw_count;
-    rep->malformed = k.malformed;
+    rep->malformed = k.sm.malformed;
     sink_close(&k);
     if (k.io_error && (result == BP_OK || result == BP_EFAILED))
         result = BP_EIO;

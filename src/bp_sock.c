@@ -72,6 +72,12 @@ void *bp_sock_new(void *ctx, int type, const struct bp_sockcfg *cfg, char *err, 
         rc = setint(s, ZMQ_RECONNECT_IVL, cfg->reconnect_ms);
     if (rc == 0 && cfg->reconnect_ms > 0)
         rc = setint(s, ZMQ_RECONNECT_IVL_MAX, 1000);
+    if (rc == 0 && cfg->handshake_ms > 0)
+        rc = setint(s, ZMQ_HANDSHAKE_IVL, cfg->handshake_ms);
+    if (rc == 0 && cfg->ping_ms > 0)
+        rc = setint(s, ZMQ_HEARTBEAT_IVL, cfg->ping_ms);
+    if (rc == 0 && cfg->ping_ms > 0 && cfg->ping_timeout_ms > 0)
+        rc = setint(s, ZMQ_HEARTBEAT_TIMEOUT, cfg->ping_timeout_ms);
     if (rc == 0 && cfg->router_mandatory)
         rc = setint(s, ZMQ_ROUTER_MANDATORY, 1);
     if (rc == 0 && cfg->curve_secret && cfg->curve_server) {

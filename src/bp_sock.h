@@ -17,6 +17,9 @@ struct bp_sockcfg {
     const char *subscribe; /* SUB only */
     int router_mandatory;  /* ROUTER: unroutable sends fail (EHOSTUNREACH) */
     int reconnect_ms;      /* first reconnect try, doubling up to 1 s (0: libzmq's 100 ms) */
+    int handshake_ms;      /* ZMQ_HANDSHAKE_IVL: a peer's ZMTP handshake (0: libzmq's 30 s) */
+    int ping_ms;           /* ZMQ_HEARTBEAT_IVL: ZMTP PING every ping_ms (0: none) */
+    int ping_timeout_ms;   /* ZMQ_HEARTBEAT_TIMEOUT: drop a peer silent this long after a PING */
     /* CURVE (Z85 keys; NULL: plain). A server needs its secret key (a ZAP
      * handler in the context decides who gets in); a client needs its own
      * pair and the server's public key, which it pins. */

@@ -13,6 +13,7 @@
 #include "bp_role.h"
 #include "bp_sock.h"
 #include "bp_track.h"
+#include "bp_vbatch.h"
 
 /* How long a finished batch waits for the sink's COMPLETE (every result
  * was acknowledged one by one already; this only confirms the batch). */
@@ -88,6 +89,7 @@ static int open_input(struct vent *v)
         v->own_in = 1;
     }
     int rc = bp_reader_init(&v->rd, v->in, v->o->nul, (size_t)v->o->max_msg);
+    v->rd.skip_empty = v->o->skip_empty;
     v->rd_open = rc == BP_OK;
     return rc;
 }
@@ -221,6 +223,7 @@ static int check_input(struct vent *v, int64_t count, uint64_t want)
         fclose(f);
         return BP_ENOMEM;
     }
+    r.skip_empty = o->skip_empty;
     uint64_t h = BP_FNV64_INIT;
     int64_t n = 0;
     int rc = BP_OK;
@@ -613,10 +616,9 @@ static void read_workers(struct vent *v, int64_t now)
         if (rc != BP_OK) {
             struct bp_dispatch_stats s;
             bp_dispatch_stats(v->d, &s);
-            if (s.malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
-                bp_log(BP_LOG_WARN, "dropped %s message from a worker (%" PRId64 " so far)%s",
-                       rc == BP_EVERSION ? "other-version" : "malformed", s.malformed,
-                       rc == BP_EVERSION ? ": a boardpipe of another protocol version?" : "");
+            bp_role_note_malformed(s.malformed, rc, " from a worker",
+                                   rc == BP_EVERSION ? ": a boardpipe of another protocol version?"
+                                                     : NULL);
         }
     }
     zmq_msg_close(&rid);
@@ -656,180 +658,110 @@ static void progress(struct vent *v, int64_t now, int64_t *next_draw)
     *next_draw = now + 250;
 }
 
-/* --halt: N failures, or N percent of the tasks done once 10 are. */
-static int should_halt(const struct bp_opts *o, const struct bp_dispatch_stats *s)
-{
-    if (s->failed == 0)
-        return 0;
-    if (!o->halt_pct)
-        return s->failed >= o->halt_fail;
-    int64_t done = s->ok + s->failed;
-    return done >= 10 && s->failed * 100 >= (int64_t)o->halt_fail * done;
-}
-
-static int run_v2(struct vent *v, struct bp_report *rep)
+/* Says what the batch policy noted. */
+static void log_notes(struct vent *v, struct bp_vbatch *b)
 {
     const struct bp_opts *o = v->o;
-    int64_t start = bp_now_ms();
-    int64_t wait_end = o->wait_timeout_ms ? start + o->wait_timeout_ms : INT64_MAX;
-    int64_t all_final_at = 0, next_draw = 0, next_note = start + 5000;
-    int draw = bp_role_progress(o);
-    int waiting = o->wait_workers > 0;
-    int eof = 0, result = BP_OK, stopping = 0, sink_seen = 0, halted = 0;
-    int64_t stop_at = 0, no_worker_since = start;
-    if (waiting)
-        bp_log(BP_LOG_INFO, "waiting for %d worker%s on %s", o->wait_workers,
-               o->wait_workers == 1 ? "" : "s", o->bind);
-    for (;;) {
-        int64_t now = bp_now_ms();
-        struct bp_dispatch_stats s;
-        bp_dispatch_stats(v->d, &s);
-        if (!stopping && bp_role_stopped(v->io)) {
-            stopping = 1;
-            stop_at = now;
-            bp_log(BP_LOG_WARN, "stopping with %" PRId64 " of %" PRId64 " tasks not done",
-                   s.added - s.ok - s.failed, s.added);
-            /* The sink learns the real size, unless the batch is to be
-             * resumed: then it is bigger than what was read so far. */
-            if (!s.input_done && !v->j)
-                bp_dispatch_input_done(v->d);
-            bp_dispatch_finish(v->d, BP_END_STOPPING);
-            result = BP_EINCOMPLETE;
-        }
-        if (waiting && s.workers >= o->wait_workers) {
-            waiting = 0;
-            bp_log(BP_LOG_INFO, "%d worker%s connected", s.workers, s.workers == 1 ? "" : "s");
-        }
-        if (waiting && now >= next_note) {
-            bp_log(BP_LOG_INFO, "%d of %d workers connected", s.workers, o->wait_workers);
-            next_note = now + 5000;
-        }
-        if (!stopping && waiting && now >= wait_end) {
-            bp_log(BP_LOG_ERROR, "only %d of %d workers connected after %.1f s", s.workers,
-                   o->wait_workers, (double)o->wait_timeout_ms / 1000.0);
-            return BP_ETIMEDOUT;
-        }
-        sink_seen |= s.sink_alive;
-        if (!stopping && v->sink && !sink_seen && now >= wait_end) {
-            bp_log(BP_LOG_ERROR, "sink at %s not reachable after %.1f s", o->sink,
-                   (double)o->wait_timeout_ms / 1000.0);
-            return BP_ETIMEDOUT;
-        }
-        /* Work waiting and nobody to do it: bounded like every other wait. */
-        if (s.workers > 0 || s.queued == 0 || (v->sink && !sink_seen))
-            no_worker_since = now; /* no sink yet is reported as such */
-        if (!stopping && !waiting && o->wait_timeout_ms &&
-            now - no_worker_since >= o->wait_timeout_ms) {
-            bp_log(BP_LOG_ERROR, "no worker for %.1f s with %" PRId64 " tasks waiting: giving up",
-                   (double)o->wait_timeout_ms / 1000.0, s.queued);
-            stopping = 1;
-            stop_at = now;
-            if (!s.input_done && !v->j)
-                bp_dispatch_input_done(v->d);
-            bp_dispatch_finish(v->d, BP_END_STOPPING);
-            result = BP_ETIMEDOUT;
-        }
-        /* Input is read only as fast as workers take it: memory stays
-         * bounded by the dispatcher's window, whatever the file's size. */
-        while (!stopping && !waiting && !eof && bp_dispatch_want_input(v->d) &&
-               input_ready(&v->rd)) {
-            const char *rec;
-            size_t len;
-            int rc = next_record(v, rep, &rec, &len);
-            if (rc == BP_EXIT_INFO) {
-                eof = 1;
-                bp_dispatch_input_done(v->d);
-                break;
-            }
-            if (rc != BP_OK) {
-                bp_log(BP_LOG_ERROR, "reading input failed after record %" PRId64 ": %s",
-                       v->rd.record, strerror(errno));
-                eof = 1;
-                bp_dispatch_input_done(v->d);
-                result = BP_EIO;
-                break;
-            }
-            rc = take_record(v, rec, len);
-            if (rc != BP_OK) {
-                bp_log(BP_LOG_ERROR, "cannot hold task %" PRId64 ": %s", v->rd.record,
-                       bp_strerror(rc));
-                result = rc;
-                stopping = 1;
-                stop_at = now;
-                bp_dispatch_input_done(v->d);
-                bp_dispatch_finish(v->d, BP_END_STOPPING);
-                break;
-            }
-        }
-        bp_dispatch_on_timer(v->d, now);
-        bp_dispatch_stats(v->d, &s);
-        if (!stopping && !halted && o->halt_when && should_halt(o, &s)) {
-            char why[96];
-            snprintf(why, sizeof why, "halted: %" PRId64 " tasks failed (--halt %s,fail=%d%s)",
-                     s.failed, o->halt_when == BP_HALT_NOW ? "now" : "soon", o->halt_fail,
-                     o->halt_pct ? "%" : "");
-            bp_log(BP_LOG_ERROR, "%s: %" PRId64 " tasks waiting are not run%s", why, s.queued,
-                   o->halt_when == BP_HALT_NOW ? ", those running are given up" : "");
-            halted = 1;
-            eof = 1;
-            bp_dispatch_halt(v->d, o->halt_when == BP_HALT_NOW, why);
-            bp_dispatch_input_done(v->d);
-            bp_dispatch_stats(v->d, &s);
-        }
-        if (s.all_final && !s.finished) {
-            if (!all_final_at)
-                all_final_at = now;
-            if (s.complete || !v->sink || now - all_final_at >= COMPLETE_WAIT_MS) {
-                if (v->sink && !s.complete)
-                    bp_log(BP_LOG_WARN, "the sink acknowledged every result but did not confirm "
-                                        "the batch");
-                /* --halt now: the workers stop what still runs for us. */
-                bp_dispatch_finish(v->d, halted && o->halt_when == BP_HALT_NOW ? BP_END_HALTED
-                                                                               : BP_END_COMPLETE);
-            }
-        }
-        int sink_wait = drain_out(v, now);
-        bp_dispatch_stats(v->d, &s);
-        if (s.finished && s.end_pending == 0)
+    double wait_s = (double)o->wait_timeout_ms / 1000.0;
+    for (int i = 0; i < b->nnotes; i++) {
+        const struct bp_vb_note_rec *n = &b->notes[i];
+        switch (n->what) {
+        case BP_VB_STOPPING:
+            bp_log(BP_LOG_WARN, "stopping with %" PRId64 " of %" PRId64 " tasks not done", n->a,
+                   n->b);
             break;
-        if (stopping && now - stop_at >= 1000)
-            break; /* END could not reach every worker: they find out anyway */
-        if (draw)
-            progress(v, now, &next_draw);
-
-        zmq_pollitem_t it[3];
-        int n = 0;
-        it[n++] = (zmq_pollitem_t){.socket = v->tasks, .events = ZMQ_POLLIN};
-        if (v->sink)
-            it[n++] = (zmq_pollitem_t){
-                .socket = v->sink, .events = (short)(ZMQ_POLLIN | (sink_wait ? ZMQ_POLLOUT : 0))};
-        int want_in = !stopping && !waiting && !eof && bp_dispatch_want_input(v->d);
-        if (want_in && v->rd.fd >= 0)
-            it[n++] = (zmq_pollitem_t){.fd = v->rd.fd, .events = ZMQ_POLLIN};
-        journal_turn(v, now, 0);
-        int64_t wake = bp_dispatch_next_deadline(v->d);
-        if (journal_deadline(v) < wake)
-            wake = journal_deadline(v);
-        long tmo = wake == INT64_MAX ? 1000 : wake > now ? (long)(wake - now) : 0;
-        if (tmo > 1000)
-            tmo = 1000;
-        if (draw && tmo > 250)
-            tmo = 250;
-        if (tmo == 0 && sink_wait)
-            tmo = 50; /* the due message is for a sink that is not there yet */
-        if (want_in && v->rd.fd < 0)
-            tmo = 0;
-        if (zmq_poll(it, n, tmo) < 0 && errno != EINTR) {
-            bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
-            return BP_EZMQ;
+        case BP_VB_CONNECTED:
+            bp_log(BP_LOG_INFO, "%d worker%s connected", (int)n->a, n->a == 1 ? "" : "s");
+            break;
+        case BP_VB_WAITING:
+            bp_log(BP_LOG_INFO, "%d of %d workers connected", (int)n->a, (int)n->b);
+            break;
+        case BP_VB_NO_WORKERS:
+            bp_log(BP_LOG_ERROR, "only %d of %d workers connected after %.1f s", (int)n->a,
+                   (int)n->b, wait_s);
+            break;
+        case BP_VB_NO_SINK:
+            bp_log(BP_LOG_ERROR, "sink at %s not reachable after %.1f s", o->sink, wait_s);
+            break;
+        case BP_VB_NO_WORKER_NOW:
+            bp_log(BP_LOG_ERROR, "no worker for %.1f s with %" PRId64 " tasks waiting: giving up",
+                   wait_s, n->a);
+            break;
+        case BP_VB_HALTED:
+            bp_log(BP_LOG_ERROR, "%s: %" PRId64 " tasks waiting are not run%s", b->why, n->a,
+                   n->b ? ", those running are stopped" : "");
+            break;
+        case BP_VB_UNCONFIRMED:
+            bp_log(BP_LOG_WARN, "the sink acknowledged every result but did not confirm the batch");
+            break;
+        default:
+            break;
         }
-        now = bp_now_ms();
-        read_workers(v, now);
-        if (v->sink)
-            read_sink(v, now);
     }
-    if (draw)
-        bp_role_progress_line(NULL);
+    b->nnotes = 0;
+}
+
+/* Input is read only as fast as workers take it, and only what is there
+ * now: memory stays bounded by the dispatcher's window, whatever the
+ * file's size, and a slow pipe never blocks the loop. */
+static void read_input(struct vent *v, struct bp_vbatch *b, struct bp_report *rep, int64_t now)
+{
+    while (bp_vbatch_may_read(b) && bp_dispatch_want_input(v->d) && input_ready(&v->rd)) {
+        const char *rec;
+        size_t len;
+        int rc = next_record(v, rep, &rec, &len);
+        if (rc == BP_EXIT_INFO) {
+            bp_vbatch_input_end(b, v->d, now, rc, 0);
+            return;
+        }
+        if (rc != BP_OK) {
+            bp_log(BP_LOG_ERROR, "reading input failed after record %" PRId64 ": %s", v->rd.record,
+                   strerror(errno));
+            bp_vbatch_input_end(b, v->d, now, BP_EIO, 0);
+            return;
+        }
+        rc = take_record(v, rec, len);
+        if (rc != BP_OK) {
+            bp_log(BP_LOG_ERROR, "cannot hold task %" PRId64 ": %s", v->rd.record, bp_strerror(rc));
+            bp_vbatch_input_end(b, v->d, now, rc, 1);
+            return;
+        }
+    }
+}
+
+/* Sleeps until a message, input or a deadline (the dispatcher's, the
+ * policy's, the journal's sync) needs the loop. */
+static int wait_io(struct vent *v, const struct bp_vbatch *b, int64_t now, int sink_wait, int draw)
+{
+    zmq_pollitem_t it[3];
+    int n = 0;
+    it[n++] = (zmq_pollitem_t){.socket = v->tasks, .events = ZMQ_POLLIN};
+    if (v->sink)
+        it[n++] = (zmq_pollitem_t){.socket = v->sink,
+                                   .events = (short)(ZMQ_POLLIN | (sink_wait ? ZMQ_POLLOUT : 0))};
+    int want_in = bp_vbatch_may_read(b) && bp_dispatch_want_input(v->d);
+    if (want_in && v->rd.fd >= 0)
+        it[n++] = (zmq_pollitem_t){.fd = v->rd.fd, .events = ZMQ_POLLIN};
+    int64_t wake = bp_dispatch_next_deadline(v->d);
+    if (journal_deadline(v) < wake)
+        wake = journal_deadline(v);
+    if (bp_vbatch_next_deadline(b) < wake)
+        wake = bp_vbatch_next_deadline(b);
+    long tmo = bp_role_timeout(now, wake, draw ? 250 : 1000);
+    if (tmo == 0 && sink_wait)
+        tmo = 50; /* the due message is for a sink that is not there yet */
+    if (want_in && v->rd.fd < 0)
+        tmo = 0;
+    if (zmq_poll(it, n, tmo) < 0 && errno != EINTR) {
+        bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
+        return BP_EZMQ;
+    }
+    return BP_OK;
+}
+
+/* The run's counts and exit code, from the dispatcher. */
+static int run_report(struct vent *v, const struct bp_vbatch *b, struct bp_report *rep)
+{
     struct bp_dispatch_stats s;
     bp_dispatch_stats(v->d, &s);
     rep->sent = s.added;
@@ -842,6 +774,7 @@ static int run_v2(struct vent *v, struct bp_report *rep)
     rep->missing = s.added - s.ok - s.failed;
     rep->malformed = s.malformed;
     rep->workers = s.workers_seen;
+    rep->halted = s.halted;
     if (bp_log_enabled(BP_LOG_DEBUG)) {
         bp_dispatch_each_worker(v->d, log_worker, NULL);
         bp_log(BP_LOG_DEBUG,
@@ -852,14 +785,66 @@ static int run_v2(struct vent *v, struct bp_report *rep)
                : s.sink_alive ? "alive"
                               : "silent");
     }
-    rep->halted = s.halted;
-    if (result == BP_OK && halted && !rep->missing)
+    int result = b->result;
+    if (result == BP_OK && b->halted && !rep->missing)
         result = BP_EHALTED;
     if (result == BP_OK && rep->missing)
         result = BP_EINCOMPLETE;
     if (result == BP_OK && (rep->failed || rep->rejected))
         result = BP_EFAILED;
     return result;
+}
+
+/* The acknowledged, credit-based channel (wire v2): the dispatcher
+ * decides who gets what, the batch policy decides when; this loop moves
+ * bytes between them, the sockets, the input and the journal. */
+static int run_acked(struct vent *v, struct bp_report *rep)
+{
+    const struct bp_opts *o = v->o;
+    struct bp_vbatch b;
+    struct bp_vbatch_cfg bc = {.wait_workers = o->wait_workers,
+                               .wait_timeout_ms = o->wait_timeout_ms,
+                               .use_sink = v->sink != NULL,
+                               .resumable = v->j != NULL,
+                               .halt_when = o->halt_when,
+                               .halt_fail = o->halt_fail,
+                               .halt_pct = o->halt_pct,
+                               .complete_wait_ms = COMPLETE_WAIT_MS,
+                               .stop_wait_ms = 1000};
+    bp_vbatch_init(&b, &bc, bp_now_ms());
+    int64_t next_draw = 0;
+    int draw = bp_role_progress(o);
+    if (b.waiting)
+        bp_log(BP_LOG_INFO, "waiting for %d worker%s on %s", o->wait_workers,
+               o->wait_workers == 1 ? "" : "s", o->bind);
+    for (;;) {
+        int64_t now = bp_now_ms();
+        if (bp_role_stopped(v->io))
+            bp_vbatch_stop(&b, v->d, now);
+        int rc = bp_vbatch_before(&b, v->d, now);
+        log_notes(v, &b);
+        if (rc != BP_OK)
+            return rc;
+        read_input(v, &b, rep, now);
+        bp_dispatch_on_timer(v->d, now);
+        bp_vbatch_after(&b, v->d, now);
+        log_notes(v, &b);
+        int sink_wait = drain_out(v, now);
+        if (bp_vbatch_over(&b, v->d, now))
+            break;
+        if (draw)
+            progress(v, now, &next_draw);
+        journal_turn(v, now, 0);
+        if (wait_io(v, &b, now, sink_wait, draw) != BP_OK)
+            return BP_EZMQ;
+        now = bp_now_ms();
+        read_workers(v, now);
+        if (v->sink)
+            read_sink(v, now);
+    }
+    if (draw)
+        bp_role_progress_line(NULL);
+    return run_report(v, &b, rep);
 }
 
 static int open_sockets(struct vent *v)
@@ -926,6 +911,61 @@ static int open_sockets(struct vent *v)
     return BP_OK;
 }
 
+/* A batch on the acknowledged channel: the journal (or a refusal to
+ * start beside an unfinished one), the dispatcher, the run, and the
+ * journal's end (removed once complete, kept for --resume otherwise). */
+static int run_batch(struct vent *v, struct bp_report *rep, int64_t t0)
+{
+    const struct bp_opts *o = v->o;
+    int rc;
+    rep->batch = bp_role_batch_id();
+    v->in_hash = BP_FNV64_INIT;
+    bp_idset_init(&v->r_final);
+    bp_idset_init(&v->r_failed);
+    if (!o->journal && !o->resume && (rc = refuse_unfinished(o)) != BP_OK)
+        return rc;
+    if ((o->journal || o->resume) && (rc = journal_open(v, &rep->batch)) != BP_OK)
+        return rc;
+    if (v->resumed)
+        bp_log(BP_LOG_INFO,
+               "resuming batch %016" PRIx64 " from %s: %" PRId64 " tasks read before, %" PRId64
+               " of them done",
+               rep->batch, v->jpath, v->r_count, bp_idset_count(&v->r_final));
+    struct bp_dispatch_cfg c;
+    bp_dispatch_defaults(&c, rep->batch);
+    c.on_final = on_final;
+    c.on_final_arg = v;
+    c.hb_ivl_ms = o->hb_ms;
+    c.liveness = o->liveness;
+    c.max_attempts = o->max_attempts;
+    c.retries = o->retries;
+    c.task_deadline_ms = o->task_deadline_ms;
+    c.ack_timeout_ms = o->ack_timeout_ms;
+    c.max_rec = (uint32_t)o->max_msg;
+    c.use_sink = v->sink != NULL;
+    if (c.max_bytes < (size_t)o->max_msg * 4)
+        c.max_bytes = (size_t)o->max_msg * 4;
+    v->d = bp_dispatch_new(&c, t0);
+    if (!v->d) {
+        bp_log(BP_LOG_ERROR, "cannot set up the dispatcher: out of memory");
+        return BP_ENOMEM;
+    }
+    rc = run_acked(v, rep);
+    if (!v->j)
+        return rc;
+    /* Complete (every task has its final result at the sink): the journal
+     * has served. Otherwise it is what --resume needs. */
+    journal_turn(v, bp_now_ms(), 1);
+    if (rep->missing == 0 && (rc == BP_OK || rc == BP_EFAILED || rc == BP_EHALTED)) {
+        if (bp_journal_close(&v->j, 1) != BP_OK)
+            bp_log(BP_LOG_WARN, "cannot remove journal %s: %s", v->jpath, strerror(errno));
+    } else if (v->j) {
+        bp_log(BP_LOG_INFO, "batch %016" PRIx64 " kept in %s: run again with --resume to finish it",
+               rep->batch, v->jpath);
+    }
+    return rc;
+}
+
 int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp_report *rep)
 {
     struct vent v = {.o = o, .io = io};
@@ -940,74 +980,17 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
         vent_close(&v);
         return rc;
     }
-    v.ctx = io && io->zmq_ctx ? io->zmq_ctx : NULL;
-    if (!v.ctx) {
-        v.ctx = bp_ctx_new();
-        v.own_ctx = 1;
-        if (!v.ctx) {
-            bp_log(BP_LOG_ERROR, "cannot create ZeroMQ context: %s", zmq_strerror(errno));
-            vent_close(&v);
-            return BP_EZMQ;
-        }
-    }
-    if ((rc = open_sockets(&v)) != BP_OK) {
+    if ((rc = bp_role_ctx(io, &v.ctx, &v.own_ctx)) != BP_OK || (rc = open_sockets(&v)) != BP_OK) {
         vent_close(&v);
         return rc;
     }
     if (o->raw) {
         rc = run_raw(&v, rep);
     } else {
-        rep->batch = bp_role_batch_id();
-        v.in_hash = BP_FNV64_INIT;
-        bp_idset_init(&v.r_final);
-        bp_idset_init(&v.r_failed);
-        if (!o->journal && !o->resume && (rc = refuse_unfinished(o)) != BP_OK) {
+        rc = run_batch(&v, rep, t0);
+        if (!v.d) { /* it never started: the reason is said */
             vent_close(&v);
             return rc;
-        }
-        if ((o->journal || o->resume) && (rc = journal_open(&v, &rep->batch)) != BP_OK) {
-            vent_close(&v);
-            return rc;
-        }
-        if (v.resumed)
-            bp_log(BP_LOG_INFO,
-                   "resuming batch %016" PRIx64 " from %s: %" PRId64 " tasks read before, %" PRId64
-                   " of them done",
-                   rep->batch, v.jpath, v.r_count, bp_idset_count(&v.r_final));
-        struct bp_dispatch_cfg c;
-        bp_dispatch_defaults(&c, rep->batch);
-        c.on_final = on_final;
-        c.on_final_arg = &v;
-        c.hb_ivl_ms = o->hb_ms;
-        c.liveness = o->liveness;
-        c.max_attempts = o->max_attempts;
-        c.retries = o->retries;
-        c.task_deadline_ms = o->task_deadline_ms;
-        c.ack_timeout_ms = o->ack_timeout_ms;
-        c.max_rec = (uint32_t)o->max_msg;
-        c.use_sink = v.sink != NULL;
-        if (c.max_bytes < (size_t)o->max_msg * 4)
-            c.max_bytes = (size_t)o->max_msg * 4;
-        v.d = bp_dispatch_new(&c, t0);
-        if (!v.d) {
-            bp_log(BP_LOG_ERROR, "cannot set up the dispatcher: out of memory");
-            vent_close(&v);
-            return BP_ENOMEM;
-        }
-        rc = run_v2(&v, rep);
-        if (v.j) {
-            /* Complete (every task has its final result at the sink): the
-             * journal has served. Otherwise it is what --resume needs. */
-            journal_turn(&v, bp_now_ms(), 1);
-            if (rep->missing == 0 && (rc == BP_OK || rc == BP_EFAILED || rc == BP_EHALTED)) {
-                if (bp_journal_close(&v.j, 1) != BP_OK)
-                    bp_log(BP_LOG_WARN, "cannot remove journal %s: %s", v.jpath, strerror(errno));
-            } else if (v.j) {
-                bp_log(BP_LOG_INFO,
-                       "batch %016" PRIx64 " kept in %s: run again with --resume "
-                       "to finish it",
-                       rep->batch, v.jpath);
-            }
         }
     }
     rep->elapsed_s = (double)(bp_now_ms() - t0) / 1000.0;

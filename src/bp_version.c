@@ -11,8 +11,13 @@ int bp_version_format(char *buf, size_t len, const char *prog)
 {
     int major, minor, patch;
     zmq_version(&major, &minor, &patch);
-    int n = snprintf(buf, len, "%s (boardpipe) %s (git %s)\nlibzmq %d.%d.%d\ntarget %s%s%s\n", prog,
-                     BP_VERSION_STRING, BP_REVISION_STRING, major, minor, patch, BP_TARGET_STRING,
-                     BP_TARGET_CPU_STRING[0] ? " cpu " : "", BP_TARGET_CPU_STRING);
+    /* The license line says where the packages put the license and the
+     * notices of the code linked in (cmake/BpPackage.cmake). */
+    int n = snprintf(
+        buf, len,
+        "%s (boardpipe) %s (git %s)\nlibzmq %d.%d.%d\ntarget %s%s%s\n"
+        "license MIT; notices (libzmq LGPL-3.0+, musl, LLVM) in /usr/share/doc/boardpipe/\n",
+        prog, BP_VERSION_STRING, BP_REVISION_STRING, major, minor, patch, BP_TARGET_STRING,
+        BP_TARGET_CPU_STRING[0] ? " cpu " : "", BP_TARGET_CPU_STRING);
     return (n < 0 || (size_t)n >= len) ? -1 : n;
 }

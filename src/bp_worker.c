@@ -28,7 +28,7 @@
 #define MAX_DONE 4096
 /* The most tasks a worker queues beyond its running ones (--prefetch). */
 #define MAX_PREFETCH 256
-/* Longest pause between two tries to reach a silent host. */
+/* Longest pause between two tries to reach a silent ventilator. */
 #define MAX_BACKOFF_MS 30000
 
 /* A task received and not started yet. */
@@ -59,7 +59,7 @@ struct worker {
     void *tsock; /* v2: DEALER to the ventilator; raw: PULL */
     void *rsock; /* v2: DEALER to the sink; raw: PUSH */
     struct bp_role_sec sec;
-    struct bp_secmon tmon, rmon; /* CURVE handshakes with host and sink */
+    struct bp_secmon tmon, rmon; /* CURVE handshakes with the ventilator and the sink */
     const struct bp_transform *tf;
     int instant; /* built-in transform without --sleep: no slot needed */
     struct slot *slots;
@@ -563,10 +563,8 @@ static int finish_slot(struct worker *w, struct slot *s, int64_t now)
 static void note_malformed(struct worker *w, int rc)
 {
     w->malformed++;
-    if (w->malformed <= 5 || bp_log_enabled(BP_LOG_DEBUG))
-        bp_log(BP_LOG_WARN, "dropped %s message from the ventilator (%" PRId64 " so far)%s",
-               rc == BP_EVERSION ? "other-version" : "malformed", w->malformed,
-               rc == BP_EPROTO && w->malformed == 1 ? "; plain strings need --raw" : "");
+    bp_role_note_malformed(w->malformed, rc, " from the ventilator",
+                           rc == BP_EPROTO ? "; plain strings need --raw" : NULL);
 }
 
 static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
@@ -638,7 +636,7 @@ static void halt_kill(struct worker *w, int64_t now)
             bp_job_interrupt(&w->slots[i].job);
 }
 
-static void on_host_message(struct worker *w, const void *buf, size_t len, int64_t now)
+static void on_vent_message(struct worker *w, const void *buf, size_t len, int64_t now)
 {
     struct bp_msg m;
     int rc = bp_msg_decode(&m, buf, len, (uint32_t)w->o->max_msg);
@@ -676,7 +674,7 @@ static void on_host_message(struct worker *w, const void *buf, size_t len, int64
     }
 }
 
-static void read_host(struct worker *w, int64_t now)
+static void read_vent(struct worker *w, int64_t now)
 {
     zmq_msg_t msg;
     zmq_msg_init(&msg);
@@ -703,7 +701,7 @@ static void read_host(struct worker *w, int64_t now)
                 enqueue(w, 0, &tr);
             continue;
         }
-        on_host_message(w, zmq_msg_data(&msg), zmq_msg_size(&msg), now);
+        on_vent_message(w, zmq_msg_data(&msg), zmq_msg_size(&msg), now);
     }
     zmq_msg_close(&msg);
 }
@@ -776,7 +774,7 @@ static int open_sockets(struct worker *w)
  * HELLO. Queued tasks go (others get them); a new connection, so a
  * ventilator that still hears the old one cannot keep counting on them.
  * The old HELLO still waiting in its pipe goes with it (linger 0). */
-static void host_lost(struct worker *w, int what)
+static void vent_lost(struct worker *w, int what)
 {
     if (what & BP_WC_SILENT)
         bp_log(BP_LOG_WARN, "no word from the ventilator for %.1f s: reconnecting",
@@ -860,6 +858,148 @@ static void say_gone(struct worker *w, const uint64_t *ids, int n)
 
 /* ---- the loop ---- */
 
+/* The grace after a stop is over: what still runs is killed with its
+ * process group, and its id goes into cut[] (handed back by say_gone). */
+static void cut_running(struct worker *w, uint64_t **cut, int *ncut)
+{
+    for (int i = 0; i < w->nslots; i++) {
+        struct slot *s = &w->slots[i];
+        if (!s->busy)
+            continue;
+        if (!*cut)
+            *cut = calloc((size_t)w->nslots, sizeof **cut);
+        if (*cut)
+            (*cut)[(*ncut)++] = s->t.id;
+        if (w->o->exec)
+            bp_job_release(&s->job); /* kills its process group */
+        s->busy = 0;
+        w->busy--;
+    }
+    if (w->rp_n) {
+        bp_log(BP_LOG_ERROR, "the sink did not take %u results in time", w->rp_n);
+        w->unsent += w->rp_n;
+        w->rp_n = 0;
+    }
+}
+
+/* The task channel's timers (bp_wchan decides; this sends). */
+static void channel_step(struct worker *w, int64_t now)
+{
+    const struct bp_opts *o = w->o;
+    if (o->raw)
+        return;
+    if (!w->stopping) {
+        int what = bp_wchan_on_timer(&w->ch, now);
+        if (what & BP_WC_REOPEN)
+            vent_lost(w, what);
+        if (what & BP_WC_GIVE_UP) {
+            bp_log(BP_LOG_ERROR, "no ventilator at %s for %.1f s: giving up", o->tasks,
+                   (double)o->host_timeout_ms / 1000.0);
+            w->gave_up = 1;
+        }
+        if (!w->gave_up && bp_wchan_due(&w->ch, now) == BP_MSG_HELLO)
+            send_hello(w, now);
+    }
+    /* Also while stopping: a worker finishing its tasks is alive. */
+    if (bp_wchan_due(&w->ch, now) == BP_MSG_HEARTBEAT)
+        send_heartbeat(w, now);
+}
+
+/* Fills w->items from *n on with each running job's pipes; returns the
+ * earliest a slot wants the loop (a job's check, a --sleep's end). */
+static int64_t slot_items(struct worker *w, int *n, int64_t now, int64_t wake)
+{
+    for (int i = 0; i < w->nslots; i++) {
+        struct slot *s = &w->slots[i];
+        if (!s->busy)
+            continue;
+        s->item_n = 0;
+        if (w->o->exec) {
+            int64_t jw;
+            if (bp_job_check(&s->job, now, &jw)) {
+                wake = now;
+                continue;
+            }
+            if (jw && jw < wake)
+                wake = jw;
+            s->item_first = *n;
+            s->item_n = bp_job_pollitems(&s->job, &w->items[*n]);
+            *n += s->item_n;
+        } else if (s->ready_at < wake) {
+            wake = s->ready_at;
+        }
+    }
+    return wake;
+}
+
+/* Sleeps until a socket, a job's pipe or a deadline needs the loop.
+ * *task_idx / *res_idx get the sockets' places in w->items (-1: none). */
+static int wait_io(struct worker *w, int64_t now, int *task_idx, int *res_idx)
+{
+    const struct bp_opts *o = w->o;
+    int n = 0;
+    *task_idx = *res_idx = -1;
+    int read_tasks = !o->raw || (!w->stopping && (w->instant || held(w) < w->nslots));
+    if (w->tsock && read_tasks) {
+        *task_idx = n;
+        w->items[n++] = (zmq_pollitem_t){.socket = w->tsock, .events = ZMQ_POLLIN};
+    }
+    if (w->rp_blocked) {
+        *res_idx = n;
+        w->items[n++] = (zmq_pollitem_t){.socket = w->rsock, .events = ZMQ_POLLOUT};
+    }
+    int64_t wake = INT64_MAX;
+    if (!o->raw)
+        wake = bp_wchan_next_deadline(&w->ch);
+    if (w->stopping && w->grace_end < wake)
+        wake = w->grace_end;
+    if (w->halt_kill_at && w->halt_kill_at < wake)
+        wake = w->halt_kill_at;
+    if ((o->status_file || o->metrics_file) && w->next_status < wake)
+        wake = w->next_status;
+    wake = slot_items(w, &n, now, wake);
+    int rc = zmq_poll(w->items, n, bp_role_timeout(now, wake, w->rp_blocked ? 100 : 1000));
+    bp_secmon_poll(&w->tmon, "the ventilator");
+    bp_secmon_poll(&w->rmon, "the sink");
+    if (rc < 0 && errno != EINTR) {
+        bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
+        return BP_EZMQ;
+    }
+    if (rc > 0 && o->exec) {
+        for (int i = 0; i < w->nslots; i++) {
+            struct slot *s = &w->slots[i];
+            if (s->busy && !s->job.done && s->item_n)
+                bp_job_io(&s->job, &w->items[s->item_first], s->item_n);
+        }
+    }
+    return BP_OK;
+}
+
+/* After the wait: finished jobs, new tasks, results and credit out. */
+static void after_wait(struct worker *w, int task_idx, int res_idx)
+{
+    int64_t now = bp_now_ms();
+    halt_kill(w, now);
+    if (res_idx >= 0 || w->rp_blocked)
+        flush_results(w);
+    for (int i = 0; i < w->nslots; i++) {
+        struct slot *s = &w->slots[i];
+        if (!s->busy)
+            continue;
+        int64_t jw;
+        if (w->o->exec ? bp_job_check(&s->job, now, &jw) : now >= s->ready_at)
+            finish_slot(w, s, now);
+    }
+    start_queued(w, now);
+    if (task_idx >= 0 && (w->items[task_idx].revents & ZMQ_POLLIN))
+        read_vent(w, now);
+    start_queued(w, now);
+    /* A lone result goes out at once; many go out in packs. */
+    flush_results(w);
+    if (!w->o->raw)
+        send_credit(w, 0);
+}
+
 static int worker_loop(struct worker *w)
 {
     const struct bp_opts *o = w->o;
@@ -869,42 +1009,9 @@ static int worker_loop(struct worker *w)
         int64_t now = bp_now_ms();
         if (!w->stopping && bp_role_stopped(w->io))
             begin_stop(w, now);
-        if (w->stopping && now >= w->grace_end) {
-            for (int i = 0; i < w->nslots; i++) {
-                struct slot *s = &w->slots[i];
-                if (!s->busy)
-                    continue;
-                if (!cut)
-                    cut = calloc((size_t)w->nslots, sizeof *cut);
-                if (cut)
-                    cut[ncut++] = s->t.id;
-                if (o->exec)
-                    bp_job_release(&s->job); /* kills its process group */
-                s->busy = 0;
-                w->busy--;
-            }
-            if (w->rp_n) {
-                bp_log(BP_LOG_ERROR, "the sink did not take %u results in time", w->rp_n);
-                w->unsent += w->rp_n;
-                w->rp_n = 0;
-            }
-        }
-        /* the task channel (bp_wchan decides) */
-        if (!o->raw && !w->stopping) {
-            int what = bp_wchan_on_timer(&w->ch, now);
-            if (what & BP_WC_REOPEN)
-                host_lost(w, what);
-            if (what & BP_WC_GIVE_UP) {
-                bp_log(BP_LOG_ERROR, "no ventilator at %s for %.1f s: giving up", o->tasks,
-                       (double)o->host_timeout_ms / 1000.0);
-                w->gave_up = 1;
-            }
-            if (!w->gave_up && bp_wchan_due(&w->ch, now) == BP_MSG_HELLO)
-                send_hello(w, now);
-        }
-        /* Also while stopping: a worker finishing its tasks is alive. */
-        if (!o->raw && bp_wchan_due(&w->ch, now) == BP_MSG_HEARTBEAT)
-            send_heartbeat(w, now);
+        if (w->stopping && now >= w->grace_end)
+            cut_running(w, &cut, &ncut);
+        channel_step(w, now);
         if (w->gave_up && !w->stopping) {
             w->stopping = 1;
             w->grace_end = now + o->grace_ms;
@@ -927,85 +1034,12 @@ static int worker_loop(struct worker *w)
             write_metrics(w);
             w->next_status = now + 1000;
         }
-
-        int n = 0;
-        int task_idx = -1, res_idx = -1;
-        int read_tasks = !o->raw || (!w->stopping && (w->instant || held(w) < w->nslots));
-        if (w->tsock && read_tasks) {
-            task_idx = n;
-            w->items[n++] = (zmq_pollitem_t){.socket = w->tsock, .events = ZMQ_POLLIN};
-        }
-        if (w->rp_blocked) {
-            res_idx = n;
-            w->items[n++] = (zmq_pollitem_t){.socket = w->rsock, .events = ZMQ_POLLOUT};
-        }
-        int64_t wake = now + 1000;
-        if (!o->raw && bp_wchan_next_deadline(&w->ch) < wake)
-            wake = bp_wchan_next_deadline(&w->ch);
-        if (w->stopping && w->grace_end < wake)
-            wake = w->grace_end;
-        if (w->halt_kill_at && w->halt_kill_at < wake)
-            wake = w->halt_kill_at;
-        if ((o->status_file || o->metrics_file) && w->next_status < wake)
-            wake = w->next_status;
-        for (int i = 0; i < w->nslots; i++) {
-            struct slot *s = &w->slots[i];
-            if (!s->busy)
-                continue;
-            s->item_n = 0;
-            if (o->exec) {
-                int64_t jw;
-                if (bp_job_check(&s->job, now, &jw)) {
-                    wake = now;
-                    continue;
-                }
-                if (jw && jw < wake)
-                    wake = jw;
-                s->item_first = n;
-                s->item_n = bp_job_pollitems(&s->job, &w->items[n]);
-                n += s->item_n;
-            } else if (s->ready_at < wake) {
-                wake = s->ready_at;
-            }
-        }
-        long tmo = wake > now ? (long)(wake - now) : 0;
-        if (w->rp_blocked && tmo > 100)
-            tmo = 100;
-        int rc = zmq_poll(w->items, n, tmo);
-        bp_secmon_poll(&w->tmon, "the ventilator");
-        bp_secmon_poll(&w->rmon, "the sink");
-        if (rc < 0 && errno != EINTR) {
-            bp_log(BP_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
+        int task_idx, res_idx;
+        if (wait_io(w, now, &task_idx, &res_idx) != BP_OK) {
             free(cut);
             return BP_EZMQ;
         }
-        if (rc > 0 && o->exec) {
-            for (int i = 0; i < w->nslots; i++) {
-                struct slot *s = &w->slots[i];
-                if (s->busy && !s->job.done && s->item_n)
-                    bp_job_io(&s->job, &w->items[s->item_first], s->item_n);
-            }
-        }
-        now = bp_now_ms();
-        halt_kill(w, now);
-        if (res_idx >= 0 || w->rp_blocked)
-            flush_results(w);
-        for (int i = 0; i < w->nslots; i++) {
-            struct slot *s = &w->slots[i];
-            if (!s->busy)
-                continue;
-            int64_t jw;
-            if (o->exec ? bp_job_check(&s->job, now, &jw) : now >= s->ready_at)
-                finish_slot(w, s, now);
-        }
-        start_queued(w, now);
-        if (task_idx >= 0 && (w->items[task_idx].revents & ZMQ_POLLIN))
-            read_host(w, now);
-        start_queued(w, now);
-        /* A lone result goes out at once; many go out in packs. */
-        flush_results(w);
-        if (!o->raw)
-            send_credit(w, 0);
+        after_wait(w, task_idx, res_idx);
     }
 }
 
@@ -1046,17 +1080,7 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     }
     for (int i = 0; i < w.nslots; i++)
         bp_job_init(&w.slots[i].job, (size_t)o->max_msg);
-    w.ctx = io && io->zmq_ctx ? io->zmq_ctx : NULL;
-    if (!w.ctx) {
-        w.ctx = bp_ctx_new();
-        w.own_ctx = 1;
-        if (!w.ctx) {
-            bp_log(BP_LOG_ERROR, "cannot create ZeroMQ context: %s", zmq_strerror(errno));
-            worker_close(&w);
-            return BP_EZMQ;
-        }
-    }
-    if ((rc = open_sockets(&w)) != BP_OK) {
+    if ((rc = bp_role_ctx(io, &w.ctx, &w.own_ctx)) != BP_OK || (rc = open_sockets(&w)) != BP_OK) {
         worker_close(&w);
         return rc;
     }

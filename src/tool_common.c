@@ -2,11 +2,37 @@
  * --keygen, the signals that stop or reload a run, and the exit status.
  * Must not hold role logic: that is the library's (bp_*). */
 #include <signal.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "bp_fd.h"
+#include "bp_internal.h"
 #include "tool_common.h"
+
+/* libzmq's listeners accept with accept4(), or accept() where its build
+ * found no accept4 (ours for musl: a cross build's check). These two
+ * definitions take the C library's place in the tools (ahead of libc.a in
+ * a static link; found first by the dynamic linker, ahead of libc.so, in a
+ * dynamic one, which is the only way to reach Debian's libzmq). libzmq
+ * 4.3.4 answers EMFILE by returning to epoll with the connection still
+ * waiting (tcp_listener.cpp: "TODO: Handle specific errors like
+ * ENFILE/EMFILE"), so a host out of descriptors spun a core;
+ * bp_fd_accept() refuses the waiting connection instead (see bp_fd.h).
+ * Same signatures as <sys/socket.h>'s, which this file does not include
+ * (glibc declares them with a transparent union). */
+struct sockaddr;
+int accept4(int fd, struct sockaddr *addr, unsigned int *addrlen, int flags);
+int accept4(int fd, struct sockaddr *addr, unsigned int *addrlen, int flags)
+{
+    return bp_fd_accept(fd, addr, addrlen, flags);
+}
+int accept(int fd, struct sockaddr *addr, unsigned int *addrlen);
+int accept(int fd, struct sockaddr *addr, unsigned int *addrlen)
+{
+    return bp_fd_accept(fd, addr, addrlen, 0);
+}
 
 #ifdef BP_NO_CXA_DEMANGLE
 /* Static builds with zig's libc++ (set in CMakeLists.txt): libc++abi's
@@ -59,6 +85,14 @@ int tool_main(enum bp_role role, tool_run_fn run, const char *prog, int argc, ch
         return bp_exit_code(rc);
     }
     bp_log_init(prog, o.log_level);
+    /* Every peer costs a descriptor: take what the hard limit allows. */
+    uint64_t soft = 0, hard = 0;
+    if (bp_nofile_raise(&soft, &hard) != BP_OK)
+        bp_log(BP_LOG_WARN, "cannot raise the descriptor limit to %llu: staying at %llu",
+               (unsigned long long)hard, (unsigned long long)soft);
+    else
+        bp_log(BP_LOG_DEBUG, "descriptor limit %llu (hard %llu)", (unsigned long long)soft,
+               (unsigned long long)hard);
     if (o.keygen) {
         char err[320];
         rc = bp_keygen(o.keygen, err, sizeof err);

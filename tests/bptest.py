@@ -35,6 +35,10 @@ def sanitizer_report(text):
     return None
 
 
+class Skip(Exception):
+    """Raised by a case that cannot run here; its text is the reason."""
+
+
 def args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -54,6 +58,7 @@ class Env:
         self.tmp = tempfile.TemporaryDirectory(prefix="bp-it-")
         self.failures = 0
         self.passed = 0
+        self.skipped = []  # "case: reason"
         atexit.register(self.cleanup)
 
     def path(self, name):
@@ -62,14 +67,15 @@ class Env:
     def cmd(self, tool, *argv):
         return self.emu + [os.path.join(self.bin, tool)] + [str(x) for x in argv]
 
-    def start(self, tool, *argv, stdin=subprocess.DEVNULL, stdout=None, env=None, name=None):
+    def start(self, tool, *argv, stdin=subprocess.DEVNULL, stdout=None, env=None, name=None,
+              preexec=None):
         name = name or tool
         out = open(self.path(f"{name}-{len(self.procs)}.out"), "wb") if stdout is None else stdout
         err = open(self.path(f"{name}-{len(self.procs)}.err"), "wb+")
         e = dict(os.environ)
         e.update(env or {})
         p = subprocess.Popen(self.cmd(tool, *argv), stdin=stdin, stdout=out, stderr=err,
-                             env=e, start_new_session=True)
+                             env=e, start_new_session=True, preexec_fn=preexec)
         p.bp_out, p.bp_err, p.bp_name, p.bp_checked = out, err, name, False
         self.procs.append(p)
         return p
@@ -163,6 +169,9 @@ class Env:
             self.audit()
             self.passed += 1
             print(f"PASS {name} ({time.time() - t0:.1f} s)", flush=True)
+        except Skip as e:
+            self.skipped.append(f"{name}: {e}")
+            print(f"SKIP {name}: {e}", flush=True)
         except Exception as e:  # noqa: BLE001 - any failure of a case is reported
             self.failures += 1
             print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
@@ -185,8 +194,16 @@ class Env:
                    + self.errors(p)[-4000:])
 
     def finish(self):
-        print(f"{self.passed} passed, {self.failures} failed")
-        sys.exit(1 if self.failures else 0)
+        """Exits 1 if a case failed, else 77 (a skip, for CTest's
+        SKIP_RETURN_CODE and the CI skip policy: the test must register it)
+        if a case was skipped, else 0."""
+        print(f"{self.passed} passed, {self.failures} failed, {len(self.skipped)} skipped")
+        if self.failures:
+            sys.exit(1)
+        if self.skipped:
+            print("SKIP: " + "; ".join(self.skipped), flush=True)
+            sys.exit(77)
+        sys.exit(0)
 
 
 def free_port():

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from bptest import Env, args, expect, ports, read_json
+from bptest import Env, Skip, args, expect, ports, read_json
 
 env = Env(args())
 try:
@@ -222,9 +222,11 @@ def allowed_board_cannot_speak_for_the_host():
     # With CURVE only the host's own key may BEGIN, CLOSE or give tasks
     # up: a board whose key is allowed is refused those.
     if zmq is None or not zmq.has("curve"):
-        print(f"SKIP allowed_board_cannot_speak_for_the_host: pyzmq without CURVE "
-              f"({ZMQ_WHY if zmq is None else 'zmq.has(curve) is false'})")
-        return
+        # The test's own tool lacks CURVE, not the build: a skip the CI
+        # policy sees (the script exits 77), never a pass.
+        raise Skip("pyzmq without CURVE ("
+                   f"{ZMQ_WHY if zmq is None else 'zmq.has(curve) is false'}; scripts/bootstrap "
+                   "installs python3-zmq)")
     k = keys()
     pt, pr = ports(2)
     summary = env.path("speak.json")
@@ -365,7 +367,9 @@ def wire_shows_tasks_only_in_plain_mode():
             tap_r.close()
         with tap_t.lock, tap_r.lock:
             seen = bytes(tap_t.seen) + bytes(tap_r.seen)
-        expect(len(seen) > 1000, f"the tap saw only {len(seen)} bytes")
+        # (a sanity floor: greetings, HELLO, five tasks and results; plain
+        # mode moves about 1 KB in all, so the real check is `found` below)
+        expect(len(seen) > 400, f"the tap saw only {len(seen)} bytes")
         found = secret.encode() in seen or secret.upper().encode() in seen
         if curve:
             expect(not found, "a task or result in clear on the wire with CURVE on")
@@ -376,7 +380,13 @@ def wire_shows_tasks_only_in_plain_mode():
 if __name__ == "__main__":
     r = subprocess.run(env.cmd("worker", "--keygen", env.path("probe")), capture_output=True)
     if r.returncode != 0 and b"without CURVE" in r.stderr:
-        print("SKIP: this build's libzmq has no CURVE: " + r.stderr.decode().strip(), flush=True)
+        # Every build of this project has CURVE (BP_EXPECT_CURVE, CMakeLists.txt):
+        # a failure there, a skip only in a build that says it has none.
+        why = "this build's libzmq has no CURVE: " + r.stderr.decode().strip()
+        if os.environ.get("BP_EXPECT_CURVE", "1") not in ("0", ""):
+            print(f"FAIL: {why} (and the build expects CURVE: BP_EXPECT_CURVE)", flush=True)
+            sys.exit(1)
+        print(f"SKIP: {why}", flush=True)
         sys.exit(77)
     for name, fn in list(globals().items()):
         if callable(fn) and not isinstance(fn, type) and fn.__module__ == "__main__" \

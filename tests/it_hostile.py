@@ -8,6 +8,7 @@ neither end nor complete a batch, every drop is counted in the summary, a
 real batch still completes with exactly its results, and peer-chosen
 strings never reach a log raw."""
 import os
+import resource
 import socket
 import struct
 import subprocess
@@ -131,6 +132,18 @@ def _listening(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _real_batch(pt, pr, sink, vent, n):
+    """A real worker runs the batch of n 'task i' lines: both host roles
+    exit 0 and the sink wrote exactly one result for each."""
+    w = env.start("worker", "--once", "--tasks", f"tcp://127.0.0.1:{pt}", "--results",
+                  f"tcp://127.0.0.1:{pr}", "--id", "real")
+    env.wait(vent, rc=0)
+    env.wait(sink, rc=0)
+    env.wait(w)
+    out = sorted(env.output(sink).decode().splitlines())
+    expect(out == sorted(f"TASK {i}" for i in range(n)), out[:5])
+
+
 def flood_routers_then_real_batch():
     # Big garbage and far-off task ids at both ROUTERs: memory stays
     # bounded, then a real batch completes exactly.
@@ -173,13 +186,7 @@ def flood_routers_then_real_batch():
     vgrown = settle(vent) - vbase
     expect(vgrown < CEILING, f"the ventilator grew {vgrown >> 20} MiB under {rounds} rounds")
     v.close(0)
-    w = env.start("worker", "--once", "--tasks", f"tcp://127.0.0.1:{pt}", "--results",
-                  f"tcp://127.0.0.1:{pr}", "--id", "real")
-    env.wait(vent, rc=0)
-    env.wait(sink, rc=0)
-    env.wait(w)
-    out = sorted(env.output(sink).decode().splitlines())
-    expect(out == sorted(f"TASK {i}" for i in range(n)), out[:5])
+    _real_batch(pt, pr, sink, vent, n)
     js = read_json(summary)
     expect(js["ok"] == n and js["missing"] == 0 and js["duplicates"] == 0, js)
 
@@ -340,6 +347,108 @@ def escapes_never_reach_the_log():
         expect("\x1b" not in err and "\x07" not in err, f"{p.bp_name} logged raw escapes: {err!r}")
         # ...but shown, escaped, where the id is logged.
         expect("]0;owned" in err, f"{p.bp_name} does not show the id at all: {err[-800:]!r}")
+
+
+def _nofile(soft, hard):
+    """A preexec function: the child starts with these descriptor limits."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _cpu_s(p):
+    """User + system CPU seconds of p so far (the emulator's, under qemu)."""
+    with open(f"/proc/{p.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _idle_peers(port, n):
+    """n raw TCP peers that send a ZMTP 3.0 greeting and READY as DEALER,
+    then stay silent. Returns the sockets (some may have been refused)."""
+    prop = b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+    body = b"\x05READY" + prop
+    hello = (b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" +
+             b"\0" * 31 + b"\x04" + bytes([len(body)]) + body)
+    peers = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30 * env.slow)
+        try:
+            s.sendall(hello)
+        except OSError:
+            pass  # refused at once: what a host out of descriptors does
+        peers.append(s)
+    return peers
+
+
+def _descriptors(soft, hard, n_idle):
+    """Host roles started with RLIMIT_NOFILE soft/hard; n_idle idle ZMTP
+    peers on each host port while the ventilator waits for a worker; then
+    they leave and a real worker runs the batch. Returns (sink, vent, CPU
+    share of each while the peers held on)."""
+    cur, top = resource.getrlimit(resource.RLIMIT_NOFILE)  # this side holds the peers
+    want = 65536 if top == resource.RLIM_INFINITY else min(top, 65536)
+    if cur != resource.RLIM_INFINITY and cur < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, top))
+    pt, pr = ports(2)
+    n = env.n(30, 10)
+    inp = tasks_file("fd.txt", n)
+    lim = _nofile(soft, hard)
+    sink = env.start("sink", "-v", "--once", "--timeout", "300s", "--bind",
+                     f"tcp://127.0.0.1:{pr}", env=ASAN, preexec=lim)
+    vent = env.start("ventilator", "-v", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
+                     f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "--wait-timeout", "600s",
+                     "--input", inp, env=ASAN, preexec=lim)
+    env.wait_for(lambda: "ventilator is peer" in env.errors(sink), "the sink to know the "
+                 "ventilator", procs=(sink, vent))
+    env.wait_for(lambda: _listening(pt), "the task port", procs=(vent,))
+    peers = _idle_peers(pr, n_idle) + _idle_peers(pt, n_idle)
+    try:
+        time.sleep(1.0 * env.slow)  # every peer accepted or refused by now
+        c0 = [_cpu_s(p) for p in (sink, vent)]
+        t0 = time.monotonic()
+        time.sleep(3.0 * env.slow)
+        dt = time.monotonic() - t0
+        share = [(_cpu_s(p) - c) / dt for p, c in zip((sink, vent), c0)]
+        expect(sink.poll() is None and vent.poll() is None, "a host role left: "
+               + env.errors(sink)[-1000:] + env.errors(vent)[-1000:])
+    finally:
+        for s in peers:
+            s.close()
+    _real_batch(pt, pr, sink, vent, n)
+    print(f"  nofile {soft}:{hard}, {n_idle} idle peers a port: CPU sink {share[0]:.0%}, "
+          f"ventilator {share[1]:.0%} of a core", flush=True)
+    return sink, vent, share
+
+
+def descriptors_run_out_without_spinning():
+    # The hard limit is the soft one (nothing to raise): more idle peers
+    # than descriptors. Each host role says so once, does not spin a core
+    # refusing the rest, and takes a real worker once the peers leave.
+    # (libzmq 4.3.4 alone retries accept() at once: ~90 % of a core.)
+    soft = 64
+    sink, vent, share = _descriptors(soft, soft, 2 * soft)
+    for p, cpu in zip((sink, vent), share):
+        err = env.errors(p)
+        said = err.count("out of file descriptors")
+        expect(said == 1, f"{p.bp_name} said it ran out {said} times: {err[-2000:]}")
+        expect(f"(limit {soft})" in err, f"{p.bp_name} did not name its limit: {err[-2000:]}")
+        expect("free again" in err, f"{p.bp_name} never said it accepts again: {err[-2000:]}")
+        expect(cpu < 0.1, f"{p.bp_name} used {cpu:.0%} of a core while peers held on")
+
+
+def descriptor_limit_raised_to_hard():
+    # Soft 64 with a higher hard limit, as a shell or systemd gives (1024 of
+    # 524288): each role raises its soft limit and serves twice as many idle
+    # peers as the soft one allowed, with room to spare.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    expect(hard >= 512, f"this machine's hard descriptor limit is {hard}")
+    sink, vent, share = _descriptors(64, hard, 128)
+    for p, cpu in zip((sink, vent), share):
+        err = env.errors(p)
+        expect(f"descriptor limit {hard} (hard {hard})" in err,
+               f"{p.bp_name} (-v) did not say its raised limit: {err[:2000]}")
+        expect("out of file descriptors" not in err, f"{p.bp_name} ran out: {err[-2000:]}")
+        expect(cpu < 0.1, f"{p.bp_name} used {cpu:.0%} of a core while peers held on")
 
 
 if __name__ == "__main__":

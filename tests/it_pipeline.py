@@ -2,6 +2,7 @@
 """ventilator -> workers -> sink, the real binaries on loopback."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -113,15 +114,81 @@ def failing_command():
     expect(sorted(out.splitlines()) == ["ok 1", "ok 2", "ok 4", "ok 5"], out)
 
 
+def blank_lines_are_tasks():
+    # An empty input line is an empty task, as in GNU parallel: each gives
+    # one result line, so --ordered output lines up with the input, with
+    # the built-in transform and with --exec. --skip-empty (parallel's -r)
+    # drops them.
+    tasks = ["a", "", "b", "", "", "c", "\r", "d"]
+    out, _, js, _ = pipeline(1, (), tasks, sink_args=("--ordered",))
+    expect(out.split("\n")[:-1] == ["A", "", "B", "", "", "C", "", "D"], repr(out))
+    expect(js["total"] == len(tasks) and js["ok"] == len(tasks), js)
+    out, _, _, _ = pipeline(1, ("--exec", 'read -r x; echo "<$x>"'), tasks,
+                            sink_args=("--ordered",))
+    expect(out.split("\n")[:-1] == [f"<{t.strip()}>" for t in tasks], repr(out))
+    out, _, js, _ = pipeline(1, (), tasks, sink_args=("--ordered",), vent_args=("-r",))
+    expect(out.split("\n")[:-1] == ["A", "B", "C", "D"], repr(out))
+    expect(js["total"] == 4, js)
+    out, _, _, _ = pipeline(1, ("--exec", "cat"), tasks, sink_args=("--ordered",),
+                            vent_args=("--skip-empty",))
+    expect(out.split("\n")[:-1] == ["a", "b", "c", "d"], repr(out))
+
+
+def _parallel_resume(log, tasks, *how):
+    """What GNU parallel (the real one) runs again from our joblog: the
+    tasks of its `parallel --resume... --joblog log echo {} ::: tasks`,
+    sorted."""
+    exe = shutil.which("parallel")
+    expect(exe, "GNU parallel is not installed (scripts/bootstrap installs package parallel)")
+    # No -k: parallel 20221122 with --resume -k now and then drops the
+    # output of a job it ran (1 run in 30 here, the joblog the same).
+    r = subprocess.run([exe, "--will-cite", *how, "--joblog", log, "echo", "{}", ":::", *tasks],
+                       capture_output=True, timeout=120)
+    expect(r.returncode == 0, f"parallel exit {r.returncode}: {r.stderr.decode()}")
+    return sorted(r.stdout.decode().splitlines())
+
+
+def joblog_resumes_with_gnu_parallel():
+    # GNU parallel's --resume reads Seq as its 1-based job number: from the
+    # joblog of a complete batch it runs nothing again; with --resume-failed
+    # exactly the failed tasks; from a joblog that lacks some tasks
+    # (interrupted batch) exactly those.
+    tasks = ["a", "b", "c", "d", "e"]
+    log = env.path("resume.joblog")
+    pipeline(1, ("--exec", 'read x; [ "$x" = c ] || [ "$x" = e ] && exit 3; echo "$x"'), tasks,
+             sink_args=("--joblog", log), vent_rc=3, sink_rc=3)
+    with open(log) as f:
+        rows = f.read().splitlines()
+    expect(len(rows) == 1 + len(tasks), rows)
+
+    def copy(name, keep):
+        path = env.path(name)  # parallel appends what it runs
+        with open(path, "w") as f:
+            f.write("".join(r + "\n" for r in rows if keep(r)))
+        return path
+
+    ran = _parallel_resume(copy("all", lambda r: True), tasks, "--resume")
+    expect(ran == [], f"parallel ran {ran} again: {rows}")
+    ran = _parallel_resume(copy("failed", lambda r: True), tasks, "--resume-failed")
+    expect(ran == ["c", "e"], f"parallel --resume-failed ran {ran}, not c, e: {rows}")
+    partial = copy("partial", lambda r: r.split("\t")[8] not in ("b", "d"))
+    ran = _parallel_resume(partial, tasks, "--resume")
+    expect(ran == ["b", "d"], f"parallel --resume ran {ran}, not the missing b, d: {rows}")
+
+
 def joblog_columns():
     # GNU parallel's --joblog layout, one line per attempt, with a retried
     # failure (two attempts of one task) and a signal.
-    tasks = ["alpha", "beta", "kill me", "fail once"]
+    # Seq is the task's line number (GNU parallel's 1-based {#}); a task
+    # killed by --task-timeout has Exitval -1 and the signal sent (the
+    # worker sends SIGKILL; parallel's --timeout sends TERM: "-1 15").
+    tasks = ["alpha", "beta", "kill me", "fail once", "hang"]
     flag = env.path("failed-once")
     cmd = ('read x; case "$x" in "kill me") kill -9 $$;; "fail once") '
-           f'[ -e {flag} ] || {{ touch {flag}; exit 4; }};; esac; echo "$x!"')
+           f'[ -e {flag} ] || {{ touch {flag}; exit 4; }};; hang) sleep 600;; esac; echo "$x!"')
     log = env.path("joblog.tsv")
-    out, err, js, _ = pipeline(1, ("--exec", cmd), tasks, sink_args=("--joblog", log),
+    out, err, js, _ = pipeline(1, ("--exec", cmd, "--task-timeout", "1s"), tasks,
+                               sink_args=("--joblog", log),
                                vent_args=("--retries", "1"), vent_rc=3, sink_rc=3)
     with open(log) as f:
         rows = [ln.rstrip("\n").split("\t") for ln in f]
@@ -142,7 +209,11 @@ def joblog_columns():
     expect(len(k) == 2 and all(r[6] == "-1" and r[7] == "9" for r in k), k)  # retried once
     f = sorted(by["fail once"], key=lambda r: float(r[2]))
     expect(len(f) == 2 and f[0][6] == "4" and f[1][6] == "0" and f[1][5] == "10", f)
-    expect(js["ok"] == 3 and js["failed"] == 1, js)
+    h = by["hang"]
+    expect(len(h) == 2 and all(r[6] == "-1" and r[7] == "9" for r in h), h)
+    for r in rows[1:]:
+        expect(r[0] == str(tasks.index(r[8]) + 1), f"Seq is the 1-based line number: {r}")
+    expect(js["ok"] == 3 and js["failed"] == 2, js)
     # Appended to, never truncated: a second batch adds its lines.
     pipeline(1, ("--exec", "cat"), ["x"], sink_args=("--joblog", log))
     with open(log) as f:

@@ -477,6 +477,7 @@ static void t_timeout(void **state)
     struct bp_job *j = &f->job;
     int64_t ms = run(j, "sleep 30", "", 0, 200);
     assert_int_equal(j->status, BP_ST_TIMEOUT);
+    assert_int_equal(j->code, SIGKILL); /* the signal sent, for the joblog */
     assert_true(ms >= 150);
     if (ms > 10000)
         fail_msg("timeout of 200 ms took %lld ms", (long long)ms);

@@ -86,26 +86,63 @@ static void t_crlf(void **state)
     open_reader(&r, &f, d, sizeof d - 1, 0, 1024);
     EXPECT_STR(&r, "one");
     EXPECT_STR(&r, "two");
+    EXPECT_STR(&r, "");         /* a CR LF line: an empty task */
     EXPECT_STR(&r, "three\rx"); /* only a trailing CR goes */
     EXPECT_STR(&r, "last");
     expect_end(&r);
     close_reader(&r, f);
 }
 
+/* An empty line is an empty task, as in GNU parallel: the records line up
+ * with the input's lines. */
 static void t_empty_lines(void **state)
 {
     (void)state;
-    static const char d[] = "\n\n\na\n\n\nb\n\n";
+    static const char d[] = "a\n\nb\n\n\r\nc\n";
     struct bp_reader r;
     FILE *f;
     open_reader(&r, &f, d, sizeof d - 1, 0, 1024);
     EXPECT_STR(&r, "a");
+    EXPECT_STR(&r, "");
     EXPECT_STR(&r, "b");
+    EXPECT_STR(&r, "");
+    EXPECT_STR(&r, ""); /* CR LF: empty too */
+    EXPECT_STR(&r, "c");
     expect_end(&r);
+    assert_int_equal(r.record, 6);
     close_reader(&r, f);
 
+    /* The last newline ends the last record; it starts none. */
     static const char only[] = "\n\r\n\n";
     open_reader(&r, &f, only, sizeof only - 1, 0, 1024);
+    EXPECT_STR(&r, "");
+    EXPECT_STR(&r, "");
+    EXPECT_STR(&r, "");
+    expect_end(&r);
+    close_reader(&r, f);
+}
+
+/* skip_empty (--skip-empty, parallel's -r): the old behaviour, lines and
+ * NUL records alike; skipped lines still count as records read. */
+static void t_skip_empty(void **state)
+{
+    (void)state;
+    static const char d[] = "\n\n\na\n\n\r\nb\n\n";
+    struct bp_reader r;
+    FILE *f;
+    open_reader(&r, &f, d, sizeof d - 1, 0, 1024);
+    r.skip_empty = 1;
+    EXPECT_STR(&r, "a");
+    EXPECT_STR(&r, "b");
+    expect_end(&r);
+    assert_int_equal(r.record, 8);
+    close_reader(&r, f);
+
+    static const char z[] = "\0x\0\0y\0";
+    open_reader(&r, &f, z, sizeof z - 1, 1, 1024);
+    r.skip_empty = 1;
+    EXPECT_STR(&r, "x");
+    EXPECT_STR(&r, "y");
     expect_end(&r);
     close_reader(&r, f);
 }
@@ -258,6 +295,8 @@ static void t_many_across_refills(void **state)
     for (int i = 0; i < n; i++) {
         snprintf(want, sizeof want, "rec%d", i);
         EXPECT_STR(&r, want);
+        if (i % 7 != 0 && i % 11 == 0)
+            EXPECT_STR(&r, ""); /* the empty line after it */
     }
     expect_end(&r);
     assert_int_equal(r.record, n + (n + 10) / 11 - (n + 76) / 77); /* empty lines count */
@@ -285,15 +324,11 @@ static void t_tutorial(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_lines),
-        cmocka_unit_test(t_crlf),
-        cmocka_unit_test(t_empty_lines),
-        cmocka_unit_test(t_empty_input),
-        cmocka_unit_test(t_last_line_no_newline),
-        cmocka_unit_test(t_nul_mode),
-        cmocka_unit_test(t_too_big),
-        cmocka_unit_test(t_long_records),
-        cmocka_unit_test(t_many_across_refills),
+        cmocka_unit_test(t_lines),        cmocka_unit_test(t_crlf),
+        cmocka_unit_test(t_empty_lines),  cmocka_unit_test(t_skip_empty),
+        cmocka_unit_test(t_empty_input),  cmocka_unit_test(t_last_line_no_newline),
+        cmocka_unit_test(t_nul_mode),     cmocka_unit_test(t_too_big),
+        cmocka_unit_test(t_long_records), cmocka_unit_test(t_many_across_refills),
         cmocka_unit_test(t_tutorial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -211,11 +211,18 @@ static void t_flags_ventilator(void **state)
     assert_int_equal(o.wait_timeout_ms, 0);
     assert_int_equal(o.progress, 1);
     assert_int_equal(o.linger_ms, 1000);
+    assert_int_equal(o.skip_empty, 0); /* empty lines are tasks */
 
     mkargs(&a, "ventilator", "--progress", "--no-progress", "--sink", "tcp://sinkhost:1", NULL);
     parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
     assert_int_equal(o.progress, 0);
     assert_string_equal(o.sink, "tcp://sinkhost:1");
+    mkargs(&a, "ventilator", "-r", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.skip_empty, 1);
+    mkargs(&a, "ventilator", "--skip-empty", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_int_equal(o.skip_empty, 1);
 }
 
 static void t_flags_sink(void **state)
@@ -400,6 +407,8 @@ static void t_errors(void **state)
     parse_bad(BP_ROLE_SINK, &a, NULL, "--exec");
     mkargs(&a, "worker", "-0", NULL);
     parse_bad(BP_ROLE_WORKER, &a, NULL, "-0");
+    mkargs(&a, "sink", "--skip-empty", NULL);
+    parse_bad(BP_ROLE_SINK, &a, NULL, "--skip-empty");
 
     mkargs(&a, "worker", "--tasks", NULL);
     parse_bad(BP_ROLE_WORKER, &a, NULL, "--tasks");
@@ -530,6 +539,7 @@ static void t_version_format(void **state)
     assert_true(strncmp(buf, "worker (boardpipe) ", 19) == 0);
     assert_non_null(strstr(buf, "\nlibzmq "));
     assert_non_null(strstr(buf, "\ntarget "));
+    assert_non_null(strstr(buf, "\nlicense MIT; notices ")); /* where they are (#23) */
     char tiny[8];
     assert_int_equal(bp_version_format(tiny, sizeof tiny, "worker"), -1);
 }

@@ -10,6 +10,13 @@
 
 #include <cmocka.h>
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bp_role.h"
 #include "bp_sock.h"
 
 /* Generous: qemu on a busy CI machine. */
@@ -222,6 +229,74 @@ static void t_close_clears_handle(void **state)
     zmq_msg_close(&m);
 }
 
+/* Host sockets bound a peer's time on a descriptor as far as libzmq can:
+ * the ZMTP handshake (10 s) and, once done, ZMTP pings (every 10 s, the
+ * peer dropped 60 s after one it did not answer). Workers set none. */
+static void t_host_peer_limits(void **state)
+{
+    struct pair *p = *state;
+    struct bp_opts o;
+    memset(&o, 0, sizeof o);
+    o.max_msg = 4096;
+    o.role = BP_ROLE_SINK;
+    struct bp_sockcfg c = bp_role_sockcfg(&o);
+    assert_int_equal(c.handshake_ms, 10000);
+    assert_int_equal(c.ping_ms, 10000);
+    assert_int_equal(c.ping_timeout_ms, 60000);
+    o.role = BP_ROLE_VENTILATOR;
+    assert_int_equal(bp_role_sockcfg(&o).ping_ms, 10000);
+    o.role = BP_ROLE_WORKER;
+    c = bp_role_sockcfg(&o);
+    assert_int_equal(c.handshake_ms + c.ping_ms + c.ping_timeout_ms, 0);
+
+    /* Applied: the options read back. */
+    char err[256];
+    struct bp_sockcfg hc = {
+        .linger_ms = 0, .handshake_ms = 1500, .ping_ms = 100, .ping_timeout_ms = 300};
+    p->router = bp_sock_open(p->ctx, ZMQ_ROUTER, "tcp://127.0.0.1:*", 1, &hc, err, sizeof err);
+    assert_non_null(p->router);
+    int v = 0;
+    size_t n = sizeof v;
+    assert_int_equal(zmq_getsockopt(p->router, ZMQ_HANDSHAKE_IVL, &v, &n), 0);
+    assert_int_equal(v, 1500);
+    assert_int_equal(zmq_getsockopt(p->router, ZMQ_HEARTBEAT_IVL, &v, &n), 0);
+    assert_int_equal(v, 100);
+    assert_int_equal(zmq_getsockopt(p->router, ZMQ_HEARTBEAT_TIMEOUT, &v, &n), 0);
+    assert_int_equal(v, 300);
+
+    /* A hand-made peer that completes the handshake as a DEALER and then
+     * never answers a ping is dropped (without pings it would stay). */
+    char ep[BP_ENDPOINT_MAX];
+    assert_int_equal(bp_sock_endpoint(p->router, ep, sizeof ep), BP_OK);
+    const char *colon = strrchr(ep, ':');
+    assert_non_null(colon);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    unsigned port = 0;
+    assert_int_equal(sscanf(colon + 1, "%u", &port), 1);
+    a.sin_port = htons((uint16_t)port);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
+    /* ZMTP 3.0 greeting (NULL mechanism), then READY as a DEALER. */
+    static const unsigned char hello[] =
+        "\xff\x00\x00\x00\x00\x00\x00\x00\x00\x7f\x03\x00\x4e\x55\x4c\x4c"
+        "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+        "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+        "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+        "\x04\x1c\x05\x52\x45\x41\x44\x59\x0b\x53\x6f\x63\x6b\x65\x74\x2d"
+        "\x54\x79\x70\x65\x00\x00\x00\x06\x44\x45\x41\x4c\x45\x52";
+    assert_int_equal(send(s, hello, sizeof hello - 1, 0), (ssize_t)(sizeof hello - 1));
+    char buf[256];
+    ssize_t got = 1;
+    while (got > 0) {
+        struct pollfd pf = {.fd = s, .events = POLLIN};
+        assert_int_equal(poll(&pf, 1, WAIT_MS), 1);
+        got = recv(s, buf, sizeof buf, 0); /* greeting, READY, PINGs: unanswered */
+    }
+    assert_true(got == 0 || errno == ECONNRESET);
+    close(s);
+}
+
 /* Each test gets its own context and sockets, set up and checked around
  * it. */
 #define SOCK_TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -233,6 +308,7 @@ int main(void)
         SOCK_TEST(t_nothing_waiting),    SOCK_TEST(t_readable_writable),
         SOCK_TEST(t_router_roundtrip),   SOCK_TEST(t_recv_from_extra_frames),
         SOCK_TEST(t_open_errors),        SOCK_TEST(t_close_clears_handle),
+        SOCK_TEST(t_host_peer_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,8 @@
 # fleet_network, fleet_binfmt, fleet_ssh_client, fleet_sshd... The
 # cleanup undoes all of it (namespaces, links, processes, binfmt entries,
 # $TMP) on any exit; a script adds its own through the hooks
-# fleet_cleanup_kill (before the boards' processes are killed),
+# fleet_cleanup_kill (before the boards' processes and a systemd board
+# booted by fleet_nspawn_boot are killed),
 # fleet_cleanup_remove (after the namespaces are gone) and
 # fleet_cleanup_verify (prints "not ok - ..." and returns 1 when something
 # of its own is left), defined by the script when needed.
@@ -35,6 +36,8 @@ fleet_init() {
     BINFMT_REGISTERED=()
     BINFMT_MOUNTED=0
     BATCH_ROLE_ARGS=()
+    NSPAWN_PID=
+    NSPAWN_MACHINE=
     PASSED=0
     FAILED=0
 }
@@ -89,6 +92,12 @@ fleet_cleanup() {
     local p ns e i
     for p in "${HOST_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
     ! declare -F fleet_cleanup_kill >/dev/null || fleet_cleanup_kill
+    # The systemd board: SIGTERM makes nspawn halt its systemd.
+    if [ -n "$NSPAWN_PID" ]; then
+        kill -TERM "$NSPAWN_PID" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$NSPAWN_PID" 2>/dev/null
+    fi
     # Everything still running inside the boards (sshd, sessions, workers,
     # supervisors): TERM, then KILL.
     for ns in "${NS[@]}"; do
@@ -115,6 +124,9 @@ fleet_cleanup() {
         sleep 0.3
     done
     ! declare -F fleet_cleanup_remove >/dev/null || fleet_cleanup_remove
+    # nspawn cannot remove its propagation directory here ("we can't
+    # allow that"): an empty directory per machine.
+    [ -z "$NSPAWN_MACHINE" ] || rmdir "/run/systemd/nspawn/propagate/$NSPAWN_MACHINE" 2>/dev/null
     for e in "${BINFMT_REGISTERED[@]}"; do
         [ -e "/proc/sys/fs/binfmt_misc/$e" ] && echo -1 >"/proc/sys/fs/binfmt_misc/$e"
     done
@@ -141,6 +153,10 @@ fleet_cleanup() {
     fi
     if ip netns list 2>/dev/null | grep -q "^$ID"; then
         echo "not ok - cleanup: namespaces named $ID* remain"
+        rc=1
+    fi
+    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+        echo "not ok - cleanup: systemd-nspawn $NSPAWN_PID still runs"
         rc=1
     fi
     if declare -F fleet_cleanup_verify >/dev/null && ! fleet_cleanup_verify; then
@@ -393,6 +409,37 @@ wait_ssh() {
         timeout 5 ssh -F "$TMP/ssh_config" -o ConnectTimeout=2 "$1@${IPS[$2]}" true </dev/null 2>/dev/null && return 0
         sleep 0.2
     done
+    return 1
+}
+
+# ------------------------------------------------------------- systemd board
+# fleet_nspawn_boot ROOT MACHINE NETNS [NSPAWN-ARGS...]: boots ROOT with
+# systemd-nspawn -b as MACHINE, in network namespace NETNS (empty: the
+# host's network), and waits until its systemd is running or degraded (30
+# s). Sets NSPAWN_PID (stopped by the cleanup), C (the board's init: run
+# commands there with nsenter -t "$C" -a) and NSPAWN_STATE (systemd's
+# version and state); returns 1 with the reason in NSPAWN_WHY when it did
+# not boot. Its log: $TMP/nspawn.log. (nsenter --net, not ip netns exec,
+# which would remount /sys: nspawn would find no cgroup hierarchy.)
+fleet_nspawn_boot() {
+    local root=$1 st pre=()
+    NSPAWN_MACHINE=$2
+    [ -z "$3" ] || pre=(nsenter --net="/run/netns/$3")
+    shift 3
+    "${pre[@]}" systemd-nspawn -q -b -D "$root" --register=no --keep-unit -M "$NSPAWN_MACHINE" "$@" \
+        >"$TMP/nspawn.log" 2>&1 </dev/null &
+    NSPAWN_PID=$!
+    for _ in $(seq 1 150); do
+        C=$(pgrep -P "$NSPAWN_PID" | head -n 1)
+        if [ -n "$C" ] && st=$(nsenter -t "$C" -a systemctl is-system-running 2>/dev/null) &&
+            { [ "$st" = running ] || [ "$st" = degraded ]; }; then
+            NSPAWN_STATE="$(nsenter -t "$C" -a systemctl --version | head -n 1), $st"
+            return 0
+        fi
+        kill -0 "$NSPAWN_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    NSPAWN_WHY="systemd-nspawn -b did not boot here: $(grep -v '^$' "$TMP/nspawn.log" | tail -n 2 | tr '\n' ' ')"
     return 1
 }
 

@@ -30,36 +30,15 @@ set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=fleet_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/fleet_lib.sh"
 fleet_init fleet-sudo-ansible "bpa$$" 540 "${1:-}"
-NSPAWN_PID=
 RAN=0
 
-# The cleanup's additions (fleet_lib.sh): Ansible's ssh masters and the
-# container first, nspawn's propagation directory, nspawn gone.
+# The cleanup's addition (fleet_lib.sh): Ansible's ssh masters, before the
+# container (which the cleanup stops) and the boards' namespaces.
 # shellcheck disable=SC2317  # called by fleet_cleanup
 fleet_cleanup_kill() {
     local p
     # Ansible's ssh masters (ControlPersist), by their socket directory.
     [ -z "$TMP" ] || for p in $(pgrep -f -- "$TMP/ansible-cp/" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
-    # The container: SIGTERM makes nspawn halt its systemd; then whatever
-    # is left in the boards' namespaces.
-    if [ -n "$NSPAWN_PID" ]; then
-        kill -TERM "$NSPAWN_PID" 2>/dev/null
-        for _ in $(seq 1 50); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$NSPAWN_PID" 2>/dev/null
-    fi
-}
-# shellcheck disable=SC2317  # called by fleet_cleanup
-fleet_cleanup_remove() {
-    # nspawn cannot remove its propagation directory here ("we can't
-    # allow that"): an empty directory per machine.
-    rmdir "/run/systemd/nspawn/propagate/${ID}sysd" 2>/dev/null
-}
-# shellcheck disable=SC2317  # called by fleet_cleanup
-fleet_cleanup_verify() {
-    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
-        echo "not ok - cleanup: systemd-nspawn $NSPAWN_PID still runs"
-        return 1
-    fi
 }
 
 # ------------------------------------------------------------- preconditions
@@ -109,8 +88,7 @@ check "sshd of sup answers on ${IPS[1]}:22" wait_ssh root 1
 # a private copy of /etc without the host's secrets (no shadow, ssh host
 # keys or TLS keys); the board's own sshd config, host key, users and the
 # README's sudo rules for pi. systemd-nspawn runs in the board's network
-# namespace through nsenter --net (ip netns exec would remount /sys, and
-# nspawn would find no cgroup hierarchy).
+# namespace (fleet_nspawn_boot).
 SUDO_RULES=
 if [ -z "$WHY1" ]; then
     R=$TMP/nsroot
@@ -153,24 +131,10 @@ if [ -z "$WHY1" ]; then
         check "the README's sudo rules pass visudo -c" visudo -c -q -f "$R/etc/sudoers.d/boardpipe"
     fi
     log "boot the systemd board (systemd-nspawn -b, host /usr read-only, private /etc)"
-    nsenter --net="/run/netns/${NS[0]}" systemd-nspawn -q -b -D "$R" --bind-ro=/usr \
-        --register=no --keep-unit -M "${ID}sysd" >"$TMP/nspawn.log" 2>&1 </dev/null &
-    NSPAWN_PID=$!
-    booted=0
-    for _ in $(seq 1 100); do
-        C=$(pgrep -P "$NSPAWN_PID" | head -n 1)
-        if [ -n "$C" ] && st=$(nsenter -t "$C" -a systemctl is-system-running 2>/dev/null) &&
-            { [ "$st" = running ] || [ "$st" = degraded ]; }; then
-            booted=1
-            break
-        fi
-        kill -0 "$NSPAWN_PID" 2>/dev/null || break
-        sleep 0.2
-    done
-    if [ $booted = 1 ]; then
-        ok "systemd-nspawn -b booted the systemd board ($(nsenter -t "$C" -a systemctl --version | head -n 1), $st)"
+    if fleet_nspawn_boot "$R" "${ID}sysd" "${NS[0]}" --bind-ro=/usr; then
+        ok "systemd-nspawn -b booted the systemd board ($NSPAWN_STATE)"
     else
-        WHY1="systemd-nspawn -b did not boot here: $(grep -v '^$' "$TMP/nspawn.log" | tail -n 2 | tr '\n' ' ')"
+        WHY1=$NSPAWN_WHY
         log "part 1 cannot run: $WHY1"
     fi
     if [ -z "$WHY1" ]; then

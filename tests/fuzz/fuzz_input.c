@@ -1,7 +1,8 @@
 /* Fuzz target: the input reader (bp_reader_next) on any bytes, in line and
  * NUL mode with a small record limit, through a file descriptor and
  * through a stream without one: both must give the same records, none
- * longer than the limit or holding a separator. */
+ * longer than the limit or holding a separator, one per separator (empty
+ * ones too) unless empty records are skipped (--skip-empty). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,11 +29,12 @@ struct recs {
     size_t used;
 };
 
-static void read_all(FILE *f, int nul, size_t max, struct recs *out)
+static void read_all(FILE *f, int nul, int skip, size_t max, struct recs *out)
 {
     struct bp_reader r;
     if (bp_reader_init(&r, f, nul, max) != BP_OK)
         abort();
+    r.skip_empty = skip;
     const char *rec;
     size_t len;
     int rc;
@@ -43,8 +45,8 @@ static void read_all(FILE *f, int nul, size_t max, struct recs *out)
         }
         if (rc != BP_OK || len > max || memchr(rec, nul ? '\0' : '\n', len))
             abort();
-        if (!nul && len == 0)
-            abort(); /* empty lines are skipped */
+        if (skip && len == 0)
+            abort(); /* empty records are skipped */
         if (out->n < MAX_RECS) {
             out->off[out->n] = out->used;
             out->len[out->n] = len;
@@ -60,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
         return 0;
-    int nul = data[0] & 1;
+    int nul = data[0] & 1, skip = data[0] >> 1 & 1;
     size_t max = 1 + data[1] % 200;
     data += 2;
     size -= 2;
@@ -82,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     f = fopen(path, "rb");
     if (!f)
         abort();
-    read_all(f, nul, max, &a);
+    read_all(f, nul, skip, max, &a);
     fclose(f);
     /* The same bytes through a stream with no descriptor (fread path). */
     char empty = 0;
@@ -91,13 +93,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (!size)
         (void)fgetc(f);
-    read_all(f, nul, max, &b);
+    read_all(f, nul, skip, max, &b);
     fclose(f);
     if (a.n != b.n || a.toobig != b.toobig || a.used != b.used || memcmp(da, db, a.used) != 0)
         abort();
     for (int i = 0; i < a.n && i < MAX_RECS; i++)
         if (a.len[i] != b.len[i])
             abort();
+    /* Every record counts, the empty ones too: one per separator, and
+     * one for what follows the last. */
+    if (!skip) {
+        int want = 0;
+        for (size_t i = 0; i < size; i++)
+            want += data[i] == (nul ? '\0' : '\n');
+        want += size && data[size - 1] != (nul ? '\0' : '\n');
+        if (a.n + a.toobig != want)
+            abort();
+    }
     return 0;
 }
 
@@ -109,10 +121,13 @@ size_t fuzz_seed(int i, uint8_t *buf, size_t cap)
                              "one\0two\0three-is-long\0\0four";
     static const char s2[] = "\x00\x03"
                              "ab\nabcd\nabc\nx";
+    static const char s3[] = "\x02\x10"
+                             "a\n\n\r\nb\n";
     static const struct {
         const char *p;
         size_t n;
-    } seeds[] = {{s0, sizeof s0 - 1}, {s1, sizeof s1 - 1}, {s2, sizeof s2 - 1}};
+    } seeds[] = {
+        {s0, sizeof s0 - 1}, {s1, sizeof s1 - 1}, {s2, sizeof s2 - 1}, {s3, sizeof s3 - 1}};
     if (i < 0 || i >= (int)(sizeof seeds / sizeof seeds[0]) || seeds[i].n > cap)
         return 0;
     memcpy(buf, seeds[i].p, seeds[i].n);

@@ -162,6 +162,17 @@ done
 [ -f "$a/dist/SHA256SUMS" ] || { say "FAIL: no dist/SHA256SUMS"; exit 1; }
 [ -n "$tgz" ] || { say "FAIL: no tarball in dist/"; exit 1; }
 listing() { (cd "$1" && for f in *; do printf '%s ' "$f"; done); }
+# The packages' generated and added files are among what is compared (in
+# the tarball and the .deb): the manual pages (help2man), changelog.gz,
+# copyright, the notices and the units.
+missing=
+members=$(tar -tzf "$tgz")
+for m in usr/share/man/man1/boardpipe-worker.1.gz usr/share/doc/boardpipe/changelog.gz \
+    usr/share/doc/boardpipe/copyright usr/share/doc/boardpipe/notices/libzmq LICENSE \
+    lib/systemd/system/boardpipe-sink.service usr/share/bash-completion/completions/boardpipe-worker; do
+    printf '%s\n' "$members" | grep -q "/$m\$" || missing="$missing $m"
+done
+[ -z "$missing" ] || { say "FAIL: the tarball lacks:$missing"; exit 1; }
 
 differ=0
 same=0
