@@ -1,3 +1,6 @@
+/* The ventilator's delivery state machine (bp_dispatch.h): tasks, workers,
+ * credit, deadlines, redelivery, retries. Owns the task table and worker
+ * records; must not do I/O, read a clock or log. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,6 @@
+/* The sink's role loop: sockets, the output and --joblog files, the
+ * journal and its replay, metrics, the summary; it moves bytes to and from
+ * bp_sinkm. Must not make protocol decisions (bp_sinkm does). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

@@ -1,3 +1,6 @@
+/* The ventilator's role loop: input, sockets, the journal, progress and
+ * the report; it moves bytes to and from bp_dispatch and bp_vbatch. Must
+ * not hold batch or delivery policy of its own. */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>

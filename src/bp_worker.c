@@ -1,3 +1,6 @@
+/* The worker's role loop: sockets, tasks run through bp_exec or a built-in
+ * transform, the status and metrics files; it moves bytes to and from
+ * bp_wchan. Must not keep channel state of its own. */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -52,49 +55,50 @@ struct slot {
 };
 
 struct worker {
+    /* (grouped by size: clang-tidy's padding check) */
     const struct bp_opts *o;
     const struct bp_io *io;
     void *ctx;
-    int own_ctx;
     void *tsock; /* v2: DEALER to the ventilator; raw: PULL */
     void *rsock; /* v2: DEALER to the sink; raw: PUSH */
     struct bp_role_sec sec;
     struct bp_secmon tmon, rmon; /* CURVE handshakes with the ventilator and the sink */
     const struct bp_transform *tf;
-    int instant; /* built-in transform without --sleep: no slot needed */
     struct slot *slots;
-    int nslots, busy;
     struct qtask *q;
-    uint32_t qcap, qhead, qlen;
     zmq_pollitem_t *items;
     /* the task channel (v2): its state and timers (bp_wchan.h) */
     struct bp_wchan ch;
-    uint32_t window_max;
     double task_ms;    /* moving average, for --prefetch auto */
     double task_bytes; /* moving average of a task's wire size */
     /* results being packed (v2) */
     struct bp_pack rp;
     uint64_t rp_batch;
     uint64_t *rp_ids;
-    uint32_t rp_n;
-    int rp_blocked; /* the sink cannot take the pack now */
     uint64_t *done; /* ids whose results went out: reported in CREDIT */
-    uint32_t ndone, done_cap;
     uint64_t done_batch;
     struct bp_pack cp; /* control messages to the ventilator */
     /* lifecycle */
-    int stopping;
     int64_t grace_end;
-    int batch_over;
     int64_t halt_kill_at; /* END(halted): what still runs then is killed */
-    int gave_up;          /* no ventilator for --host-timeout, or no socket */
     int64_t ok_n, failed_n, malformed, unsent, dropped;
     int64_t redelivered;         /* tasks received on a later attempt */
     int64_t m_last_n, m_last_ms; /* --metrics-file: tasks counted, when it changed */
     int64_t m_start_ms;
-    int m_failed; /* said once that the metrics file cannot be written */
     int64_t next_status;
     const char *state;
+    int own_ctx;
+    int instant; /* built-in transform without --sleep: no slot needed */
+    int nslots, busy;
+    uint32_t qcap, qhead, qlen;
+    uint32_t window_max;
+    uint32_t rp_n;
+    int rp_blocked; /* the sink cannot take the pack now */
+    uint32_t ndone, done_cap;
+    int stopping;
+    int batch_over;
+    int gave_up;  /* no ventilator for --host-timeout, or no socket */
+    int m_failed; /* said once that the metrics file cannot be written */
 };
 
 static void set_linger(void *sock, int ms)
