@@ -291,10 +291,15 @@ set_target_properties(bp_zmq PROPERTIES
   IMPORTED_LOCATION ${_deps}/lib/libzmq.a
   INTERFACE_INCLUDE_DIRECTORIES ${_deps}/include)
 add_dependencies(bp_zmq libzmq_ep mimalloc_ep)
-# Whatever links libzmq (the tools, the tests, the raw bench) gets mimalloc
-# as its malloc: an object file on the link line is linked whole.
 set_property(TARGET bp_zmq APPEND PROPERTY
-  INTERFACE_LINK_LIBRARIES ${_deps}/lib/libsodium.a ${_deps}/lib/mimalloc.o)
+  INTERFACE_LINK_LIBRARIES ${_deps}/lib/libsodium.a)
+# Whatever links libzmq (the tools, the tests, the raw bench) gets mimalloc
+# as its malloc: an object file on the link line is linked whole. A link
+# option, not a library: CMake moves an object file it knows as generated
+# (built here) to the front of the link and leaves one from the cache at
+# the end, which changed the binaries' layout (tests/repro).
+set_property(TARGET bp_zmq APPEND PROPERTY
+  INTERFACE_LINK_OPTIONS ${_deps}/lib/mimalloc.o)
 
 add_library(bp_cmocka STATIC IMPORTED GLOBAL)
 set_target_properties(bp_cmocka PROPERTIES
