@@ -1081,13 +1081,31 @@ static int emit(struct bp_dispatch *d, int kind, int dest, const struct wpeer *w
     return 1;
 }
 
+/* Whether to tell the sink what was read (EXTENT) now. Tasks never go
+ * out before their id was announced (build_tasks stops there); this only
+ * decides when: once less than a pack of announced tasks is left at the
+ * queue's front (input is read ahead of it, so one EXTENT covers many
+ * packs: one more message per pack would double the sink's), and with
+ * every ping while input is read (need_extent). */
+static int extent_due(const struct bp_dispatch *d)
+{
+    if (!d->next_id)
+        return 0;
+    if (d->next_id <= d->announced)
+        return d->need_extent;
+    if (!d->qlen)
+        return 1;
+    uint64_t front = d->t[q_at(d, 0)].id;
+    return front + d->c.pack_max >= d->announced;
+}
+
 static int peek_sink(struct bp_dispatch *d, int64_t now, struct bp_out *o)
 {
     if (d->need_begin) {
         bp_pack_begin(&d->pk, BP_MSG_BEGIN, d->c.batch);
         return emit(d, PK_BEGIN, BP_TO_SINK, NULL, o);
     }
-    if (d->next_id > d->announced || (d->need_extent && d->next_id)) {
+    if (extent_due(d)) {
         /* What was read belongs to the batch: the sink writes results only
          * for ids it was told of. */
         bp_pack_begin(&d->pk, BP_MSG_EXTENT, d->c.batch);
@@ -1329,6 +1347,8 @@ void bp_dispatch_stats(const struct bp_dispatch *d, struct bp_dispatch_stats *s)
     s->done_wait = d->done_wait;
     s->held_bytes = d->held_bytes;
     s->sink_alive = d->sink_alive;
+    s->sink_confirmed = d->sink_confirmed;
+    s->announced = (int64_t)d->announced;
     s->complete = d->complete;
     s->input_done = d->input_done;
     s->finished = d->finished;

@@ -148,14 +148,16 @@ struct bp_dispatch_stats {
     int64_t handed_back;            /* tasks returned unstarted by stopping workers */
     int64_t queued, out, done_wait; /* tasks in each state now */
     int64_t held_bytes;
-    int64_t malformed; /* messages dropped: malformed or other version */
-    int64_t refused;   /* HELLOs over max_workers, messages from unknown peers */
-    int64_t stale;     /* messages or acks about another batch or a task not held */
-    int workers;       /* live workers now (HELLO seen, not dead/gone) */
-    int workers_seen;  /* distinct worker sessions so far */
-    int sink_alive;    /* the sink answered within liveness */
-    int complete;      /* the sink said COMPLETE for this batch (what was still held
-                          then is final: the sink has every result) */
+    int64_t malformed;  /* messages dropped: malformed or other version */
+    int64_t refused;    /* HELLOs over max_workers, messages from unknown peers */
+    int64_t stale;      /* messages or acks about another batch or a task not held */
+    int workers;        /* live workers now (HELLO seen, not dead/gone) */
+    int workers_seen;   /* distinct worker sessions so far */
+    int sink_alive;     /* the sink answered within liveness */
+    int sink_confirmed; /* ... on this batch (tasks may go out) */
+    int64_t announced;  /* ids below this were announced to the sink */
+    int complete;       /* the sink said COMPLETE for this batch (what was still held
+                           then is final: the sink has every result) */
     int input_done;
     int finished;    /* bp_dispatch_finish() called */
     int all_final;   /* input done and every task final */

@@ -13,7 +13,8 @@
  * a new routing id), workers killed and restarted, workers frozen, the
  * sink restarted (from its journal; or, before it wrote anything, without
  * the batch), and peers sending results for made-up ids.
- * A failing seed prints itself; BP_SIM_SEED=N replays one, BP_SIM_SEEDS=N
+ * A failing seed prints itself; BP_SIM_SEED=N replays one, BP_SIM_FIRST=N
+ * starts the run at seed N, BP_SIM_SEEDS=N
  * sets how many run (fewer under an emulator: see tests/unit.cmake). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -252,8 +253,8 @@ static int fails(const struct wk *w, uint64_t id)
 static void w_step(struct wk *w, int i)
 {
     if (!w->alive) {
-        if (W.now >= w->revive_at && !W.s.completed)
-            w_start(w, i);
+        if (W.now >= w->revive_at)
+            w_start(w, i); /* (a board comes back whatever the sink did) */
         return;
     }
     if (W.now < w->frozen_to || w->ended)
@@ -706,7 +707,17 @@ static int run_seed(uint64_t seed)
     struct bp_dispatch_stats st;
     for (;;) {
         W.now += between(1, 20);
-        CHECK(W.now < end, "stalled: %d tasks, not finished after %d s", W.ntasks, HORIZON / 1000);
+        if (W.now >= end)
+            bp_dispatch_stats(W.d, &st);
+        CHECK(W.now < end,
+              "stalled: %d tasks, not finished after %d s (read %d, queued %" PRId64
+              ", out %" PRId64 ", waiting for acks %" PRId64
+              ", sink %s%s, input %s, announced %" PRId64 ", sink extent %" PRIu64 " total %" PRId64
+              ", held %d, %d workers)",
+              W.ntasks, HORIZON / 1000, W.added, st.queued, st.out, st.done_wait,
+              st.sink_alive ? "alive" : "silent", st.sink_confirmed ? " (confirmed)" : "",
+              st.input_done ? "done" : "not done", st.announced, W.s.rb.extent, W.s.rb.total,
+              W.s.nhold, st.workers);
         if (!W.s.alive && W.now >= W.s.revive_at)
             s_restart();
         faults();
@@ -753,7 +764,8 @@ static void t_simulation(void **state)
     (void)state;
     const char *one = getenv("BP_SIM_SEED");
     const char *many = getenv("BP_SIM_SEEDS");
-    uint64_t from = one ? strtoull(one, NULL, 10) : 1;
+    const char *first = getenv("BP_SIM_FIRST"); /* (by hand: more seeds from here) */
+    uint64_t from = one ? strtoull(one, NULL, 10) : first ? strtoull(first, NULL, 10) : 1;
     uint64_t n = one ? 1 : many ? strtoull(many, NULL, 10) : 2000;
     int64_t lost = 0, retried = 0, redelivered = 0, foreign = 0;
     for (uint64_t seed = from; seed < from + n; seed++) {
