@@ -672,8 +672,7 @@ static void sink_retell(struct bp_dispatch *d, int64_t now)
 {
     d->need_begin = 1;
     d->need_close = d->input_done;
-    d->announced = 0;
-    d->need_extent = d->next_id > 0 && !d->input_done;
+    d->announced = 0; /* (so what was read is announced again: extent_due()) */
     /* A ping right behind the BEGIN confirms it; while the sink keeps not
      * knowing the batch (it refused the BEGIN), pings keep their pace. */
     if (d->sink_confirmed)

@@ -710,8 +710,7 @@ static void sink_close(struct sink *k)
     if (k->own_out && k->out && fclose(k->out) != 0)
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->output, strerror(errno));
     bp_stats_free(&k->st);
-    bp_sinkm_free(&k->sm);
-    bp_rbook_free(&k->sm.rb);
+    bp_sinkm_free(&k->sm); /* (its book too) */
     bp_reorder_free(&k->ro);
     free(k->jf);
     k->jf = NULL;

@@ -191,6 +191,27 @@ def flood_routers_then_real_batch():
     expect(js["ok"] == n and js["missing"] == 0 and js["duplicates"] == 0, js)
 
 
+def gated_batch(pt, pr, summary, gate, vent_input, stdin=subprocess.DEVNULL):
+    """A sink (-v: it says when it knows the ventilator), a ventilator and
+    one real worker whose tasks wait for the gate file, so the batch cannot
+    end before an attack is in. Returns (sink, vent, worker, batch id) once
+    the sink knows the real ventilator: plain mode cannot tell peers apart
+    before that (a peer quicker than its BEGIN can start a batch of its
+    own: README, Security), so attacks start then."""
+    sink = env.start("sink", "-v", "--once", "--timeout", "300s", "--bind",
+                     f"tcp://127.0.0.1:{pr}", "--summary-json", summary)
+    vent = env.start("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
+                     f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "--wait-timeout", "300s",
+                     *vent_input, stdin=stdin)
+    w = env.start("worker", "--once", "--tasks", f"tcp://127.0.0.1:{pt}", "--results",
+                  f"tcp://127.0.0.1:{pr}", "--id", "real", "--exec",
+                  f"while [ ! -e {gate} ]; do sleep 0.05; done; tr a-z A-Z")
+    batch = learn_batch(pt)
+    env.wait_for(lambda: "ventilator is peer" in env.errors(sink), "the sink to know the "
+                 "ventilator", procs=(sink, vent))
+    return sink, vent, w, batch
+
+
 def forged_control_does_not_end_or_complete():
     # A peer that learned the batch id (plain mode: anyone can) sends the
     # sink BEGIN, CLOSE with a smaller size, 'lost' results and pings while
@@ -201,23 +222,7 @@ def forged_control_does_not_end_or_complete():
     n = env.n(40, 12)
     inp = tasks_file("forged.txt", n)
     gate = env.path("gate")
-    # -v: the sink says when it knows the ventilator (see below).
-    sink = env.start("sink", "-v", "--once", "--timeout", "300s", "--bind",
-                     f"tcp://127.0.0.1:{pr}", "--summary-json", summary)
-    vent = env.start("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
-                     f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "--wait-timeout", "300s",
-                     "--input", inp)
-    # The first task waits for the gate: the batch cannot end before the
-    # forgeries are in.
-    w = env.start("worker", "--once", "--tasks", f"tcp://127.0.0.1:{pt}", "--results",
-                  f"tcp://127.0.0.1:{pr}", "--id", "real", "--exec",
-                  f"while [ ! -e {gate} ]; do sleep 0.05; done; tr a-z A-Z")
-    batch = learn_batch(pt)
-    # Plain mode cannot tell peers apart until the real ventilator has
-    # spoken to the sink (a peer quicker than its BEGIN can start a batch
-    # of its own: README, Security): attack once it has.
-    env.wait_for(lambda: "ventilator is peer" in env.errors(sink), "the sink to know the "
-                 "ventilator", procs=(sink, vent))
+    sink, vent, w, batch = gated_batch(pt, pr, summary, gate, ("--input", inp))
     a = ctx.socket(zmq.DEALER)
     a.connect(f"tcp://127.0.0.1:{pr}")
     try:
@@ -260,21 +265,12 @@ def far_ids_are_never_written_nor_counted():
     summary = env.path("far.json")
     n = env.n(200, 40)
     gate = env.path("far-gate")
-    sink = env.start("sink", "-v", "--once", "--timeout", "300s", "--bind",
-                     f"tcp://127.0.0.1:{pr}", "--summary-json", summary)
-    # Input from a pipe kept open: the ventilator read every task (and told
-    # the sink so) but cannot send CLOSE until the attack is in.
-    vent = env.start("ventilator", "--bind", f"tcp://127.0.0.1:{pt}", "--sink",
-                     f"tcp://127.0.0.1:{pr}", "--wait-workers", "1", "--wait-timeout", "300s",
-                     "--input", "-", stdin=subprocess.PIPE)
+    # Input from a pipe kept open: the ventilator reads every task (and
+    # tells the sink so) but cannot send CLOSE until the attack is in.
+    sink, vent, w, batch = gated_batch(pt, pr, summary, gate, ("--input", "-"),
+                                       stdin=subprocess.PIPE)
     vent.stdin.write("".join(f"task {i}\n" for i in range(n)).encode())
     vent.stdin.flush()
-    w = env.start("worker", "--once", "--tasks", f"tcp://127.0.0.1:{pt}", "--results",
-                  f"tcp://127.0.0.1:{pr}", "--id", "real", "--exec",
-                  f"while [ ! -e {gate} ]; do sleep 0.05; done; tr a-z A-Z")
-    batch = learn_batch(pt)
-    env.wait_for(lambda: "ventilator is peer" in env.errors(sink), "the sink to know the "
-                 "ventilator", procs=(sink, vent))
     a = ctx.socket(zmq.DEALER)
     a.connect(f"tcp://127.0.0.1:{pr}")
     near = list(range(n, n + 64))                      # just past the batch
@@ -455,7 +451,7 @@ if __name__ == "__main__":
     for name, fn in list(globals().items()):
         if callable(fn) and fn.__module__ == "__main__" and not name.startswith("_") \
                 and name not in ("msg", "results", "rss", "settle", "tasks_file", "learn_batch",
-                                 "zmtp_peer") \
+                                 "zmtp_peer", "gated_batch") \
                 and fn.__code__.co_argcount == 0:
             env.check(name, fn)
     env.finish()

@@ -335,12 +335,18 @@ static int s_send(struct h *h)
     return bp_dispatch_on_sink(h->d, h->p.p, h->p.len, h->now);
 }
 
-static int s_hb(struct h *h, uint64_t ping, uint64_t echo)
+/* The sink's HEARTBEAT on batch (0: "I do not know your batch"). */
+static int s_hb_batch(struct h *h, uint64_t batch, uint64_t ping, uint64_t echo)
 {
-    bp_pack_begin(&h->p, BP_MSG_HEARTBEAT, h->c.batch);
+    bp_pack_begin(&h->p, BP_MSG_HEARTBEAT, batch);
     bp_pack_u64(&h->p, ping);
     bp_pack_u64(&h->p, echo);
     return s_send(h);
+}
+
+static int s_hb(struct h *h, uint64_t ping, uint64_t echo)
+{
+    return s_hb_batch(h, h->c.batch, ping, echo);
 }
 
 static int s_ack_batch(struct h *h, uint64_t batch, uint64_t id, uint16_t attempt, uint8_t kind)
@@ -1419,10 +1425,7 @@ static void t_sink_forgot_batch(void **state)
     drain(&h);
     /* The sink restarts without the batch and answers the next ping with 0. */
     h_clear(&h);
-    bp_pack_begin(&h.p, BP_MSG_HEARTBEAT, 0);
-    bp_pack_u64(&h.p, 0);
-    bp_pack_u64(&h.p, (uint64_t)h.now);
-    OK(s_send(&h));
+    OK(s_hb_batch(&h, 0, 0, (uint64_t)h.now));
     OK(w_hello(&h, RID("A"), "wa", 10));
     drain(&h);
     assert_non_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
@@ -1434,7 +1437,7 @@ static void t_sink_forgot_batch(void **state)
     /* more batch-0 answers: still nothing, and no ping storm */
     for (int i = 0; i < 3; i++) {
         h_clear(&h);
-        OK(s_send(&h));
+        OK(s_hb_batch(&h, 0, 0, (uint64_t)h.now));
         drain(&h);
         assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_TASKS, NULL, 0), 0);
         assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_HEARTBEAT, NULL, 0), 0);
@@ -1760,10 +1763,7 @@ static void t_sink_unknown_batch(void **state)
     OK(s_hb(&h, 0, (uint64_t)h.now));
     drain(&h);
     assert_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
-    bp_pack_begin(&h.p, BP_MSG_HEARTBEAT, 0);
-    bp_pack_u64(&h.p, 0);
-    bp_pack_u64(&h.p, (uint64_t)h.now);
-    OK(s_send(&h));
+    OK(s_hb_batch(&h, 0, 0, (uint64_t)h.now));
     drain(&h);
     assert_non_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
     assert_null(find(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0, 0));
@@ -1774,10 +1774,7 @@ static void t_sink_unknown_batch(void **state)
     const struct sent *cl = find(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0, 0);
     assert_non_null(cl);
     h_clear(&h);
-    bp_pack_begin(&h.p, BP_MSG_HEARTBEAT, 0);
-    bp_pack_u64(&h.p, 0);
-    bp_pack_u64(&h.p, (uint64_t)h.now);
-    OK(s_send(&h));
+    OK(s_hb_batch(&h, 0, 0, (uint64_t)h.now));
     drain(&h);
     assert_non_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
     cl = find(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0, 0);
@@ -1785,10 +1782,7 @@ static void t_sink_unknown_batch(void **state)
     assert_true(bp_msg_u64(&cl->m, 0) == 2);
     /* Another batch's answer is stale, and sends nothing. */
     h_clear(&h);
-    bp_pack_begin(&h.p, BP_MSG_HEARTBEAT, c.batch + 1);
-    bp_pack_u64(&h.p, 0);
-    bp_pack_u64(&h.p, (uint64_t)h.now);
-    OK(s_send(&h));
+    OK(s_hb_batch(&h, c.batch + 1, 0, (uint64_t)h.now));
     drain(&h);
     assert_null(find(&h, 0, BP_TO_SINK, BP_MSG_BEGIN, NULL, 0, 0));
     assert_int_equal(stats_of(&h).stale, 1);
