@@ -6,7 +6,7 @@ HELLO, CREDIT, TASKS, HEARTBEAT, RESYNC, END, BYE, RESULTS, BEGIN, CLOSE, ACK, C
     EXTENT = range(1, 14)
 
 
-def msg(typ, batch=0, n=0, body=b"", version=2):
+def msg(typ, batch=0, n=0, body=b"", version=3):
     return struct.pack(">2sBBIQ", b"bp", version, typ, n, batch) + body
 
 

@@ -1903,7 +1903,7 @@ static void t_malformed(void **state)
     struct bp_dispatch_stats s0 = stats_of(&h);
     static const uint8_t garbage[] = "GET / HTTP/1.1\r\n\r\n";
     static const uint8_t v1[] = {'b', 'p', 1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    uint8_t v3[BP_MSG_HDR + BP_HB_BODY] = {'b', 'p', 3, BP_MSG_HEARTBEAT};
+    uint8_t v3[BP_MSG_HDR + BP_HB_BODY] = {'b', 'p', BP_PROTO_VERSION + 1, BP_MSG_HEARTBEAT};
     assert_int_equal(bp_dispatch_on_worker(h.d, RID("A"), garbage, sizeof garbage, h.now),
                      BP_EPROTO);
     assert_int_equal(bp_dispatch_on_worker(h.d, RID("A"), v1, sizeof v1, h.now), BP_EVERSION);
@@ -2565,7 +2565,8 @@ static void rs_step(struct rsim *r)
             } else if (ev < 9) {
                 rw_hello(r, x, 1);
             } else if (ev < 10) {
-                static const uint8_t junk[] = {'b', 'p', 2, BP_MSG_CREDIT, 0, 0, 0, 9};
+                static const uint8_t junk[] = {'b', 'p', BP_PROTO_VERSION, BP_MSG_CREDIT, 0, 0,
+                                               0,   9};
                 assert_int_equal(bp_dispatch_on_worker(h->d, x->rid, 5, junk, sizeof junk, h->now),
                                  BP_EPROTO);
             } else {
