@@ -153,7 +153,7 @@ struct bp_hello {
 };
 
 /* Files (docs/wire-format.md, "Files"). */
-#define BP_CHUNK_BYTES ((uint32_t)64 * 1024) /* data in one CHUNK or PUT, at most */
+#define BP_CHUNK_BYTES ((uint32_t)65536) /* data in one CHUNK or PUT, at most */
 #define BP_FETCH_WINDOW 16                   /* FETCH requests without a CHUNK, per worker */
 #define BP_PUT_WINDOW 16                     /* PUT chunks without a PUTACK, per worker */
 #define BP_MAX_UPLOADS 256                   /* uploads the sink has open at once */
