@@ -302,8 +302,8 @@ static pid_t g_start_shell(const char *shell, const char *cmd)
 }
 
 /* Runs in the forked child; all signals are blocked on entry. */
-static _Noreturn void guard(pid_t parent, const struct bp_job *j, const char *cmd, int in,
-                            int out, int err, int st)
+static _Noreturn void guard(pid_t parent, const struct bp_job *j, const char *cmd, int in, int out,
+                            int err, int st)
 {
     g_parent = parent;
     g_st = st;

@@ -54,8 +54,8 @@ static void sb_add(struct sbuf *b, const char *s, size_t n)
 
 static int safe_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '+' || c == '.' || c == '/' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '+' || c == '.' || c == '/' || c == '-';
 }
 
 /* Appends v (n bytes), shell-quoted as GNU parallel quotes it. */
@@ -163,11 +163,10 @@ const char *bp_wfile_scratch_base(const char *opt)
     return t && *t ? t : "/tmp";
 }
 
-int bp_wfile_scratch_make(const char *base, uint64_t id, uint16_t attempt, char *path,
-                          size_t cap)
+int bp_wfile_scratch_make(const char *base, uint64_t id, uint16_t attempt, char *path, size_t cap)
 {
-    int k = snprintf(path, cap, "%s/bp-%ld-%llu.%u", base, (long)getpid(),
-                     (unsigned long long)id, (unsigned)attempt);
+    int k = snprintf(path, cap, "%s/bp-%ld-%llu.%u", base, (long)getpid(), (unsigned long long)id,
+                     (unsigned)attempt);
     if (k < 0 || (size_t)k >= cap)
         return -ENAMETOOLONG;
     if (mkdir(path, 0700) != 0) {

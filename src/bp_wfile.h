@@ -38,8 +38,7 @@ const char *bp_wfile_scratch_base(const char *opt);
 /* Makes base/bp-<pid>-<id>.<attempt> (mode 0700; an old one of that name
  * is removed first) and writes its path into path (cap bytes). Returns an
  * O_DIRECTORY descriptor or -errno. */
-int bp_wfile_scratch_make(const char *base, uint64_t id, uint16_t attempt, char *path,
-                          size_t cap);
+int bp_wfile_scratch_make(const char *base, uint64_t id, uint16_t attempt, char *path, size_t cap);
 
 /* Removes base/bp-<pid>-* directories whose worker pid is dead (left by
  * a crashed worker). Returns how many were removed. */

@@ -56,8 +56,8 @@ enum { F_NONE = 0, F_FETCH, F_RUN, F_PUT, F_READY, F_FAILED };
 struct ftask {
     int phase;
     int dirfd, outfd;
-    int gh;       /* its download (bp_xfer), -1: none */
-    int *ph;      /* its uploads, one per return file (-1: done) */
+    int gh;  /* its download (bp_xfer), -1: none */
+    int *ph; /* its uploads, one per return file (-1: done) */
     struct bp_wret *rets;
     int nret, nacked;
     int status, code; /* F_FAILED: the result */
@@ -115,8 +115,8 @@ struct worker {
     struct bp_pack cp; /* control messages to the ventilator */
     /* files (docs/wire-format.md "Files") */
     struct bp_xfer *xf;
-    int *gmap; /* download handle -> slot (>= 0) or base file (-1 - i) */
-    int *pmap; /* upload handle -> slot * 256 + return file */
+    int *gmap;         /* download handle -> slot (>= 0) or base file (-1 - i) */
+    int *pmap;         /* upload handle -> slot * 256 + return file */
     struct bp_pack up; /* PUT chunks */
     struct wbase *bases;
     const char *scratch;
@@ -768,7 +768,8 @@ static void on_base_chunk(struct worker *w, struct wbase *b, const struct bp_xfe
         base_done(w, b);
     } else if (ev->what & BP_XF_GET_FAIL) {
         b->gh = -1;
-        base_fail(w, b, ev->code == BP_CK_CHANGED ? "changed on the host" : "the host cannot send it");
+        base_fail(w, b,
+                  ev->code == BP_CK_CHANGED ? "changed on the host" : "the host cannot send it");
     }
 }
 
@@ -805,8 +806,8 @@ static void on_base(struct worker *w, const struct bp_msg *m)
         base_abandon(w, &w->bases[i]);
     w->nbase = 0;
     w->base_pending = 0;
-    if (!w->cache[0] && bp_wfile_cache_dir(w->o->cache_dir, w->scratch, w->cache,
-                                           sizeof w->cache) != BP_OK) {
+    if (!w->cache[0] &&
+        bp_wfile_cache_dir(w->o->cache_dir, w->scratch, w->cache, sizeof w->cache) != BP_OK) {
         bp_log(BP_LOG_ERROR, "no usable cache directory for base files");
         w->gave_up = 1;
         w->base_failed = 1;
@@ -1635,8 +1636,9 @@ static void after_wait(struct worker *w, int task_idx, int res_idx)
         if (!s->busy)
             continue;
         int64_t jw;
-        if (s->f.phase ? file_due(s, now)
-                       : w->o->exec ? bp_job_check(&s->job, now, &jw) : now >= s->ready_at)
+        if (s->f.phase   ? file_due(s, now)
+            : w->o->exec ? bp_job_check(&s->job, now, &jw)
+                         : now >= s->ready_at)
             finish_slot(w, s, now);
     }
     start_queued(w, now);

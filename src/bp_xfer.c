@@ -124,8 +124,7 @@ int bp_xfer_get(struct bp_xfer *x, uint8_t kind, uint64_t id, uint16_t attempt, 
         struct get *g = &x->gets[h];
         if (g->used)
             continue;
-        *g = (struct get){
-            .used = 1, .kind = kind, .attempt = attempt, .id = id, .size = size};
+        *g = (struct get){.used = 1, .kind = kind, .attempt = attempt, .id = id, .size = size};
         return h;
     }
     return -1;
@@ -364,8 +363,8 @@ int bp_xfer_next_put(struct bp_xfer *x, int64_t now, int *h, uint64_t *off, uint
             continue;
         uint64_t left = p->size - p->next;
         uint32_t l = left < x->c.chunk ? (uint32_t)left : x->c.chunk;
-        x->chunks[slot] = (struct pchunk){
-            .used = 1, .h = u, .off = p->next, .end = p->next + l, .sent = now};
+        x->chunks[slot] =
+            (struct pchunk){.used = 1, .h = u, .off = p->next, .end = p->next + l, .sent = now};
         x->put_out++;
         x->last_chunk = slot;
         x->last_next = p->next;

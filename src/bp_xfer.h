@@ -138,12 +138,12 @@ void bp_xfer_on_timer(struct bp_xfer *x, int64_t now);
 int64_t bp_xfer_next_deadline(const struct bp_xfer *x);
 
 struct bp_xfer_stats {
-    int gets, puts;       /* transfers under way */
-    int fetch_out;        /* requests without their CHUNK */
-    int put_out;          /* chunks without their PUTACK */
-    int64_t stale;        /* answers that matched nothing (ignored) */
-    int64_t refetched;    /* requests asked again after silence */
-    int64_t resent;       /* uploads restarted (silence, backwards, BUSY) */
+    int gets, puts;    /* transfers under way */
+    int fetch_out;     /* requests without their CHUNK */
+    int put_out;       /* chunks without their PUTACK */
+    int64_t stale;     /* answers that matched nothing (ignored) */
+    int64_t refetched; /* requests asked again after silence */
+    int64_t resent;    /* uploads restarted (silence, backwards, BUSY) */
 };
 
 void bp_xfer_stats(const struct bp_xfer *x, struct bp_xfer_stats *s);

@@ -70,9 +70,9 @@ static void t_collect(void **state)
     struct bp_wret r[4];
     int n = 0, why_code = 0;
     char why[256];
-    assert_int_equal(bp_wfile_collect(dfd, dir, &p, "x/a.jpg", 7, 4, 4, 50, r, &n, &why_code, why,
-                                      sizeof why),
-                     BP_OK);
+    assert_int_equal(
+        bp_wfile_collect(dfd, dir, &p, "x/a.jpg", 7, 4, 4, 50, r, &n, &why_code, why, sizeof why),
+        BP_OK);
     assert_int_equal(n, 2);
     assert_string_equal(r[0].name, "a.out");
     assert_string_equal(r[1].name, "sub/b.out");
@@ -83,9 +83,9 @@ static void t_collect(void **state)
     int codes[] = {BP_FE_MISSING, BP_FE_NAME, BP_FE_SIZE, BP_FE_NAME};
     for (int i = 0; i < 4; i++) {
         struct bp_strlist q = {.v = {"a.out", bad[i]}, .n = 2};
-        assert_int_equal(bp_wfile_collect(dfd, dir, &q, "a", 1, 1, 4, 50, r, &n, &why_code, why,
-                                          sizeof why),
-                         BP_EIO);
+        assert_int_equal(
+            bp_wfile_collect(dfd, dir, &q, "a", 1, 1, 4, 50, r, &n, &why_code, why, sizeof why),
+            BP_EIO);
         assert_int_equal(why_code, codes[i]);
         assert_non_null(strstr(why, bad[i]));
     }
