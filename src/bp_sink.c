@@ -30,7 +30,8 @@
  * sends those tasks again and the sink acknowledges them then. */
 #define READ_BURST 4096
 /* The largest PUT: header, fixed part, name, one chunk. */
-#define SINK_PUT_MAX ((int64_t)BP_MSG_HDR + BP_PUT_FIXED + BP_NAME_MAX + BP_CHUNK_BYTES)
+static const uint32_t SINK_CHUNK = BP_CHUNK_BYTES;
+#define SINK_PUT_MAX ((int64_t)BP_MSG_HDR + BP_PUT_FIXED + BP_NAME_MAX + (int64_t)SINK_CHUNK)
 /* Accepted returned files waiting for the journal's sync: past this the
  * turn is committed at once (their names are held in memory). */
 #define SINK_FILES_WAITING 4096
@@ -1113,10 +1114,11 @@ static int refuse_unfinished(const struct bp_opts *o)
     return bp_journal_refuse_unfinished(o->output, ".journal", SJ_MAGIC, what);
 }
 
-static int sink_open(struct sink *k)
+/* --output-dir (made if missing; not a directory: refused, exit 2). */
+static int files_open(struct sink *k)
 {
     const struct bp_opts *o = k->o;
-    char err[320];
+    char err[1200];
     struct bp_sinkfiles_cfg fc = {.dir = o->output_dir,
                                   .max_size = (uint64_t)o->max_return_size,
                                   .stale_ms = (int64_t)o->hb_ms * o->liveness,
@@ -1124,10 +1126,18 @@ static int sink_open(struct sink *k)
                                   .send = sink_send,
                                   .arg = k};
     k->files = bp_sinkfiles_new(&fc, err, sizeof err);
-    if (!k->files) {
-        bp_log(BP_LOG_ERROR, "%s", err);
+    if (k->files)
+        return BP_OK;
+    bp_log(BP_LOG_ERROR, "%s", err);
+    return BP_EUSAGE;
+}
+
+static int sink_open(struct sink *k)
+{
+    const struct bp_opts *o = k->o;
+    char err[320];
+    if (files_open(k) != BP_OK)
         return BP_EUSAGE;
-    }
     if (k->io && k->io->out) {
         k->out = k->io->out;
     } else if (o->journal || o->resume) {

@@ -174,6 +174,17 @@ def tree(d):
     return out
 
 
+def output_dir_not_a_directory():
+    path = env.path("plain-file")
+    with open(path, "w") as f:
+        f.write("x")
+    pr, = ports(1)
+    r = env.run("sink", "--once", "--bind", f"tcp://127.0.0.1:{pr}", "--output-dir", path)
+    err = r.stderr.decode(errors="replace")
+    expect(r.returncode == 2 and err.count("\n") == 1 and "not a directory" in err,
+           f"exit {r.returncode}: {err}")
+
+
 def round_trips_byte_for_byte():
     rnd = random.Random(20)
     files = [
