@@ -180,6 +180,7 @@ struct bp_report {
     int64_t stale;       /* sink: results of another batch, dropped */
     int64_t lost;        /* tasks failed as lost --max-attempts times */
     int64_t halted;      /* tasks not run: --halt stopped the batch */
+    int64_t unreadable;  /* ventilator --files: paths that could not be read (failed) */
     int64_t redelivered; /* deliveries made again after a loss (a worker died or went
                             silent, a deadline passed, no acknowledgement came); the
                             sink counts those its accepted results show */

@@ -89,6 +89,21 @@ static int check_result_blocks(const uint8_t *d, uint32_t l, uint8_t flags, uint
     return max_rec && l > max_rec ? BP_EPROTO : BP_OK;
 }
 
+/* HELLO: fixed part, id, then optionally u16 labels_len + labels. */
+static int check_hello(const uint8_t *b, size_t bl, uint32_t n)
+{
+    if (n != 0 || bl < BP_HELLO_FIXED + 1 || b[8] > BP_ID_MAX ||
+        bl < (size_t)BP_HELLO_FIXED + 1 + b[8])
+        return BP_EPROTO;
+    size_t rest = bl - BP_HELLO_FIXED - 1 - b[8];
+    if (rest == 0)
+        return BP_OK;
+    const uint8_t *l = b + BP_HELLO_FIXED + 1 + b[8];
+    if (rest < 2 || rest - 2 != get16(l) || rest - 2 > BP_LABELS_MAX)
+        return BP_EPROTO;
+    return BP_OK;
+}
+
 static int check_fetch(const uint8_t *b, size_t bl, uint32_t n)
 {
     if (exact(bl, BP_FETCH_FIXED, n, BP_FETCH_REC) != BP_OK)
@@ -189,10 +204,7 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
     size_t bl = m->body_len;
     switch (m->type) {
     case BP_MSG_HELLO:
-        if (m->n != 0 || bl < BP_HELLO_FIXED + 1 || bl != (size_t)BP_HELLO_FIXED + 1 + b[8] ||
-            b[8] > BP_ID_MAX)
-            return BP_EPROTO;
-        return BP_OK;
+        return check_hello(b, bl, m->n);
     case BP_MSG_CREDIT: /* u32 credit, then ids; BYE has the same shape */
     case BP_MSG_BYE:
         return exact(bl, BP_CREDIT_FIXED, m->n, 8);
@@ -324,6 +336,13 @@ void bp_msg_hello(const struct bp_msg *m, struct bp_hello *h)
     h->credit = get32(m->body + 4);
     h->id_len = m->body[8];
     h->id = (const char *)m->body + 9;
+    size_t at = (size_t)BP_HELLO_FIXED + 1 + h->id_len;
+    h->labels = NULL;
+    h->labels_len = 0;
+    if (m->body_len > at) { /* (checked by the decoder) */
+        h->labels_len = get16(m->body + at);
+        h->labels = (const char *)m->body + at + 2;
+    }
 }
 
 uint32_t bp_msg_u32(const struct bp_msg *m)

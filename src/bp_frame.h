@@ -150,13 +150,19 @@ struct bp_hello {
     uint32_t credit;
     const char *id; /* not NUL-terminated: id_len bytes */
     uint8_t id_len;
+    const char *labels; /* the board's labels (v3), labels_len bytes, or NULL */
+    uint16_t labels_len;
 };
 
+/* HELLO may end with u16 labels_len and that many bytes of labels (the
+ * board's NAME=VALUE / NAME entries, each ended by a NUL: docs/wire-format.md). */
+#define BP_LABELS_MAX 2048
+
 /* Files (docs/wire-format.md, "Files"). */
-#define BP_CHUNK_BYTES ((uint32_t)64 * 1024) /* data in one CHUNK or PUT, at most */
-#define BP_FETCH_WINDOW 16                   /* FETCH requests without a CHUNK, per worker */
-#define BP_PUT_WINDOW 16                     /* PUT chunks without a PUTACK, per worker */
-#define BP_MAX_UPLOADS 256                   /* uploads the sink has open at once */
+#define BP_CHUNK_BYTES ((uint32_t)65536) /* data in one CHUNK or PUT, at most */
+#define BP_FETCH_WINDOW 16               /* FETCH requests without a CHUNK, per worker */
+#define BP_PUT_WINDOW 16                 /* PUT chunks without a PUTACK, per worker */
+#define BP_MAX_UPLOADS 256               /* uploads the sink has open at once */
 #define BP_MAX_BASEFILES 64
 #define BP_FETCH_FIXED 4  /* u32 got, then n fetch records */
 #define BP_FETCH_REC 24   /* u64 id, u16 attempt, u8 kind, u8 0, u32 len, u64 offset */

@@ -61,6 +61,7 @@ static int step(int fd, const char *part, size_t len, int mkdirs)
 
 int bp_path_parent_beneath(int dirfd, const char *name, int mkdirs, const char **leaf)
 {
+    *leaf = name;
     int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -82,7 +83,7 @@ int bp_path_parent_beneath(int dirfd, const char *name, int mkdirs, const char *
 
 int bp_path_open_beneath(int dirfd, const char *name, int flags, mode_t mode, int mkdirs)
 {
-    const char *leaf;
+    const char *leaf = name;
     int d = bp_path_parent_beneath(dirfd, name, mkdirs, &leaf);
     if (d < 0)
         return d;

@@ -22,7 +22,7 @@ static uint32_t ror(uint32_t x, unsigned n)
 static void block(uint32_t h[8], const uint8_t *p)
 {
     uint32_t w[64];
-    for (int i = 0; i < 16; i++)
+    for (size_t i = 0; i < 16; i++)
         w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
                (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
     for (int i = 16; i < 64; i++) {
@@ -97,7 +97,7 @@ void bp_sha256_final(struct bp_sha256 *s, uint8_t out[BP_SHA256_LEN])
     for (int i = 0; i < 8; i++)
         s->buf[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
     block(s->h, s->buf);
-    for (int i = 0; i < 8; i++) {
+    for (size_t i = 0; i < 8; i++) {
         out[4 * i] = (uint8_t)(s->h[i] >> 24);
         out[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
         out[4 * i + 2] = (uint8_t)(s->h[i] >> 8);
@@ -108,9 +108,9 @@ void bp_sha256_final(struct bp_sha256 *s, uint8_t out[BP_SHA256_LEN])
 void bp_sha256_hex(const uint8_t d[BP_SHA256_LEN], char hex[2 * BP_SHA256_LEN + 1])
 {
     static const char x[] = "0123456789abcdef";
-    for (int i = 0; i < BP_SHA256_LEN; i++) {
+    for (size_t i = 0; i < BP_SHA256_LEN; i++) {
         hex[2 * i] = x[d[i] >> 4];
         hex[2 * i + 1] = x[d[i] & 15];
     }
-    hex[2 * BP_SHA256_LEN] = '\0';
+    hex[(size_t)2 * BP_SHA256_LEN] = 0;
 }

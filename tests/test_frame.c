@@ -851,6 +851,29 @@ static void t_hello_bad(void **state)
     /* no idlen byte at all */
     for (size_t l = BP_MSG_HDR; l < BP_MSG_HDR + BP_HELLO_FIXED + 1; l++)
         assert_int_equal(decode_copy(p.p, l, 0), BP_EPROTO);
+    /* labels: u16 length, then exactly that many bytes, at most BP_LABELS_MAX */
+    make_hello(&p, 1, 1, id, 5);
+    size_t base = p.len;
+    static char lab[BP_LABELS_MAX + 2];
+    memset(lab, 'l', sizeof lab);
+    bp_pack_u16(&p, 3);
+    bp_pack_bytes(&p, lab, 3);
+    struct bp_msg m;
+    uint8_t *c = dup_exact(p.p, p.len);
+    assert_int_equal(bp_msg_decode(&m, c, p.len, 0), BP_OK);
+    struct bp_hello h;
+    bp_msg_hello(&m, &h);
+    assert_int_equal(h.labels_len, 3);
+    assert_memory_equal(h.labels, "lll", 3);
+    free(c);
+    assert_int_equal(decode_copy(p.p, p.len - 1, 0), BP_EPROTO); /* 2 of 3 */
+    assert_int_equal(decode_copy(p.p, base + 1, 0), BP_EPROTO);  /* half a length */
+    bp_pack_bytes(&p, lab, 1);
+    assert_int_equal(decode_copy(p.p, p.len, 0), BP_EPROTO); /* one too many */
+    p.len = base;
+    bp_pack_u16(&p, BP_LABELS_MAX + 1);
+    bp_pack_bytes(&p, lab, BP_LABELS_MAX + 1);
+    assert_int_equal(decode_copy(p.p, p.len, 0), BP_EPROTO);
     bp_pack_free(&p);
 }
 
@@ -1137,8 +1160,11 @@ static void walk_all(const struct bp_msg *m, const uint8_t *buf, size_t len, uin
     case BP_MSG_HELLO: {
         struct bp_hello h;
         bp_msg_hello(m, &h);
-        assert_true(h.id_len <= BP_ID_MAX);
-        assert_ptr_equal((const uint8_t *)h.id + h.id_len, end);
+        assert_true(h.id_len <= BP_ID_MAX && h.labels_len <= BP_LABELS_MAX);
+        if (h.labels)
+            assert_ptr_equal((const uint8_t *)h.labels + h.labels_len, end);
+        else
+            assert_ptr_equal((const uint8_t *)h.id + h.id_len, end);
         assert_int_equal(m->n, 0);
         break;
     }
