@@ -249,6 +249,8 @@ static int journal_commit(struct sink *k, int64_t now, int sync_now)
  * as journal_commit(). */
 static void commit_then_ack(struct sink *k, int sync_now)
 {
+    if (k->jpath[0] && !k->j && k->io_error)
+        return; /* the journal failed: nothing more is on record */
     if (!journal_commit(k, bp_now_ms(), sync_now))
         return;
     bp_sinkfiles_commit(k->files);

@@ -222,6 +222,8 @@ static void answer(struct bp_sinkfiles *f, const uint8_t *rid, size_t rid_len, u
     }
     if (p)
         bp_pack_putack(&p->p, a);
+    if (p && p->p.n >= BP_SF_ACKS_MAX)
+        bp_sinkfiles_flush(f); /* (what a worker takes in one PUTACK) */
 }
 
 /* Writes the chunk the table accepted. Returns BP_OK or BP_EIO (logged,

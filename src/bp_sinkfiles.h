@@ -26,7 +26,8 @@
 #include "bp_rbook.h"
 #include "bp_upload.h"
 
-#define BP_SF_PEERS 8 /* peers with PUTACKs packed in one burst */
+#define BP_SF_PEERS 8       /* peers with PUTACKs packed in one burst */
+#define BP_SF_ACKS_MAX 4096 /* records in one PUTACK (the worker's limit) */
 
 /* What bp_sinkfiles_check() says about a final ok result with FILES. */
 enum bp_sf_check { BP_SF_READY = 0, BP_SF_TORN, BP_SF_CONFLICT };
