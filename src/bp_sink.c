@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1057,6 +1058,9 @@ static int sink_restore(struct sink *k)
     }
     if (o->resume)
         bp_sinkfiles_restored(k->files); /* (rolled forward above; the rest goes) */
+    if (k->files->rolled)
+        bp_log(BP_LOG_INFO, "%" PRId64 " returned files accepted before the crash put in place",
+               k->files->rolled);
     if (st.batch && !o->resume) {
         bp_log(BP_LOG_ERROR,
                "journal %s holds batch %016" PRIx64 ": continue it with --resume, "
@@ -1128,6 +1132,10 @@ static int files_open(struct sink *k)
                                   .send = sink_send,
                                   .arg = k};
     k->files = bp_sinkfiles_new(&fc, err, sizeof err);
+    /* A file size limit (ulimit -f) makes a write fail with EFBIG, which
+     * refuses that upload, instead of killing the sink. */
+    if (k->files && o->output_dir)
+        signal(SIGXFSZ, SIG_IGN);
     if (k->files)
         return BP_OK;
     bp_log(BP_LOG_ERROR, "%s", err);

@@ -480,14 +480,14 @@ static void keep(struct bp_sinkfiles *f, const char *tn, const char *name, const
 /* Renames the temporary of (id, attempt, idx) to name beneath DIR, if it
  * is still there; a name already there with the same bytes just takes the
  * temporary away. Never overwrites. */
-static void place(struct bp_sinkfiles *f, uint64_t id, uint16_t attempt, uint8_t idx,
-                  const char *name)
+static int place(struct bp_sinkfiles *f, uint64_t id, uint16_t attempt, uint8_t idx,
+                 const char *name)
 {
     char tn[80];
     tmp_name(f, tn, sizeof tn, id, attempt, idx);
     struct stat st;
     if (f->tmpfd < 0 || fstatat(f->tmpfd, tn, &st, AT_SYMLINK_NOFOLLOW) != 0)
-        return; /* placed before (a resume), or never there */
+        return 0; /* placed before (a resume), or never there */
     int tf = openat(f->tmpfd, tn, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     int t = tf < 0 ? OTHER : compare_at(f->dirfd, name, tf);
     if (tf >= 0)
@@ -496,7 +496,7 @@ static void place(struct bp_sinkfiles *f, uint64_t id, uint16_t attempt, uint8_t
         unlinkat(f->tmpfd, tn, 0);
     } else if (t == OTHER) {
         keep(f, tn, name, "something else is there");
-        return;
+        return 0;
     } else {
         const char *leaf;
         int pd = bp_path_parent_beneath(f->dirfd, name, 1, &leaf);
@@ -504,7 +504,7 @@ static void place(struct bp_sinkfiles *f, uint64_t id, uint16_t attempt, uint8_t
             keep(f, tn, name, strerror(pd < 0 ? -pd : errno));
             if (pd >= 0)
                 close(pd);
-            return;
+            return 0;
         }
         if (f->c.sync != BP_SYNC_NONE && fsync(pd) != 0)
             bp_log(BP_LOG_WARN, "cannot sync the directory of a returned file: %s",
@@ -513,6 +513,7 @@ static void place(struct bp_sinkfiles *f, uint64_t id, uint16_t attempt, uint8_t
     }
     f->files++;
     f->bytes += st.st_size;
+    return 1;
 }
 
 void bp_sinkfiles_commit(struct bp_sinkfiles *f)
@@ -527,5 +528,5 @@ void bp_sinkfiles_commit(struct bp_sinkfiles *f)
 void bp_sinkfiles_restore(struct bp_sinkfiles *f, uint64_t id, uint16_t attempt, uint8_t idx,
                           const char *name)
 {
-    place(f, id, attempt, idx, name);
+    f->rolled += place(f, id, attempt, idx, name);
 }

@@ -76,6 +76,7 @@ struct bp_sinkfiles {
     int64_t write_errors; /* writes into .bp-tmp that failed */
     int64_t conflicts;    /* results made file-error: a name there with other contents */
     int64_t kept;         /* accepted uploads kept as evidence in .bp-kept (not placed) */
+    int64_t rolled;       /* --resume: accepted files put in place from .bp-tmp */
     int said_foreign;
     uint8_t same[BP_MAX_UPLOADS]; /* bp_sinkfiles_check(): already there, same bytes */
 };

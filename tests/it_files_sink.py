@@ -16,6 +16,7 @@ the sink", is the contract:
     of a batch, then --resume: every file whole, none half written."""
 import os
 import random
+import resource
 import struct
 import sys
 import threading
@@ -36,7 +37,7 @@ ctx = zmq.Context.instance()
 RESULTS, BEGIN, CLOSE, ACK, COMPLETE, HEARTBEAT, PUT, PUTACK = 8, 9, 10, 11, 12, 4, 17, 18
 CHUNK = 64 * 1024
 FINAL, FILES = 0x01, 0x04
-FE_NAME, FE_SIZE, FE_COUNT, FE_BUSY = 1, 2, 3, 4
+FE_NAME, FE_SIZE, FE_COUNT, FE_BUSY, FE_WRITE = 1, 2, 3, 4, 5
 BATCH = 0x0123456789abcdef
 WAIT = 30 * env.slow  # seconds for one answer
 
@@ -339,6 +340,38 @@ def hostile_uploads_refused():
     expect(js["malformed"] >= 4, f"bad names not counted as malformed: {js}")
 
 
+def write_error_refuses_the_upload():
+    # A file size limit (ulimit -f, as a full disk would) makes the write
+    # fail: the upload is refused with write-error, one line says why, and
+    # the sink goes on.
+    pr, = ports(1)
+    out = env.path("we-out")
+    summary = env.path("we.json")
+    limit = 3 * CHUNK
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    s = env.start("sink", "--once", "--timeout", "300s", "--bind", f"tcp://127.0.0.1:{pr}",
+                  "--output-dir", out, "--summary-json", summary, preexec=small_files)
+    p = Peers(pr, 1)
+    data = os.urandom(4 * CHUNK)
+    try:
+        acks = [p.ask(put(0, 0, off, len(data), b"big", data[off:off + CHUNK]))[0]
+                for off in range(0, 4 * CHUNK, CHUNK)]
+        expect(acks[3][3] == 1 and acks[3][4] == FE_WRITE, f"past the limit: {acks}")
+        p.w.send(result(0, 0))  # (a worker would fail the attempt: file-error)
+        expect(p.wait_ack(0) == 0, p.acks)
+        env.wait(s)
+    finally:
+        p.close()
+    err = env.errors(s)
+    expect("cannot write returned file big of task 0" in err, err[-2000:])
+    js = read_json(summary)
+    expect(js["files"]["write_errors"] == 1 and js["files"]["refused"] == 1, js)
+    expect(not os.path.exists(os.path.join(out, "big")), "a refused upload was placed")
+
+
 def duplicate_uploads_removed():
     pr, = ports(1)
     out = env.path("dup-out")
@@ -445,7 +478,8 @@ def kill_at_random_points_then_resume():
            f"{sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))[:5]}")
     for r in runs:
         expect("are kept in" not in env.errors(r), env.errors(r)[-2000:])
-    print(f"  {len(runs) - 1} kills", flush=True)
+    rolled = sum("accepted before the crash put in place" in env.errors(r) for r in runs)
+    print(f"  {len(runs) - 1} kills, {rolled} resumes rolled files forward", flush=True)
 
 
 if __name__ == "__main__":
