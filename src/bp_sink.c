@@ -1028,6 +1028,16 @@ static int open_output(struct sink *k, int resumed, uint64_t committed)
     return BP_OK;
 }
 
+/* --resume, after the journal: the accepted files it rolled forward are
+ * in place; the rest of .bp-tmp goes. */
+static void files_restored(struct sink *k)
+{
+    bp_sinkfiles_restored(k->files);
+    if (k->files->rolled)
+        bp_log(BP_LOG_INFO, "%" PRId64 " returned files accepted before the crash put in place",
+               k->files->rolled);
+}
+
 /* --resume / --journal: reads the journal back (if there is one) and
  * opens the output to continue it. Returns BP_OK or an error (logged). */
 static int sink_restore(struct sink *k)
@@ -1057,10 +1067,7 @@ static int sink_restore(struct sink *k)
         return rc == BP_ENOMEM ? rc : BP_EUSAGE;
     }
     if (o->resume)
-        bp_sinkfiles_restored(k->files); /* (rolled forward above; the rest goes) */
-    if (k->files->rolled)
-        bp_log(BP_LOG_INFO, "%" PRId64 " returned files accepted before the crash put in place",
-               k->files->rolled);
+        files_restored(k);
     if (st.batch && !o->resume) {
         bp_log(BP_LOG_ERROR,
                "journal %s holds batch %016" PRIx64 ": continue it with --resume, "
