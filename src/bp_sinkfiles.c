@@ -288,9 +288,12 @@ static int admit(struct bp_sinkfiles *f, const struct bp_put *u, const struct bp
         return 1;
     }
     if (place == BP_RB_DUP) {
-        /* Final already: its result will be a duplicate; nothing written. */
+        /* Final already: its result will be a duplicate. Nothing is
+         * written; each chunk is acknowledged as if it were (the worker
+         * takes no answer beyond what it sent), so the worker gets to its
+         * result, which is acknowledged with the stored outcome. */
         d->verdict = BP_UP_ANSWER;
-        d->received = u->size;
+        d->received = u->offset + u->len;
         return 1;
     }
     return 0;
