@@ -117,6 +117,20 @@ void bp_sinkfiles_destroy(struct bp_sinkfiles **fp)
     *fp = NULL;
 }
 
+/* Makes (if missing) and opens DIR/.bp-tmp, never through a symlink. */
+static void tmp_open(struct bp_sinkfiles *f)
+{
+    if (mkdirat(f->dirfd, TMP_DIR, 0700) == 0) {
+        if (f->c.sync != BP_SYNC_NONE)
+            fsync(f->dirfd); /* (its entry, before anything in it counts) */
+    } else if (errno != EEXIST) {
+        bp_log(BP_LOG_ERROR, "cannot make %s/" TMP_DIR ": %s", f->c.dir, strerror(errno));
+    }
+    f->tmpfd = openat(f->dirfd, TMP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (f->tmpfd < 0)
+        bp_log(BP_LOG_ERROR, "cannot open %s/" TMP_DIR ": %s", f->c.dir, strerror(errno));
+}
+
 /* Removes everything in .bp-tmp (and .bp-tmp itself when rm_dir). */
 static void tmp_clear(struct bp_sinkfiles *f, int rm_dir)
 {
@@ -133,9 +147,7 @@ static void tmp_clear(struct bp_sinkfiles *f, int rm_dir)
         bp_log(BP_LOG_WARN, "cannot empty %s/" TMP_DIR ": %s", f->c.dir, strerror(-rc));
     if (rm_dir)
         return;
-    if (mkdirat(f->dirfd, TMP_DIR, 0700) != 0 && errno != EEXIST)
-        bp_log(BP_LOG_ERROR, "cannot make %s/" TMP_DIR ": %s", f->c.dir, strerror(errno));
-    f->tmpfd = openat(f->dirfd, TMP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    tmp_open(f);
 }
 
 void bp_sinkfiles_begin(struct bp_sinkfiles *f, uint64_t batch, int restoring)
@@ -151,9 +163,7 @@ void bp_sinkfiles_begin(struct bp_sinkfiles *f, uint64_t batch, int restoring)
     }
     if (f->tmpfd >= 0)
         close(f->tmpfd);
-    if (mkdirat(f->dirfd, TMP_DIR, 0700) != 0 && errno != EEXIST)
-        bp_log(BP_LOG_ERROR, "cannot make %s/" TMP_DIR ": %s", f->c.dir, strerror(errno));
-    f->tmpfd = openat(f->dirfd, TMP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    tmp_open(f);
 }
 
 void bp_sinkfiles_end(struct bp_sinkfiles *f)
@@ -447,6 +457,9 @@ size_t bp_sinkfiles_accept(struct bp_sinkfiles *f, const struct bp_result_rec *r
                    r->id);
         bp_uploads_release(f->up, s);
     }
+    /* Their names in .bp-tmp too: the journal's F entry comes next. */
+    if (f->c.sync != BP_SYNC_NONE && fsync(f->tmpfd) != 0)
+        bp_log(BP_LOG_ERROR, "cannot sync %s/" TMP_DIR ": %s", f->c.dir, strerror(errno));
     drop_by(f, BP_UD_OTHERS, r->id, r->attempt, 0);
     return f->npend;
 }
