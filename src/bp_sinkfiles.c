@@ -57,7 +57,7 @@ struct bp_sinkfiles *bp_sinkfiles_new(const struct bp_sinkfiles_cfg *cfg, char *
     }
     f->c = *cfg;
     f->dirfd = f->tmpfd = -1;
-    for (int i = 0; i < BP_MAX_UPLOADS; i++)
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++)
         f->fds[i] = -1;
     for (int i = 0; i < BP_SF_PEERS; i++)
         bp_pack_init(&f->peer[i].p);
@@ -101,7 +101,7 @@ void bp_sinkfiles_destroy(struct bp_sinkfiles **fp)
     if (!fp || !*fp)
         return;
     struct bp_sinkfiles *f = *fp;
-    for (int i = 0; i < BP_MAX_UPLOADS; i++)
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++)
         if (f->fds[i] >= 0)
             close(f->fds[i]); /* (temporaries stay: a resume may need them) */
     pending_clear(f);
@@ -270,6 +270,17 @@ static int write_chunk(struct bp_sinkfiles *f, const struct bp_up_decision *d,
     return BP_EIO;
 }
 
+/* Upload slot is complete: synced per --sync (before its result can be
+ * journaled) and closed while it waits for that result. */
+static void upload_done(struct bp_sinkfiles *f, int slot)
+{
+    if (f->c.sync != BP_SYNC_NONE && fdatasync(f->fds[slot]) != 0)
+        bp_log(BP_LOG_ERROR, "cannot sync a returned file of task %" PRIu64 ": %s",
+               f->up->u[slot].id, strerror(errno));
+    close(f->fds[slot]);
+    f->fds[slot] = -1;
+}
+
 /* Whether a PUT for u's id may be taken now: -1 drop it unanswered
  * (foreign), else the decision's start (BUSY, or answered whole). */
 static int admit(struct bp_sinkfiles *f, const struct bp_put *u, const struct bp_msg *m,
@@ -332,8 +343,9 @@ void bp_sinkfiles_put(struct bp_sinkfiles *f, const uint8_t *rid, size_t rid_len
         d.verdict = BP_UP_REFUSE;
         d.code = BP_FE_WRITE;
     } else if (d.verdict == BP_UP_WRITE) {
-        bp_uploads_wrote(f->up, d.slot, u.len);
-        d.received = f->up->u[d.slot].received;
+        d.received = f->up->u[d.slot].received + u.len;
+        if (bp_uploads_wrote(f->up, d.slot, u.len))
+            upload_done(f, d.slot);
     }
     if (d.verdict == BP_UP_REFUSE && d.code != BP_FE_BUSY && d.code != BP_FE_WRITE) {
         f->refused++;
@@ -375,7 +387,7 @@ static int compare_at(int dfd, const char *name, int fd)
 
 /* What is at upload slot's name: under DIR, or waiting for this turn's
  * commit under the same name. */
-static int what_is_there(struct bp_sinkfiles *f, int slot)
+static int what_is_there(struct bp_sinkfiles *f, int slot, int fd)
 {
     const struct bp_upload *e = &f->up->u[slot];
     for (size_t i = f->npend; i-- > 0;) {
@@ -384,11 +396,20 @@ static int what_is_there(struct bp_sinkfiles *f, int slot)
             continue;
         char tn[80];
         tmp_name(f, tn, sizeof tn, p->id, p->attempt, p->idx);
-        int r = p->same ? ABSENT : compare_at(f->tmpfd, tn, f->fds[slot]);
+        int r = p->same ? ABSENT : compare_at(f->tmpfd, tn, fd);
         if (r != ABSENT)
             return r;
     }
-    return compare_at(f->dirfd, e->name, f->fds[slot]);
+    return compare_at(f->dirfd, e->name, fd);
+}
+
+/* Opens upload slot's temporary file to read it. */
+static int open_tmp(const struct bp_sinkfiles *f, int slot)
+{
+    const struct bp_upload *e = &f->up->u[slot];
+    char tn[80];
+    tmp_name(f, tn, sizeof tn, e->id, e->attempt, e->idx);
+    return f->tmpfd < 0 ? -1 : openat(f->tmpfd, tn, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 }
 
 int bp_sinkfiles_check(struct bp_sinkfiles *f, const struct bp_result_rec *r, char *why,
@@ -400,7 +421,10 @@ int bp_sinkfiles_check(struct bp_sinkfiles *f, const struct bp_result_rec *r, ch
     }
     for (int i = 0; i < r->nfiles; i++) {
         int s = bp_uploads_find(f->up, r->id, r->attempt, (uint8_t)i);
-        int t = s < 0 ? OTHER : what_is_there(f, s);
+        int fd = s < 0 ? -1 : open_tmp(f, s);
+        int t = fd < 0 ? OTHER : what_is_there(f, s, fd);
+        if (fd >= 0)
+            close(fd);
         if (s >= 0)
             f->same[s] = t == SAME;
         if (t != OTHER)
@@ -445,11 +469,6 @@ size_t bp_sinkfiles_accept(struct bp_sinkfiles *f, const struct bp_result_rec *r
         int s = bp_uploads_find(f->up, r->id, r->attempt, (uint8_t)i);
         if (s < 0)
             continue; /* (checked just before: cannot happen) */
-        if (f->c.sync != BP_SYNC_NONE && fdatasync(f->fds[s]) != 0)
-            bp_log(BP_LOG_ERROR, "cannot sync a returned file of task %" PRIu64 ": %s", r->id,
-                   strerror(errno));
-        close(f->fds[s]);
-        f->fds[s] = -1;
         if (pending_push(f, &f->up->u[s], f->same[s]) != BP_OK)
             bp_log(BP_LOG_ERROR,
                    "out of memory: returned file of task %" PRIu64 " left in " TMP_DIR

@@ -64,7 +64,7 @@ struct bp_sinkfiles {
     int dirfd, tmpfd; /* -1: none */
     uint64_t batch;
     struct bp_uploads *up;
-    int fds[BP_MAX_UPLOADS]; /* each upload's temporary file */
+    int fds[BP_UPLOAD_SLOTS]; /* each upload's temporary file while in progress */
     struct bp_sf_pending *pend;
     size_t npend, pend_cap;
     struct bp_sf_peer peer[BP_SF_PEERS];
@@ -78,7 +78,7 @@ struct bp_sinkfiles {
     int64_t kept;         /* accepted uploads kept as evidence in .bp-kept (not placed) */
     int64_t rolled;       /* --resume: accepted files put in place from .bp-tmp */
     int said_foreign;
-    uint8_t same[BP_MAX_UPLOADS]; /* bp_sinkfiles_check(): already there, same bytes */
+    uint8_t same[BP_UPLOAD_SLOTS]; /* bp_sinkfiles_check(): already there, same bytes */
 };
 
 /* Opens (creating it if missing, one level) the output directory. Returns

@@ -12,7 +12,7 @@ struct bp_uploads *bp_uploads_new(const struct bp_upload_cfg *cfg)
     struct bp_uploads *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
-    t->u = calloc(BP_MAX_UPLOADS, sizeof *t->u);
+    t->u = calloc(BP_UPLOAD_SLOTS, sizeof *t->u);
     if (!t->u) {
         free(t);
         return NULL;
@@ -25,6 +25,8 @@ void bp_uploads_destroy(struct bp_uploads **t)
 {
     if (!t || !*t)
         return;
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++)
+        free((*t)->u[i].name);
     free((*t)->u);
     free(*t);
     *t = NULL;
@@ -32,7 +34,7 @@ void bp_uploads_destroy(struct bp_uploads **t)
 
 int bp_uploads_find(const struct bp_uploads *t, uint64_t id, uint16_t attempt, uint8_t idx)
 {
-    for (int i = 0; i < BP_MAX_UPLOADS; i++) {
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++) {
         const struct bp_upload *e = &t->u[i];
         if (e->used && e->id == id && e->attempt == attempt && e->idx == idx)
             return i;
@@ -43,7 +45,7 @@ int bp_uploads_find(const struct bp_uploads *t, uint64_t id, uint16_t attempt, u
 /* Whether another idx of the attempt already has this name. */
 static int name_taken(const struct bp_uploads *t, const struct bp_put *u)
 {
-    for (int i = 0; i < BP_MAX_UPLOADS; i++) {
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++) {
         const struct bp_upload *e = &t->u[i];
         if (e->used && e->id == u->id && e->attempt == u->attempt && e->idx != u->idx &&
             e->name_len == u->name_len && memcmp(e->name, u->name, u->name_len) == 0)
@@ -56,7 +58,7 @@ static int name_taken(const struct bp_uploads *t, const struct bp_put *u)
  * another: a finished one waits for the last). */
 static void touch(struct bp_uploads *t, uint64_t id, uint16_t attempt, int64_t now)
 {
-    for (int i = 0; i < BP_MAX_UPLOADS; i++) {
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++) {
         struct bp_upload *e = &t->u[i];
         if (e->used && e->id == id && e->attempt == attempt)
             e->last = now;
@@ -87,16 +89,18 @@ static void open_upload(struct bp_uploads *t, const struct bp_put *u, int64_t no
         return;
     }
     int slot = -1;
-    for (int i = 0; i < BP_MAX_UPLOADS && slot < 0; i++)
+    for (int i = 0; i < BP_UPLOAD_SLOTS && slot < 0 && t->open < BP_MAX_UPLOADS; i++)
         if (!t->u[i].used)
             slot = i;
-    if (slot < 0) {
-        refuse(d, BP_FE_BUSY);
+    char *name = slot < 0 ? NULL : malloc((size_t)u->name_len + 1);
+    if (!name) {
+        refuse(d, BP_FE_BUSY); /* (or out of memory: later, too) */
         return;
     }
     struct bp_upload *e = &t->u[slot];
     memset(e, 0, sizeof *e);
     e->used = 1;
+    e->name = name;
     e->id = u->id;
     e->attempt = u->attempt;
     e->idx = u->idx;
@@ -105,6 +109,7 @@ static void open_upload(struct bp_uploads *t, const struct bp_put *u, int64_t no
     memcpy(e->name, u->name, u->name_len);
     e->name[u->name_len] = '\0';
     t->open++;
+    t->held++;
     touch(t, u->id, u->attempt, now);
     e->last = now;
     d->verdict = BP_UP_WRITE;
@@ -156,20 +161,25 @@ void bp_uploads_put(struct bp_uploads *t, const struct bp_put *u, const uint8_t 
     }
 }
 
-void bp_uploads_wrote(struct bp_uploads *t, int slot, uint32_t len)
+int bp_uploads_wrote(struct bp_uploads *t, int slot, uint32_t len)
 {
-    if (slot < 0 || slot >= BP_MAX_UPLOADS || !t->u[slot].used)
-        return;
+    if (slot < 0 || slot >= BP_UPLOAD_SLOTS || !t->u[slot].used)
+        return 0;
     struct bp_upload *e = &t->u[slot];
     e->received += len;
     if (e->received > e->size)
         e->received = e->size; /* (cannot happen: the offset was checked) */
+    if (e->done || e->received != e->size)
+        return 0;
+    e->done = 1;
+    t->open--; /* (waits for its result; no longer in progress) */
+    return 1;
 }
 
 int bp_uploads_complete(const struct bp_uploads *t, uint64_t id, uint16_t attempt, int nfiles)
 {
     int have = 0;
-    for (int i = 0; i < BP_MAX_UPLOADS; i++) {
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++) {
         const struct bp_upload *e = &t->u[i];
         if (!e->used || e->id != id || e->attempt != attempt)
             continue;
@@ -203,7 +213,7 @@ static int drops(const struct bp_uploads *t, const struct bp_upload *e, int how,
 int bp_uploads_next_drop(const struct bp_uploads *t, int how, uint64_t id, uint16_t attempt,
                          int64_t now)
 {
-    for (int i = 0; i < BP_MAX_UPLOADS; i++)
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++)
         if (t->u[i].used && drops(t, &t->u[i], how, id, attempt, now))
             return i;
     return -1;
@@ -211,8 +221,13 @@ int bp_uploads_next_drop(const struct bp_uploads *t, int how, uint64_t id, uint1
 
 void bp_uploads_release(struct bp_uploads *t, int slot)
 {
-    if (slot < 0 || slot >= BP_MAX_UPLOADS || !t->u[slot].used)
+    if (slot < 0 || slot >= BP_UPLOAD_SLOTS || !t->u[slot].used)
         return;
-    t->u[slot].used = 0;
-    t->open--;
+    struct bp_upload *e = &t->u[slot];
+    if (!e->done)
+        t->open--;
+    t->held--;
+    free(e->name);
+    e->name = NULL;
+    e->used = 0;
 }

@@ -19,9 +19,16 @@
  * - refused with a BP_FE_* reason: a size over the limit or not the one
  *   the upload began with (SIZE), a chunk past the size or another name
  *   for the same upload or a name another idx of the attempt has (NAME),
- *   idx 255 (COUNT: at most 255 files per attempt), the table full (BUSY).
+ *   idx 255 (COUNT: at most 255 files per attempt), the table full (BUSY:
+ *   BP_MAX_UPLOADS uploads in progress, or BP_UPLOAD_SLOTS in all).
  *
- * Memory: BP_MAX_UPLOADS entries of fixed size, allocated once.
+ * A complete upload (received == size) waits for its result but is no
+ * longer "open": only uploads in progress count against BP_MAX_UPLOADS, so
+ * workers that hold finished files of a task while they upload its next
+ * one cannot fill the table with them and wait for each other for ever.
+ *
+ * Memory: BP_UPLOAD_SLOTS entries, allocated once, and the names (at most
+ * BP_NAME_MAX bytes each).
  */
 #ifndef BP_UPLOAD_H
 #define BP_UPLOAD_H
@@ -34,6 +41,8 @@
 
 /* idx is below this: 255 files per attempt (RESULTS' nfiles is a u8). */
 #define BP_UPLOAD_IDX_MAX 255
+/* Uploads held in all, complete ones (waiting for their result) included. */
+#define BP_UPLOAD_SLOTS 4096
 
 struct bp_upload {
     uint64_t id, size, received;
@@ -42,9 +51,10 @@ struct bp_upload {
     uint16_t name_len;
     uint8_t idx;
     uint8_t used;
+    uint8_t done; /* complete: received == size */
     uint8_t rid_len;
     uint8_t rid[255]; /* the sender of its latest chunk */
-    char name[BP_NAME_MAX + 1];
+    char *name;       /* name_len bytes and a NUL */
 };
 
 struct bp_upload_cfg {
@@ -54,8 +64,9 @@ struct bp_upload_cfg {
 
 struct bp_uploads {
     struct bp_upload_cfg c;
-    struct bp_upload *u; /* BP_MAX_UPLOADS entries */
-    int open;            /* entries in use */
+    struct bp_upload *u; /* BP_UPLOAD_SLOTS entries */
+    int open;            /* uploads in progress (at most BP_MAX_UPLOADS) */
+    int held;            /* entries in use (at most BP_UPLOAD_SLOTS) */
 };
 
 enum bp_up_verdict {
@@ -94,8 +105,9 @@ void bp_uploads_destroy(struct bp_uploads **t);
 void bp_uploads_put(struct bp_uploads *t, const struct bp_put *u, const uint8_t *rid,
                     size_t rid_len, int64_t now, struct bp_up_decision *d);
 
-/* The chunk of len bytes BP_UP_WRITE asked for is written: received grows. */
-void bp_uploads_wrote(struct bp_uploads *t, int slot, uint32_t len);
+/* The chunk of len bytes BP_UP_WRITE asked for is written: received
+ * grows. Returns 1 when that made the upload complete, else 0. */
+int bp_uploads_wrote(struct bp_uploads *t, int slot, uint32_t len);
 
 /* The entry of (id, attempt, idx), or -1. */
 int bp_uploads_find(const struct bp_uploads *t, uint64_t id, uint16_t attempt, uint8_t idx);

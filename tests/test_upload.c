@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "bp.h"
@@ -157,6 +158,37 @@ static void t_busy_and_stale(void **state)
     bp_uploads_destroy(&t);
 }
 
+/* Complete uploads wait for their result without counting as open:
+ * workers holding finished files while they upload the next ones cannot
+ * fill the table; BP_UPLOAD_SLOTS bounds them all. */
+static void t_complete_not_open(void **state)
+{
+    (void)state;
+    struct bp_uploads *t = table(1 << 20);
+    struct bp_up_decision d;
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++) {
+        assert_int_equal(
+            put(t, chunk((uint64_t)i / 200, 1, (uint8_t)(i % 200), 0, 1, 1, "f"), 0, &d),
+            i % 200 ? BP_UP_REFUSE : BP_UP_WRITE);
+        if (i % 200) /* (one name per attempt: the others are refused) */
+            assert_int_equal(d.code, BP_FE_NAME);
+    }
+    while (t->held)
+        bp_uploads_release(t, bp_uploads_next_drop(t, BP_UD_ALL, 0, 0, 0));
+    char name[8];
+    for (int i = 0; i < BP_UPLOAD_SLOTS; i++) {
+        snprintf(name, sizeof name, "%d", i % 200);
+        struct bp_put u = chunk((uint64_t)i / 200, 1, (uint8_t)(i % 200), 0, 1, 1, name);
+        assert_int_equal(put(t, u, 0, &d), BP_UP_WRITE);
+    }
+    assert_int_equal(t->open, 0);
+    assert_int_equal(t->held, BP_UPLOAD_SLOTS);
+    assert_int_equal(put(t, chunk(9999, 1, 0, 0, 1, 1, "x"), 0, &d), BP_UP_REFUSE);
+    assert_int_equal(d.code, BP_FE_BUSY);
+    assert_true(bp_uploads_complete(t, 0, 1, 200));
+    bp_uploads_destroy(&t);
+}
+
 /* One key from two peers: the latest sender gets the answers; the
  * offset rule holds whoever sends. */
 static void t_two_peers(void **state)
@@ -192,15 +224,15 @@ static void t_drop_rules(void **state)
         assert_true(t->u[s].id == 4 && t->u[s].attempt != 2);
         bp_uploads_release(t, s);
     }
-    assert_int_equal(t->open, 3);
+    assert_int_equal(t->held, 3);
     assert_true(bp_uploads_complete(t, 4, 2, 2));
     for (int s; (s = bp_uploads_next_drop(t, BP_UD_ATTEMPT, 4, 2, 0)) >= 0;)
         bp_uploads_release(t, s);
-    assert_int_equal(t->open, 1);
+    assert_int_equal(t->held, 1);
     assert_int_equal(bp_uploads_next_drop(t, BP_UD_ID, 4, 0, 0), -1);
     assert_true(bp_uploads_next_drop(t, BP_UD_ID, 5, 0, 0) >= 0);
     bp_uploads_release(t, -1);
-    bp_uploads_release(t, BP_MAX_UPLOADS);
+    bp_uploads_release(t, BP_UPLOAD_SLOTS);
     bp_uploads_destroy(&t);
 }
 
@@ -240,6 +272,7 @@ int main(void)
         cmocka_unit_test(t_unknown_offset),
         cmocka_unit_test(t_hostile_sizes_and_names),
         cmocka_unit_test(t_busy_and_stale),
+        cmocka_unit_test(t_complete_not_open),
         cmocka_unit_test(t_two_peers),
         cmocka_unit_test(t_drop_rules),
         cmocka_unit_test(t_codec_refuses_names),
