@@ -186,9 +186,11 @@ class FilesBatch:
         for name, data in self.files.items():
             with open(os.path.join(self.outdir, name + ".up"), "rb") as f:
                 back = f.read()
-            body, _, tail = back.rpartition(b"\n# ")
-            check(body + b"\n" == data.translate(UPPER) + b"\n" and tail.rstrip(b"\n").isdigit()
-                  and back.endswith(b"\n"),
+            # (the pid line follows the input's last byte, newline or not)
+            up = data.translate(UPPER)
+            tail = back[len(up):]
+            check(back.startswith(up) and tail.startswith(b"# ") and tail.endswith(b"\n")
+                  and tail[2:-1].isdigit(),
                   f"{name}.up is not the upper-cased input and one pid line "
                   f"({len(back)} bytes for {len(data)} in)")
         js = cl.read_json(self.summary)
