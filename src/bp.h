@@ -57,16 +57,32 @@ enum bp_sync { BP_SYNC_INTERVAL = 0, BP_SYNC_ALWAYS, BP_SYNC_NONE };
 /* --halt: soon lets tasks out on workers finish, now gives them up too. */
 enum bp_halt { BP_HALT_NEVER = 0, BP_HALT_SOON, BP_HALT_NOW };
 
+/* A repeatable option's values, in the order given (--basefile, --return). */
+#define BP_LIST_MAX 64
+struct bp_strlist {
+    const char *v[BP_LIST_MAX];
+    int n;
+};
+
 /* Every option of every role. bp_opts_parse() fills it from the environment
  * (BP_<LONG_NAME>) and then the command line. Strings point into argv or
  * the environment, or into the struct's own buffers. */
 struct bp_opts {
     enum bp_role role;
     int log_level;
-    int raw;         /* tutorial-compatible single-frame strings */
-    int nul;         /* NUL-separated records instead of lines */
-    int skip_empty;  /* ventilator: empty records are no tasks (parallel's -r) */
-    int64_t max_msg; /* ZMQ_MAXMSGSIZE and the record limit */
+    int raw;        /* tutorial-compatible single-frame strings */
+    int nul;        /* NUL-separated records instead of lines */
+    int skip_empty; /* ventilator: empty records are no tasks (parallel's -r) */
+    /* files (docs/wire-format.md "Files") */
+    int files;                   /* ventilator: input records are paths of files to ship */
+    struct bp_strlist basefiles; /* ventilator: sent once to each board, cached there */
+    struct bp_strlist returns;   /* worker: files sent back after a task (patterns) */
+    int64_t max_return_size;     /* worker, sink: largest returned file */
+    int max_return_files;        /* worker: returned files per task */
+    const char *scratch;         /* worker: where task directories go (NULL: $TMPDIR, /tmp) */
+    const char *cache_dir;       /* worker: base-file cache (NULL: a default) */
+    const char *output_dir;      /* sink: where returned files land */
+    int64_t max_msg;             /* ZMQ_MAXMSGSIZE and the record limit */
     int linger_ms;
     int progress;     /* -1 auto (TTY), 0 off, 1 on */
     const char *bind; /* ventilator, sink */
@@ -164,6 +180,7 @@ struct bp_report {
     int64_t stale;       /* sink: results of another batch, dropped */
     int64_t lost;        /* tasks failed as lost --max-attempts times */
     int64_t halted;      /* tasks not run: --halt stopped the batch */
+    int64_t unreadable;  /* ventilator --files: paths that could not be read (failed) */
     int64_t redelivered; /* deliveries made again after a loss (a worker died or went
                             silent, a deadline passed, no acknowledgement came); the
                             sink counts those its accepted results show */

@@ -2,10 +2,12 @@
  * credit, deadlines, redelivery, retries. Owns the task table and worker
  * records; must not do I/O, read a clock or log. */
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bp_dispatch.h"
+#include "bp_path.h"
 #include "bp_frame.h"
 
 /* Task states (bp_dispatch_task reports LOSTQ and LOSTSENT both as 4). */
@@ -18,6 +20,7 @@ struct task {
     uint16_t attempt; /* deliveries so far */
     uint16_t losses, fails;
     uint8_t halted;   /* reported to the sink as halted, not lost */
+    int32_t unread;   /* an errno: a --files path the ventilator could not read */
     int32_t worker;   /* OUT/DONE: the worker index; -1 none */
     uint32_t wgen;    /* that worker's generation, so a reused index never matches */
     int32_t avoid;    /* a worker that failed this task (retries go elsewhere) */
@@ -35,7 +38,9 @@ struct wpeer {
     uint8_t live;
     uint8_t leaving; /* said BYE: no more tasks */
     uint8_t end_pending;
+    uint8_t base_due; /* the BASE message goes out before any TASKS */
     uint32_t gen;
+    uint32_t chunks; /* CHUNKs owed or sent this session (FETCH window) */
     uint32_t credit;
     int64_t last_seen, next_hb;
     uint64_t echo; /* a ping to answer, 0 none */
@@ -68,6 +73,9 @@ struct wring {
 
 #define N_RESYNC 16
 #define LOST_REASON_MAX 96
+/* FETCH requests held for the loop: a worker has at most BP_FETCH_WINDOW
+ * without their CHUNK, so this only overflows under a flood (dropped). */
+#define FETCH_Q 4096
 
 enum {
     PK_NONE,
@@ -78,6 +86,7 @@ enum {
     PK_LOST,
     PK_RESYNC,
     PK_END,
+    PK_BASE,
     PK_HB,
     PK_TASKS
 };
@@ -143,6 +152,12 @@ struct bp_dispatch {
     uint32_t pk_qpop;   /* entries to pop from the queue front */
     uint32_t *pk_slots; /* the slots in the message */
     uint32_t *scratch;  /* max_tasks slots of room for one message's ids */
+    /* FETCH requests accepted, not yet served (bp_dispatch_next_fetch) */
+    struct fetchq {
+        uint32_t w, gen;
+        struct bp_fetch_rec f;
+    } fq[FETCH_Q];
+    uint32_t fq_head, fq_len;
 };
 
 void bp_dispatch_defaults(struct bp_dispatch_cfg *c, uint64_t batch)
@@ -550,7 +565,9 @@ static void finalize(struct bp_dispatch *d, uint32_t s, int how)
         d->st.ok++;
     else if (how == FIN_FAILED)
         d->st.failed++;
-    if (was_lost && how == FIN_FAILED && t->halted)
+    if (was_lost && how == FIN_FAILED && t->unread)
+        d->st.unreadable++;
+    else if (was_lost && how == FIN_FAILED && t->halted)
         d->st.halted++;
     else if (was_lost && how == FIN_FAILED)
         d->st.lost++;
@@ -713,8 +730,10 @@ static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const 
     bp_msg_hello(m, &h);
     struct wpeer *w = find_worker(d, rid, rlen);
     if (w) {
-        /* A new session on the same connection: what it had is void. */
+        /* A new session on the same connection: what it had is void
+         * (its tasks, and FETCH requests still queued: a new generation). */
         release_worker_tasks(d, w, 0, now);
+        w->gen = ++d->next_gen;
     } else {
         /* The same worker (by its id) on a new connection: the old one is
          * gone, and what it held will not come back through it. */
@@ -742,6 +761,36 @@ static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const 
     wl_touch(&d->seenl, widx(d, w));
     wl_touch(&d->hbl, widx(d, w));
     set_end(d, w, d->finished);
+    w->base_due = d->c.base_n > 0;
+    w->chunks = 0;
+    if (w->base_due)
+        ring_push(&d->ctl, widx(d, w));
+}
+
+/* FETCH: each request within the worker's window is queued for the loop
+ * (bp_dispatch_next_fetch); the rest is dropped and counted. got is what
+ * the worker settled (a CHUNK came, or it gave the request up and asks
+ * again), so chunks - got is what it has outstanding; a got above chunks
+ * (a request this side dropped, then given up there) counts as none. */
+static void on_fetch(struct bp_dispatch *d, struct wpeer *w, const struct bp_msg *m)
+{
+    uint32_t got = bp_msg_u32(m);
+    if (got > w->chunks)
+        got = w->chunks;
+    struct bp_fetch_rec f;
+    size_t off = 0;
+    while (bp_msg_next_fetch(m, &off, &f)) {
+        if (w->chunks - got >= BP_FETCH_WINDOW || d->fq_len == FETCH_Q) {
+            d->st.malformed++;
+            continue;
+        }
+        struct fetchq *e = &d->fq[(d->fq_head + d->fq_len) % FETCH_Q];
+        e->w = widx(d, w);
+        e->gen = w->gen;
+        e->f = f;
+        d->fq_len++;
+        w->chunks++;
+    }
 }
 
 static void on_done_id(struct bp_dispatch *d, struct wpeer *w, uint64_t id, int64_t now)
@@ -820,7 +869,8 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
         on_hello(d, rid, rid_len, &m, now);
         return BP_OK;
     }
-    if (m.type != BP_MSG_CREDIT && m.type != BP_MSG_HEARTBEAT && m.type != BP_MSG_BYE) {
+    if (m.type != BP_MSG_CREDIT && m.type != BP_MSG_HEARTBEAT && m.type != BP_MSG_BYE &&
+        m.type != BP_MSG_FETCH) {
         d->st.malformed++;
         return BP_EPROTO;
     }
@@ -863,10 +913,49 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
     case BP_MSG_BYE:
         on_bye(d, w, &m, ours, now);
         break;
+    case BP_MSG_FETCH:
+        if (ours)
+            on_fetch(d, w, &m);
+        else
+            d->st.stale++;
+        break;
     default:
         break;
     }
     return BP_OK;
+}
+
+int bp_dispatch_next_fetch(struct bp_dispatch *d, struct bp_fetch_req *r)
+{
+    while (d->fq_len) {
+        const struct fetchq *e = &d->fq[d->fq_head];
+        d->fq_head = (d->fq_head + 1) % FETCH_Q;
+        d->fq_len--;
+        const struct wpeer *w = &d->w[e->w];
+        if (!w->live || w->gen != e->gen)
+            continue; /* its session ended: nobody to answer */
+        r->rid = w->rid;
+        r->rid_len = w->rid_len;
+        r->f = e->f;
+        r->data = NULL;
+        r->len = 0;
+        r->refused = 0;
+        if (e->f.kind == BP_FK_BASE) {
+            r->refused = e->f.id >= d->c.base_n;
+            return 1;
+        }
+        uint32_t s = map_find(d, e->f.id);
+        const struct task *t = s == UINT32_MAX ? NULL : &d->t[s];
+        if (!t || t->state != T_OUT || t->worker != (int32_t)e->w || t->wgen != e->gen ||
+            t->attempt != e->f.attempt) {
+            r->refused = 1; /* not (or no longer) that worker's attempt */
+            return 1;
+        }
+        r->data = t->data;
+        r->len = t->len;
+        return 1;
+    }
+    return 0;
 }
 
 void bp_dispatch_worker_gone(struct bp_dispatch *d, const void *rid, size_t rid_len, int64_t now)
@@ -1062,6 +1151,7 @@ int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_
     t->state = T_QUEUED;
     t->attempt = t->losses = t->fails = 0;
     t->halted = 0;
+    t->unread = 0;
     t->worker = t->avoid = -1;
     t->deadline = 0;
     map_put(d, t->id, s);
@@ -1087,6 +1177,33 @@ int bp_dispatch_add_final(struct bp_dispatch *d, int ok, uint64_t *id)
         d->st.ok++;
     else
         d->st.failed++;
+    return BP_OK;
+}
+
+int bp_dispatch_add_unreadable(struct bp_dispatch *d, const void *path, size_t len, int err,
+                               uint64_t *id)
+{
+    uint64_t tid;
+    int rc = bp_dispatch_add(d, path, len, &tid);
+    if (rc != BP_OK)
+        return rc;
+    uint32_t s = map_find(d, tid);
+    struct task *t = &d->t[s];
+    d->qlen--; /* off the queue's back, where bp_dispatch_add() put it */
+    t->inq = 0;
+    d->queued--;
+    t->unread = err > 0 ? err : EIO;
+    t->state = T_LOSTQ;
+    d->lost_wait++;
+    if (!d->c.use_sink) {
+        t->state = T_LOSTSENT; /* nobody to tell: final at once */
+        finalize(d, s, FIN_FAILED);
+    } else {
+        d->lq[d->lqlen++] = s;
+        t->inq = 1;
+    }
+    if (id)
+        *id = tid;
     return BP_OK;
 }
 
@@ -1224,7 +1341,7 @@ static int pack_task(struct bp_dispatch *d, uint32_t s, uint32_t *n, size_t *byt
     const struct task *t = &d->t[s];
     if (*n && *bytes + BP_TASK_REC + t->len > d->c.pack_bytes)
         return 0;
-    uint8_t fl = t->fails >= d->c.retries ? BP_TF_LAST_TRY : 0;
+    uint8_t fl = (uint8_t)((t->fails >= d->c.retries ? BP_TF_LAST_TRY : 0) | d->c.task_flags);
     bp_pack_task(&d->pk, t->id, (uint16_t)(t->attempt + 1), fl, t->data, t->len);
     *bytes += BP_TASK_REC + t->len;
     d->pk_slots[(*n)++] = s;
@@ -1275,6 +1392,20 @@ static void build_hb(struct bp_dispatch *d, uint64_t ping, uint64_t echo)
     bp_pack_begin(&d->pk, BP_MSG_HEARTBEAT, d->c.batch);
     bp_pack_u64(&d->pk, ping);
     bp_pack_u64(&d->pk, echo);
+}
+
+/* The text of the result the ventilator reports for a task it gave up. */
+static int lost_reason(const struct bp_dispatch *d, const struct task *t, char *why, size_t n)
+{
+    if (t->unread)
+        return snprintf(why, n, "boardpipe: cannot read %.*s: %s",
+                        (int)(t->len > BP_NAME_MAX ? BP_NAME_MAX : t->len), (const char *)t->data,
+                        strerror(t->unread));
+    if (t->halted)
+        return snprintf(why, n, "%s", d->halt_why);
+    return snprintf(why, n,
+                    "boardpipe: lost %u times (worker died, went silent or overran its deadline)",
+                    (unsigned)t->losses);
 }
 
 static int emit(struct bp_dispatch *d, int kind, int dest, const struct wpeer *w, struct bp_out *o)
@@ -1337,17 +1468,15 @@ static int peek_sink(struct bp_dispatch *d, int64_t now, struct bp_out *o)
             struct task *t = &d->t[d->lq[i]];
             if (t->state != T_LOSTQ)
                 continue;
-            char why[LOST_REASON_MAX];
-            int wl = t->halted ? snprintf(why, sizeof why, "%s", d->halt_why)
-                               : snprintf(why, sizeof why,
-                                          "boardpipe: lost %u times (worker died, went silent or "
-                                          "overran its deadline)",
-                                          (unsigned)t->losses);
+            char why[LOST_REASON_MAX + BP_NAME_MAX];
+            int wl = lost_reason(d, t, why, sizeof why);
             struct bp_result_rec r = {.id = t->id,
                                       .attempt = t->attempt,
-                                      .status = t->halted ? BP_ST_HALTED : BP_ST_LOST,
+                                      .status = t->unread   ? BP_ST_FILEERR
+                                                : t->halted ? BP_ST_HALTED
+                                                            : BP_ST_LOST,
                                       .flags = BP_RF_FINAL,
-                                      .code = t->losses,
+                                      .code = t->unread ? t->unread : t->losses,
                                       .data = (const uint8_t *)why,
                                       .len = wl > 0 ? (uint32_t)wl : 0};
             bp_pack_result(&d->pk, &r);
@@ -1403,14 +1532,16 @@ void bp_dispatch_halt(struct bp_dispatch *d, int now_too, const char *why)
     halt_tasks(d, now_too);
 }
 
-/* Whether w, at the control ring's front, has an END or a heartbeat due. */
+/* Whether w, at the control ring's front, has an END, its BASE or a
+ * heartbeat due. */
 static int ctl_due(const struct wpeer *w, int64_t now)
 {
-    return w->live && (w->end_pending || now >= w->next_hb || w->echo);
+    return w->live && (w->end_pending || w->base_due || now >= w->next_hb || w->echo);
 }
 
-/* END and heartbeats (due ones join the control ring from the list by
- * next_hb), first come first served. */
+/* END, BASE (before any TASKS: the control ring is served first) and
+ * heartbeats (due ones join the control ring from the list by next_hb),
+ * first come first served. */
 static int peek_ctl(struct bp_dispatch *d, int64_t now, struct bp_out *o)
 {
     while (d->hbl.head != NIL && d->w[d->hbl.head].next_hb <= now) {
@@ -1430,6 +1561,12 @@ static int peek_ctl(struct bp_dispatch *d, int64_t now, struct bp_out *o)
             bp_pack_begin(&d->pk, BP_MSG_END, d->c.batch);
             bp_pack_u32(&d->pk, (uint32_t)d->end_reason);
             return emit(d, PK_END, BP_TO_WORKER, w, o);
+        }
+        if (w->base_due) {
+            bp_pack_begin(&d->pk, BP_MSG_BASE, d->c.batch);
+            bp_pack_bytes(&d->pk, d->c.base_body, d->c.base_len);
+            d->pk.n = d->c.base_n;
+            return emit(d, PK_BASE, BP_TO_WORKER, w, o);
         }
         build_hb(d, 0, w->echo);
         return emit(d, PK_HB, BP_TO_WORKER, w, o);
@@ -1569,6 +1706,11 @@ void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
         break;
     case PK_END:
         set_end(d, w, 0);
+        if (!ctl_due(w, now))
+            ring_pop(&d->ctl);
+        break;
+    case PK_BASE:
+        w->base_due = 0;
         if (!ctl_due(w, now))
             ring_pop(&d->ctl);
         break;

@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bp_frame.h"
+
 struct bp_dispatch;
 
 struct bp_dispatch_cfg {
@@ -46,6 +48,13 @@ struct bp_dispatch_cfg {
     size_t pack_bytes;    /* bytes in one TASKS message (one task may be bigger) */
     uint32_t max_rec;     /* largest task/result payload accepted */
     int use_sink;         /* 0: no sink; a task is final when its worker says DONE */
+    uint8_t task_flags;   /* added to every TASKS record (BP_TF_FILE: --files) */
+    /* --basefile: the body of the BASE message (base_n records) each worker
+     * gets after its HELLO, before any TASKS; not copied, must outlive the
+     * dispatcher. base_n 0: none. */
+    const uint8_t *base_body;
+    size_t base_len;
+    uint32_t base_n;
     /* Called when a task becomes final (ok: 1, failed or lost: 0, 2: the
      * sink said COMPLETE before acknowledging it, so the outcome is the
      * one the sink holds and counts), so the caller can journal it. May
@@ -79,6 +88,13 @@ int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_
  * Counted in added and in ok or failed; on_final is not called. Returns
  * BP_OK or BP_EUSAGE (input already done). */
 int bp_dispatch_add_final(struct bp_dispatch *d, int ok, uint64_t *id);
+
+/* Takes the next id for a --files path that cannot be read (errno err):
+ * it never goes to a worker; the sink gets a final file-error result
+ * "cannot read PATH: ..." from the ventilator, as for a lost task, and it
+ * counts in failed and unreadable. Returns like bp_dispatch_add(). */
+int bp_dispatch_add_unreadable(struct bp_dispatch *d, const void *path, size_t len, int err,
+                               uint64_t *id);
 
 /* No more tasks will be added: the batch has bp_dispatch_stats().added. */
 void bp_dispatch_input_done(struct bp_dispatch *d);
@@ -126,6 +142,22 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int dest_mask, struct b
  * become OUT on that worker, credit is spent, heartbeats rescheduled). */
 void bp_dispatch_commit(struct bp_dispatch *d, int64_t now);
 
+/* One FETCH request to answer with a CHUNK (docs/wire-format.md "Files"). */
+struct bp_fetch_req {
+    const uint8_t *rid; /* the worker's routing id */
+    size_t rid_len;
+    struct bp_fetch_rec f;
+    int refused;         /* answer BP_CK_REFUSED: not that worker's attempt (any more) */
+    const uint8_t *data; /* BP_FK_TASK: the task's payload (its file descriptor) */
+    size_t len;
+};
+
+/* The next FETCH request a worker made (within its window, for its
+ * session), checked against what is out on it now. Returns 1 with *r
+ * filled (valid until the next call on the dispatcher), 0 when none is
+ * left. The caller answers each with one CHUNK. */
+int bp_dispatch_next_fetch(struct bp_dispatch *d, struct bp_fetch_req *r);
+
 /* Stops the batch early (--halt): no task is sent any more, and every
  * task still queued (with now_too: also every task out on a worker, whose
  * late result the sink may still keep) becomes final as failed, reported
@@ -143,6 +175,7 @@ struct bp_dispatch_stats {
     int64_t ok, failed;             /* final outcomes acknowledged (failed includes lost) */
     int64_t lost;                   /* tasks failed as lost max_attempts times */
     int64_t halted;                 /* tasks failed because the batch was halted */
+    int64_t unreadable;             /* --files paths that could not be read (failed) */
     int64_t redelivered;            /* losses put back in the queue */
     int64_t retried;                /* failed tries run again (--retries) */
     int64_t handed_back;            /* tasks returned unstarted by stopping workers */

@@ -1,4 +1,4 @@
-/* Wire format v2 (bp_frame.h, docs/wire-format.md): decoding and checking
+/* Wire format v3 (bp_frame.h, docs/wire-format.md): decoding and checking
  * whole messages, the record iterators, and packing messages. Owns the
  * pack buffer only; must not do I/O, touch a socket or allocate while
  * decoding. */
@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bp_frame.h"
+#include "bp_path.h"
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -70,6 +71,119 @@ static int exact(size_t blen, size_t fixed, uint32_t n, size_t rec)
     return BP_OK;
 }
 
+/* A result record's optional blocks (info, then files) fit its l bytes,
+ * and what is left is within max_rec. */
+static int check_result_blocks(const uint8_t *d, uint32_t l, uint8_t flags, uint32_t max_rec)
+{
+    if (flags & BP_RF_INFO) {
+        if (l < BP_INFO_FIXED || d[12] > BP_INFO_HEAD_MAX || l - BP_INFO_FIXED < d[12])
+            return BP_EPROTO;
+        l -= BP_INFO_FIXED + d[12];
+        d += BP_INFO_FIXED + d[12];
+    }
+    if (flags & BP_RF_FILES) {
+        if (l < 1 || d[0] == 0)
+            return BP_EPROTO;
+        l--;
+    }
+    return max_rec && l > max_rec ? BP_EPROTO : BP_OK;
+}
+
+/* HELLO: fixed part, id, then optionally u16 labels_len + labels. */
+static int check_hello(const uint8_t *b, size_t bl, uint32_t n)
+{
+    if (n != 0 || bl < BP_HELLO_FIXED + 1 || b[8] > BP_ID_MAX ||
+        bl < (size_t)BP_HELLO_FIXED + 1 + b[8])
+        return BP_EPROTO;
+    size_t rest = bl - BP_HELLO_FIXED - 1 - b[8];
+    if (rest == 0)
+        return BP_OK;
+    const uint8_t *l = b + BP_HELLO_FIXED + 1 + b[8];
+    if (rest < 2 || rest - 2 != get16(l) || rest - 2 > BP_LABELS_MAX)
+        return BP_EPROTO;
+    return BP_OK;
+}
+
+static int check_fetch(const uint8_t *b, size_t bl, uint32_t n)
+{
+    if (exact(bl, BP_FETCH_FIXED, n, BP_FETCH_REC) != BP_OK)
+        return BP_EPROTO;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *r = b + BP_FETCH_FIXED + (size_t)i * BP_FETCH_REC;
+        uint32_t l = get32(r + 12);
+        if (r[10] > BP_FK_BASE || l == 0 || l > BP_CHUNK_BYTES)
+            return BP_EPROTO;
+    }
+    return BP_OK;
+}
+
+static int check_chunk(const uint8_t *b, size_t bl, uint32_t n)
+{
+    if (n != 0 || bl < BP_CHUNK_FIXED || bl - BP_CHUNK_FIXED > BP_CHUNK_BYTES ||
+        b[10] > BP_FK_BASE || b[11] > BP_CK_REFUSED)
+        return BP_EPROTO;
+    return b[11] != BP_CK_DATA && bl != BP_CHUNK_FIXED ? BP_EPROTO : BP_OK;
+}
+
+static int check_base(const uint8_t *b, size_t bl, uint32_t n)
+{
+    size_t off = 0;
+    if (n > BP_MAX_BASEFILES)
+        return BP_EPROTO;
+    for (uint32_t i = 0; i < n; i++) {
+        if (bl - off < BP_BASE_REC)
+            return BP_EPROTO;
+        size_t nl = get16(b + off + 40);
+        off += BP_BASE_REC;
+        if (bl - off < nl || bp_path_check((const char *)b + off, nl, 1) != BP_OK)
+            return BP_EPROTO;
+        off += nl;
+    }
+    return off == bl ? BP_OK : BP_EPROTO;
+}
+
+static int check_put(const uint8_t *b, size_t bl, uint32_t n)
+{
+    if (n != 0 || bl < BP_PUT_FIXED)
+        return BP_EPROTO;
+    size_t nl = get16(b + 28);
+    if (bl - BP_PUT_FIXED < nl || bp_path_check((const char *)b + BP_PUT_FIXED, nl, 0) != BP_OK)
+        return BP_EPROTO;
+    uint64_t off = get64(b + 12), size = get64(b + 20), dl = bl - BP_PUT_FIXED - nl;
+    if (dl > BP_CHUNK_BYTES || off > size || size - off < dl)
+        return BP_EPROTO;
+    return BP_OK;
+}
+
+static int check_putack(const uint8_t *b, size_t bl, uint32_t n)
+{
+    if (exact(bl, 0, n, BP_PUTACK_REC) != BP_OK)
+        return BP_EPROTO;
+    for (uint32_t i = 0; i < n; i++)
+        if (b[(size_t)i * BP_PUTACK_REC + 11] > BP_PA_REFUSED)
+            return BP_EPROTO;
+    return BP_OK;
+}
+
+/* The file messages of version 3 (types 14-18). */
+static int check_file_msg(const struct bp_msg *m)
+{
+    switch (m->type) {
+    case BP_MSG_FETCH:
+        return check_fetch(m->body, m->body_len, m->n);
+    case BP_MSG_CHUNK:
+        return check_chunk(m->body, m->body_len, m->n);
+    case BP_MSG_BASE:
+        return check_base(m->body, m->body_len, m->n);
+    case BP_MSG_PUT:
+        return check_put(m->body, m->body_len, m->n);
+    case BP_MSG_PUTACK:
+        return check_putack(m->body, m->body_len, m->n);
+    default:
+        return BP_EPROTO;
+    }
+}
+
 int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_rec)
 {
     const uint8_t *p = buf;
@@ -90,10 +204,7 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
     size_t bl = m->body_len;
     switch (m->type) {
     case BP_MSG_HELLO:
-        if (m->n != 0 || bl < BP_HELLO_FIXED + 1 || bl != (size_t)BP_HELLO_FIXED + 1 + b[8] ||
-            b[8] > BP_ID_MAX)
-            return BP_EPROTO;
-        return BP_OK;
+        return check_hello(b, bl, m->n);
     case BP_MSG_CREDIT: /* u32 credit, then ids; BYE has the same shape */
     case BP_MSG_BYE:
         return exact(bl, BP_CREDIT_FIXED, m->n, 8);
@@ -113,15 +224,8 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
             uint32_t l = get32(b + off + 20);
             if (b[off + 10] > BP_ST_MAX)
                 return BP_EPROTO;
-            if (b[off + 11] & BP_RF_INFO) {
-                const uint8_t *info = b + off + BP_RESULT_REC;
-                if (l < BP_INFO_FIXED || info[12] > BP_INFO_HEAD_MAX ||
-                    l - BP_INFO_FIXED < info[12] ||
-                    (max_rec && l - BP_INFO_FIXED - info[12] > max_rec))
-                    return BP_EPROTO;
-            } else if (max_rec && l > max_rec) {
+            if (check_result_blocks(b + off + BP_RESULT_REC, l, b[off + 11], max_rec) != BP_OK)
                 return BP_EPROTO;
-            }
             off += BP_RESULT_REC + l;
         }
         return BP_OK;
@@ -147,7 +251,7 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
     case BP_MSG_BEGIN:
         return m->n == 0 && bl == 0 ? BP_OK : BP_EPROTO;
     default:
-        return BP_EPROTO;
+        return check_file_msg(m);
     }
 }
 
@@ -194,6 +298,12 @@ int bp_msg_next_result(const struct bp_msg *m, size_t *off, struct bp_result_rec
         x->head = NULL;
         x->head_len = 0;
     }
+    x->nfiles = 0;
+    if (x->flags & BP_RF_FILES) { /* (checked too) */
+        x->nfiles = x->data[0];
+        x->data++;
+        x->len--;
+    }
     return 1;
 }
 
@@ -226,6 +336,13 @@ void bp_msg_hello(const struct bp_msg *m, struct bp_hello *h)
     h->credit = get32(m->body + 4);
     h->id_len = m->body[8];
     h->id = (const char *)m->body + 9;
+    size_t at = (size_t)BP_HELLO_FIXED + 1 + h->id_len;
+    h->labels = NULL;
+    h->labels_len = 0;
+    if (m->body_len > at) { /* (checked by the decoder) */
+        h->labels_len = get16(m->body + at);
+        h->labels = (const char *)m->body + at + 2;
+    }
 }
 
 uint32_t bp_msg_u32(const struct bp_msg *m)
@@ -354,7 +471,8 @@ uint8_t *bp_pack_result_reserve(struct bp_pack *p, const struct bp_result_rec *x
 {
     uint8_t hl = x->head_len > BP_INFO_HEAD_MAX ? BP_INFO_HEAD_MAX : x->head_len;
     size_t info = (x->flags & BP_RF_INFO) ? BP_INFO_FIXED + (size_t)hl : 0;
-    uint8_t *r = room(p, BP_RESULT_REC + info + (size_t)x->len);
+    size_t files = (x->flags & BP_RF_FILES) ? 1 : 0;
+    uint8_t *r = room(p, BP_RESULT_REC + info + files + (size_t)x->len);
     if (!r)
         return NULL;
     put64(r, x->id);
@@ -363,7 +481,7 @@ uint8_t *bp_pack_result_reserve(struct bp_pack *p, const struct bp_result_rec *x
     r[11] = x->flags;
     put32(r + 12, (uint32_t)x->code);
     put32(r + 16, x->elapsed_ms);
-    put32(r + 20, (uint32_t)(info + x->len));
+    put32(r + 20, (uint32_t)(info + files + x->len));
     p->n++;
     r += BP_RESULT_REC;
     if (info) {
@@ -374,6 +492,8 @@ uint8_t *bp_pack_result_reserve(struct bp_pack *p, const struct bp_result_rec *x
             memcpy(r + BP_INFO_FIXED, x->head, hl);
         r += info;
     }
+    if (files)
+        *r++ = x->nfiles;
     return r;
 }
 
@@ -415,9 +535,9 @@ int bp_pack_finish(struct bp_pack *p)
 
 const char *bp_status_name(int status)
 {
-    static const char *const names[] = {"ok",          "failed",     "timeout",
-                                        "too-big",     "exec-error", "signaled",
-                                        "interrupted", "lost",       "halted"};
+    static const char *const names[] = {"ok",         "failed",    "timeout",     "too-big",
+                                        "exec-error", "signaled",  "interrupted", "lost",
+                                        "halted",     "file-error"};
     if (status < 0 || status > BP_ST_MAX)
         return "unknown";
     return names[status];
@@ -427,8 +547,189 @@ const char *bp_msg_name(int type)
 {
     static const char *const names[] = {"?",      "HELLO", "CREDIT",   "TASKS",   "HEARTBEAT",
                                         "RESYNC", "END",   "BYE",      "RESULTS", "BEGIN",
-                                        "CLOSE",  "ACK",   "COMPLETE", "EXTENT"};
+                                        "CLOSE",  "ACK",   "COMPLETE", "EXTENT",  "FETCH",
+                                        "CHUNK",  "BASE",  "PUT",      "PUTACK"};
     if (type < 1 || type > BP_MSG_TYPE_MAX)
         return "?";
     return names[type];
+}
+
+int bp_msg_next_fetch(const struct bp_msg *m, size_t *off, struct bp_fetch_rec *f)
+{
+    if (*off == 0)
+        *off = BP_FETCH_FIXED;
+    if (*off >= m->body_len)
+        return 0;
+    const uint8_t *r = m->body + *off;
+    f->id = get64(r);
+    f->attempt = get16(r + 8);
+    f->kind = r[10];
+    f->len = get32(r + 12);
+    f->offset = get64(r + 16);
+    *off += BP_FETCH_REC;
+    return 1;
+}
+
+void bp_msg_chunk(const struct bp_msg *m, struct bp_chunk *c)
+{
+    const uint8_t *b = m->body;
+    c->id = get64(b);
+    c->attempt = get16(b + 8);
+    c->kind = b[10];
+    c->status = b[11];
+    c->code = get32(b + 12);
+    c->offset = get64(b + 16);
+    c->data = b + BP_CHUNK_FIXED;
+    c->len = (uint32_t)(m->body_len - BP_CHUNK_FIXED);
+}
+
+int bp_msg_next_base(const struct bp_msg *m, size_t *off, struct bp_base_rec *x)
+{
+    if (*off >= m->body_len)
+        return 0;
+    const uint8_t *r = m->body + *off;
+    x->sha256 = r;
+    x->size = get64(r + 32);
+    x->name_len = get16(r + 40);
+    x->name = (const char *)r + BP_BASE_REC;
+    *off += BP_BASE_REC + (size_t)x->name_len;
+    return 1;
+}
+
+void bp_msg_put(const struct bp_msg *m, struct bp_put *u)
+{
+    const uint8_t *b = m->body;
+    u->id = get64(b);
+    u->attempt = get16(b + 8);
+    u->idx = b[10];
+    u->offset = get64(b + 12);
+    u->size = get64(b + 20);
+    u->name_len = get16(b + 28);
+    u->name = (const char *)b + BP_PUT_FIXED;
+    u->data = b + BP_PUT_FIXED + u->name_len;
+    u->len = (uint32_t)(m->body_len - BP_PUT_FIXED - u->name_len);
+}
+
+int bp_msg_next_putack(const struct bp_msg *m, size_t *off, struct bp_putack_rec *a)
+{
+    if (*off >= m->body_len)
+        return 0;
+    const uint8_t *r = m->body + *off;
+    a->id = get64(r);
+    a->attempt = get16(r + 8);
+    a->idx = r[10];
+    a->status = r[11];
+    a->code = get32(r + 12);
+    a->received = get64(r + 16);
+    *off += BP_PUTACK_REC;
+    return 1;
+}
+
+int bp_file_desc_parse(const void *d, size_t len, struct bp_file_desc *f)
+{
+    const uint8_t *p = d;
+    if (len < BP_FDESC_FIXED)
+        return BP_EPROTO;
+    f->size = get64(p);
+    f->mtime_ns = get64(p + 8);
+    f->name_len = get16(p + 16);
+    if (len - BP_FDESC_FIXED < f->name_len)
+        return BP_EPROTO;
+    f->name = (const char *)p + BP_FDESC_FIXED;
+    if (bp_path_check(f->name, f->name_len, 0) != BP_OK)
+        return BP_EPROTO;
+    f->path = f->name + f->name_len;
+    f->path_len = len - BP_FDESC_FIXED - f->name_len;
+    return BP_OK;
+}
+
+size_t bp_file_desc_build(uint8_t *buf, size_t cap, uint64_t size, uint64_t mtime_ns,
+                          const char *name, size_t name_len, const char *path, size_t path_len)
+{
+    if (bp_path_check(name, name_len, 0) != BP_OK || cap < BP_FDESC_FIXED ||
+        cap - BP_FDESC_FIXED < name_len || cap - BP_FDESC_FIXED - name_len < path_len)
+        return 0;
+    put64(buf, size);
+    put64(buf + 8, mtime_ns);
+    put16(buf + 16, (uint16_t)name_len);
+    memcpy(buf + BP_FDESC_FIXED, name, name_len);
+    memcpy(buf + BP_FDESC_FIXED + name_len, path, path_len);
+    return BP_FDESC_FIXED + name_len + path_len;
+}
+
+void bp_pack_fetch(struct bp_pack *p, const struct bp_fetch_rec *f)
+{
+    uint8_t *r = room(p, BP_FETCH_REC);
+    if (!r)
+        return;
+    put64(r, f->id);
+    put16(r + 8, f->attempt);
+    r[10] = f->kind;
+    r[11] = 0;
+    put32(r + 12, f->len);
+    put64(r + 16, f->offset);
+    p->n++;
+}
+
+uint8_t *bp_pack_chunk_reserve(struct bp_pack *p, const struct bp_chunk *c)
+{
+    uint8_t *r = room(p, BP_CHUNK_FIXED + (size_t)c->len);
+    if (!r)
+        return NULL;
+    put64(r, c->id);
+    put16(r + 8, c->attempt);
+    r[10] = c->kind;
+    r[11] = c->status;
+    put32(r + 12, c->code);
+    put64(r + 16, c->offset);
+    return r + BP_CHUNK_FIXED;
+}
+
+void bp_pack_base(struct bp_pack *p, const uint8_t sha256[32], uint64_t size, const char *name,
+                  uint16_t name_len)
+{
+    uint8_t *r = room(p, BP_BASE_REC + (size_t)name_len);
+    if (!r)
+        return;
+    memcpy(r, sha256, 32);
+    put64(r + 32, size);
+    put16(r + 40, name_len);
+    memcpy(r + BP_BASE_REC, name, name_len);
+    p->n++;
+}
+
+uint8_t *bp_pack_put_reserve(struct bp_pack *p, const struct bp_put *u)
+{
+    uint8_t *r = room(p, BP_PUT_FIXED + (size_t)u->name_len + u->len);
+    if (!r)
+        return NULL;
+    put64(r, u->id);
+    put16(r + 8, u->attempt);
+    r[10] = u->idx;
+    r[11] = 0;
+    put64(r + 12, u->offset);
+    put64(r + 20, u->size);
+    put16(r + 28, u->name_len);
+    memcpy(r + BP_PUT_FIXED, u->name, u->name_len);
+    return r + BP_PUT_FIXED + u->name_len;
+}
+
+void bp_pack_putack(struct bp_pack *p, const struct bp_putack_rec *a)
+{
+    uint8_t *r = room(p, BP_PUTACK_REC);
+    if (!r)
+        return;
+    put64(r, a->id);
+    put16(r + 8, a->attempt);
+    r[10] = a->idx;
+    r[11] = a->status;
+    put32(r + 12, a->code);
+    put64(r + 16, a->received);
+    p->n++;
+}
+
+void bp_pack_trim(struct bp_pack *p, size_t cut)
+{
+    if (!p->err && p->len >= BP_MSG_HDR + cut)
+        p->len -= cut;
 }

@@ -1,5 +1,5 @@
 /*
- * boardpipe wire format, version 2 (docs/wire-format.md).
+ * boardpipe wire format, version 3 (docs/wire-format.md).
  *
  * Every boardpipe message is ONE ZeroMQ frame: a 16-byte header followed by
  * a type-specific body. Messages that carry tasks, results, done ids or
@@ -7,7 +7,7 @@
  * many small tasks (a frame costs about as much as a message).
  *
  *   0  2  magic "bp"        4  4  n: record count (type-specific)
- *   2  1  version (2)       8  8  batch id
+ *   2  1  version (3)       8  8  batch id
  *   3  1  type
  *
  * All integers are big-endian. The decoder validates a whole message
@@ -22,7 +22,7 @@
 
 #include "bp.h"
 
-#define BP_PROTO_VERSION 2
+#define BP_PROTO_VERSION 3
 #define BP_MSG_HDR 16
 
 /* A pack is closed once it holds this many bytes (a single record may be
@@ -48,7 +48,12 @@ enum bp_msg_type {
     BP_MSG_ACK = 11,      /* sink -> ventilator: n results received */
     BP_MSG_COMPLETE = 12, /* sink -> ventilator: every task has a result */
     BP_MSG_EXTENT = 13,   /* ventilator -> sink: ids 0 .. N-1 exist (read so far) */
-    BP_MSG_TYPE_MAX = 13
+    BP_MSG_FETCH = 14,    /* worker -> ventilator: send me these byte ranges */
+    BP_MSG_CHUNK = 15,    /* ventilator -> worker: one byte range of a file */
+    BP_MSG_BASE = 16,     /* ventilator -> worker: the base files (name, size, hash) */
+    BP_MSG_PUT = 17,      /* worker -> sink: one chunk of a returned file */
+    BP_MSG_PUTACK = 18,   /* sink -> worker: bytes of uploads written */
+    BP_MSG_TYPE_MAX = 18
 };
 
 enum bp_task_status {
@@ -61,14 +66,17 @@ enum bp_task_status {
     BP_ST_INTERRUPTED = 6, /* worker stopped before finishing the task */
     BP_ST_LOST = 7,        /* ventilator: delivered --max-attempts times, never answered */
     BP_ST_HALTED = 8,      /* ventilator: not run, the batch was halted (--halt) */
-    BP_ST_MAX = 8
+    BP_ST_FILEERR = 9,     /* a file could not be shipped, written or returned */
+    BP_ST_MAX = 9
 };
 
 /* TASKS record flags */
 #define BP_TF_LAST_TRY 0x01 /* a failure of this attempt is final */
+#define BP_TF_FILE 0x02     /* the payload is a file descriptor (bp_file_desc) */
 /* RESULTS record flags */
 #define BP_RF_FINAL 0x01 /* final outcome (else: a failed try to be retried) */
 #define BP_RF_INFO 0x02  /* the payload starts with a task-info block (for --joblog) */
+#define BP_RF_FILES 0x04 /* after the info block: u8 nfiles returned (PUT idx 0..n-1) */
 /* The task-info block: u32 task length, u64 start (ms since the epoch),
  * u8 n, then the task's first n bytes (n <= BP_INFO_HEAD_MAX). */
 #define BP_INFO_FIXED 13
@@ -128,6 +136,7 @@ struct bp_result_rec {
     uint64_t start_ms;
     const uint8_t *head; /* the task's first head_len bytes */
     uint8_t head_len;
+    uint8_t nfiles; /* with BP_RF_FILES: files returned (1..255), else 0 */
 };
 
 struct bp_ack_rec {
@@ -141,6 +150,96 @@ struct bp_hello {
     uint32_t credit;
     const char *id; /* not NUL-terminated: id_len bytes */
     uint8_t id_len;
+    const char *labels; /* the board's labels (v3), labels_len bytes, or NULL */
+    uint16_t labels_len;
+};
+
+/* HELLO may end with u16 labels_len and that many bytes of labels (the
+ * board's NAME=VALUE / NAME entries, each ended by a NUL: docs/wire-format.md). */
+#define BP_LABELS_MAX 2048
+
+/* Files (docs/wire-format.md, "Files"). */
+#define BP_CHUNK_BYTES ((uint32_t)65536) /* data in one CHUNK or PUT, at most */
+#define BP_FETCH_WINDOW 16               /* FETCH requests without a CHUNK, per worker */
+#define BP_PUT_WINDOW 16                 /* PUT chunks without a PUTACK, per worker */
+#define BP_MAX_UPLOADS 256               /* uploads the sink has open at once */
+#define BP_MAX_BASEFILES 64
+#define BP_FETCH_FIXED 4  /* u32 got, then n fetch records */
+#define BP_FETCH_REC 24   /* u64 id, u16 attempt, u8 kind, u8 0, u32 len, u64 offset */
+#define BP_CHUNK_FIXED 24 /* u64 id, u16 attempt, u8 kind, u8 status, u32 code, u64 offset */
+#define BP_BASE_REC 42    /* sha256[32], u64 size, u16 name_len, then the name */
+#define BP_PUT_FIXED 30   /* u64 id, u16 attempt, u8 idx, u8 0, u64 offset, u64 size, u16 nlen */
+#define BP_PUTACK_REC 24  /* u64 id, u16 attempt, u8 idx, u8 status, u32 code, u64 received */
+#define BP_FDESC_FIXED 18 /* task file descriptor: u64 size, u64 mtime_ns, u16 name_len */
+/* FETCH / CHUNK kinds */
+enum bp_fetch_kind { BP_FK_TASK = 0, BP_FK_BASE = 1 };
+/* CHUNK statuses */
+enum bp_chunk_status { BP_CK_DATA = 0, BP_CK_CHANGED = 1, BP_CK_ERROR = 2, BP_CK_REFUSED = 3 };
+/* PUTACK statuses, and the reasons a refusal (or a file-error result) gives */
+enum bp_putack_status { BP_PA_OK = 0, BP_PA_REFUSED = 1 };
+enum bp_file_reason {
+    BP_FE_NAME = 1,    /* a name that is not a safe relative path */
+    BP_FE_SIZE = 2,    /* over --max-return-size */
+    BP_FE_COUNT = 3,   /* more files than allowed */
+    BP_FE_BUSY = 4,    /* too many uploads open: try again later */
+    BP_FE_WRITE = 5,   /* the receiver could not write it (disk full, ...) */
+    BP_FE_EXISTS = 6,  /* a file of that name with other contents is there */
+    BP_FE_CHANGED = 7, /* the file changed while it was shipped */
+    BP_FE_MISSING = 8, /* a --return file the command did not make */
+    BP_FE_READ = 9     /* the file could not be read */
+};
+
+struct bp_fetch_rec {
+    uint64_t id; /* task id (BP_FK_TASK) or index in BASE (BP_FK_BASE) */
+    uint16_t attempt;
+    uint8_t kind;
+    uint32_t len;
+    uint64_t offset;
+};
+
+struct bp_chunk {
+    uint64_t id;
+    uint16_t attempt;
+    uint8_t kind, status;
+    uint32_t code;
+    uint64_t offset;
+    const uint8_t *data;
+    uint32_t len;
+};
+
+struct bp_base_rec {
+    const uint8_t *sha256; /* 32 bytes */
+    uint64_t size;
+    const char *name; /* checked: one component; not NUL-terminated */
+    uint16_t name_len;
+};
+
+struct bp_put {
+    uint64_t id;
+    uint16_t attempt;
+    uint8_t idx;
+    uint64_t offset, size; /* offset + len <= size (checked) */
+    const char *name;      /* checked relative name; not NUL-terminated */
+    uint16_t name_len;
+    const uint8_t *data;
+    uint32_t len;
+};
+
+struct bp_putack_rec {
+    uint64_t id;
+    uint16_t attempt;
+    uint8_t idx, status;
+    uint32_t code;
+    uint64_t received;
+};
+
+/* A FILE task's payload. */
+struct bp_file_desc {
+    uint64_t size, mtime_ns;
+    const char *name; /* shipped relative name, checked; not NUL-terminated */
+    uint16_t name_len;
+    const char *path; /* the host's path (rest of the payload) */
+    size_t path_len;
 };
 
 /* Decodes and validates one message of len bytes. max_rec bounds the size
@@ -158,6 +257,21 @@ int bp_msg_next_result(const struct bp_msg *m, size_t *off, struct bp_result_rec
 int bp_msg_next_ack(const struct bp_msg *m, size_t *off, struct bp_ack_rec *a);
 /* CREDIT and BYE carry n task ids after their fixed part. */
 int bp_msg_next_id(const struct bp_msg *m, size_t *off, uint64_t *id);
+
+/* File messages (decoded and checked by bp_msg_decode(); names too). */
+int bp_msg_next_fetch(const struct bp_msg *m, size_t *off, struct bp_fetch_rec *f);
+void bp_msg_chunk(const struct bp_msg *m, struct bp_chunk *c);
+int bp_msg_next_base(const struct bp_msg *m, size_t *off, struct bp_base_rec *b);
+void bp_msg_put(const struct bp_msg *m, struct bp_put *u);
+int bp_msg_next_putack(const struct bp_msg *m, size_t *off, struct bp_putack_rec *a);
+
+/* Parses a FILE task's payload. Returns BP_OK, or BP_EPROTO (short, or a
+ * name bp_path_check() refuses). Views into d. */
+int bp_file_desc_parse(const void *d, size_t len, struct bp_file_desc *f);
+/* Writes a FILE task's payload into buf (cap bytes). Returns its length,
+ * or 0 when it does not fit or the name is refused. */
+size_t bp_file_desc_build(uint8_t *buf, size_t cap, uint64_t size, uint64_t mtime_ns,
+                          const char *name, size_t name_len, const char *path, size_t path_len);
 
 /* Fixed fields of single-record messages. */
 void bp_msg_hello(const struct bp_msg *m, struct bp_hello *h);
@@ -196,6 +310,19 @@ void bp_pack_result(struct bp_pack *p, const struct bp_result_rec *r);
 uint8_t *bp_pack_result_reserve(struct bp_pack *p, const struct bp_result_rec *r);
 void bp_pack_ack(struct bp_pack *p, uint64_t id, uint16_t attempt, uint8_t kind);
 void bp_pack_id(struct bp_pack *p, uint64_t id); /* counted id (CREDIT, BYE) */
+/* File messages. bp_pack_begin() first (and, for FETCH, bp_pack_u32(got)).
+ * The *_reserve() calls leave the data bytes (c->len, u->len) for the
+ * caller to fill, e.g. by pread() straight into the pack, and return
+ * where they go (NULL when out of memory; valid until the pack grows). */
+void bp_pack_fetch(struct bp_pack *p, const struct bp_fetch_rec *f);
+uint8_t *bp_pack_chunk_reserve(struct bp_pack *p, const struct bp_chunk *c);
+void bp_pack_base(struct bp_pack *p, const uint8_t sha256[32], uint64_t size, const char *name,
+                  uint16_t name_len);
+uint8_t *bp_pack_put_reserve(struct bp_pack *p, const struct bp_put *u);
+void bp_pack_putack(struct bp_pack *p, const struct bp_putack_rec *a);
+/* Drops the last cut bytes of the pack (a short pread into reserved data). */
+void bp_pack_trim(struct bp_pack *p, size_t cut);
+
 /* Writes the record count into the header. Returns BP_OK or BP_ENOMEM. */
 int bp_pack_finish(struct bp_pack *p);
 

@@ -45,7 +45,8 @@ enum opt_kind {
     KIND_SYNC,      /* always, interval, none */
     KIND_HALT,      /* GNU parallel's --halt WHEN,fail=N[%] */
     KIND_TRANSFORM, /* the name of a built-in transform */
-    KIND_WORKER_ID  /* 1 to BP_ID_MAX bytes, copied */
+    KIND_WORKER_ID, /* 1 to BP_ID_MAX bytes, copied */
+    KIND_LIST       /* repeatable: each non-empty value is appended (at most hi) */
 };
 
 struct opt_def {
@@ -77,6 +78,7 @@ struct opt_def {
 #define HALT(f) KIND_HALT, AT(f, int)
 #define TRANSFORM(f) KIND_TRANSFORM, AT(f, const char *)
 #define WORKER_ID(f) KIND_WORKER_ID, AT(f, char *)
+#define LIST(f) KIND_LIST, AT(f, struct bp_strlist)
 
 /* What the messages say a valid value is. */
 #define ANY_DURATION "a duration (e.g. 10s, 250ms, 2m; 0 = none)"
@@ -143,6 +145,15 @@ static const struct opt_def opt_defs[] = {
     {"curve-allow", 0, R_V | R_S, NAME(curve_allow), 0, 0, FILE_NAME},
     {"curve-server", 0, R_W, NAME(curve_server), 0, 0, FILE_NAME},
     {"metrics-file", 0, R_W | R_S, NAME(metrics_file), 0, 0, FILE_NAME},
+    {"files", 0, R_V, FLAG(files), 1, 0, NULL},
+    {"basefile", 0, R_V, LIST(basefiles), 0, 64, FILE_NAME},
+    {"return", 0, R_W, LIST(returns), 0, 32, "pattern"},
+    {"max-return-size", 0, R_W | R_S, SIZE(max_return_size), 0, INT64_MAX,
+     "a size (e.g. 512M, 4G)"},
+    {"max-return-files", 0, R_W, NUMBER(max_return_files), 1, 255, "a number from 1 to 255"},
+    {"scratch", 0, R_W, NAME(scratch), 0, 0, "directory"},
+    {"cache-dir", 0, R_W, NAME(cache_dir), 0, 0, "directory"},
+    {"output-dir", 0, R_S, NAME(output_dir), 0, 0, "directory"},
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -197,6 +208,8 @@ static int parse_size(const char *s, int64_t *out)
         mult = 1024;
     else if (!strcmp(end, "M") || !strcmp(end, "MiB"))
         mult = (int64_t)1024 * 1024;
+    else if (!strcmp(end, "G") || !strcmp(end, "GiB"))
+        mult = (int64_t)1024 * 1024 * 1024;
     else if (*end)
         return -1;
     if (v > INT64_MAX / mult)
@@ -279,6 +292,8 @@ static void defaults(struct bp_opts *o, enum bp_role role)
     o->prefetch = -1;
     o->host_timeout_ms = 60000;
     o->sync_ms = 200;
+    o->max_return_size = (int64_t)4 << 30;
+    o->max_return_files = 64;
     switch (role) {
     case BP_ROLE_VENTILATOR:
         o->bind = "tcp://*:5557";
@@ -456,6 +471,17 @@ static int set_worker_id(const struct setting *s)
     return BP_OK;
 }
 
+static int set_list(const struct setting *s)
+{
+    struct bp_strlist *l = (struct bp_strlist *)(void *)((char *)s->o + s->d->at);
+    if (!*s->val)
+        return bad(s->o, "%s: empty %s", s->src, s->d->what);
+    if (l->n >= (int)s->d->hi || l->n >= BP_LIST_MAX)
+        return bad(s->o, "%s: at most %d of these", s->src, (int)s->d->hi);
+    l->v[l->n++] = s->val;
+    return BP_OK;
+}
+
 /* Per kind: whether it takes a value, and what reads and stores it. */
 static const struct {
     int has_arg;
@@ -476,6 +502,7 @@ static const struct {
     [KIND_HALT] = {required_argument, set_halt},
     [KIND_TRANSFORM] = {required_argument, set_transform},
     [KIND_WORKER_ID] = {required_argument, set_worker_id},
+    [KIND_LIST] = {required_argument, set_list},
 };
 
 /* Applies one option: arg is its value (NULL: none given); src names where
@@ -743,6 +770,11 @@ static const char usage_vent[] =
     "  -r, --skip-empty        an empty line (or record) is no task (GNU parallel's\n"
     "                          -r); by default it is an empty task, so results\n"
     "                          line up with the input under the sink's --ordered\n"
+    "      --files             each record is the path of a file on this host: the\n"
+    "                          task ships the file to the worker (streamed, any\n"
+    "                          size); an unreadable path is refused (counted)\n"
+    "      --basefile FILE     send FILE once to each board before its first task,\n"
+    "                          cached there by content (repeatable, up to 64)\n"
     "      --bind ENDPOINT     where workers connect (default tcp://*:5557)\n"
     "      --sink ENDPOINT     the sink that acknowledges results (default\n"
     "                          tcp://localhost:5558; 'none': a task counts as done\n"
@@ -808,6 +840,19 @@ static const char usage_worker[] =
     "  -t, --transform NAME    built-in transform: upper (default), lower, echo, reverse\n"
     "  -e, --exec CMD          run '/bin/sh -c CMD' per task: task on stdin, result is\n"
     "                          its stdout; a non-zero exit is reported as failed\n"
+    "                          With ventilator --files: the shipped file is the\n"
+    "                          command's stdin, or the {} of CMD (GNU parallel's\n"
+    "                          {} {/} {.} {/.} {#}, quoted), in a scratch directory\n"
+    "                          that is the command's working directory\n"
+    "      --return PATTERN    after a task that succeeded, send the file(s) PATTERN\n"
+    "                          names (relative to its directory; {} {/} {.} {/.} {#}\n"
+    "                          as in --exec) to the sink's --output-dir (repeatable)\n"
+    "      --max-return-size SIZE  largest file --return sends (default 4G)\n"
+    "      --max-return-files N    files one task may return (default 64)\n"
+    "      --scratch DIR       where task directories go (default $TMPDIR or /tmp)\n"
+    "      --cache-dir DIR     the ventilator's --basefile files are cached here by\n"
+    "                          content (default $XDG_CACHE_HOME/boardpipe, else\n"
+    "                          ~/.cache/boardpipe)\n"
     "  -j, --jobs N            tasks run at once (default 1; 0: number of CPUs)\n"
     "      --prefetch N|auto   tasks held beyond the running ones (default auto:\n"
     "                          enough to cover a round trip; none for long tasks)\n"
@@ -857,6 +902,9 @@ static const char usage_sink[] =
     "      --bind ENDPOINT     where workers and the ventilator connect\n"
     "                          (default tcp://*:5558)\n"
     "  -o, --output FILE       write results to FILE instead of stdout\n"
+    "      --output-dir DIR    files the workers --return land under DIR by their\n"
+    "                          names, each written once, whole (never overwritten)\n"
+    "      --max-return-size SIZE  largest returned file taken (default 4G)\n"
     "  -0, --null              NUL-separated results instead of lines\n"
     "      --ordered           write results in input order\n"
     "      --once              exit after one batch is complete\n"

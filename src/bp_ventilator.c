@@ -3,6 +3,7 @@
  * not hold batch or delivery policy of its own. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "bp_sock.h"
 #include "bp_track.h"
 #include "bp_vbatch.h"
+#include "bp_vfiles.h"
 
 /* How long a finished batch waits for the sink's COMPLETE (every result
  * was acknowledged one by one already; this only confirms the batch). */
@@ -39,6 +41,9 @@ struct vent {
     struct bp_reader rd;
     int rd_open;
     struct bp_dispatch *d;
+    struct bp_vfiles *vf; /* --files / --basefile, else NULL */
+    struct bp_pack cpk;   /* the CHUNK being sent */
+    uint64_t batch;
     struct bp_role_sec sec;
     /* raw mode: plain peers say nothing, so connections are counted */
     void *mon;
@@ -355,12 +360,30 @@ static int refuse_unfinished(const struct bp_opts *o)
 
 /* Takes one input record into the batch: a task, or (resumed) an id
  * whose result the journal says reached the sink already. */
+/* A --files record: the task carries the file's descriptor; a path that
+ * cannot be read is a task that fails at once, with one line here. */
+static int take_file(struct vent *v, const char *rec, size_t len)
+{
+    const uint8_t *desc;
+    size_t dlen;
+    int err;
+    if (bp_vfiles_describe(v->vf, rec, len, &desc, &dlen, &err) == BP_OK)
+        return bp_dispatch_add(v->d, desc, dlen, NULL);
+    char show[256];
+    bp_printable(show, sizeof show, rec, len);
+    bp_log(BP_LOG_WARN, "task %" PRId64 ": cannot read '%s': %s (the task fails)", v->in_count,
+           show, strerror(err));
+    return bp_dispatch_add_unreadable(v->d, rec, len, err, NULL);
+}
+
 static int take_record(struct vent *v, const char *rec, size_t len)
 {
     uint64_t id = (uint64_t)v->in_count;
     int rc;
     if (v->resumed && v->in_count < v->r_count && bp_idset_has(&v->r_final, id))
         rc = bp_dispatch_add_final(v->d, !bp_idset_has(&v->r_failed, id), NULL);
+    else if (v->o->files)
+        rc = take_file(v, rec, len);
     else
         rc = bp_dispatch_add(v->d, rec, len, NULL);
     if (rc == BP_OK) {
@@ -381,6 +404,8 @@ static void vent_close(struct vent *v)
     free(v->fds);
     v->fds = NULL;
     bp_dispatch_destroy(&v->d);
+    bp_vfiles_destroy(&v->vf);
+    bp_pack_free(&v->cpk);
     bp_sock_close(&v->tasks);
     bp_sock_close(&v->sink);
     bp_role_sec_close(&v->sec);
@@ -601,6 +626,24 @@ static int drain_out(struct vent *v, int64_t now)
     return v->sink && !bp_sock_writable(v->sink) && bp_dispatch_peek(v->d, now, BP_TO_SINK, &out);
 }
 
+/* Answers the workers' FETCH requests, a CHUNK each, read from disk now.
+ * A CHUNK that cannot be sent is dropped: its worker asks again. */
+static void serve_fetches(struct vent *v)
+{
+    struct bp_fetch_req r;
+    while (bp_dispatch_next_fetch(v->d, &r)) {
+        int st = v->vf ? bp_vfiles_chunk(v->vf, &r, v->batch, &v->cpk) : -1;
+        if (st < 0)
+            continue;
+        if (st == BP_CK_CHANGED || st == BP_CK_ERROR)
+            bp_log(BP_LOG_WARN, "%s %" PRIu64 ": %s", r.f.kind == BP_FK_BASE ? "base file" : "task",
+                   r.f.id,
+                   st == BP_CK_CHANGED ? "the file changed since it was read: not shipped"
+                                       : "the file cannot be read any more");
+        (void)bp_send_to(v->tasks, r.rid, r.rid_len, v->cpk.p, v->cpk.len, ZMQ_DONTWAIT);
+    }
+}
+
 static void read_workers(struct vent *v, int64_t now)
 {
     zmq_msg_t rid, msg;
@@ -629,6 +672,7 @@ static void read_workers(struct vent *v, int64_t now)
     }
     zmq_msg_close(&rid);
     zmq_msg_close(&msg);
+    serve_fetches(v);
 }
 
 static void read_sink(struct vent *v, int64_t now)
@@ -781,6 +825,15 @@ static int run_report(struct vent *v, const struct bp_vbatch *b, struct bp_repor
     rep->malformed = s.malformed;
     rep->workers = s.workers_seen;
     rep->halted = s.halted;
+    rep->unreadable = s.unreadable;
+    if (v->vf && bp_log_enabled(BP_LOG_DEBUG)) {
+        struct bp_vfiles_stats fs;
+        bp_vfiles_stats(v->vf, &fs);
+        bp_log(BP_LOG_DEBUG,
+               "files: %" PRId64 " shipped (%" PRId64 " bytes), %" PRId64
+               " base files sent, %" PRId64 " unreadable, %" PRId64 " changed while shipped",
+               fs.files, fs.bytes, fs.base_sent, s.unreadable, fs.changed);
+    }
     if (bp_log_enabled(BP_LOG_DEBUG)) {
         bp_dispatch_each_worker(v->d, log_worker, NULL);
         bp_log(BP_LOG_DEBUG,
@@ -939,6 +992,7 @@ static int run_batch(struct vent *v, struct bp_report *rep, int64_t t0)
                rep->batch, v->jpath, v->r_count, bp_idset_count(&v->r_final));
     struct bp_dispatch_cfg c;
     bp_dispatch_defaults(&c, rep->batch);
+    v->batch = rep->batch;
     c.on_final = on_final;
     c.on_final_arg = v;
     c.hb_ivl_ms = o->hb_ms;
@@ -950,6 +1004,19 @@ static int run_batch(struct vent *v, struct bp_report *rep, int64_t t0)
     c.max_rec = (uint32_t)o->max_msg;
     c.use_sink = v->sink != NULL;
     c.max_workers = MAX_WORKERS;
+    if (o->files || o->basefiles.n) {
+        char err[PATH_MAX + 128];
+        v->vf = bp_vfiles_new(&o->basefiles, err, sizeof err);
+        if (!v->vf) {
+            bp_log(BP_LOG_ERROR, "%s", err);
+            return BP_EUSAGE;
+        }
+        bp_vfiles_base(v->vf, &c.base_body, &c.base_len, &c.base_n);
+        c.task_flags = o->files ? BP_TF_FILE : 0;
+        /* a descriptor holds the path twice (its name and the host path) */
+        if (o->files && c.max_rec < 2 * PATH_MAX + BP_FDESC_FIXED)
+            c.max_rec = 2 * PATH_MAX + BP_FDESC_FIXED;
+    }
     if (c.max_bytes < (size_t)o->max_msg * 4)
         c.max_bytes = (size_t)o->max_msg * 4;
     v->d = bp_dispatch_new(&c, t0);

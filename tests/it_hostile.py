@@ -74,7 +74,7 @@ def learn_batch(pt):
         while time.time() < end:
             if d.poll(1000):
                 f = d.recv()
-                if len(f) >= 16 and f[:3] == b"bp\x02":
+                if len(f) >= 16 and f[:3] == b"bp\x03":
                     b = struct.unpack(">Q", f[8:16])[0]
                     if b:
                         return b

@@ -112,7 +112,7 @@ def boardpipe_ventilator_feeds_python_workers():
 def acks(frame):
     """[(id, kind)] of an ACK message."""
     typ, n = frame[3], struct.unpack(">I", frame[4:8])[0]
-    expect(frame[:3] == b"bp\x02" and typ == ACK, frame[:16])
+    expect(frame[:3] == b"bp\x03" and typ == ACK, frame[:16])
     return [struct.unpack(">QHBB", frame[16 + 12 * i:28 + 12 * i])[0::2] for i in range(n)]
 
 
@@ -192,7 +192,7 @@ def sink_survives_oversized_frame():
         good.close(0)
 
 
-def worker_speaks_v2_and_drops_foreign_frames():
+def worker_speaks_v3_and_drops_foreign_frames():
     # A Python ROUTER plays the ventilator and another the sink.
     pt, pr = ports(2)
     vent = ctx.socket(zmq.ROUTER)
@@ -213,7 +213,7 @@ def worker_speaks_v2_and_drops_foreign_frames():
         jobs, _, credit, idl = struct.unpack(">HHIB", hello[16:25])
         expect(hello[25:25 + idl] == b"pyw" and credit >= 1, hello)
         vent.send_multipart([rid, b"raw string"])
-        vent.send_multipart([rid, msg(TASKS, 5, version=3)])
+        vent.send_multipart([rid, msg(TASKS, 5, version=2)])
         vent.send_multipart([rid, msg(TASKS, 5), b"extra frame"])
         task = struct.pack(">QHBBI", 42, 1, 1, 0, 4) + b"good"
         vent.send_multipart([rid, msg(TASKS, 5, 1, task)])
@@ -249,7 +249,7 @@ def log_has(p, text):
 
 
 def assault(port, proc, what):
-    """Garbage, a v1 two-frame message, a "bp" + version 1 header and an
+    """Garbage, a v1 two-frame message, a v2 frame, a "bp" + version 1 header and an
     oversized frame at the ROUTER on port, each from a Python DEALER.
     Returns proc's log line of the last drop ("(N so far)") once libzmq
     cut off the oversized sender."""
@@ -260,6 +260,7 @@ def assault(port, proc, what):
         bad.connect(f"tcp://127.0.0.1:{port}")
         bad.send(b"plain tutorial string")                       # not boardpipe framing
         bad.send_multipart([v1_header(wid=b"old"), b"payload"])  # v1: two frames
+        bad.send(msg(RESULTS, 7, version=2) + b"\0" * 16)        # a v2 board (before files)
         bad.send(msg(RESULTS, 7, version=1) + b"\0" * 16)        # "bp" + version 1
         # One peer's messages are read in order: once the last one is
         # logged, the two before it were handled too.
@@ -297,15 +298,15 @@ def hostile_frames_then_real_batch():
     expect(sorted(out) == sorted(t.upper() for t in TUTORIAL), out)
     js = read_json(summary)
     expect(js["ok"] == 7 and js["missing"] == 0 and js["duplicates"] == 0, js)
-    expect(js["malformed"] == 3, f"the sink counts garbage, v1 and other-version: {js}")
+    expect(js["malformed"] == 4, f"the sink counts garbage, v1, v2 and other-version: {js}")
     # Each counts all three it saw (garbage, two frames, version 1).
     expect("(3 so far)" in sline, f"the sink: {sline!r}")
     expect("(3 so far)" in vline, f"the ventilator: {vline!r}")
     verr = env.errors(vent)
-    expect("3 malformed" in verr, f"the ventilator's -v summary: {verr[-2000:]}")
+    expect("4 malformed" in verr, f"the ventilator's -v summary: {verr[-2000:]}")
 
 
-def python_worker_speaks_v2_to_real_ventilator_and_sink():
+def python_worker_speaks_v3_to_real_ventilator_and_sink():
     # A Python DEALER plays a worker: HELLO with credit, TASKS in, RESULTS
     # to the sink, CREDIT with the done ids, heartbeats both ways, until END.
     pt, pr = ports(2)
@@ -336,7 +337,7 @@ def python_worker_speaks_v2_to_real_ventilator_and_sink():
             if not d.poll(100):
                 continue
             f = d.recv()
-            expect(len(f) >= 16 and f[:3] == b"bp\x02", f"not a v2 frame: {f[:32]!r}")
+            expect(len(f) >= 16 and f[:3] == b"bp\x03", f"not a v3 frame: {f[:32]!r}")
             typ, n, b = f[3], struct.unpack(">I", f[4:8])[0], struct.unpack(">Q", f[8:16])[0]
             if typ == HEARTBEAT:
                 expect(len(f) == 32, f"HEARTBEAT body: {f!r}")

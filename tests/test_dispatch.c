@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <errno.h>
 #include <stdint.h>
 #include <cmocka.h>
 
@@ -191,7 +192,7 @@ static size_t drain_mask(struct h *h, int mask)
         int t = s->m.type;
         if (o.dest == BP_TO_WORKER) {
             assert_true(t == BP_MSG_TASKS || t == BP_MSG_HEARTBEAT || t == BP_MSG_RESYNC ||
-                        t == BP_MSG_END);
+                        t == BP_MSG_END || (t == BP_MSG_BASE && h->c.base_n));
         } else {
             assert_true(h->c.use_sink);
             assert_true(t == BP_MSG_BEGIN || t == BP_MSG_CLOSE || t == BP_MSG_RESULTS ||
@@ -1962,7 +1963,7 @@ static void t_malformed(void **state)
     struct bp_dispatch_stats s0 = stats_of(&h);
     static const uint8_t garbage[] = "GET / HTTP/1.1\r\n\r\n";
     static const uint8_t v1[] = {'b', 'p', 1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    uint8_t v3[BP_MSG_HDR + BP_HB_BODY] = {'b', 'p', 3, BP_MSG_HEARTBEAT};
+    uint8_t v3[BP_MSG_HDR + BP_HB_BODY] = {'b', 'p', BP_PROTO_VERSION + 1, BP_MSG_HEARTBEAT};
     assert_int_equal(bp_dispatch_on_worker(h.d, RID("A"), garbage, sizeof garbage, h.now),
                      BP_EPROTO);
     assert_int_equal(bp_dispatch_on_worker(h.d, RID("A"), v1, sizeof v1, h.now), BP_EVERSION);
@@ -2624,7 +2625,8 @@ static void rs_step(struct rsim *r)
             } else if (ev < 9) {
                 rw_hello(r, x, 1);
             } else if (ev < 10) {
-                static const uint8_t junk[] = {'b', 'p', 2, BP_MSG_CREDIT, 0, 0, 0, 9};
+                static const uint8_t junk[] = {'b', 'p', BP_PROTO_VERSION, BP_MSG_CREDIT, 0, 0,
+                                               0,   9};
                 assert_int_equal(bp_dispatch_on_worker(h->d, x->rid, 5, junk, sizeof junk, h->now),
                                  BP_EPROTO);
             } else {
@@ -2728,6 +2730,126 @@ static int teardown(void **state)
     return 0;
 }
 
+/* ---- files (--files, --basefile) ---------------------------------------- */
+
+static int w_fetch(struct h *h, const void *rid, size_t rid_len, uint32_t got,
+                   const struct bp_fetch_rec *f, size_t n)
+{
+    bp_pack_begin(&h->p, BP_MSG_FETCH, h->c.batch);
+    bp_pack_u32(&h->p, got);
+    for (size_t i = 0; i < n; i++)
+        bp_pack_fetch(&h->p, &f[i]);
+    return w_send(h, rid, rid_len);
+}
+
+/* BASE goes to each worker after its HELLO and before any TASKS; TASKS
+ * carry the FILE flag; a FETCH is answered only for the attempt out on
+ * that worker, within its window. */
+static void t_files_fetch(void **state)
+{
+    (void)state;
+    static const uint8_t base[] = "0123456789abcdef0123456789abcdef\0\0\0\0\0\0\0\5\0\1m";
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    c.task_flags = BP_TF_FILE;
+    c.base_body = base;
+    c.base_len = sizeof base - 1;
+    c.base_n = 1;
+    static struct h h;
+    h_start_sink(&h, &c);
+    add_n(&h, 2);
+    OK(w_hello(&h, RID("A"), "wa", 1));
+    OK(w_hello(&h, RID("B"), "wb", 1));
+    drain(&h);
+    const struct sent *b = find(&h, 0, BP_TO_WORKER, BP_MSG_BASE, RID("A"), 0);
+    const struct sent *t = find(&h, 0, BP_TO_WORKER, BP_MSG_TASKS, RID("A"), 0);
+    assert_non_null(b);
+    assert_non_null(t);
+    assert_true(b < t);
+    assert_int_equal(b->m.n, 1);
+    assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_BASE, RID("B")), 1);
+    struct bp_task_rec r;
+    size_t off = 0;
+    assert_true(bp_msg_next_task(&t->m, &off, &r));
+    assert_true(r.flags & BP_TF_FILE);
+    uint64_t id_a = r.id;
+    struct bp_fetch_rec f[] = {{id_a, r.attempt, BP_FK_TASK, 100, 0},
+                               {id_a, (uint16_t)(r.attempt + 1), BP_FK_TASK, 100, 0},
+                               {0, 0, BP_FK_BASE, 100, 0},
+                               {1, 0, BP_FK_BASE, 100, 0}};
+    OK(w_fetch(&h, RID("A"), 0, f, 4));
+    OK(w_fetch(&h, RID("B"), 0, f, 1)); /* A's task, asked by B */
+    struct bp_fetch_req q;
+    assert_true(bp_dispatch_next_fetch(h.d, &q));
+    assert_false(q.refused);
+    assert_int_equal(q.len, 6);
+    assert_memory_equal(q.data, "task-", 5);
+    assert_true(bp_dispatch_next_fetch(h.d, &q)); /* another attempt */
+    assert_true(q.refused);
+    assert_true(bp_dispatch_next_fetch(h.d, &q)); /* base file 0 */
+    assert_false(q.refused);
+    assert_int_equal(q.f.kind, BP_FK_BASE);
+    assert_true(bp_dispatch_next_fetch(h.d, &q)); /* no base file 1 */
+    assert_true(q.refused);
+    assert_true(bp_dispatch_next_fetch(h.d, &q)); /* B asking for A's */
+    assert_true(q.refused);
+    assert_memory_equal(q.rid, "B", 1);
+    assert_false(bp_dispatch_next_fetch(h.d, &q));
+    /* The window: A has 4 CHUNKs owed and says it got none; 12 more fit. */
+    int64_t mal = stats_of(&h).malformed;
+    struct bp_fetch_rec many[20];
+    for (int i = 0; i < 20; i++)
+        many[i] = (struct bp_fetch_rec){id_a, r.attempt, BP_FK_TASK, 10, (uint64_t)i * 10};
+    OK(w_fetch(&h, RID("A"), 0, many, 20));
+    assert_int_equal(stats_of(&h).malformed, mal + 8);
+    /* A settled more than it was sent (requests dropped here, given up
+     * there): nothing outstanding, a whole window again. */
+    OK(w_fetch(&h, RID("A"), 1000, many, 20));
+    assert_int_equal(stats_of(&h).malformed, mal + 8 + 4);
+    /* A new session of A: what it asked before is not answered. */
+    OK(w_hello(&h, RID("A"), "wa", 1));
+    assert_false(bp_dispatch_next_fetch(h.d, &q));
+    h_end(&h);
+}
+
+/* An unreadable --files path never goes to a worker: the sink gets a
+ * final file-error from the ventilator, and it counts as unreadable. */
+static void t_files_unreadable(void **state)
+{
+    (void)state;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    c.task_flags = BP_TF_FILE;
+    static struct h h;
+    h_start_sink(&h, &c);
+    uint64_t id = 99;
+    OK(bp_dispatch_add_unreadable(h.d, "nope/x.jpg", 10, ENOENT, &id));
+    assert_int_equal(id, 0);
+    add_n(&h, 1);
+    bp_dispatch_input_done(h.d);
+    OK(w_hello(&h, RID("A"), "wa", 10));
+    drain(&h);
+    struct bp_task_rec rec[4];
+    assert_int_equal(tasks_to(&h, 0, RID("A"), rec, 4), 1);
+    assert_int_equal(rec[0].id, 1);
+    const struct sent *r = find(&h, 0, BP_TO_SINK, BP_MSG_RESULTS, NULL, 0, 0);
+    assert_non_null(r);
+    size_t off = 0;
+    struct bp_result_rec x;
+    assert_true(bp_msg_next_result(&r->m, &off, &x));
+    assert_int_equal(x.id, 0);
+    assert_int_equal(x.status, BP_ST_FILEERR);
+    assert_int_equal(x.code, ENOENT);
+    assert_true(x.flags & BP_RF_FINAL);
+    assert_non_null(memmem(x.data, x.len, "cannot read nope/x.jpg", 22));
+    OK(s_ack(&h, 0, x.attempt, BP_ACK_FAILED));
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.unreadable, 1);
+    assert_int_equal(s.failed, 1);
+    assert_int_equal(s.lost, 0);
+    h_end(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2763,6 +2885,8 @@ int main(void)
         cmocka_unit_test_teardown(t_deadline_progress, teardown),
         cmocka_unit_test_teardown(t_random_faults, teardown),
         cmocka_unit_test_teardown(t_many_workers, teardown),
+        cmocka_unit_test_teardown(t_files_fetch, teardown),
+        cmocka_unit_test_teardown(t_files_unreadable, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bp_frame.h"
+#include "bp_path.h"
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -138,7 +139,8 @@ static void t_header_layout(void **state)
     bp_pack_u64(&p, 42);
     finish(&p);
     assert_int_equal(p.len, BP_MSG_HDR + BP_HB_BODY);
-    static const uint8_t hdr[16] = {'b', 'p', 2, 4, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+    static const uint8_t hdr[16] = {'b', 'p', BP_PROTO_VERSION, 4, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6,
+                                    7,   8};
     assert_memory_equal(p.p, hdr, sizeof hdr);
     /* big-endian body */
     assert_int_equal(p.p[16], 0xA1);
@@ -556,7 +558,8 @@ static void t_version(void **state)
     (void)state;
     /* right magic, another version: named as such even when too short */
     assert_int_equal(decode_copy("bp\x01", 3, 0), BP_EVERSION);
-    assert_int_equal(decode_copy("bp\x03", 3, 0), BP_EVERSION);
+    assert_int_equal(decode_copy("bp\x02", 3, 0), BP_EVERSION); /* v2 boards */
+    assert_int_equal(decode_copy("bp\x04", 3, 0), BP_EVERSION);
     assert_int_equal(decode_copy("bp\x00", 3, 0), BP_EVERSION);
     assert_int_equal(decode_copy("bp\xff\x04", 4, 0), BP_EVERSION);
     struct bp_pack p;
@@ -567,9 +570,9 @@ static void t_version(void **state)
     finish(&p);
     for (int v = 0; v < 256; v++) {
         p.p[2] = (uint8_t)v;
-        assert_int_equal(decode_copy(p.p, p.len, 0), v == 2 ? BP_OK : BP_EVERSION);
+        assert_int_equal(decode_copy(p.p, p.len, 0), v == BP_PROTO_VERSION ? BP_OK : BP_EVERSION);
         /* version before length and type */
-        assert_int_equal(decode_copy(p.p, 7, 0), v == 2 ? BP_EPROTO : BP_EVERSION);
+        assert_int_equal(decode_copy(p.p, 7, 0), v == BP_PROTO_VERSION ? BP_EPROTO : BP_EVERSION);
     }
     p.p[2] = 1;
     p.p[3] = 0; /* unknown type, other version: still other version */
@@ -585,7 +588,7 @@ static void t_bad_magic_short(void **state)
     assert_int_equal(decode_copy("bp", 2, 0), BP_EPROTO);
     assert_int_equal(decode_copy("bq\x02", 3, 0), BP_EPROTO);
     assert_int_equal(decode_copy("Bp\x02", 3, 0), BP_EPROTO);
-    assert_int_equal(decode_copy("bp\x02", 3, 0), BP_EPROTO); /* right version, short */
+    assert_int_equal(decode_copy("bp\x03", 3, 0), BP_EPROTO); /* right version, short */
 
     struct bp_pack p;
     bp_pack_init(&p);
@@ -607,14 +610,14 @@ static void t_bad_magic_short(void **state)
 static void t_unknown_type(void **state)
 {
     (void)state;
-    uint8_t b[BP_MSG_HDR] = {'b', 'p', 2, 0};
-    const int bad[] = {0, BP_MSG_TYPE_MAX + 1, 14, 15, 100, 255};
+    uint8_t b[BP_MSG_HDR] = {'b', 'p', BP_PROTO_VERSION, 0};
+    const int bad[] = {0, BP_MSG_TYPE_MAX + 1, 19, 20, 100, 255};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         b[3] = (uint8_t)bad[i];
         assert_int_equal(decode_copy(b, sizeof b, 0), BP_EPROTO);
     }
     /* with a body that would fit a known type */
-    uint8_t hb[BP_MSG_HDR + BP_HB_BODY] = {'b', 'p', 2, 0};
+    uint8_t hb[BP_MSG_HDR + BP_HB_BODY] = {'b', 'p', BP_PROTO_VERSION, 0};
     hb[3] = 14;
     assert_int_equal(decode_copy(hb, sizeof hb, 0), BP_EPROTO);
     /* EXTENT: exactly one u64 */
@@ -730,7 +733,7 @@ static void t_record_past_end(void **state)
     b[BP_MSG_HDR] = 60; /* <= 64 but the records no longer line up */
     assert_int_equal(decode_copy(b, p.len, 0), BP_EPROTO);
     free(b);
-    uint8_t r1[BP_MSG_HDR + 2] = {'b', 'p', 2, BP_MSG_RESULTS};
+    uint8_t r1[BP_MSG_HDR + 2] = {'b', 'p', BP_PROTO_VERSION, BP_MSG_RESULTS};
     r1[BP_MSG_HDR] = 2; /* wid_len 2, 1 byte present */
     assert_int_equal(decode_copy(r1, sizeof r1, 0), BP_EPROTO);
     r1[BP_MSG_HDR] = 1;
@@ -848,6 +851,29 @@ static void t_hello_bad(void **state)
     /* no idlen byte at all */
     for (size_t l = BP_MSG_HDR; l < BP_MSG_HDR + BP_HELLO_FIXED + 1; l++)
         assert_int_equal(decode_copy(p.p, l, 0), BP_EPROTO);
+    /* labels: u16 length, then exactly that many bytes, at most BP_LABELS_MAX */
+    make_hello(&p, 1, 1, id, 5);
+    size_t base = p.len;
+    static char lab[BP_LABELS_MAX + 2];
+    memset(lab, 'l', sizeof lab);
+    bp_pack_u16(&p, 3);
+    bp_pack_bytes(&p, lab, 3);
+    struct bp_msg m;
+    uint8_t *c = dup_exact(p.p, p.len);
+    assert_int_equal(bp_msg_decode(&m, c, p.len, 0), BP_OK);
+    struct bp_hello h;
+    bp_msg_hello(&m, &h);
+    assert_int_equal(h.labels_len, 3);
+    assert_memory_equal(h.labels, "lll", 3);
+    free(c);
+    assert_int_equal(decode_copy(p.p, p.len - 1, 0), BP_EPROTO); /* 2 of 3 */
+    assert_int_equal(decode_copy(p.p, base + 1, 0), BP_EPROTO);  /* half a length */
+    bp_pack_bytes(&p, lab, 1);
+    assert_int_equal(decode_copy(p.p, p.len, 0), BP_EPROTO); /* one too many */
+    p.len = base;
+    bp_pack_u16(&p, BP_LABELS_MAX + 1);
+    bp_pack_bytes(&p, lab, BP_LABELS_MAX + 1);
+    assert_int_equal(decode_copy(p.p, p.len, 0), BP_EPROTO);
     bp_pack_free(&p);
 }
 
@@ -920,7 +946,7 @@ static void t_fixed_wrong_size(void **state)
         }
     }
     /* CREDIT and BYE without their u32, or with a partial id */
-    uint8_t c[BP_MSG_HDR + 4 + 7] = {'b', 'p', 2, BP_MSG_CREDIT};
+    uint8_t c[BP_MSG_HDR + 4 + 7] = {'b', 'p', BP_PROTO_VERSION, BP_MSG_CREDIT};
     for (size_t l = BP_MSG_HDR; l <= sizeof c; l++) {
         c[3] = BP_MSG_CREDIT;
         assert_int_equal(decode_copy(c, l, 0), l == BP_MSG_HDR + 4 ? BP_OK : BP_EPROTO);
@@ -928,7 +954,7 @@ static void t_fixed_wrong_size(void **state)
         assert_int_equal(decode_copy(c, l, 0), l == BP_MSG_HDR + 4 ? BP_OK : BP_EPROTO);
     }
     /* ACK with a partial record */
-    uint8_t a[BP_MSG_HDR + BP_ACK_REC + 5] = {'b', 'p', 2, BP_MSG_ACK, 0, 0, 0, 1};
+    uint8_t a[BP_MSG_HDR + BP_ACK_REC + 5] = {'b', 'p', BP_PROTO_VERSION, BP_MSG_ACK, 0, 0, 0, 1};
     for (size_t l = BP_MSG_HDR; l <= sizeof a; l++)
         assert_int_equal(decode_copy(a, l, 0), l == BP_MSG_HDR + BP_ACK_REC ? BP_OK : BP_EPROTO);
     bp_pack_free(&p);
@@ -948,7 +974,7 @@ static void t_huge_count(void **state)
                 memset(raw, 0, sizeof raw);
                 raw[0] = 'b';
                 raw[1] = 'p';
-                raw[2] = 2;
+                raw[2] = BP_PROTO_VERSION;
                 raw[3] = (uint8_t)types[ti];
                 put32be(raw + 4, ns[ni]);
                 /* plausible lengths: all zero (0-length records) */
@@ -966,7 +992,7 @@ static void t_huge_count(void **state)
         }
     }
     /* a record that claims almost 4 GiB */
-    uint8_t t[BP_MSG_HDR + BP_TASK_REC] = {'b', 'p', 2, BP_MSG_TASKS, 0, 0, 0, 1};
+    uint8_t t[BP_MSG_HDR + BP_TASK_REC] = {'b', 'p', BP_PROTO_VERSION, BP_MSG_TASKS, 0, 0, 0, 1};
     put32be(t + BP_MSG_HDR + 12, UINT32_MAX);
     assert_int_equal(decode_copy(t, sizeof t, 0), BP_EPROTO);
     put32be(t + BP_MSG_HDR + 12, UINT32_MAX - BP_TASK_REC + 1);
@@ -977,7 +1003,7 @@ static void t_names(void **state)
 {
     (void)state;
     static const char *const st[] = {"ok",       "failed",      "timeout", "too-big", "exec-error",
-                                     "signaled", "interrupted", "lost",    "halted"};
+                                     "signaled", "interrupted", "lost",    "halted",  "file-error"};
     assert_int_equal(sizeof st / sizeof st[0], BP_ST_MAX + 1);
     for (int s = 0; s <= BP_ST_MAX; s++)
         assert_string_equal(bp_status_name(s), st[s]);
@@ -986,9 +1012,9 @@ static void t_names(void **state)
     assert_string_equal(bp_status_name(-1), "unknown");
     assert_string_equal(bp_status_name(255), "unknown");
 
-    static const char *const ty[] = {"HELLO", "CREDIT",   "TASKS",   "HEARTBEAT", "RESYNC",
-                                     "END",   "BYE",      "RESULTS", "BEGIN",     "CLOSE",
-                                     "ACK",   "COMPLETE", "EXTENT"};
+    static const char *const ty[] = {
+        "HELLO", "CREDIT", "TASKS",    "HEARTBEAT", "RESYNC", "END",   "BYE",  "RESULTS", "BEGIN",
+        "CLOSE", "ACK",    "COMPLETE", "EXTENT",    "FETCH",  "CHUNK", "BASE", "PUT",     "PUTACK"};
     for (int t = 1; t <= BP_MSG_TYPE_MAX; t++)
         assert_string_equal(bp_msg_name(t), ty[t - 1]);
     assert_string_equal(bp_msg_name(0), "?");
@@ -1013,6 +1039,57 @@ static uint32_t rnd(void)
 static uint32_t rnd_below(uint32_t n)
 {
     return n ? rnd() % n : 0;
+}
+
+/* What the decoder accepted of the file messages (types 14-18) walks
+ * cleanly and keeps the documented limits. */
+static void walk_file_msg(const struct bp_msg *m)
+{
+    size_t off = 0;
+    uint32_t k = 0;
+    switch (m->type) {
+    case BP_MSG_FETCH: {
+        struct bp_fetch_rec f;
+        while (bp_msg_next_fetch(m, &off, &f)) {
+            assert_true(f.len > 0 && f.len <= BP_CHUNK_BYTES && f.kind <= BP_FK_BASE);
+            k++;
+        }
+        break;
+    }
+    case BP_MSG_CHUNK: {
+        struct bp_chunk c;
+        bp_msg_chunk(m, &c);
+        assert_true(c.len <= BP_CHUNK_BYTES && c.status <= BP_CK_REFUSED);
+        return;
+    }
+    case BP_MSG_BASE: {
+        struct bp_base_rec b;
+        while (bp_msg_next_base(m, &off, &b)) {
+            assert_int_equal(bp_path_check(b.name, b.name_len, 1), BP_OK);
+            k++;
+        }
+        assert_int_equal(off, m->body_len);
+        break;
+    }
+    case BP_MSG_PUT: {
+        struct bp_put u;
+        bp_msg_put(m, &u);
+        assert_true(u.len <= BP_CHUNK_BYTES && u.offset + u.len <= u.size);
+        assert_int_equal(bp_path_check(u.name, u.name_len, 0), BP_OK);
+        return;
+    }
+    case BP_MSG_PUTACK: {
+        struct bp_putack_rec a;
+        while (bp_msg_next_putack(m, &off, &a)) {
+            assert_true(a.status <= BP_PA_REFUSED);
+            k++;
+        }
+        break;
+    }
+    default:
+        fail_msg("decoder accepted type %d", m->type);
+    }
+    assert_int_equal(k, m->n);
 }
 
 /* Walks every record of an accepted message; everything stays inside
@@ -1083,8 +1160,11 @@ static void walk_all(const struct bp_msg *m, const uint8_t *buf, size_t len, uin
     case BP_MSG_HELLO: {
         struct bp_hello h;
         bp_msg_hello(m, &h);
-        assert_true(h.id_len <= BP_ID_MAX);
-        assert_ptr_equal((const uint8_t *)h.id + h.id_len, end);
+        assert_true(h.id_len <= BP_ID_MAX && h.labels_len <= BP_LABELS_MAX);
+        if (h.labels)
+            assert_ptr_equal((const uint8_t *)h.labels + h.labels_len, end);
+        else
+            assert_ptr_equal((const uint8_t *)h.id + h.id_len, end);
         assert_int_equal(m->n, 0);
         break;
     }
@@ -1108,7 +1188,7 @@ static void walk_all(const struct bp_msg *m, const uint8_t *buf, size_t len, uin
         assert_int_equal(m->body_len, 0);
         break;
     default:
-        fail_msg("decoder accepted type %d", m->type);
+        walk_file_msg(m);
     }
 }
 
