@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "bp_frame.h"
+#include "bp_spec.h"
 
 struct bp_dispatch;
 
@@ -61,6 +62,13 @@ struct bp_dispatch_cfg {
      * be NULL. Must not call the dispatcher. */
     void (*on_final)(void *arg, uint64_t id, int ok);
     void *on_final_arg;
+    /* Stragglers (bp_spec.h; quantile_pm 0, the default here: off). Once
+     * input is done and nothing is queued, a task out on one worker longer
+     * than bp_spec_threshold() is sent once more, as a new attempt, to a
+     * worker with credit (never the one running it): two copies run, the
+     * first final acknowledgement is the outcome, the other copy gets a
+     * CANCEL. A task is speculated at most once. */
+    struct bp_spec_cfg spec;
 };
 
 /* Fills c with the defaults above for batch. */
@@ -179,6 +187,9 @@ struct bp_dispatch_stats {
     int64_t redelivered;            /* losses put back in the queue */
     int64_t retried;                /* failed tries run again (--retries) */
     int64_t handed_back;            /* tasks returned unstarted by stopping workers */
+    int64_t speculated;             /* second copies of stragglers sent */
+    int64_t spec_won;               /* ... whose result was the outcome */
+    int64_t cancelled;              /* attempts a CANCEL was sent for */
     int64_t queued, out, done_wait; /* tasks in each state now */
     int64_t held_bytes;
     int64_t malformed;  /* messages dropped: malformed or other version */
