@@ -1683,6 +1683,10 @@ void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
         /* Said again with every ping while input is read: a sink that
          * restarted from its journal knows the batch but not the extent. */
         d->need_extent = !d->input_done;
+        /* And CLOSE, once input is done, until the sink says COMPLETE: one
+         * lost in a sink outage shorter than the liveness (so never seen
+         * as one) would leave the sink without the batch's size. */
+        d->need_close = d->c.use_sink && d->input_done && !d->complete;
         break;
     case PK_LOST:
         for (uint32_t i = 0; i < d->pk_n; i++) {
