@@ -114,6 +114,8 @@ struct bp_opts {
     int ack_timeout_ms;   /* ventilator: a result the sink did not acknowledge */
     int prefetch;         /* worker: tasks queued beyond running ones (-1: auto) */
     int host_timeout_ms;  /* worker --once: give up on a vanished ventilator */
+    /* ventilator --speculate: stragglers, as bp_spec_parse() takes it (NULL: defaults) */
+    const char *speculate;
     /* sink */
     const char *control_bind;
     const char *output; /* NULL or "-": stdout */
@@ -185,6 +187,9 @@ struct bp_report {
                             silent, a deadline passed, no acknowledgement came); the
                             sink counts those its accepted results show */
     int64_t retried;     /* failed tries run again (--retries) */
+    int64_t speculated;  /* ventilator: second copies of stragglers sent */
+    int64_t spec_won;    /* ventilator: ... whose result was the outcome */
+    int64_t cancelled;   /* ventilator: attempts stopped with CANCEL */
     int64_t recovered;   /* sink: tasks ok after a lost delivery */
     int64_t refused;     /* peers refused by CURVE authentication */
     int64_t forged;      /* control messages from a peer that is not the host, dropped */

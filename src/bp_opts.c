@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bp_internal.h"
+#include "bp_spec.h"
 #include "bp_transform.h"
 
 extern char **environ;
@@ -131,6 +132,7 @@ static const struct opt_def opt_defs[] = {
     {"retries", 0, R_V, NUMBER(retries), 0, 1000, "a number from 0 to 1000"},
     {"task-deadline", 0, R_V, DURATION(task_deadline_ms), 0, INT_MAX, ANY_DURATION},
     {"ack-timeout", 0, R_V, DURATION(ack_timeout_ms), 10, 3600000, TICK_DURATION},
+    {"speculate", 0, R_V, TEXT(speculate), 0, 0, NULL},
     {"prefetch", 0, R_W, PREFETCH(prefetch), 0, 4096, "'auto' or a number from 0 to 4096"},
     {"host-timeout", 0, R_W, DURATION(host_timeout_ms), 0, INT_MAX, ANY_DURATION},
     {"journal", 0, R_V | R_S, NAME(journal), 0, 0, FILE_NAME},
@@ -706,6 +708,12 @@ static int finish(struct bp_opts *o, enum bp_role role)
         return rc;
     if (role == BP_ROLE_VENTILATOR && is_none(o->sink))
         o->sink = NULL;
+    if (role == BP_ROLE_VENTILATOR && o->speculate) {
+        struct bp_spec_cfg sc;
+        char why[200];
+        if (bp_spec_parse(o->speculate, &sc, why, sizeof why))
+            return bad(o, "--speculate: %s", why);
+    }
     if ((rc = check_curve(o, role)) != BP_OK || (rc = check_durability(o, role)) != BP_OK)
         return rc;
     if (role == BP_ROLE_SINK)
@@ -793,6 +801,11 @@ static const char usage_vent[] =
     "                          (default: none; the worker keeps running it)\n"
     "      --ack-timeout DUR   redeliver a task whose result the sink did not\n"
     "                          acknowledge within DUR of the worker finishing (10s)\n"
+    "      --speculate SPEC    stragglers, 'off' or Q,M[,MIN] (default 0.75,2,1s): once\n"
+    "                          a share Q of the tasks is done and none is queued, a\n"
+    "                          task out longer than MIN and M x the median task time\n"
+    "                          runs again on an idle worker; the first result wins,\n"
+    "                          the other copy is cancelled\n"
     "      --resume            continue the batch in the journal (its batch id;\n"
     "                          only tasks without an acknowledged result are sent);\n"
     "                          with no journal yet, start one (default journal:\n"

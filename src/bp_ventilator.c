@@ -818,6 +818,9 @@ static int run_report(struct vent *v, const struct bp_vbatch *b, struct bp_repor
     rep->lost = s.lost;
     rep->redelivered = s.redelivered;
     rep->retried = s.retried;
+    rep->speculated = s.speculated;
+    rep->spec_won = s.spec_won;
+    rep->cancelled = s.cancelled;
     rep->missing = s.added - s.ok - s.failed;
     rep->malformed = s.malformed;
     rep->workers = s.workers_seen;
@@ -998,6 +1001,11 @@ static int run_batch(struct vent *v, struct bp_report *rep, int64_t t0)
     c.retries = o->retries;
     c.task_deadline_ms = o->task_deadline_ms;
     c.ack_timeout_ms = o->ack_timeout_ms;
+    bp_spec_defaults(&c.spec);
+    if (o->speculate) {
+        char why[200];
+        (void)bp_spec_parse(o->speculate, &c.spec, why, sizeof why); /* (checked by bp_opts) */
+    }
     c.max_rec = (uint32_t)o->max_msg;
     c.use_sink = v->sink != NULL;
     if (o->files || o->basefiles.n) {
@@ -1078,6 +1086,11 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
                " redelivered, %" PRId64 " retried, in %.3f s",
                rep->batch, rep->total, rep->ok, rep->failed, rep->lost, rep->halted, rep->missing,
                rep->redelivered, rep->retried, rep->elapsed_s);
+    if (rep->speculated)
+        bp_log(BP_LOG_INFO,
+               "stragglers: %" PRId64 " run again on an idle worker, %" PRId64
+               " of them finished first; %" PRId64 " attempts cancelled",
+               rep->speculated, rep->spec_won, rep->cancelled);
     if (rep->rejected)
         bp_log(BP_LOG_ERROR, "%" PRId64 " input records rejected", rep->rejected);
     vent_close(&v);

@@ -52,6 +52,7 @@ struct slot {
     int64_t started_wall; /* for the sink's --joblog */
     struct bp_job job;
     int item_first, item_n;
+    int cancelled; /* a CANCEL came for it: it ends with no result */
 };
 
 struct worker {
@@ -83,6 +84,7 @@ struct worker {
     int64_t halt_kill_at; /* END(halted): what still runs then is killed */
     int64_t ok_n, failed_n, malformed, unsent, dropped;
     int64_t redelivered;         /* tasks received on a later attempt */
+    int64_t cancelled;           /* attempts stopped by a CANCEL (second copies) */
     int64_t m_last_n, m_last_ms; /* --metrics-file: tasks counted, when it changed */
     int64_t m_start_ms;
     int64_t next_status;
@@ -541,6 +543,12 @@ static void start_queued(struct worker *w, int64_t now)
 static int finish_slot(struct worker *w, struct slot *s, int64_t now)
 {
     int rc;
+    if (s->cancelled) { /* its other copy's result is the outcome: nothing to say */
+        s->cancelled = 0;
+        s->busy = 0;
+        w->busy--;
+        return BP_OK;
+    }
     if (w->o->exec) {
         size_t len;
         const uint8_t *out = bp_job_result(&s->job, &len);
@@ -608,6 +616,53 @@ static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
     }
 }
 
+/* Whether queued/running task t is attempt a of a CANCEL in batch. */
+static int cancel_hit(const struct qtask *t, uint64_t batch, const struct bp_ack_rec *a)
+{
+    return t->batch == batch && t->id == a->id && t->attempt == a->attempt;
+}
+
+/* CANCEL: the attempts named stop and report nothing (another copy's
+ * result won): queued ones are dropped, a running command's process
+ * group is killed, a --sleep task forgotten. Freed places come back as
+ * credit with the next CREDIT. */
+static void on_cancel(struct worker *w, const struct bp_msg *m)
+{
+    size_t off = 0;
+    struct bp_ack_rec a;
+    while (bp_msg_next_cancel(m, &off, &a)) {
+        for (int i = 0; i < w->nslots; i++) {
+            struct slot *s = &w->slots[i];
+            if (!s->busy || s->cancelled || !cancel_hit(&s->t, m->batch, &a))
+                continue;
+            w->cancelled++;
+            s->cancelled = 1;
+            if (w->o->exec)
+                bp_job_interrupt(&s->job); /* finish_slot() frees it */
+            else
+                finish_slot(w, s, 0);
+        }
+        for (uint32_t k = 0; k < w->qlen; k++) {
+            struct qtask *t = &w->q[(w->qhead + k) % w->qcap];
+            if (!cancel_hit(t, m->batch, &a))
+                continue;
+            /* swap it to the back (buffers stay owned), then drop it */
+            for (uint32_t j = k; j + 1 < w->qlen; j++) {
+                struct qtask *x = &w->q[(w->qhead + j) % w->qcap];
+                struct qtask *y = &w->q[(w->qhead + j + 1) % w->qcap];
+                struct qtask tmp = *x;
+                *x = *y;
+                *y = tmp;
+            }
+            w->qlen--;
+            w->cancelled++;
+            break;
+        }
+        bp_log(BP_LOG_DEBUG, "task %" PRIu64 " attempt %u cancelled: another copy's result won",
+               a.id, (unsigned)a.attempt);
+    }
+}
+
 /* END(halted), --halt now: the batch gave up what runs here. Commands
  * get SIGTERM now and SIGKILL after --grace; built-in tasks just stop. */
 static void halt_running(struct worker *w, int64_t now)
@@ -657,6 +712,9 @@ static void on_vent_message(struct worker *w, const void *buf, size_t len, int64
     switch (m.type) {
     case BP_MSG_TASKS:
         on_tasks(w, &m, now);
+        break;
+    case BP_MSG_CANCEL:
+        on_cancel(w, &m);
         break;
     case BP_MSG_HEARTBEAT:
     case BP_MSG_RESYNC:
@@ -1106,8 +1164,8 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     rep->elapsed_s = (double)(bp_now_ms() - t0) / 1000.0;
     bp_log(BP_LOG_DEBUG,
            "worker %s: %" PRId64 " done, %" PRId64 " failed, %" PRId64 " malformed, %" PRId64
-           " dropped",
-           o->id, w.ok_n, w.failed_n, w.malformed, w.dropped);
+           " dropped, %" PRId64 " cancelled",
+           o->id, w.ok_n, w.failed_n, w.malformed, w.dropped, w.cancelled);
     if (w.unsent)
         bp_log(BP_LOG_ERROR, "%" PRId64 " results could not be sent", w.unsent);
     worker_close(&w);

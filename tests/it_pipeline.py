@@ -362,6 +362,47 @@ def retries_move_to_another_worker():
     expect(js["retried"] == len(on_bad) and js["redelivered"] == 0, js)
 
 
+def straggler_run_again_and_cancelled():
+    # Issue #22: a board that takes far longer than the others holds the
+    # end of a batch. With --speculate its task runs again on an idle
+    # worker; the first result wins and the slow copy is CANCELled: its
+    # command's process group is killed and it reports nothing.
+    pt, pr = ports(2)
+    marker = env.path("straggler.log")
+    token = "61.4321"  # a sleep nobody else runs: found again with pgrep
+    n = 12
+    summary = env.path("straggler.json")
+    sink = env.start("sink", "--once", "--timeout", "120s", "--bind", ep(pr),
+                     "--summary-json", summary)
+    slow = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "slow",
+                     "--exec", f'read x; echo "start $x" >> {marker}; sleep {token}; '
+                               f'echo "finished $x" >> {marker}; echo "$x"', name="slow")
+    # (each worker's credit is one task: the slow one gets one at the start)
+    fast = [env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr),
+                      "--id", f"fast{i}", "--exec", 'read x; echo "$x"', name=f"fast{i}")
+            for i in range(2)]
+    v = env.run("ventilator", "--bind", ep(pt), "--sink", ep(pr), "--wait-workers", "3",
+                "--wait-timeout", "120s", "--speculate", "0.5,1.5,300ms", "--input",
+                write_tasks("straggler.txt", [f"s{i}" for i in range(n)]))
+    verr = v.stderr.decode()
+    expect(v.returncode == 0, f"ventilator exit {v.returncode}: {verr}")
+    env.wait(sink, rc=0)
+    for w in [slow] + fast:
+        env.wait(w, rc=0)
+    out = sorted(env.output(sink).decode().split())
+    expect(out == sorted(f"s{i}" for i in range(n)), out)
+    with open(marker) as f:
+        log = f.read()
+    expect("start" in log and "finished" not in log, f"the slow copy was not stopped: {log}")
+    left = subprocess.run(["pgrep", "-f", f"sleep {token}"], capture_output=True, text=True)
+    expect(left.stdout.strip() == "", f"commands still running: {left.stdout}")
+    m = re.search(r"stragglers: (\d+) run again on an idle worker, (\d+) of them finished "
+                  r"first; (\d+) attempts cancelled", verr)
+    expect(m and m.groups() == ("1", "1", "1"), verr)
+    js = read_json(summary)
+    expect(js["ok"] == n and js["failed"] == 0, js)
+
+
 def task_timeout():
     out, err, js, _ = pipeline(1, ("--exec", "sleep 30", "--task-timeout", "500ms"), ["x"],
                                vent_rc=3, sink_rc=3)

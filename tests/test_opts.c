@@ -686,6 +686,13 @@ static void t_delivery_flags(void **state)
     assert_int_equal(o.retries, 2);
     assert_int_equal(o.task_deadline_ms, 90000);
     assert_int_equal(o.ack_timeout_ms, 30000);
+    assert_null(o.speculate); /* (the ventilator's defaults: bp_spec_defaults()) */
+    mkargs(&a, "ventilator", "--speculate", "off", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.speculate, "off");
+    mkargs(&a, "ventilator", "--speculate=0.9,1.5,500ms", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.speculate, "0.9,1.5,500ms");
 
     /* The limits themselves are accepted. */
     mkargs(&a, "ventilator", "--heartbeat=10ms", "--liveness=1", "--max-attempts=1", "--retries=0",
@@ -821,6 +828,11 @@ static void t_delivery_bad(void **state)
          "--ack-timeout: expected a duration from 10ms to 1h"},
         {BP_ROLE_VENTILATOR, "--ack-timeout", "2h", "--ack-timeout"},
         {BP_ROLE_VENTILATOR, "--ack-timeout", "0", "--ack-timeout"},
+        {BP_ROLE_VENTILATOR, "--speculate", "on",
+         "--speculate: expected 'off' or QUANTILE,MULTIPLIER[,MIN]"},
+        {BP_ROLE_VENTILATOR, "--speculate", "0.75", "got '0.75'"},
+        {BP_ROLE_VENTILATOR, "--speculate", "2,2", "--speculate"},
+        {BP_ROLE_VENTILATOR, "--speculate", "0.5,2,soon", "--speculate"},
         {BP_ROLE_WORKER, "--host-timeout", "soon", "--host-timeout: expected a duration"},
         {BP_ROLE_WORKER, "--host-timeout", "-1", "--host-timeout"},
     };
@@ -885,6 +897,7 @@ static void t_delivery_roles(void **state)
         {BP_ROLE_WORKER, "--ack-timeout", "1s"},   {BP_ROLE_VENTILATOR, "--prefetch", "1"},
         {BP_ROLE_SINK, "--prefetch", "1"},         {BP_ROLE_VENTILATOR, "--host-timeout", "1s"},
         {BP_ROLE_VENTILATOR, "--control", "none"}, {BP_ROLE_WORKER, "--control-bind", "none"},
+        {BP_ROLE_WORKER, "--speculate", "off"},    {BP_ROLE_SINK, "--speculate", "off"},
     };
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
         struct args a;
