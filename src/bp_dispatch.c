@@ -665,11 +665,14 @@ static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const 
 
 /* FETCH: each request within the worker's window is queued for the loop
  * (bp_dispatch_next_fetch); the rest is dropped and counted. got is what
- * the worker received, so chunks - got is what it has outstanding (a got
- * above chunks wraps to a huge number: dropped too). */
+ * the worker settled (a CHUNK came, or it gave the request up and asks
+ * again), so chunks - got is what it has outstanding; a got above chunks
+ * (a request this side dropped, then given up there) counts as none. */
 static void on_fetch(struct bp_dispatch *d, struct wpeer *w, const struct bp_msg *m)
 {
     uint32_t got = bp_msg_u32(m);
+    if (got > w->chunks)
+        got = w->chunks;
     struct bp_fetch_rec f;
     size_t off = 0;
     while (bp_msg_next_fetch(m, &off, &f)) {

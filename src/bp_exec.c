@@ -47,7 +47,14 @@ void bp_job_init(struct bp_job *j, size_t max_out)
 {
     memset(j, 0, sizeof *j);
     j->fd_in = j->fd_out = j->fd_err = j->fd_st = -1;
+    j->in_file = -1;
     j->max_out = max_out;
+}
+
+void bp_job_set_dir(struct bp_job *j, const char *cwd, int in_file)
+{
+    j->cwd = cwd;
+    j->in_file = in_file;
 }
 
 void bp_job_set_shell(struct bp_job *j, const char *path)
@@ -295,14 +302,17 @@ static pid_t g_start_shell(const char *shell, const char *cmd)
 }
 
 /* Runs in the forked child; all signals are blocked on entry. */
-static _Noreturn void guard(pid_t parent, const char *shell, const char *cmd, int in, int out,
+static _Noreturn void guard(pid_t parent, const struct bp_job *j, const char *cmd, int in, int out,
                             int err, int st)
 {
     g_parent = parent;
     g_st = st;
     g_default_signals();
-    g_arrange_fds(in, out, err, st);
+    g_arrange_fds(j->in_file >= 0 ? j->in_file : in, out, err, st);
     g_lead_group(parent);
+    if (j->cwd && chdir(j->cwd) != 0)
+        g_fail(G_SETUP_ERR, errno);
+    const char *shell = j->shell ? j->shell : "/bin/sh";
     pid_t sh = g_start_shell(shell, cmd);
     g_send(G_STARTED, 0);
 
@@ -387,8 +397,7 @@ static void close_pipes(int p[N_PIPES][2])
 /* Forks the guard with the child's pipe ends, and gives the job the
  * worker's ends. Returns 0, or an errno value with *what the failed call
  * (every pipe then closed). */
-static int fork_guard(struct bp_job *j, const char *cmd, const char *shell, int p[N_PIPES][2],
-                      const char **what)
+static int fork_guard(struct bp_job *j, const char *cmd, int p[N_PIPES][2], const char **what)
 {
     /* The child starts with every signal blocked, so none of the worker's
      * handlers runs in it before the guard resets them. */
@@ -398,7 +407,7 @@ static int fork_guard(struct bp_job *j, const char *cmd, const char *shell, int 
     pid_t parent = getpid();
     pid_t pid = rc == 0 ? fork() : -1;
     if (pid == 0)
-        guard(parent, shell, cmd, p[P_IN][0], p[P_OUT][1], p[P_ERR][1], p[P_ST][1]);
+        guard(parent, j, cmd, p[P_IN][0], p[P_OUT][1], p[P_ERR][1], p[P_ST][1]);
     int e = rc ? rc : errno;
     if (rc == 0)
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL); /* cannot fail: old is valid */
@@ -458,7 +467,11 @@ int bp_job_start(struct bp_job *j, const char *cmd, const void *in, size_t len, 
         return BP_OK;
     }
     const char *what = NULL;
-    int e = fork_guard(j, cmd, shell, p, &what);
+    int e = fork_guard(j, cmd, p, &what);
+    if (j->in_file >= 0)
+        j->in_len = 0; /* stdin is the file: nothing to write */
+    j->cwd = NULL;
+    j->in_file = -1;
     if (e) {
         start_error(j, e, what, NULL);
         return BP_OK;

@@ -25,6 +25,8 @@ struct bp_job {
     int fd_in, fd_out, fd_err; /* -1 once closed */
     int fd_st;                 /* status pipe from the guard; -1 once closed */
     const char *shell;         /* NULL: /bin/sh (see bp_job_set_shell) */
+    const char *cwd;           /* the next command's directory (NULL: the worker's) */
+    int in_file;               /* the next command's stdin (-1: the task bytes) */
     const uint8_t *in;         /* task bytes, owned by the caller until done */
     size_t in_len, in_off;
     uint8_t *out; /* stdout, reused across tasks (owned by the job) */
@@ -54,6 +56,12 @@ void bp_job_init(struct bp_job *j, size_t max_out);
 /* Runs the job's next commands as `path -c CMD` instead of /bin/sh (NULL:
  * back to /bin/sh). path must stay valid while the job is in use. */
 void bp_job_set_shell(struct bp_job *j, const char *path);
+
+/* The next bp_job_start() runs its command in directory cwd (NULL: the
+ * worker's) with stdin the open file in_file (-1: the task bytes through
+ * a pipe). Both are used once; the caller keeps in_file open until the
+ * start and closes it then (the command has its own copy). */
+void bp_job_set_dir(struct bp_job *j, const char *cwd, int in_file);
 
 /* Frees the job's buffers; kills the process group of a command still
  * running and reaps its guard. */

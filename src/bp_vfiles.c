@@ -33,10 +33,14 @@ static uint64_t mtime_ns(const struct stat *st)
     return (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec;
 }
 
-/* The name a path is shipped under: the path itself when it is relative
- * and a valid name, else its last component. */
+/* The name a path is shipped under: the path itself (without a leading
+ * "./") when it is relative and a valid name, else its last component. */
 static int ship_name(const char *path, size_t len, const char **name, size_t *nlen)
 {
+    while (len > 2 && path[0] == '.' && path[1] == '/') { /* find . prints ./a/b */
+        path += 2;
+        len -= 2;
+    }
     if (bp_path_check(path, len, 0) == BP_OK) {
         *name = path;
         *nlen = len;

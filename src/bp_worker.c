@@ -2,21 +2,27 @@
  * transform, the status and metrics files; it moves bytes to and from
  * bp_wchan. Must not keep channel state of its own. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bp_exec.h"
 #include "bp_frame.h"
 #include "bp_internal.h"
 #include "bp_metrics.h"
+#include "bp_path.h"
 #include "bp_role.h"
+#include "bp_sha256.h"
 #include "bp_sock.h"
 #include "bp_transform.h"
 #include "bp_wchan.h"
+#include "bp_wfile.h"
+#include "bp_xfer.h"
 
 /* Credit a worker with an instant built-in transform asks for: enough that
  * the channel is never round-trip bound for small tasks. BUILTIN_WINDOW
@@ -43,10 +49,39 @@ struct qtask {
     uint32_t len, cap;
 };
 
+/* A FILE task's phases: its file comes, its command runs, its --return
+ * files go; or it failed and its result is due. */
+enum { F_NONE = 0, F_FETCH, F_RUN, F_PUT, F_READY, F_FAILED };
+
+struct ftask {
+    int phase;
+    int dirfd, outfd;
+    int gh;  /* its download (bp_xfer), -1: none */
+    int *ph; /* its uploads, one per return file (-1: done) */
+    struct bp_wret *rets;
+    int nret, nacked;
+    int status, code; /* F_FAILED: the result */
+    char *cmd;        /* the command with its replacement strings filled in */
+    uint64_t size;
+    size_t name_len;
+    char why[400];
+    char name[BP_NAME_MAX + 1]; /* the shipped name */
+    char dir[4096];             /* the scratch directory */
+};
+
+/* A base file of this session. */
+struct wbase {
+    int gh, fd; /* its download and temporary file while fetched, else -1 */
+    char hex[2 * BP_SHA256_LEN + 1];
+    char name[256];
+    char tmp[4200];
+};
+
 /* One task in progress: a child process (--exec) or a built-in result held
  * back until its --sleep is over. */
 struct slot {
     int busy;
+    struct ftask f; /* FILE tasks */
     struct qtask t; /* the task (its buffer stays with the slot) */
     int64_t started, ready_at;
     int64_t started_wall; /* for the sink's --joblog */
@@ -79,6 +114,15 @@ struct worker {
     uint64_t *done; /* ids whose results went out: reported in CREDIT */
     uint64_t done_batch;
     struct bp_pack cp; /* control messages to the ventilator */
+    /* files (docs/wire-format.md "Files") */
+    struct bp_xfer *xf;
+    int *gmap;         /* download handle -> slot (>= 0) or base file (-1 - i) */
+    int *pmap;         /* upload handle -> slot * 256 + return file */
+    struct bp_pack up; /* PUT chunks */
+    struct wbase *bases;
+    const char *scratch;
+    int nbase, base_pending, base_failed, put_blocked;
+    char cache[4096];
     /* lifecycle */
     int64_t grace_end;
     int64_t halt_kill_at; /* END(halted): what still runs then is killed */
@@ -102,6 +146,8 @@ struct worker {
     int gave_up;  /* no ventilator for --host-timeout, or no socket */
     int m_failed; /* said once that the metrics file cannot be written */
 };
+
+static void files_new_session(struct worker *w);
 
 static void set_linger(void *sock, int ms)
 {
@@ -255,6 +301,7 @@ static void send_hello(struct worker *w, int64_t now)
     if (credit < 0 || w->stopping)
         credit = 0;
     size_t idl = strlen(o->id);
+    files_new_session(w); /* a new session: what was being fetched is void */
     bp_pack_begin(&w->cp, BP_MSG_HELLO, 0);
     bp_pack_u16(&w->cp, (uint16_t)w->nslots);
     bp_pack_u16(&w->cp, 0);
@@ -402,7 +449,8 @@ static void count(struct worker *w, int status, int64_t elapsed)
 /* Appends the outcome of t. Returns BP_ETIMEDOUT if the sink is blocked
  * (nothing appended: try again later). */
 static int add_result(struct worker *w, const struct qtask *t, int status, int code,
-                      int64_t elapsed, const void *data, size_t len, int64_t started_wall)
+                      int64_t elapsed, const void *data, size_t len, int64_t started_wall,
+                      uint8_t nfiles)
 {
     if (w->o->raw) {
         count(w, status, elapsed);
@@ -414,7 +462,7 @@ static int add_result(struct worker *w, const struct qtask *t, int status, int c
      * lean. */
     int info = started_wall > 0;
     uint8_t hl = t->len < BP_INFO_HEAD_MAX ? (uint8_t)t->len : BP_INFO_HEAD_MAX;
-    if (result_room(w, t->batch, len + (info ? BP_INFO_FIXED + hl : 0)) != BP_OK)
+    if (result_room(w, t->batch, len + (info ? BP_INFO_FIXED + hl : 0) + 1) != BP_OK)
         return BP_ETIMEDOUT;
     struct bp_result_rec r = {
         .id = t->id,
@@ -434,6 +482,10 @@ static int add_result(struct worker *w, const struct qtask *t, int status, int c
         r.head = t->data;
         r.head_len = hl;
     }
+    if (nfiles) {
+        r.flags |= BP_RF_FILES;
+        r.nfiles = nfiles;
+    }
     bp_pack_result(&w->rp, &r);
     w->rp_ids[w->rp_n++] = t->id;
     count(w, status, elapsed);
@@ -443,6 +495,11 @@ static int add_result(struct worker *w, const struct qtask *t, int status, int c
 /* A built-in transform straight into the results pack: no copy, no slot. */
 static int run_instant(struct worker *w, uint64_t batch, const struct bp_task_rec *tr)
 {
+    if (tr->flags & BP_TF_FILE) {
+        static const char why[] = "file tasks need --exec";
+        struct qtask t = {.batch = batch, .id = tr->id, .attempt = tr->attempt, .flags = tr->flags};
+        return add_result(w, &t, BP_ST_EXECERR, 0, 0, why, sizeof why - 1, 0, 0);
+    }
     if (w->o->raw) {
         /* The task bytes are ours (a received message): transform in place. */
         w->tf->fn(tr->data, tr->len, (uint8_t *)(uintptr_t)tr->data);
@@ -463,6 +520,558 @@ static int run_instant(struct worker *w, uint64_t batch, const struct bp_task_re
     w->tf->fn(tr->data, tr->len, dst);
     w->rp_ids[w->rp_n++] = tr->id;
     w->ok_n++;
+    return BP_OK;
+}
+
+/* ---- file tasks (docs/wire-format.md "Files") ---- */
+
+static int slot_index(const struct worker *w, const struct slot *s)
+{
+    return (int)(s - w->slots);
+}
+
+/* Forgets a file task's transfers, files and scratch directory. */
+static void file_cleanup(struct worker *w, struct slot *s)
+{
+    struct ftask *f = &s->f;
+    if (f->gh >= 0)
+        bp_xfer_get_cancel(w->xf, f->gh);
+    f->gh = -1;
+    for (int i = 0; i < f->nret; i++)
+        if (f->ph[i] >= 0)
+            bp_xfer_put_cancel(w->xf, f->ph[i]);
+    if (f->rets)
+        bp_wfile_close_rets(f->rets, f->nret);
+    free(f->rets);
+    free(f->ph);
+    f->rets = NULL;
+    f->ph = NULL;
+    f->nret = f->nacked = 0;
+    if (f->outfd >= 0)
+        close(f->outfd);
+    f->outfd = -1;
+    if (f->dirfd >= 0)
+        close(f->dirfd);
+    f->dirfd = -1;
+    if (f->dir[0] && bp_path_rmtree(f->dir) != 0)
+        bp_log(BP_LOG_WARN, "cannot remove %s", f->dir);
+    f->dir[0] = '\0';
+    free(f->cmd);
+    f->cmd = NULL;
+    f->phase = F_NONE;
+}
+
+/* The attempt failed: its result (status, code, the text) goes out next. */
+static void file_fail(struct worker *w, struct slot *s, int status, int code, const char *what)
+{
+    struct ftask *f = &s->f;
+    char show[300];
+    bp_printable(show, sizeof show, f->name, f->name_len > 200 ? 200 : f->name_len);
+    snprintf(f->why, sizeof f->why, "%s: %s", what, show);
+    f->status = status;
+    f->code = code;
+    f->phase = F_FAILED;
+    if (f->gh >= 0)
+        bp_xfer_get_cancel(w->xf, f->gh);
+    f->gh = -1;
+}
+
+/* The task was taken away (REFUSED, a new session): no result. */
+static void file_drop(struct worker *w, struct slot *s)
+{
+    file_cleanup(w, s);
+    s->busy = 0;
+    w->busy--;
+    w->dropped++;
+}
+
+/* Links each base file into the scratch directory. */
+static int link_bases(struct worker *w, struct ftask *f)
+{
+    for (int i = 0; i < w->nbase; i++) {
+        char target[4200];
+        snprintf(target, sizeof target, "%s/%s", w->cache, w->bases[i].hex);
+        if (symlinkat(target, f->dirfd, w->bases[i].name) != 0)
+            return -errno;
+    }
+    return 0;
+}
+
+/* Starts a FILE task in s: its directory, its file, its download. */
+static void file_start(struct worker *w, struct slot *s)
+{
+    struct ftask *f = &s->f;
+    struct bp_file_desc d;
+    f->phase = F_FETCH;
+    f->name_len = 0;
+    if (!w->o->exec) {
+        file_fail(w, s, BP_ST_EXECERR, 0, "file tasks need --exec");
+        return;
+    }
+    if (bp_file_desc_parse(s->t.data, s->t.len, &d) != BP_OK ||
+        bp_path_copy(f->name, d.name, d.name_len, 0) != BP_OK) {
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_NAME, "bad file descriptor");
+        return;
+    }
+    f->name_len = d.name_len;
+    f->size = d.size;
+    f->dirfd = bp_wfile_scratch_make(w->scratch, s->t.id, s->t.attempt, f->dir, sizeof f->dir);
+    if (f->dirfd < 0) {
+        f->dir[0] = '\0';
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_WRITE, "cannot make the scratch directory");
+        return;
+    }
+    if (link_bases(w, f) != 0) {
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_WRITE, "cannot link the base files");
+        return;
+    }
+    f->outfd = bp_path_open_beneath(f->dirfd, f->name, O_WRONLY | O_CREAT | O_EXCL, 0644, 1);
+    if (f->outfd < 0) {
+        f->outfd = -1;
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_WRITE, "cannot create the shipped file");
+        return;
+    }
+    f->gh = bp_xfer_get(w->xf, BP_FK_TASK, s->t.id, s->t.attempt, d.size);
+    if (f->gh < 0) {
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_WRITE, "too many downloads");
+        return;
+    }
+    w->gmap[f->gh] = slot_index(w, s);
+}
+
+/* Writes len bytes at off of fd. Returns 0 or -1 (errno). */
+static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* The shipped file is whole: the command starts in the scratch directory,
+ * with the file's name in it, or the file as its stdin. */
+static void file_run(struct worker *w, struct slot *s, int64_t now)
+{
+    struct ftask *f = &s->f;
+    struct stat st;
+    if (fstat(f->outfd, &st) != 0 || (uint64_t)st.st_size != f->size) {
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_WRITE, "shipped file has the wrong size");
+        return;
+    }
+    close(f->outfd);
+    f->outfd = -1;
+    const char *cmd = w->o->exec;
+    int in = -1;
+    if (bp_wfile_has_repl(cmd)) {
+        if (bp_wfile_subst(cmd, f->name, f->name_len, s->t.id + 1, 1, &f->cmd) != BP_OK) {
+            file_fail(w, s, BP_ST_EXECERR, 0, "command too long");
+            return;
+        }
+        cmd = f->cmd;
+    } else {
+        in = bp_path_open_beneath(f->dirfd, f->name, O_RDONLY, 0, 0);
+        if (in < 0) {
+            file_fail(w, s, BP_ST_FILEERR, BP_FE_READ, "cannot open the shipped file");
+            return;
+        }
+    }
+    f->phase = F_RUN;
+    s->started = now;
+    s->started_wall = bp_wall_ms();
+    bp_job_set_dir(&s->job, f->dir, in);
+    bp_job_start(&s->job, cmd, NULL, 0, w->o->task_timeout_ms, now);
+    if (in >= 0)
+        close(in);
+}
+
+static void on_file_chunk(struct worker *w, struct slot *s, const struct bp_xfer_ev *ev,
+                          int64_t now)
+{
+    struct ftask *f = &s->f;
+    if ((ev->what & BP_XF_DATA) && pwrite_all(f->outfd, ev->data, ev->len, ev->off) != 0) {
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_WRITE, strerror(errno));
+        return;
+    }
+    if (ev->what & BP_XF_GET_DONE) {
+        f->gh = -1;
+        file_run(w, s, now);
+    } else if (ev->what & BP_XF_GET_FAIL) {
+        f->gh = -1;
+        if (ev->code == BP_CK_REFUSED)
+            file_drop(w, s);
+        else if (ev->code == BP_CK_CHANGED)
+            file_fail(w, s, BP_ST_FILEERR, BP_FE_CHANGED, "input changed while shipped");
+        else
+            file_fail(w, s, BP_ST_FILEERR, BP_FE_READ, "the host cannot read the input");
+    }
+}
+
+/* ---- base files ---- */
+
+static void base_abandon(struct worker *w, struct wbase *b)
+{
+    if (b->gh >= 0)
+        bp_xfer_get_cancel(w->xf, b->gh);
+    b->gh = -1;
+    if (b->fd >= 0) {
+        close(b->fd);
+        unlink(b->tmp);
+    }
+    b->fd = -1;
+}
+
+/* A base file cannot be had: the session is over (the worker stops). */
+static void base_fail(struct worker *w, struct wbase *b, const char *why)
+{
+    char show[300];
+    bp_printable(show, sizeof show, b->name, strlen(b->name));
+    bp_log(BP_LOG_ERROR, "base file %s: %s: giving up", show, why);
+    base_abandon(w, b);
+    w->gave_up = 1;
+    w->base_failed = 1;
+}
+
+/* The download of b is complete: check its hash, move it into the cache. */
+static void base_done(struct worker *w, struct wbase *b)
+{
+    uint8_t d[BP_SHA256_LEN];
+    char hex[2 * BP_SHA256_LEN + 1], path[4200];
+    if (bp_wfile_sha256_fd(b->fd, d) != BP_OK) {
+        base_fail(w, b, "cannot read it back");
+        return;
+    }
+    bp_sha256_hex(d, hex);
+    snprintf(path, sizeof path, "%s/%s", w->cache, b->hex);
+    if (strcmp(hex, b->hex) != 0 || fsync(b->fd) != 0 || rename(b->tmp, path) != 0) {
+        base_fail(w, b, strcmp(hex, b->hex) ? "not the contents BASE announced" : strerror(errno));
+        return;
+    }
+    close(b->fd);
+    b->fd = -1;
+    b->gh = -1;
+    w->base_pending--;
+    bp_log(BP_LOG_DEBUG, "base file %s cached", b->hex);
+}
+
+static void on_base_chunk(struct worker *w, struct wbase *b, const struct bp_xfer_ev *ev)
+{
+    if ((ev->what & BP_XF_DATA) && pwrite_all(b->fd, ev->data, ev->len, ev->off) != 0) {
+        base_fail(w, b, strerror(errno));
+        return;
+    }
+    if (ev->what & BP_XF_GET_DONE) {
+        base_done(w, b);
+    } else if (ev->what & BP_XF_GET_FAIL) {
+        b->gh = -1;
+        base_fail(w, b,
+                  ev->code == BP_CK_CHANGED ? "changed on the host" : "the host cannot send it");
+    }
+}
+
+/* Takes base file i of a BASE: cached already, or fetched. */
+static void base_take(struct worker *w, int i, const struct bp_base_rec *r)
+{
+    struct wbase *b = &w->bases[i];
+    char path[4200];
+    b->gh = b->fd = -1;
+    bp_sha256_hex(r->sha256, b->hex);
+    snprintf(path, sizeof path, "%s/%s", w->cache, b->hex);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == r->size)
+        return;
+    w->base_pending++;
+    snprintf(b->tmp, sizeof b->tmp, "%s/.tmp-%s-%ld", w->cache, b->hex, (long)getpid());
+    b->fd = open(b->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (b->fd < 0) {
+        base_fail(w, b, strerror(errno));
+        return;
+    }
+    b->gh = bp_xfer_get(w->xf, BP_FK_BASE, (uint64_t)i, 0, r->size);
+    if (b->gh < 0) {
+        base_fail(w, b, "too many downloads");
+        return;
+    }
+    w->gmap[b->gh] = -1 - i;
+}
+
+/* BASE: the base files of this session (replacing any earlier list). */
+static void on_base(struct worker *w, const struct bp_msg *m)
+{
+    for (int i = 0; i < w->nbase; i++)
+        base_abandon(w, &w->bases[i]);
+    w->nbase = 0;
+    w->base_pending = 0;
+    if (!w->cache[0] &&
+        bp_wfile_cache_dir(w->o->cache_dir, w->scratch, w->cache, sizeof w->cache) != BP_OK) {
+        bp_log(BP_LOG_ERROR, "no usable cache directory for base files");
+        w->gave_up = 1;
+        w->base_failed = 1;
+        return;
+    }
+    size_t off = 0;
+    struct bp_base_rec r;
+    while (w->nbase < BP_MAX_BASEFILES && bp_msg_next_base(m, &off, &r)) {
+        struct wbase *b = &w->bases[w->nbase];
+        if (bp_path_copy(b->name, r.name, r.name_len, 1) != BP_OK)
+            continue; /* (the decoder checked it) */
+        base_take(w, w->nbase++, &r);
+    }
+    bp_log(BP_LOG_DEBUG, "%d base file%s, %d to fetch", w->nbase, w->nbase == 1 ? "" : "s",
+           w->base_pending);
+}
+
+/* CHUNK: data for a task's file or a base file. */
+static void on_chunk(struct worker *w, const struct bp_msg *m, int64_t now)
+{
+    struct bp_chunk c;
+    struct bp_xfer_ev ev;
+    bp_msg_chunk(m, &c);
+    bp_xfer_on_chunk(w->xf, &c, now, &ev);
+    if (ev.what == BP_XF_NONE || ev.h < 0)
+        return;
+    int who = w->gmap[ev.h];
+    if (who < 0)
+        on_base_chunk(w, &w->bases[-1 - who], &ev);
+    else
+        on_file_chunk(w, &w->slots[who], &ev, now);
+}
+
+/* A new session (HELLO): downloads of tasks are void (the ventilator
+ * gives those tasks to others), so are those of base files (a new BASE
+ * follows). */
+static void files_new_session(struct worker *w)
+{
+    if (!w->xf)
+        return;
+    for (int i = 0; i < w->nslots; i++) {
+        struct slot *s = &w->slots[i];
+        if (s->busy && s->f.phase == F_FETCH)
+            file_drop(w, s);
+    }
+    for (int i = 0; i < w->nbase; i++)
+        base_abandon(w, &w->bases[i]);
+    w->base_pending = 0;
+    bp_xfer_new_session(w->xf);
+}
+
+/* Sends the FETCH requests due. */
+static void pump_fetch(struct worker *w, int64_t now)
+{
+    struct bp_fetch_rec recs[BP_FETCH_WINDOW];
+    if (!w->xf || !active(w))
+        return;
+    int n = bp_xfer_fetches(w->xf, now, recs, BP_FETCH_WINDOW);
+    if (!n)
+        return;
+    bp_pack_begin(&w->cp, BP_MSG_FETCH, w->ch.batch);
+    bp_pack_u32(&w->cp, bp_xfer_got(w->xf));
+    for (int i = 0; i < n; i++)
+        bp_pack_fetch(&w->cp, &recs[i]);
+    if (send_ctl(w) != BP_OK)
+        bp_xfer_fetch_unsent(w->xf);
+}
+
+/* ---- files back ---- */
+
+/* The command succeeded: collects the --return files and starts their
+ * uploads. Returns 1 when uploads go on, 0 when the result can go now. */
+static int file_returns(struct worker *w, struct slot *s, int64_t now)
+{
+    struct ftask *f = &s->f;
+    const struct bp_opts *o = w->o;
+    if (!o->returns.n)
+        return 0;
+    f->rets = calloc((size_t)o->max_return_files, sizeof *f->rets);
+    f->ph = calloc((size_t)o->max_return_files, sizeof *f->ph);
+    if (!f->rets || !f->ph) {
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_READ, "out of memory");
+        return 1;
+    }
+    int n = 0, reason = 0;
+    char why[300];
+    if (bp_wfile_collect(f->dirfd, f->dir, &o->returns, f->name, f->name_len, s->t.id + 1,
+                         o->max_return_files, o->max_return_size, f->rets, &n, &reason, why,
+                         sizeof why) != BP_OK) {
+        file_fail(w, s, BP_ST_FILEERR, reason, "");
+        snprintf(f->why, sizeof f->why, "%s", why);
+        return 1;
+    }
+    f->nret = n;
+    for (int i = 0; i < n; i++) {
+        f->ph[i] = bp_xfer_put(w->xf, s->t.id, s->t.attempt, (uint8_t)i, f->rets[i].size, now);
+        if (f->ph[i] < 0) {
+            file_fail(w, s, BP_ST_FILEERR, BP_FE_COUNT, "too many uploads");
+            return 1;
+        }
+        w->pmap[f->ph[i]] = slot_index(w, s) * 256 + i;
+    }
+    f->phase = n ? F_PUT : F_RUN;
+    return n > 0;
+}
+
+/* One PUT chunk of return file i of s; 0 sent, 1 not now (the sink's
+ * pipe is full), -1 the attempt failed. */
+static int send_put(struct worker *w, struct slot *s, int i, uint64_t off, uint32_t len)
+{
+    struct bp_wret *r = &s->f.rets[i];
+    if (!bp_wfile_unchanged(r->fd, r->size, r->mtime_ns)) {
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_CHANGED, "return file changed while sent");
+        return -1;
+    }
+    struct bp_put u = {.id = s->t.id,
+                       .attempt = s->t.attempt,
+                       .idx = (uint8_t)i,
+                       .offset = off,
+                       .size = r->size,
+                       .name = r->name,
+                       .name_len = (uint16_t)strlen(r->name),
+                       .len = len};
+    bp_pack_begin(&w->up, BP_MSG_PUT, s->t.batch);
+    uint8_t *d = bp_pack_put_reserve(&w->up, &u);
+    ssize_t got = 0;
+    while (d && (size_t)got < len) {
+        ssize_t k = pread(r->fd, d + got, len - (size_t)got, (off_t)(off + (uint64_t)got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        got += k;
+    }
+    if (!d || (size_t)got != len || bp_pack_finish(&w->up) != BP_OK) {
+        file_fail(w, s, BP_ST_FILEERR, BP_FE_READ, "cannot read a return file");
+        return -1;
+    }
+    int rc = bp_send_raw(w->rsock, w->up.p, w->up.len, ZMQ_DONTWAIT);
+    return rc == BP_OK ? 0 : 1;
+}
+
+/* Sends the PUT chunks the window allows. */
+static void pump_put(struct worker *w, int64_t now)
+{
+    int h;
+    uint64_t off;
+    uint32_t len;
+    while (w->xf && bp_xfer_next_put(w->xf, now, &h, &off, &len)) {
+        struct slot *s = &w->slots[w->pmap[h] / 256];
+        int rc = send_put(w, s, w->pmap[h] % 256, off, len);
+        if (rc == 1) {
+            bp_xfer_put_unsent(w->xf);
+            w->put_blocked = 1;
+            return;
+        }
+    }
+    w->put_blocked = 0;
+}
+
+static void on_putack(struct worker *w, const struct bp_putack_rec *a, int64_t now)
+{
+    struct bp_xfer_ev ev;
+    bp_xfer_on_putack(w->xf, a, now, &ev);
+    if (ev.what == BP_XF_NONE || ev.h < 0)
+        return;
+    struct slot *s = &w->slots[w->pmap[ev.h] / 256];
+    int i = w->pmap[ev.h] % 256;
+    if (!s->busy || s->f.phase != F_PUT)
+        return;
+    s->f.ph[i] = -1;
+    if (ev.what & BP_XF_PUT_DONE) {
+        if (++s->f.nacked == s->f.nret)
+            s->f.phase = F_READY;
+        return;
+    }
+    char what[64];
+    snprintf(what, sizeof what, "the sink refused a return file (reason %u)", ev.err);
+    file_fail(w, s, BP_ST_FILEERR, (int)ev.err, what);
+}
+
+/* Reads what the sink sent: PUTACKs. */
+static void read_sink(struct worker *w, int64_t now)
+{
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    for (int k = 0; k < 64; k++) {
+        if (bp_recv_raw(w->rsock, &msg, ZMQ_DONTWAIT) != BP_OK)
+            break;
+        struct bp_msg m;
+        size_t off = 0;
+        struct bp_putack_rec a;
+        if (bp_msg_decode(&m, zmq_msg_data(&msg), zmq_msg_size(&msg), 0) != BP_OK ||
+            m.type != BP_MSG_PUTACK || !w->xf) {
+            w->malformed++;
+            continue;
+        }
+        while (bp_msg_next_putack(&m, &off, &a))
+            on_putack(w, &a, now);
+    }
+    zmq_msg_close(&msg);
+}
+
+/* Whether a FILE task's slot has its outcome ready. */
+static int file_due(struct slot *s, int64_t now)
+{
+    int64_t jw;
+    int ph = s->f.phase;
+    return ph == F_FAILED || ph == F_READY || (ph == F_RUN && bp_job_check(&s->job, now, &jw));
+}
+
+/* The result of a FILE task (file_due() said so). Returns BP_OK once the
+ * slot is free, else BP_ETIMEDOUT (the sink is blocked) or BP_EAGAIN-like
+ * 1 (uploads started). */
+static int file_finish(struct worker *w, struct slot *s, int64_t now)
+{
+    struct ftask *f = &s->f;
+    const uint8_t *out = (const uint8_t *)f->why;
+    size_t len = strlen(f->why);
+    int status = f->status, code = f->code;
+    uint8_t nfiles = 0;
+    if (f->phase == F_RUN) {
+        out = bp_job_result(&s->job, &len);
+        status = s->job.status;
+        code = s->job.code;
+        if (status == BP_ST_OK && file_returns(w, s, now))
+            return 1;
+    } else if (f->phase == F_READY) {
+        out = bp_job_result(&s->job, &len);
+        status = BP_ST_OK;
+        code = 0;
+        nfiles = (uint8_t)f->nret;
+    }
+    if (add_result(w, &s->t, status, code, now - s->started, out, len, s->started_wall, nfiles) !=
+        BP_OK)
+        return BP_ETIMEDOUT;
+    file_cleanup(w, s);
+    s->busy = 0;
+    w->busy--;
+    return BP_OK;
+}
+
+/* The file side: transfers, handle maps, base files, the scratch base
+ * (stale directories of dead workers swept). */
+static int files_init(struct worker *w)
+{
+    const struct bp_opts *o = w->o;
+    struct bp_xfer_cfg c;
+    int max_put = w->nslots * o->max_return_files;
+    bp_xfer_defaults(&c, o->hb_ms, o->liveness, w->nslots + BP_MAX_BASEFILES, max_put);
+    w->xf = bp_xfer_new(&c);
+    w->gmap = calloc((size_t)c.max_get, sizeof *w->gmap);
+    w->pmap = calloc((size_t)max_put, sizeof *w->pmap);
+    w->bases = calloc(BP_MAX_BASEFILES, sizeof *w->bases);
+    bp_pack_init(&w->up);
+    if (!w->xf || !w->gmap || !w->pmap || !w->bases)
+        return BP_ENOMEM;
+    w->scratch = bp_wfile_scratch_base(o->scratch);
+    int n = bp_wfile_scratch_sweep(w->scratch);
+    if (n)
+        bp_log(BP_LOG_INFO, "removed %d scratch director%s of dead workers in %s", n,
+               n == 1 ? "y" : "ies", w->scratch);
     return BP_OK;
 }
 
@@ -505,7 +1114,10 @@ static void start_slot(struct worker *w, struct slot *s, int64_t now)
     s->busy = 1;
     w->busy++;
     s->started = now;
-    if (w->o->exec) {
+    s->started_wall = 0;
+    if (s->t.flags & BP_TF_FILE) {
+        file_start(w, s);
+    } else if (w->o->exec) {
         s->ready_at = 0;
         s->started_wall = bp_wall_ms();
         bp_job_start(&s->job, w->o->exec, s->t.data, s->t.len, w->o->task_timeout_ms, now);
@@ -518,7 +1130,7 @@ static void start_slot(struct worker *w, struct slot *s, int64_t now)
 /* Starts queued tasks while there is room (instant ones run at once). */
 static void start_queued(struct worker *w, int64_t now)
 {
-    if (w->stopping)
+    if (w->stopping || w->base_pending)
         return;
     if (w->instant) {
         while (w->qlen && !w->rp_blocked) {
@@ -549,6 +1161,8 @@ static int finish_slot(struct worker *w, struct slot *s, int64_t now)
         w->busy--;
         return BP_OK;
     }
+    if (s->f.phase)
+        return file_finish(w, s, now);
     if (w->o->exec) {
         size_t len;
         const uint8_t *out = bp_job_result(&s->job, &len);
@@ -559,9 +1173,9 @@ static int finish_slot(struct worker *w, struct slot *s, int64_t now)
                    bp_status_name(s->job.status), s->job.code, show);
         }
         rc = add_result(w, &s->t, s->job.status, s->job.code, now - s->started, out, len,
-                        s->started_wall);
+                        s->started_wall, 0);
     } else {
-        rc = add_result(w, &s->t, BP_ST_OK, 0, now - s->started, s->t.data, s->t.len, 0);
+        rc = add_result(w, &s->t, BP_ST_OK, 0, now - s->started, s->t.data, s->t.len, 0, 0);
     }
     if (rc != BP_OK)
         return rc; /* the sink is blocked: finish it later */
@@ -633,7 +1247,9 @@ static void on_cancel(struct worker *w, const struct bp_msg *m)
     while (bp_msg_next_cancel(m, &off, &a)) {
         for (int i = 0; i < w->nslots; i++) {
             struct slot *s = &w->slots[i];
-            if (!s->busy || s->cancelled || !cancel_hit(&s->t, m->batch, &a))
+            /* (a file task's transfers run to their end: its result is a
+             * duplicate at the sink) */
+            if (!s->busy || s->cancelled || s->f.phase || !cancel_hit(&s->t, m->batch, &a))
                 continue;
             w->cancelled++;
             s->cancelled = 1;
@@ -712,6 +1328,14 @@ static void on_vent_message(struct worker *w, const void *buf, size_t len, int64
     switch (m.type) {
     case BP_MSG_TASKS:
         on_tasks(w, &m, now);
+        break;
+    case BP_MSG_CHUNK:
+        if (w->xf)
+            on_chunk(w, &m, now);
+        break;
+    case BP_MSG_BASE:
+        if (w->xf)
+            on_base(w, &m);
         break;
     case BP_MSG_CANCEL:
         on_cancel(w, &m);
@@ -820,10 +1444,11 @@ static int open_sockets(struct worker *w)
         return rc;
     struct bp_sockcfg c = bp_role_sockcfg(o);
     bp_role_sec_client(&w->sec, &c);
-    /* Nothing legitimate comes back on it: a peer that sends anyway is
-     * cut off (MAXMSGSIZE) and can queue next to nothing (RCVHWM). */
-    c.max_msg = 64;
-    c.rcvhwm = 1;
+    /* Nothing but PUTACKs comes back on it, and only with --return: a
+     * peer that sends anything else is cut off (MAXMSGSIZE) and can queue
+     * next to nothing (RCVHWM). */
+    c.max_msg = o->returns.n ? (int64_t)BP_MSG_HDR + (int64_t)BP_PUTACK_REC * 4096 : 64;
+    c.rcvhwm = o->returns.n ? 256 : 1;
     c.sndhwm = o->raw ? 0 : 64;
     return open_watched(w, o->raw ? ZMQ_PUSH : ZMQ_DEALER, &c, o->results, &w->rsock, &w->rmon);
 }
@@ -858,10 +1483,19 @@ static void worker_close(struct worker *w)
     if (w->slots) {
         for (int i = 0; i < w->nslots; i++) {
             bp_job_release(&w->slots[i].job);
+            if (w->slots[i].f.phase)
+                file_cleanup(w, &w->slots[i]);
             free(w->slots[i].t.data);
         }
         free(w->slots);
     }
+    for (int i = 0; w->bases && i < w->nbase; i++)
+        base_abandon(w, &w->bases[i]);
+    free(w->bases);
+    free(w->gmap);
+    free(w->pmap);
+    bp_pack_free(&w->up);
+    bp_xfer_destroy(&w->xf);
     if (w->q) {
         for (uint32_t i = 0; i < w->qcap; i++)
             free(w->q[i].data);
@@ -934,6 +1568,8 @@ static void cut_running(struct worker *w, uint64_t **cut, int *ncut)
             (*cut)[(*ncut)++] = s->t.id;
         if (w->o->exec)
             bp_job_release(&s->job); /* kills its process group */
+        if (s->f.phase)
+            file_cleanup(w, s);
         s->busy = 0;
         w->busy--;
     }
@@ -976,7 +1612,10 @@ static int64_t slot_items(struct worker *w, int *n, int64_t now, int64_t wake)
         if (!s->busy)
             continue;
         s->item_n = 0;
-        if (w->o->exec) {
+        if (s->f.phase && s->f.phase != F_RUN) {
+            if (s->f.phase == F_FAILED || s->f.phase == F_READY)
+                wake = now;
+        } else if (w->o->exec) {
             int64_t jw;
             if (bp_job_check(&s->job, now, &jw)) {
                 wake = now;
@@ -1006,13 +1645,17 @@ static int wait_io(struct worker *w, int64_t now, int *task_idx, int *res_idx)
         *task_idx = n;
         w->items[n++] = (zmq_pollitem_t){.socket = w->tsock, .events = ZMQ_POLLIN};
     }
-    if (w->rp_blocked) {
+    short rev = (short)((w->rp_blocked || w->put_blocked ? ZMQ_POLLOUT : 0) |
+                        (w->xf && w->o->returns.n ? ZMQ_POLLIN : 0));
+    if (rev) {
         *res_idx = n;
-        w->items[n++] = (zmq_pollitem_t){.socket = w->rsock, .events = ZMQ_POLLOUT};
+        w->items[n++] = (zmq_pollitem_t){.socket = w->rsock, .events = rev};
     }
     int64_t wake = INT64_MAX;
     if (!o->raw)
         wake = bp_wchan_next_deadline(&w->ch);
+    if (w->xf && bp_xfer_next_deadline(w->xf) < wake)
+        wake = bp_xfer_next_deadline(w->xf);
     if (w->stopping && w->grace_end < wake)
         wake = w->grace_end;
     if (w->halt_kill_at && w->halt_kill_at < wake)
@@ -1042,6 +1685,10 @@ static void after_wait(struct worker *w, int task_idx, int res_idx)
 {
     int64_t now = bp_now_ms();
     halt_kill(w, now);
+    if (res_idx >= 0 && (w->items[res_idx].revents & ZMQ_POLLIN))
+        read_sink(w, now);
+    if (w->xf)
+        bp_xfer_on_timer(w->xf, now);
     if (res_idx >= 0 || w->rp_blocked)
         flush_results(w);
     for (int i = 0; i < w->nslots; i++) {
@@ -1049,7 +1696,9 @@ static void after_wait(struct worker *w, int task_idx, int res_idx)
         if (!s->busy)
             continue;
         int64_t jw;
-        if (w->o->exec ? bp_job_check(&s->job, now, &jw) : now >= s->ready_at)
+        if (s->f.phase   ? file_due(s, now)
+            : w->o->exec ? bp_job_check(&s->job, now, &jw)
+                         : now >= s->ready_at)
             finish_slot(w, s, now);
     }
     start_queued(w, now);
@@ -1058,6 +1707,8 @@ static void after_wait(struct worker *w, int task_idx, int res_idx)
     start_queued(w, now);
     /* A lone result goes out at once; many go out in packs. */
     flush_results(w);
+    pump_fetch(w, now);
+    pump_put(w, now);
     if (!w->o->raw)
         send_credit(w, 0);
 }
@@ -1140,8 +1791,14 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
         worker_close(&w);
         return BP_ENOMEM;
     }
-    for (int i = 0; i < w.nslots; i++)
+    for (int i = 0; i < w.nslots; i++) {
         bp_job_init(&w.slots[i].job, (size_t)o->max_msg);
+        w.slots[i].f.dirfd = w.slots[i].f.outfd = w.slots[i].f.gh = -1;
+    }
+    if (!o->raw && files_init(&w) != BP_OK) {
+        worker_close(&w);
+        return BP_ENOMEM;
+    }
     if ((rc = bp_role_ctx(io, &w.ctx, &w.own_ctx)) != BP_OK || (rc = open_sockets(&w)) != BP_OK) {
         worker_close(&w);
         return rc;
@@ -1170,6 +1827,8 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
         bp_log(BP_LOG_ERROR, "%" PRId64 " results could not be sent", w.unsent);
     worker_close(&w);
     if (rc == BP_OK && w.unsent)
+        rc = BP_EIO;
+    if (w.base_failed)
         rc = BP_EIO;
     return rc;
 }

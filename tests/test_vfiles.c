@@ -131,6 +131,12 @@ static void t_describe_and_ship(void **state)
     assert_int_equal(bp_file_desc_parse(d, dl, &fd), BP_OK);
     assert_memory_equal(fd.name, "x.txt", 5);
     assert_memory_equal(fd.path, abs, strlen(abs));
+    assert_int_equal(bp_vfiles_describe(vf, "./sub/../x.txt", 14, &d, &dl, &e), BP_OK);
+    assert_int_equal(bp_file_desc_parse(d, dl, &fd), BP_OK);
+    assert_memory_equal(fd.name, "x.txt", 5); /* ".." in it: the last part */
+    assert_int_equal(bp_vfiles_describe(vf, "././x.txt", 9, &d, &dl, &e), BP_OK);
+    assert_int_equal(bp_file_desc_parse(d, dl, &fd), BP_OK);
+    assert_int_equal(fd.name_len, 5); /* find's "./" dropped */
     assert_int_equal(bp_vfiles_describe(vf, "nope", 4, &d, &dl, &e), BP_EIO);
     assert_int_equal(e, ENOENT);
     assert_int_equal(bp_vfiles_describe(vf, "sub", 3, &d, &dl, &e), BP_EIO);

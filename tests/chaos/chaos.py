@@ -19,6 +19,7 @@ root, no netns).
   linkcut  a worker in its own network namespace, link down 5 s, then up
   netem    10 % loss and 100 ms delay on one worker's link
   speeds   4 workers with per-task delays 1x,1x,2x,4x: makespan close to ideal
+  files_kill, files_host, files_link: files out and back (chaos_files.py)
 """
 import argparse
 import os
@@ -34,6 +35,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chaoslib as cl  # noqa: E402
+import chaos_files as cf  # noqa: E402
 
 
 class Fail(Exception):
@@ -749,7 +751,7 @@ def sc_journal(h, a, rng):
 SCENARIOS = {"kill": sc_kill, "sigterm": sc_sigterm, "sigstop": sc_sigstop,
              "linkcut": sc_linkcut, "netem": sc_netem, "speeds": sc_speeds,
              "vkill": sc_vkill, "skill": sc_skill, "both": sc_both, "journal": sc_journal,
-             "forgot": sc_forgot, "sinkrestart": sc_sinkrestart}
+             "forgot": sc_forgot, "sinkrestart": sc_sinkrestart, **cf.SCENARIOS}
 
 
 def main():
@@ -783,7 +785,7 @@ def main():
         h.cleanup()
         return cl.SKIP_CODE
     except Exception as e:  # noqa: BLE001 - Fail, Timeout, or a harness error: a failure
-        what = str(e) if isinstance(e, (Fail, cl.Timeout)) else traceback.format_exc()
+        what = str(e) if isinstance(e, (Fail, cf.Fail, cl.Timeout)) else traceback.format_exc()
         print(f"FAIL: {a.scenario} (seed {seed}): {what}", flush=True)
         for p in h.procs:
             print(f"--- {p.describe()}\n{p.tail(8)}", flush=True)
