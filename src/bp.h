@@ -77,6 +77,7 @@ struct bp_opts {
     int files;                   /* ventilator: input records are paths of files to ship */
     struct bp_strlist basefiles; /* ventilator: sent once to each board, cached there */
     struct bp_strlist returns;   /* worker: files sent back after a task (patterns) */
+    struct bp_strlist labels;    /* worker --label NAME[=VALUE], in its HELLO */
     int64_t max_return_size;     /* worker, sink: largest returned file */
     int max_return_files;        /* worker: returned files per task */
     const char *scratch;         /* worker: where task directories go (NULL: $TMPDIR, /tmp) */
@@ -116,6 +117,8 @@ struct bp_opts {
     int host_timeout_ms;  /* worker --once: give up on a vanished ventilator */
     /* ventilator --speculate: stragglers, as bp_spec_parse() takes it (NULL: defaults) */
     const char *speculate;
+    /* ventilator --require: bp_req_parse()'s expression; tasks go to matching workers */
+    const char *require;
     /* sink */
     const char *control_bind;
     const char *output; /* NULL or "-": stdout */

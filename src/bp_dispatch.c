@@ -54,6 +54,9 @@ struct wpeer {
     uint64_t echo; /* a ping to answer, 0 none */
     int64_t out, done;
     char id[BP_ID_MAX + 1];
+    uint8_t nomatch; /* cfg.match said no: no task for it */
+    uint16_t labels_len;
+    uint8_t labels[BP_LABELS_MAX]; /* as its HELLO said (for logs) */
 };
 
 struct resync {
@@ -147,13 +150,12 @@ struct bp_dispatch {
     /* stragglers (bp_spec.h) */
     struct bp_spec_hist hist; /* task times, t_out to DONE */
     uint32_t cand[N_CAND];    /* stragglers found by the last scan */
-    uint32_t ncand;
+    uint32_t ncand, cqlen;
     struct cancelq {
-        uint32_t w, gen;
         uint64_t id;
+        uint32_t w, gen;
         uint16_t att;
     } cq[CANCEL_Q];
-    uint32_t cqlen;
 };
 
 void bp_dispatch_defaults(struct bp_dispatch_cfg *c, uint64_t batch)
@@ -661,6 +663,10 @@ static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const 
     w->end_pending = (uint8_t)d->finished;
     w->base_due = d->c.base_n > 0;
     w->chunks = 0;
+    w->labels_len = h.labels_len; /* (the codec checked <= BP_LABELS_MAX) */
+    if (h.labels_len)
+        memcpy(w->labels, h.labels, h.labels_len);
+    w->nomatch = d->c.match && !d->c.match(d->c.match_arg, w->id, w->labels, w->labels_len);
 }
 
 /* FETCH: each request within the worker's window is queued for the loop
@@ -1044,7 +1050,7 @@ int bp_dispatch_want_input(const struct bp_dispatch *d)
         return 0;
     uint64_t want = d->c.pack_max;
     for (uint32_t i = 0; i < d->nw; i++)
-        if (d->w[i].live && !d->w[i].leaving)
+        if (d->w[i].live && !d->w[i].leaving && !d->w[i].nomatch)
             want += d->w[i].credit;
     return (uint64_t)d->queued < want;
 }
@@ -1158,7 +1164,7 @@ static int64_t spec_threshold(const struct bp_dispatch *d)
         return -1;
     int idle = 0;
     for (uint32_t i = 0; i < d->nw && !idle; i++)
-        idle = d->w[i].live && !d->w[i].leaving && d->w[i].credit > 0;
+        idle = d->w[i].live && !d->w[i].leaving && d->w[i].credit > 0 && !d->w[i].nomatch;
     if (!idle)
         return -1;
     int64_t fin = d->st.ok + d->st.failed + d->done_wait;
@@ -1280,7 +1286,7 @@ static void purge(struct bp_dispatch *d)
 static int other_worker(const struct bp_dispatch *d, uint32_t wi)
 {
     for (uint32_t i = 0; i < d->nw; i++)
-        if (i != wi && d->w[i].live && !d->w[i].leaving)
+        if (i != wi && d->w[i].live && !d->w[i].leaving && !d->w[i].nomatch)
             return 1;
     return 0;
 }
@@ -1317,7 +1323,7 @@ static uint32_t build_tasks(struct bp_dispatch *d, uint32_t wi, int64_t now)
      * work, rather than all going to whoever asks first. */
     uint32_t takers = 0;
     for (uint32_t i = 0; i < d->nw; i++)
-        if (d->w[i].live && !d->w[i].leaving && d->w[i].credit > 0)
+        if (d->w[i].live && !d->w[i].leaving && d->w[i].credit > 0 && !d->w[i].nomatch)
             takers++;
     if (takers > 1) {
         uint64_t share = ((uint64_t)d->queued + takers - 1) / takers;
@@ -1616,14 +1622,14 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out
             build_hb(d, 0, w->echo);
             return emit(d, PK_HB, BP_TO_WORKER, w, o);
         }
-        if (may_send && w->credit > 0 && !w->leaving) {
+        if (may_send && w->credit > 0 && !w->leaving && !w->nomatch) {
             uint32_t n = build_tasks(d, i, now);
             if (n) {
                 d->pk_n = n;
                 return emit(d, PK_TASKS, BP_TO_WORKER, w, o);
             }
         }
-        if (spec && w->credit > 0 && !w->leaving && build_spec(d, i))
+        if (spec && w->credit > 0 && !w->leaving && !w->nomatch && build_spec(d, i))
             return emit(d, PK_SPEC, BP_TO_WORKER, w, o);
     }
     return 0;
@@ -1757,9 +1763,12 @@ void bp_dispatch_stats(const struct bp_dispatch *d, struct bp_dispatch_stats *s)
         s->failed = (int64_t)d->sink_failed;
     }
     int pend = 0;
-    for (uint32_t i = 0; i < d->nw; i++)
+    s->workers_match = 0;
+    for (uint32_t i = 0; i < d->nw; i++) {
         if (d->w[i].live && d->w[i].end_pending)
             pend++;
+        s->workers_match += d->w[i].live && !d->w[i].nomatch;
+    }
     s->end_pending = pend;
 }
 
@@ -1798,4 +1807,14 @@ void bp_dispatch_each_worker(const struct bp_dispatch *d,
     for (uint32_t i = 0; i < d->nw; i++)
         if (d->w[i].live)
             fn(arg, d->w[i].id, d->w[i].out, d->w[i].done);
+}
+
+void bp_dispatch_each_labels(const struct bp_dispatch *d,
+                             void (*fn)(void *arg, const char *wid, const void *labels, size_t len,
+                                        int match),
+                             void *arg)
+{
+    for (uint32_t i = 0; i < d->nw; i++)
+        if (d->w[i].live)
+            fn(arg, d->w[i].id, d->w[i].labels, d->w[i].labels_len, !d->w[i].nomatch);
 }

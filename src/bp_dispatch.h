@@ -69,6 +69,12 @@ struct bp_dispatch_cfg {
      * first final acknowledgement is the outcome, the other copy gets a
      * CANCEL. A task is speculated at most once. */
     struct bp_spec_cfg spec;
+    /* --require: called at each HELLO with the worker's id and labels
+     * (len bytes, bp_labels.h; checked by the codec for length only); a
+     * worker it returns 0 for gets no task, nor counts in workers_match.
+     * NULL: every worker matches. Must not call the dispatcher. */
+    int (*match)(void *arg, const char *wid, const void *labels, size_t len);
+    void *match_arg;
 };
 
 /* Fills c with the defaults above for batch. */
@@ -196,6 +202,7 @@ struct bp_dispatch_stats {
     int64_t refused;    /* HELLOs over max_workers, messages from unknown peers */
     int64_t stale;      /* messages or acks about another batch or a task not held */
     int workers;        /* live workers now (HELLO seen, not dead/gone) */
+    int workers_match;  /* ... of them, those cfg.match accepts */
     int workers_seen;   /* distinct worker sessions so far */
     int sink_alive;     /* the sink answered within liveness */
     int sink_confirmed; /* ... on this batch (tasks may go out) */
@@ -222,6 +229,13 @@ int bp_dispatch_task(const struct bp_dispatch *d, uint64_t id, char *wid, size_t
  * tasks completed. */
 void bp_dispatch_each_worker(const struct bp_dispatch *d,
                              void (*fn)(void *arg, const char *wid, int64_t out, int64_t done),
+                             void *arg);
+
+/* For logs: calls fn for each live worker with its HELLO id, its labels
+ * (len bytes, as it sent them) and whether cfg.match accepted it. */
+void bp_dispatch_each_labels(const struct bp_dispatch *d,
+                             void (*fn)(void *arg, const char *wid, const void *labels, size_t len,
+                                        int match),
                              void *arg);
 
 #endif

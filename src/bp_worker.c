@@ -14,6 +14,7 @@
 #include "bp_exec.h"
 #include "bp_frame.h"
 #include "bp_internal.h"
+#include "bp_labels.h"
 #include "bp_metrics.h"
 #include "bp_path.h"
 #include "bp_role.h"
@@ -145,6 +146,8 @@ struct worker {
     int batch_over;
     int gave_up;  /* no ventilator for --host-timeout, or no socket */
     int m_failed; /* said once that the metrics file cannot be written */
+    size_t labels_len;
+    uint8_t labels[BP_LABELS_MAX]; /* sent in the HELLO (bp_labels.h) */
 };
 
 static void files_new_session(struct worker *w);
@@ -308,10 +311,24 @@ static void send_hello(struct worker *w, int64_t now)
     bp_pack_u32(&w->cp, (uint32_t)credit);
     bp_pack_u8(&w->cp, (uint8_t)idl);
     bp_pack_bytes(&w->cp, o->id, idl);
+    bp_pack_u16(&w->cp, (uint16_t)w->labels_len);
+    bp_pack_bytes(&w->cp, w->labels, w->labels_len);
     int rc = send_ctl(w);
     bp_wchan_hello_sent(&w->ch, now, credit, rc == BP_OK);
     if (rc == BP_OK)
         bp_log(BP_LOG_DEBUG, "hello sent (credit %" PRId64 ")", credit);
+}
+
+/* The labels for the HELLO: --label's (checked by bp_opts), then what
+ * this board is (bp_labels_detect). */
+static void worker_labels(struct worker *w)
+{
+    for (int i = 0; i < w->o->labels.n; i++)
+        (void)bp_labels_add_arg(w->labels, sizeof w->labels, &w->labels_len, w->o->labels.v[i]);
+    bp_labels_detect(w->labels, sizeof w->labels, &w->labels_len, "");
+    char show[512];
+    bp_log(BP_LOG_DEBUG, "labels: %s",
+           bp_labels_format(w->labels, w->labels_len, show, sizeof show));
 }
 
 static void send_heartbeat(struct worker *w, int64_t now)
@@ -1771,6 +1788,7 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
         bp_log(BP_LOG_ERROR, "unknown transform '%s'", o->transform);
         return BP_EUSAGE;
     }
+    worker_labels(&w);
     /* A command that exits before reading its stdin must not kill us. */
     signal(SIGPIPE, SIG_IGN);
     w.nslots = o->jobs > 0 ? o->jobs : 1;

@@ -403,6 +403,46 @@ def straggler_run_again_and_cancelled():
     expect(js["ok"] == n and js["failed"] == 0, js)
 
 
+def labels_and_require():
+    # Issue #22: boards say what they are in their HELLO (detected labels
+    # and --label), tasks go only to those matching --require, and with no
+    # matching board the ventilator says so within --wait-timeout.
+    pt, pr = ports(2)
+    sink = env.start("sink", "--once", "--timeout", "120s", "--bind", ep(pr))
+    cam = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "cam",
+                    "--label", "camera", "--label", "site=lab 2", "--exec", 'read x; echo "cam:$x"',
+                    name="cam")
+    plain = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "plain",
+                      "--exec", 'read x; echo "plain:$x"', name="plain")
+    v = env.run("ventilator", "-v", "--bind", ep(pt), "--sink", ep(pr), "--wait-workers", "1",
+                "--wait-timeout", "120s", "--require", "camera,site=lab 2,cores>=1,mem>1M",
+                "--input", write_tasks("require.txt", [f"q{i}" for i in range(8)]))
+    verr = v.stderr.decode()
+    expect(v.returncode == 0, f"ventilator exit {v.returncode}: {verr}")
+    env.wait(sink, rc=0)
+    env.wait(cam)
+    out = sorted(env.output(sink).decode().split())
+    expect(out == sorted(f"cam:q{i}" for i in range(8)), out)
+    m = re.search(r"worker cam: labels (.*)", verr)
+    expect(m, verr)
+    for want in ("camera", "site=lab 2", "arch=", "cores=", "mem=", "hostname="):
+        expect(want in m.group(1), f"{want!r} not in {m.group(1)!r}")
+    # the plain board never matches: with only it connected, a clear error
+    pt2, pr2 = ports(2)
+    sink2 = env.start("sink", "--bind", ep(pr2))
+    plain2 = env.start("worker", "--tasks", ep(pt2), "--results", ep(pr2), "--id", "plain2",
+                       name="plain2")
+    v = env.run("ventilator", "--bind", ep(pt2), "--sink", ep(pr2), "--wait-workers", "1",
+                "--wait-timeout", "3s", "--require", "gpu", "--input",
+                write_tasks("require2.txt", ["x"]))
+    verr = v.stderr.decode()
+    expect(v.returncode == 1, f"ventilator exit {v.returncode}: {verr}")
+    expect("0 of 1 workers matching --require connected" in verr, verr)
+    expect(re.search(r"worker plain2: arch=\S+ cores=", verr), verr)
+    for p in (plain, plain2, sink2):
+        env.kill(p, signal.SIGTERM)
+
+
 def task_timeout():
     out, err, js, _ = pipeline(1, ("--exec", "sleep 30", "--task-timeout", "500ms"), ["x"],
                                vent_rc=3, sink_rc=3)

@@ -12,6 +12,7 @@
 
 #include "bp_dispatch.h"
 #include "bp_frame.h"
+#include "bp_labels.h"
 
 #define BATCH 0x0B0A4D0000C0FFEEull
 #define T0 1000000 /* the fake clock starts here: a ping of 0 means "none" */
@@ -291,7 +292,9 @@ static int w_send(struct h *h, const void *rid, size_t rid_len)
     return bp_dispatch_on_worker(h->d, rid, rid_len, h->p.p, h->p.len, h->now);
 }
 
-static int w_hello(struct h *h, const void *rid, size_t rid_len, const char *id, uint32_t credit)
+/* A HELLO; labels (len bytes) only when not NULL. */
+static int w_hello_labels(struct h *h, const void *rid, size_t rid_len, const char *id,
+                          uint32_t credit, const void *labels, size_t len)
 {
     size_t idlen = strlen(id);
     bp_pack_begin(&h->p, BP_MSG_HELLO, 0);
@@ -300,7 +303,16 @@ static int w_hello(struct h *h, const void *rid, size_t rid_len, const char *id,
     bp_pack_u32(&h->p, credit);
     bp_pack_u8(&h->p, (uint8_t)idlen);
     bp_pack_bytes(&h->p, id, idlen);
+    if (labels) {
+        bp_pack_u16(&h->p, (uint16_t)len);
+        bp_pack_bytes(&h->p, labels, len);
+    }
     return w_send(h, rid, rid_len);
+}
+
+static int w_hello(struct h *h, const void *rid, size_t rid_len, const char *id, uint32_t credit)
+{
+    return w_hello_labels(h, rid, rid_len, id, credit, NULL, 0);
 }
 
 static int w_ids(struct h *h, int type, const void *rid, size_t rid_len, uint32_t fixed,
@@ -2925,6 +2937,74 @@ static void t_spec_uniform(void **state)
     h_end(&h);
 }
 
+/* ---- --require: a match bit per worker, set at HELLO ---- */
+
+static int need_camera(void *arg, const char *wid, const void *labels, size_t len)
+{
+    struct bp_label l;
+    (void)wid;
+    ++*(int *)arg;
+    return bp_labels_find(labels, len, "camera", &l);
+}
+
+static void count_labels(void *arg, const char *wid, const void *labels, size_t len, int match)
+{
+    int *n = arg;
+    if (!strcmp(wid, "wb"))
+        assert_true(match && len == 12 && !memcmp(labels, "camera\0arch=", 12));
+    else
+        assert_true(!match && len == 0);
+    (*n)++;
+}
+
+/* Only matching workers get tasks, however much credit the others have,
+ * second copies of stragglers included; a new session asks again. */
+static void t_require_match(void **state)
+{
+    (void)state;
+    static struct h h;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    int asked = 0;
+    c.match = need_camera;
+    c.match_arg = &asked;
+    bp_spec_defaults(&c.spec);
+    h_start_sink(&h, &c);
+    h.sink_ka = 1;
+    add_n(&h, 6);
+    bp_dispatch_input_done(h.d);
+    OK(w_hello(&h, RID("A"), "wa", 100));
+    OK(w_hello_labels(&h, RID("B"), "wb", 2, "camera\0arch=", 12));
+    assert_int_equal(asked, 2);
+    ka_add(&h, RID("A"));
+    ka_add(&h, RID("B"));
+    drain(&h);
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.workers, 2);
+    assert_int_equal(s.workers_match, 1);
+    assert_int_equal(s.out, 2);
+    struct bp_task_rec r[8];
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 8), 0);
+    int n = 0;
+    bp_dispatch_each_labels(h.d, count_labels, &n);
+    assert_int_equal(n, 2);
+    /* B runs everything; A idles with credit and never gets a copy */
+    for (int round = 0; round < 20 && !stats_of(&h).all_final; round++) {
+        tick(&h, h.now + 2000, 500);
+        for (uint64_t id = 0; id < 6; id++)
+            if (st0(&h, id) == 2)
+                spec_finish(&h, RID("B"), id, 1);
+    }
+    s = stats_of(&h);
+    assert_int_equal(s.all_final, 1);
+    assert_int_equal(s.speculated, 0);
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 8), 0);
+    /* A says HELLO again with a camera: now it matches */
+    OK(w_hello_labels(&h, RID("A"), "wa", 1, "camera\0", 7));
+    assert_int_equal(stats_of(&h).workers_match, 2);
+    h_end(&h);
+}
+
 static void t_files_fetch(void **state)
 {
     (void)state;
@@ -3070,6 +3150,7 @@ int main(void)
         cmocka_unit_test_teardown(t_spec_first_wins, teardown),
         cmocka_unit_test_teardown(t_spec_copy_dies, teardown),
         cmocka_unit_test_teardown(t_spec_uniform, teardown),
+        cmocka_unit_test_teardown(t_require_match, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

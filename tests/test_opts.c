@@ -693,6 +693,13 @@ static void t_delivery_flags(void **state)
     mkargs(&a, "ventilator", "--speculate=0.9,1.5,500ms", NULL);
     parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
     assert_string_equal(o.speculate, "0.9,1.5,500ms");
+    mkargs(&a, "ventilator", "--require", "arch=aarch64,mem>=2G,camera", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.require, "arch=aarch64,mem>=2G,camera");
+    mkargs(&a, "worker", "--label", "camera", "--label=room=lab 2", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.labels.n, 2);
+    assert_string_equal(o.labels.v[1], "room=lab 2");
 
     /* The limits themselves are accepted. */
     mkargs(&a, "ventilator", "--heartbeat=10ms", "--liveness=1", "--max-attempts=1", "--retries=0",
@@ -833,6 +840,10 @@ static void t_delivery_bad(void **state)
         {BP_ROLE_VENTILATOR, "--speculate", "0.75", "got '0.75'"},
         {BP_ROLE_VENTILATOR, "--speculate", "2,2", "--speculate"},
         {BP_ROLE_VENTILATOR, "--speculate", "0.5,2,soon", "--speculate"},
+        {BP_ROLE_VENTILATOR, "--require", "", "--require: '': expected NAME or NAME OP VALUE"},
+        {BP_ROLE_VENTILATOR, "--require", "mem=>2G", "--require: 'mem=>2G'"},
+        {BP_ROLE_WORKER, "--label", "bad name", "--label: expected NAME or NAME=VALUE"},
+        {BP_ROLE_WORKER, "--label", "=v", "got '=v'"},
         {BP_ROLE_WORKER, "--host-timeout", "soon", "--host-timeout: expected a duration"},
         {BP_ROLE_WORKER, "--host-timeout", "-1", "--host-timeout"},
     };
@@ -898,6 +909,7 @@ static void t_delivery_roles(void **state)
         {BP_ROLE_SINK, "--prefetch", "1"},         {BP_ROLE_VENTILATOR, "--host-timeout", "1s"},
         {BP_ROLE_VENTILATOR, "--control", "none"}, {BP_ROLE_WORKER, "--control-bind", "none"},
         {BP_ROLE_WORKER, "--speculate", "off"},    {BP_ROLE_SINK, "--speculate", "off"},
+        {BP_ROLE_WORKER, "--require", "x"},        {BP_ROLE_VENTILATOR, "--label", "x"},
     };
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
         struct args a;
