@@ -119,6 +119,9 @@ struct bp_opts {
     const char *speculate;
     /* ventilator --require: bp_req_parse()'s expression; tasks go to matching workers */
     const char *require;
+    /* worker --max-temp (degrees C, 0: off) and --thermal-file (NULL: thermal_zone0) */
+    int max_temp;
+    const char *thermal_file;
     /* sink */
     const char *control_bind;
     const char *output; /* NULL or "-": stdout */

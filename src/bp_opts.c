@@ -154,6 +154,8 @@ static const struct opt_def opt_defs[] = {
     {"basefile", 0, R_V, LIST(basefiles), 0, 64, FILE_NAME},
     {"return", 0, R_W, LIST(returns), 0, 32, "pattern"},
     {"label", 0, R_W, LIST(labels), 0, 64, "label"},
+    {"max-temp", 0, R_W, NUMBER(max_temp), 0, 150, "a temperature from 0 to 150 (C; 0 = off)"},
+    {"thermal-file", 0, R_W, NAME(thermal_file), 0, 0, FILE_NAME},
     {"max-return-size", 0, R_W | R_S, SIZE(max_return_size), 0, INT64_MAX,
      "a size (e.g. 512M, 4G)"},
     {"max-return-files", 0, R_W, NUMBER(max_return_files), 1, 255, "a number from 1 to 255"},
@@ -916,6 +918,10 @@ static const char usage_worker[] =
     "      --label NAME[=VALUE] add a label to those the worker sends (arch, cores,\n"
     "                          mem in bytes, model, hostname, camera, i2c); repeatable;\n"
     "                          a NAME given here wins over the detected one\n"
+    "      --max-temp C        over C degrees Celsius, ask for no more work until 5\n"
+    "                          below (running tasks go on; default 0: off)\n"
+    "      --thermal-file FILE where the temperature is read, in millidegrees\n"
+    "                          (/sys/class/thermal/thermal_zone0/temp)\n"
     "      --status-file FILE  keep id/state/done/failed counters in FILE\n"
     "      --metrics-file FILE the same and more as Prometheus text, rewritten every\n"
     "                          second (node_exporter's textfile collector: FILE in\n"

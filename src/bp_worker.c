@@ -13,6 +13,7 @@
 
 #include "bp_exec.h"
 #include "bp_frame.h"
+#include "bp_heat.h"
 #include "bp_internal.h"
 #include "bp_labels.h"
 #include "bp_metrics.h"
@@ -148,6 +149,9 @@ struct worker {
     int m_failed; /* said once that the metrics file cannot be written */
     size_t labels_len;
     uint8_t labels[BP_LABELS_MAX]; /* sent in the HELLO (bp_labels.h) */
+    struct bp_heat heat;           /* --max-temp */
+    int64_t next_heat;
+    int heat_warned;
 };
 
 static void files_new_session(struct worker *w);
@@ -220,6 +224,11 @@ static void write_metrics(struct worker *w)
          (double)w->qlen},
         {"boardpipe_worker_host_connected", "1 while the ventilator answers, else 0.", BP_GAUGE,
          active(w) ? 1.0 : 0.0},
+        {"boardpipe_worker_too_hot", "1 while over --max-temp (asking for no work), else 0.",
+         BP_GAUGE, w->heat.hot ? 1.0 : 0.0},
+        {"boardpipe_worker_temperature_celsius",
+         "The last --max-temp reading of --thermal-file (0: none).", BP_GAUGE,
+         (double)w->heat.last_mc / 1000.0},
         {"boardpipe_worker_last_task_timestamp_seconds",
          "When a task last finished, seconds since the epoch (0: none yet).", BP_GAUGE,
          (double)w->m_last_ms / 1000.0},
@@ -301,7 +310,7 @@ static void send_hello(struct worker *w, int64_t now)
 {
     const struct bp_opts *o = w->o;
     int64_t credit = (int64_t)window(w) - held(w);
-    if (credit < 0 || w->stopping)
+    if (credit < 0 || w->stopping || w->heat.hot)
         credit = 0;
     size_t idl = strlen(o->id);
     files_new_session(w); /* a new session: what was being fetched is void */
@@ -344,7 +353,7 @@ static void send_heartbeat(struct worker *w, int64_t now)
 static void send_credit(struct worker *w, int force)
 {
     int64_t grant = 0;
-    if (!w->stopping && !(w->o->once && w->batch_over))
+    if (!w->stopping && !(w->o->once && w->batch_over) && !w->heat.hot)
         grant = bp_wchan_grant(&w->ch, (int64_t)window(w) - held(w));
     /* Small grants are batched for instant tasks: one message per pack. */
     int64_t thresh = w->instant ? window(w) / 4 : 1;
@@ -361,6 +370,36 @@ static void send_credit(struct worker *w, int force)
     /* Done ids that could not be told are not retried: the ventilator
      * learns from the sink's acknowledgements anyway. */
     w->ndone = 0;
+}
+
+/* --max-temp: the thermal file, read every second; over the limit the
+ * board asks for no work (no credit) until it has cooled (bp_heat.h). */
+static void heat_check(struct worker *w, int64_t now)
+{
+    if (!w->o->max_temp || now < w->next_heat)
+        return;
+    w->next_heat = now + 1000;
+    const char *path =
+        w->o->thermal_file ? w->o->thermal_file : "/sys/class/thermal/thermal_zone0/temp";
+    char buf[32];
+    ssize_t r = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        r = read(fd, buf, sizeof buf);
+        close(fd);
+    }
+    if (!bp_heat_note(&w->heat, buf, r > 0 ? (size_t)r : 0)) {
+        if (w->heat.bad && !w->heat_warned++)
+            bp_log(BP_LOG_WARN, "--max-temp: no temperature in %s", path);
+        return;
+    }
+    double c = (double)w->heat.last_mc / 1000.0;
+    if (w->heat.hot)
+        bp_log(BP_LOG_WARN, "too hot: %.1f C (--max-temp %d): no more work until below %d C", c,
+               w->o->max_temp, w->o->max_temp - BP_HEAT_HYST_MC / 1000);
+    else
+        bp_log(BP_LOG_INFO, "cooled to %.1f C: asking for work again", c);
+    send_credit(w, 1);
 }
 
 static void note_done(struct worker *w, uint64_t batch, uint64_t id)
@@ -1737,6 +1776,7 @@ static int worker_loop(struct worker *w)
     int ncut = 0;
     for (;;) {
         int64_t now = bp_now_ms();
+        heat_check(w, now); /* (before the first HELLO: its credit) */
         if (!w->stopping && bp_role_stopped(w->io))
             begin_stop(w, now);
         if (w->stopping && now >= w->grace_end)
@@ -1758,7 +1798,7 @@ static int worker_loop(struct worker *w)
             free(cut);
             return w->gave_up ? BP_ETIMEDOUT : BP_OK;
         }
-        w->state = w->stopping ? "stopping" : w->busy ? "running" : "idle";
+        w->state = w->stopping ? "stopping" : w->heat.hot ? "hot" : w->busy ? "running" : "idle";
         if ((o->status_file || o->metrics_file) && now >= w->next_status) {
             write_status(w);
             write_metrics(w);
@@ -1789,6 +1829,7 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
         return BP_EUSAGE;
     }
     worker_labels(&w);
+    bp_heat_init(&w.heat, o->max_temp);
     /* A command that exits before reading its stdin must not kill us. */
     signal(SIGPIPE, SIG_IGN);
     w.nslots = o->jobs > 0 ? o->jobs : 1;

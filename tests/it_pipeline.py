@@ -443,6 +443,54 @@ def labels_and_require():
         env.kill(p, signal.SIGTERM)
 
 
+def too_hot_asks_for_no_work():
+    # Issue #22: a board over --max-temp takes no work until it has cooled
+    # 5 degrees below; the thermal file is the test's (millidegrees).
+    pt, pr = ports(2)
+    therm, status, prom = env.path("thermal"), env.path("hot.status"), env.path("hot.prom")
+
+    def temp(mc):
+        with open(therm + ".new", "w") as f:
+            f.write(f"{mc}\n")
+        os.replace(therm + ".new", therm)
+
+    def state():
+        try:
+            with open(status) as f:
+                return dict(ln.split("=", 1) for ln in f.read().split())
+        except FileNotFoundError:
+            return {}
+
+    temp(80000)
+    sink = env.start("sink", "--once", "--timeout", "120s", "--bind", ep(pr))
+    w = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "hot",
+                  "--max-temp", "70", "--thermal-file", therm, "--status-file", status,
+                  "--metrics-file", prom, name="hot")
+    v = env.start("ventilator", "--bind", ep(pt), "--sink", ep(pr), "--wait-workers", "1",
+                  "--wait-timeout", "120s", "--input", write_tasks("hot.txt", ["a", "b", "c"]),
+                  name="vent")
+    env.wait_for(lambda: "too hot: 80.0 C" in env.errors(w), "the worker to say it is too hot",
+                 procs=(w,))
+    env.wait_for(lambda: state().get("state") == "hot", "state=hot in the status file",
+                 procs=(w,))
+    time.sleep(1.5)  # (while hot nothing may run, however long this is)
+    st = state()
+    expect(st.get("done") == "0" and st.get("running") == "0", f"ran while hot: {st}")
+    with open(prom) as f:
+        m = f.read()
+    expect('boardpipe_worker_too_hot{worker="hot"} 1' in m, m)
+    temp(66000)  # within the 5 degrees: still hot
+    time.sleep(1.5)
+    st = state()
+    expect(st.get("state") == "hot" and st.get("done") == "0", f"ran at 66 C: {st}")
+    temp(64000)
+    env.wait(v, rc=0)
+    env.wait(sink, rc=0)
+    env.wait(w, rc=0)
+    expect(sorted(env.output(sink).decode().split()) == ["A", "B", "C"], env.output(sink))
+    expect("cooled to 64.0 C" in env.errors(w), env.errors(w))
+
+
 def task_timeout():
     out, err, js, _ = pipeline(1, ("--exec", "sleep 30", "--task-timeout", "500ms"), ["x"],
                                vent_rc=3, sink_rc=3)

@@ -700,6 +700,11 @@ static void t_delivery_flags(void **state)
     parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
     assert_int_equal(o.labels.n, 2);
     assert_string_equal(o.labels.v[1], "room=lab 2");
+    assert_int_equal(o.max_temp, 0);
+    mkargs(&a, "worker", "--max-temp", "80", "--thermal-file", "/tmp/t", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.max_temp, 80);
+    assert_string_equal(o.thermal_file, "/tmp/t");
 
     /* The limits themselves are accepted. */
     mkargs(&a, "ventilator", "--heartbeat=10ms", "--liveness=1", "--max-attempts=1", "--retries=0",
@@ -844,6 +849,10 @@ static void t_delivery_bad(void **state)
         {BP_ROLE_VENTILATOR, "--require", "mem=>2G", "--require: 'mem=>2G'"},
         {BP_ROLE_WORKER, "--label", "bad name", "--label: expected NAME or NAME=VALUE"},
         {BP_ROLE_WORKER, "--label", "=v", "got '=v'"},
+        {BP_ROLE_WORKER, "--max-temp", "151",
+         "--max-temp: expected a temperature from 0 to 150 (C; 0 = off), got '151'"},
+        {BP_ROLE_WORKER, "--max-temp", "hot", "--max-temp"},
+        {BP_ROLE_WORKER, "--thermal-file", "", "--thermal-file"},
         {BP_ROLE_WORKER, "--host-timeout", "soon", "--host-timeout: expected a duration"},
         {BP_ROLE_WORKER, "--host-timeout", "-1", "--host-timeout"},
     };
@@ -910,6 +919,7 @@ static void t_delivery_roles(void **state)
         {BP_ROLE_VENTILATOR, "--control", "none"}, {BP_ROLE_WORKER, "--control-bind", "none"},
         {BP_ROLE_WORKER, "--speculate", "off"},    {BP_ROLE_SINK, "--speculate", "off"},
         {BP_ROLE_WORKER, "--require", "x"},        {BP_ROLE_VENTILATOR, "--label", "x"},
+        {BP_ROLE_VENTILATOR, "--max-temp", "80"},  {BP_ROLE_SINK, "--thermal-file", "x"},
     };
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
         struct args a;
