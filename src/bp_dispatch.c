@@ -148,6 +148,7 @@ struct bp_dispatch {
     } fq[FETCH_Q];
     uint32_t fq_head, fq_len;
     /* stragglers (bp_spec.h) */
+    int final_pings;          /* sink pings since every task was final */
     struct bp_spec_hist hist; /* task times, t_out to DONE */
     uint32_t cand[N_CAND];    /* stragglers found by the last scan */
     uint32_t ncand, cqlen;
@@ -1692,10 +1693,13 @@ void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
         /* Said again with every ping while input is read: a sink that
          * restarted from its journal knows the batch but not the extent. */
         d->need_extent = !d->input_done;
-        /* And CLOSE, once input is done, until the sink says COMPLETE: one
-         * lost in a sink outage shorter than the liveness (so never seen
-         * as one) would leave the sink without the batch's size. */
-        d->need_close = d->c.use_sink && d->input_done && !d->complete;
+        /* And CLOSE again when every task is final and a whole ping
+         * interval brought no COMPLETE: a CLOSE lost in a sink outage
+         * shorter than the liveness (never seen as one) would leave the
+         * sink without the batch's size. Not sooner: a CLOSE that crosses
+         * the COMPLETE would reopen the batch at a sink that ended it. */
+        if (d->c.use_sink && d->input_done && !d->held && !d->complete && d->final_pings++ >= 1)
+            d->need_close = 1;
         break;
     case PK_LOST:
         for (uint32_t i = 0; i < d->pk_n; i++) {
