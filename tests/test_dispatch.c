@@ -3005,6 +3005,45 @@ static void t_require_match(void **state)
     h_end(&h);
 }
 
+/* Every task final and no COMPLETE for a whole ping interval: CLOSE goes
+ * again with the pings (a first one lost in a short sink outage); not
+ * before every task is final, and not once COMPLETE came. */
+static void t_close_again(void **state)
+{
+    (void)state;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    static struct h h;
+    h_start_sink(&h, &c);
+    h.sink_ka = 1;
+    add_n(&h, 1);
+    bp_dispatch_input_done(h.d);
+    OK(w_hello(&h, RID("A"), "wa", 1));
+    ka_add(&h, RID("A"));
+    drain(&h);
+    assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0), 1);
+    tick(&h, h.now + 5000, 250); /* out, not final: no CLOSE again */
+    assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0), 1);
+    uint64_t id0 = 0;
+    OK(w_credit(&h, RID("A"), 1, &id0, 1));
+    OK(s_ack(&h, 0, 1, BP_ACK_OK));
+    assert_int_equal(stats_of(&h).all_final, 1);
+    h_clear(&h);
+    tick(&h, h.now + 900, 100); /* within a ping interval: not yet */
+    assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0), 0);
+    tick(&h, h.now + 2200, 100);
+    size_t n = count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0);
+    assert_true(n >= 1 && n <= 2);
+    bp_pack_begin(&h.p, BP_MSG_COMPLETE, BATCH);
+    bp_pack_u64(&h.p, 1);
+    bp_pack_u64(&h.p, 0);
+    OK(s_send(&h));
+    h_clear(&h);
+    tick(&h, h.now + 5000, 250);
+    assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0), 0);
+    h_end(&h);
+}
+
 static void t_files_fetch(void **state)
 {
     (void)state;
@@ -3151,6 +3190,7 @@ int main(void)
         cmocka_unit_test_teardown(t_spec_copy_dies, teardown),
         cmocka_unit_test_teardown(t_spec_uniform, teardown),
         cmocka_unit_test_teardown(t_require_match, teardown),
+        cmocka_unit_test_teardown(t_close_again, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
