@@ -122,6 +122,8 @@ struct bp_opts {
     /* worker --max-temp (degrees C, 0: off) and --thermal-file (NULL: thermal_zone0) */
     int max_temp;
     const char *thermal_file;
+    /* worker --task-memory: each command's RLIMIT_DATA in bytes (0: none) */
+    int64_t task_memory;
     /* sink */
     const char *control_bind;
     const char *output; /* NULL or "-": stdout */

@@ -156,6 +156,7 @@ static const struct opt_def opt_defs[] = {
     {"label", 0, R_W, LIST(labels), 0, 64, "label"},
     {"max-temp", 0, R_W, NUMBER(max_temp), 0, 150, "a temperature from 0 to 150 (C; 0 = off)"},
     {"thermal-file", 0, R_W, NAME(thermal_file), 0, 0, FILE_NAME},
+    {"task-memory", 0, R_W, SIZE(task_memory), 0, INT64_MAX, "a size (e.g. 512M, 2G; 0 = none)"},
     {"max-return-size", 0, R_W | R_S, SIZE(max_return_size), 0, INT64_MAX,
      "a size (e.g. 512M, 4G)"},
     {"max-return-files", 0, R_W, NUMBER(max_return_files), 1, 255, "a number from 1 to 255"},
@@ -903,6 +904,8 @@ static const char usage_worker[] =
     "      --prefetch N|auto   tasks held beyond the running ones (default auto:\n"
     "                          enough to cover a round trip; none for long tasks)\n"
     "      --task-timeout DUR  kill a command running longer (default: none)\n"
+    "      --task-memory SIZE  a command's data memory limit (setrlimit RLIMIT_DATA:\n"
+    "                          heap and private mappings; default 0: none)\n"
     "      --sleep DUR         wait DUR per task (the tutorial's 1s), default 0\n"
     "      --once              exit 0 when the ventilator ends the batch\n"
     "      --host-timeout DUR  with --once: exit 1 when no ventilator answered for\n"

@@ -1852,6 +1852,7 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     }
     for (int i = 0; i < w.nslots; i++) {
         bp_job_init(&w.slots[i].job, (size_t)o->max_msg);
+        bp_job_set_mem_limit(&w.slots[i].job, (uint64_t)o->task_memory);
         w.slots[i].f.dirfd = w.slots[i].f.outfd = w.slots[i].f.gh = -1;
     }
     if (!o->raw && files_init(&w) != BP_OK) {

@@ -491,6 +491,23 @@ def too_hot_asks_for_no_work():
     expect("cooled to 64.0 C" in env.errors(w), env.errors(w))
 
 
+def task_memory_limit():
+    # Issue #22: --task-memory is each command's RLIMIT_DATA: a task that
+    # allocates more fails (its own failure, with its stderr), a small one
+    # runs. qemu-user does not apply RLIMIT_DATA (it would limit the
+    # emulator), so under emulation only the small one is checked.
+    emulated = env.emulated
+    rc = 0 if emulated else 3
+    out, err, js, _ = pipeline(1, ("--exec", "dd if=/dev/zero of=/dev/null bs=100M count=1 "
+                                   "&& echo big", "--task-memory", "32M"), ["x"],
+                               vent_rc=rc, sink_rc=rc)
+    if not emulated:
+        expect(js["failed"] == 1 and "memory" in err, f"{js} {err}")
+    out, err, js, _ = pipeline(1, ("--exec", "read x; echo small-$x", "--task-memory", "32M"),
+                               ["y"])
+    expect(out.strip() == "small-y", out)
+
+
 def task_timeout():
     out, err, js, _ = pipeline(1, ("--exec", "sleep 30", "--task-timeout", "500ms"), ["x"],
                                vent_rc=3, sink_rc=3)

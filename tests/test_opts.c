@@ -705,6 +705,10 @@ static void t_delivery_flags(void **state)
     parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
     assert_int_equal(o.max_temp, 80);
     assert_string_equal(o.thermal_file, "/tmp/t");
+    assert_true(o.task_memory == 0);
+    mkargs(&a, "worker", "--task-memory", "512M", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_true(o.task_memory == (int64_t)512 << 20);
 
     /* The limits themselves are accepted. */
     mkargs(&a, "ventilator", "--heartbeat=10ms", "--liveness=1", "--max-attempts=1", "--retries=0",
@@ -853,6 +857,7 @@ static void t_delivery_bad(void **state)
          "--max-temp: expected a temperature from 0 to 150 (C; 0 = off), got '151'"},
         {BP_ROLE_WORKER, "--max-temp", "hot", "--max-temp"},
         {BP_ROLE_WORKER, "--thermal-file", "", "--thermal-file"},
+        {BP_ROLE_WORKER, "--task-memory", "lots", "--task-memory: expected a size"},
         {BP_ROLE_WORKER, "--host-timeout", "soon", "--host-timeout: expected a duration"},
         {BP_ROLE_WORKER, "--host-timeout", "-1", "--host-timeout"},
     };
@@ -911,15 +916,16 @@ static void t_delivery_roles(void **state)
         enum bp_role role;
         const char *opt, *val;
     } other[] = {
-        {BP_ROLE_SINK, "--heartbeat", "1s"},       {BP_ROLE_SINK, "--liveness", "3"},
-        {BP_ROLE_WORKER, "--max-attempts", "3"},   {BP_ROLE_SINK, "--max-attempts", "3"},
-        {BP_ROLE_WORKER, "--retries", "1"},        {BP_ROLE_WORKER, "--task-deadline", "1s"},
-        {BP_ROLE_WORKER, "--ack-timeout", "1s"},   {BP_ROLE_VENTILATOR, "--prefetch", "1"},
-        {BP_ROLE_SINK, "--prefetch", "1"},         {BP_ROLE_VENTILATOR, "--host-timeout", "1s"},
-        {BP_ROLE_VENTILATOR, "--control", "none"}, {BP_ROLE_WORKER, "--control-bind", "none"},
-        {BP_ROLE_WORKER, "--speculate", "off"},    {BP_ROLE_SINK, "--speculate", "off"},
-        {BP_ROLE_WORKER, "--require", "x"},        {BP_ROLE_VENTILATOR, "--label", "x"},
-        {BP_ROLE_VENTILATOR, "--max-temp", "80"},  {BP_ROLE_SINK, "--thermal-file", "x"},
+        {BP_ROLE_SINK, "--heartbeat", "1s"},         {BP_ROLE_SINK, "--liveness", "3"},
+        {BP_ROLE_WORKER, "--max-attempts", "3"},     {BP_ROLE_SINK, "--max-attempts", "3"},
+        {BP_ROLE_WORKER, "--retries", "1"},          {BP_ROLE_WORKER, "--task-deadline", "1s"},
+        {BP_ROLE_WORKER, "--ack-timeout", "1s"},     {BP_ROLE_VENTILATOR, "--prefetch", "1"},
+        {BP_ROLE_SINK, "--prefetch", "1"},           {BP_ROLE_VENTILATOR, "--host-timeout", "1s"},
+        {BP_ROLE_VENTILATOR, "--control", "none"},   {BP_ROLE_WORKER, "--control-bind", "none"},
+        {BP_ROLE_WORKER, "--speculate", "off"},      {BP_ROLE_SINK, "--speculate", "off"},
+        {BP_ROLE_WORKER, "--require", "x"},          {BP_ROLE_VENTILATOR, "--label", "x"},
+        {BP_ROLE_VENTILATOR, "--max-temp", "80"},    {BP_ROLE_SINK, "--thermal-file", "x"},
+        {BP_ROLE_VENTILATOR, "--task-memory", "1M"},
     };
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
         struct args a;

@@ -41,6 +41,11 @@ set_tests_properties(test_curve PROPERTIES SKIP_RETURN_CODE 77)
 # Command-running tests spawn /bin/sh and children: keep them off the
 # other tests' toes on a small machine.
 set_tests_properties(test_exec PROPERTIES TIMEOUT 600)
+# qemu-user does not apply RLIMIT_DATA (--task-memory): test_exec checks
+# the limit's effect only natively.
+if(CMAKE_CROSSCOMPILING_EMULATOR)
+  target_compile_definitions(test_exec PRIVATE BP_EMULATED=1)
+endif()
 
 # The whole-batch simulation (test_sim.c): 2000 seeds natively, a few
 # hundred under an emulator (each seed is a whole batch with faults).
