@@ -64,6 +64,24 @@ struct resync {
     uint8_t len;
 };
 
+#define NIL UINT32_MAX
+
+/* Live workers in the order of a time that only grows (next_hb, last_seen):
+ * the head is the next due. Doubly linked by worker index. */
+struct wlist {
+    uint32_t head, tail;
+    uint32_t *prev, *next;
+    uint8_t *on;
+};
+
+/* Workers that may have something to send: a FIFO of worker indices,
+ * each at most once (in[]). */
+struct wring {
+    uint32_t *v;
+    uint32_t head, len, mask;
+    uint8_t *in;
+};
+
 #define N_RESYNC 16
 #define LOST_REASON_MAX 96
 /* FETCH requests held for the loop: a worker has at most BP_FETCH_WINDOW
@@ -108,9 +126,20 @@ struct bp_dispatch {
     uint32_t *lq; /* lost tasks whose final result goes to the sink */
     uint32_t lqlen;
     struct wpeer *w;
-    uint32_t nw; /* worker slots in use (live or not) */
-    uint32_t rr;
-    uint32_t last_w; /* lookup cache */
+    uint32_t nw;   /* worker slots in use (live or not) */
+    uint32_t wcap; /* worker slots allocated: grows up to max_workers */
+    /* So that no message costs a walk over every worker: */
+    uint32_t *wmap; /* rid -> live worker index + 1; open addressing */
+    uint32_t wmap_mask;
+    uint32_t *wfree; /* dead worker slots to reuse */
+    uint32_t nwfree;
+    struct wlist hbl;    /* by next_hb: whose heartbeat is due */
+    struct wlist seenl;  /* by last_seen: who went silent */
+    struct wring ctl;    /* END or a heartbeat due */
+    struct wring tr;     /* credit to serve */
+    uint64_t credit_sum; /* credit of live workers that are not leaving */
+    uint32_t takers;     /* ... of them with credit */
+    uint32_t n_end;      /* live workers with END due */
     uint32_t next_gen;
     struct resync rs[N_RESYNC];
     int nrs;
@@ -149,6 +178,7 @@ struct bp_dispatch {
     uint32_t fq_head, fq_len;
     /* stragglers (bp_spec.h) */
     int final_pings;          /* sink pings since every task was final */
+    uint32_t nomatch_n;       /* live workers cfg.match said no to */
     struct bp_spec_hist hist; /* task times, t_out to DONE */
     uint32_t cand[N_CAND];    /* stragglers found by the last scan */
     uint32_t ncand, cqlen;
@@ -243,6 +273,170 @@ static uint32_t pow2_at_least(uint64_t n)
     return p > UINT32_MAX ? 0 : (uint32_t)p;
 }
 
+/* ---- worker indexes: lists by time, rings of work, the rid map ---- */
+
+static void wl_unlink(struct wlist *l, uint32_t i)
+{
+    if (!l->on[i])
+        return;
+    if (l->prev[i] != NIL)
+        l->next[l->prev[i]] = l->next[i];
+    else
+        l->head = l->next[i];
+    if (l->next[i] != NIL)
+        l->prev[l->next[i]] = l->prev[i];
+    else
+        l->tail = l->prev[i];
+    l->on[i] = 0;
+}
+
+/* i's time was just set to now (+ a constant): it goes last. */
+static void wl_touch(struct wlist *l, uint32_t i)
+{
+    wl_unlink(l, i);
+    l->prev[i] = l->tail;
+    l->next[i] = NIL;
+    if (l->tail != NIL)
+        l->next[l->tail] = i;
+    else
+        l->head = i;
+    l->tail = i;
+    l->on[i] = 1;
+}
+
+static void ring_push(struct wring *r, uint32_t i)
+{
+    if (r->in[i])
+        return;
+    r->in[i] = 1;
+    r->v[(r->head + r->len++) & r->mask] = i;
+}
+
+static uint32_t ring_front(const struct wring *r)
+{
+    return r->v[r->head];
+}
+
+static void ring_pop(struct wring *r)
+{
+    r->in[r->v[r->head]] = 0;
+    r->head = (r->head + 1) & r->mask;
+    r->len--;
+}
+
+/* The front goes last (round robin). */
+static void ring_rotate(struct wring *r)
+{
+    uint32_t i = r->v[r->head];
+    r->head = (r->head + 1) & r->mask;
+    r->v[(r->head + r->len - 1) & r->mask] = i;
+}
+
+static uint32_t rid_hash(const uint8_t *rid, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ rid[i]) * 16777619u;
+    return h;
+}
+
+static void wmap_put(struct bp_dispatch *d, uint32_t wi)
+{
+    uint32_t k = rid_hash(d->w[wi].rid, d->w[wi].rid_len) & d->wmap_mask;
+    while (d->wmap[k])
+        k = (k + 1) & d->wmap_mask;
+    d->wmap[k] = wi + 1;
+}
+
+/* Linear probing's deletion: later entries of the cluster move back. */
+static void wmap_del(struct bp_dispatch *d, uint32_t wi)
+{
+    uint32_t m = d->wmap_mask;
+    uint32_t i = rid_hash(d->w[wi].rid, d->w[wi].rid_len) & m;
+    while (d->wmap[i] && d->wmap[i] != wi + 1)
+        i = (i + 1) & m;
+    if (!d->wmap[i])
+        return;
+    for (uint32_t j = (i + 1) & m; d->wmap[j]; j = (j + 1) & m) {
+        const struct wpeer *o = &d->w[d->wmap[j] - 1];
+        uint32_t home = rid_hash(o->rid, o->rid_len) & m;
+        /* It stays if its home lies cyclically in (i, j]. */
+        if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+            continue;
+        d->wmap[i] = d->wmap[j];
+        i = j;
+    }
+    d->wmap[i] = 0;
+}
+
+/* w's share of the credit counts (sign +1 after a change, -1 before). */
+static void w_acct(struct bp_dispatch *d, const struct wpeer *w, int sign)
+{
+    if (!w->live || w->leaving || w->nomatch) /* (no task for it: --require) */
+        return;
+    if (sign > 0) {
+        d->credit_sum += w->credit;
+        d->takers += w->credit > 0;
+    } else {
+        d->credit_sum -= w->credit;
+        d->takers -= w->credit > 0;
+    }
+}
+
+static void set_end(struct bp_dispatch *d, struct wpeer *w, int on)
+{
+    d->n_end -= w->end_pending;
+    w->end_pending = (uint8_t)(on != 0);
+    d->n_end += w->end_pending;
+    if (on)
+        ring_push(&d->ctl, (uint32_t)(w - d->w));
+}
+
+static int wlist_init(struct wlist *l, uint32_t n)
+{
+    l->head = l->tail = NIL;
+    l->prev = malloc((size_t)n * sizeof *l->prev);
+    l->next = malloc((size_t)n * sizeof *l->next);
+    l->on = calloc(n, 1);
+    return l->prev && l->next && l->on ? 0 : -1;
+}
+
+static int wring_init(struct wring *r, uint32_t n)
+{
+    uint32_t cap = pow2_at_least(n);
+    r->v = malloc((size_t)cap * sizeof *r->v);
+    r->in = calloc(n, 1);
+    r->mask = cap - 1;
+    return r->v && r->in ? 0 : -1;
+}
+
+static void windex_free(struct bp_dispatch *d)
+{
+    struct wlist *ls[2] = {&d->hbl, &d->seenl};
+    for (int i = 0; i < 2; i++) {
+        free(ls[i]->prev);
+        free(ls[i]->next);
+        free(ls[i]->on);
+    }
+    free(d->ctl.v);
+    free(d->ctl.in);
+    free(d->tr.v);
+    free(d->tr.in);
+    free(d->wmap);
+    free(d->wfree);
+}
+
+static int windex_init(struct bp_dispatch *d, uint32_t n)
+{
+    uint32_t mcap = pow2_at_least((uint64_t)n * 2);
+    d->wmap = calloc(mcap, sizeof *d->wmap);
+    d->wmap_mask = mcap - 1;
+    d->wfree = malloc((size_t)n * sizeof *d->wfree);
+    int rc = wlist_init(&d->hbl, n) | wlist_init(&d->seenl, n) | wring_init(&d->ctl, n) |
+             wring_init(&d->tr, n);
+    return rc || !d->wmap || !d->wfree ? -1 : 0;
+}
+
 struct bp_dispatch *bp_dispatch_new(const struct bp_dispatch_cfg *cfg, int64_t now)
 {
     if (!cfg || cfg->hb_ivl_ms <= 0 || cfg->liveness <= 0 || cfg->max_attempts <= 0 ||
@@ -266,11 +460,12 @@ struct bp_dispatch *bp_dispatch_new(const struct bp_dispatch_cfg *cfg, int64_t n
     d->q = malloc((size_t)qcap * sizeof *d->q);
     d->rq = malloc((size_t)n * sizeof *d->rq);
     d->lq = malloc((size_t)n * sizeof *d->lq);
-    d->w = calloc(cfg->max_workers, sizeof *d->w);
+    d->wcap = cfg->max_workers < 64 ? cfg->max_workers : 64;
+    d->w = calloc(d->wcap, sizeof *d->w);
     d->scratch = malloc((size_t)n * sizeof *d->scratch);
     d->pk_slots = malloc((size_t)(cfg->pack_max > n ? cfg->pack_max : n) * sizeof *d->pk_slots);
     if (!qcap || !mcap || !d->t || !d->freel || !d->map || !d->q || !d->rq || !d->lq || !d->w ||
-        !d->pk_slots || !d->scratch) {
+        !d->pk_slots || !d->scratch || windex_init(d, cfg->max_workers) != 0) {
         bp_dispatch_destroy(&d);
         return NULL;
     }
@@ -301,6 +496,7 @@ void bp_dispatch_destroy(struct bp_dispatch **dp)
     free(d->rq);
     free(d->lq);
     free(d->w);
+    windex_free(d);
     free(d->pk_slots);
     free(d->scratch);
     bp_pack_free(&d->pk);
@@ -536,17 +732,11 @@ static void lose(struct bp_dispatch *d, uint32_t s, int64_t now)
 
 static struct wpeer *find_worker(struct bp_dispatch *d, const void *rid, size_t len)
 {
-    if (d->last_w < d->nw) {
-        struct wpeer *w = &d->w[d->last_w];
-        if (w->live && w->rid_len == len && !memcmp(w->rid, rid, len))
+    uint32_t k = rid_hash(rid, len) & d->wmap_mask;
+    for (; d->wmap[k]; k = (k + 1) & d->wmap_mask) {
+        struct wpeer *w = &d->w[d->wmap[k] - 1];
+        if (w->rid_len == len && !memcmp(w->rid, rid, len))
             return w;
-    }
-    for (uint32_t i = 0; i < d->nw; i++) {
-        struct wpeer *w = &d->w[i];
-        if (w->live && w->rid_len == len && !memcmp(w->rid, rid, len)) {
-            d->last_w = i;
-            return w;
-        }
     }
     return NULL;
 }
@@ -589,30 +779,50 @@ static void release_worker_tasks(struct bp_dispatch *d, struct wpeer *w, int los
 
 static void kill_worker(struct bp_dispatch *d, struct wpeer *w, int64_t now)
 {
+    uint32_t wi = widx(d, w);
     release_worker_tasks(d, w, 1, now);
+    w_acct(d, w, -1);
+    set_end(d, w, 0);
+    wmap_del(d, wi);
+    wl_unlink(&d->hbl, wi);
+    wl_unlink(&d->seenl, wi);
     w->live = 0;
-    w->end_pending = 0;
+    d->wfree[d->nwfree++] = wi; /* (its ring entries go when met) */
     d->st.workers--;
+    d->nomatch_n -= w->nomatch;
+}
+
+/* More worker slots (doubling, up to max_workers): a host with a few
+ * workers does not pay for the most it may track. */
+static int grow_workers(struct bp_dispatch *d)
+{
+    uint32_t cap = d->wcap * 2 < d->c.max_workers ? d->wcap * 2 : d->c.max_workers;
+    if (cap <= d->wcap)
+        return -1;
+    struct wpeer *w = realloc(d->w, (size_t)cap * sizeof *w);
+    if (!w)
+        return -1;
+    memset(w + d->wcap, 0, (size_t)(cap - d->wcap) * sizeof *w);
+    d->w = w;
+    d->wcap = cap;
+    return 0;
 }
 
 static struct wpeer *new_worker(struct bp_dispatch *d, const void *rid, size_t len)
 {
-    struct wpeer *w = NULL;
-    for (uint32_t i = 0; i < d->nw; i++)
-        if (!d->w[i].live) {
-            w = &d->w[i];
-            break;
-        }
-    if (!w) {
-        if (d->nw >= d->c.max_workers)
-            return NULL;
+    struct wpeer *w;
+    if (d->nwfree)
+        w = &d->w[d->wfree[--d->nwfree]];
+    else if (d->nw < d->wcap || grow_workers(d) == 0)
         w = &d->w[d->nw++];
-    }
+    else
+        return NULL;
     memset(w, 0, sizeof *w);
     memcpy(w->rid, rid, len);
     w->rid_len = (uint8_t)len;
     w->live = 1;
     w->gen = ++d->next_gen;
+    wmap_put(d, widx(d, w));
     d->st.workers++;
     d->st.workers_seen++;
     return w;
@@ -628,6 +838,17 @@ static void add_resync(struct bp_dispatch *d, const void *rid, size_t len)
     memcpy(d->rs[d->nrs].rid, rid, len);
     d->rs[d->nrs].len = (uint8_t)len;
     d->nrs++;
+}
+
+/* Keeps the HELLO's labels and asks cfg.match about them (--require). */
+static void hello_labels(struct bp_dispatch *d, struct wpeer *w, const struct bp_hello *h)
+{
+    w->labels_len = h->labels_len; /* (the codec checked <= BP_LABELS_MAX) */
+    if (h->labels_len)
+        memcpy(w->labels, h->labels, h->labels_len);
+    d->nomatch_n -= w->nomatch;
+    w->nomatch = d->c.match && !d->c.match(d->c.match_arg, w->id, w->labels, w->labels_len);
+    d->nomatch_n += w->nomatch;
 }
 
 static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const struct bp_msg *m,
@@ -657,17 +878,22 @@ static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const 
     }
     memcpy(w->id, h.id, h.id_len);
     w->id[h.id_len] = '\0';
+    w_acct(d, w, -1);
     w->credit = h.credit > d->c.max_credit ? d->c.max_credit : h.credit;
     w->leaving = 0;
+    hello_labels(d, w, &h);
+    w_acct(d, w, +1);
+    if (w->credit)
+        ring_push(&d->tr, widx(d, w));
     w->last_seen = now;
     w->next_hb = now + d->c.hb_ivl_ms;
-    w->end_pending = (uint8_t)d->finished;
+    wl_touch(&d->seenl, widx(d, w));
+    wl_touch(&d->hbl, widx(d, w));
+    set_end(d, w, d->finished);
     w->base_due = d->c.base_n > 0;
     w->chunks = 0;
-    w->labels_len = h.labels_len; /* (the codec checked <= BP_LABELS_MAX) */
-    if (h.labels_len)
-        memcpy(w->labels, h.labels, h.labels_len);
-    w->nomatch = d->c.match && !d->c.match(d->c.match_arg, w->id, w->labels, w->labels_len);
+    if (w->base_due)
+        ring_push(&d->ctl, widx(d, w));
 }
 
 /* FETCH: each request within the worker's window is queued for the loop
@@ -770,6 +996,7 @@ static void on_bye(struct bp_dispatch *d, struct wpeer *w, const struct bp_msg *
         d->t[d->scratch[nb]].worker = -1;
         q_push_front(d, d->scratch[nb]);
     }
+    w_acct(d, w, -1);
     w->leaving = 1;
     w->credit = 0;
     if (flags & BP_BYE_GONE)
@@ -802,6 +1029,7 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
         return BP_OK;
     }
     w->last_seen = now;
+    wl_touch(&d->seenl, widx(d, w));
     int ours = m.batch == d->c.batch;
     size_t off = 0;
     uint64_t id;
@@ -811,12 +1039,17 @@ int bp_dispatch_on_worker(struct bp_dispatch *d, const void *rid, size_t rid_len
         if (ping) {
             w->echo = ping;
             w->next_hb = now;
+            ring_push(&d->ctl, widx(d, w));
         }
         break;
     }
     case BP_MSG_CREDIT: {
         uint64_t c = (uint64_t)w->credit + bp_msg_u32(&m);
+        w_acct(d, w, -1);
         w->credit = c > d->c.max_credit ? d->c.max_credit : (uint32_t)c;
+        w_acct(d, w, +1);
+        if (w->credit && !w->leaving)
+            ring_push(&d->tr, widx(d, w));
         while (bp_msg_next_id(&m, &off, &id))
             if (ours)
                 on_done_id(d, w, id, now);
@@ -1049,11 +1282,7 @@ int bp_dispatch_want_input(const struct bp_dispatch *d)
 {
     if (d->input_done || d->finished || d->nfree == 0 || d->held_bytes >= (int64_t)d->c.max_bytes)
         return 0;
-    uint64_t want = d->c.pack_max;
-    for (uint32_t i = 0; i < d->nw; i++)
-        if (d->w[i].live && !d->w[i].leaving && !d->w[i].nomatch)
-            want += d->w[i].credit;
-    return (uint64_t)d->queued < want;
+    return (uint64_t)d->queued < d->c.pack_max + d->credit_sum;
 }
 
 int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_t *id)
@@ -1179,11 +1408,8 @@ void bp_dispatch_on_timer(struct bp_dispatch *d, int64_t now)
         if (t->avoid >= 0 && now - t->retry_at >= d->c.retry_wait_ms)
             t->avoid = -1; /* waited long enough: any worker will do */
     }
-    for (uint32_t i = 0; i < d->nw; i++) {
-        struct wpeer *w = &d->w[i];
-        if (w->live && now - w->last_seen >= d->dead_ms)
-            kill_worker(d, w, now);
-    }
+    while (d->seenl.head != NIL && now - d->w[d->seenl.head].last_seen >= d->dead_ms)
+        kill_worker(d, &d->w[d->seenl.head], now);
     if (d->c.use_sink && d->sink_alive && now - d->sink_last >= d->dead_ms)
         d->sink_alive = 0;
     if (spec_watch(d) && d->next_scan == INT64_MAX)
@@ -1237,15 +1463,14 @@ int64_t bp_dispatch_next_deadline(const struct bp_dispatch *d)
         if (d->sink_alive && d->sink_last + d->dead_ms < n)
             n = d->sink_last + d->dead_ms;
     }
-    for (uint32_t i = 0; i < d->nw; i++) {
-        const struct wpeer *w = &d->w[i];
-        if (!w->live)
-            continue;
-        if (w->next_hb < n)
-            n = w->next_hb;
-        if (w->last_seen + d->dead_ms < n)
-            n = w->last_seen + d->dead_ms;
-    }
+    /* The heads of the lists by time; a worker waiting in the control
+     * ring is due already (its heartbeat, or an echo). */
+    if (d->hbl.head != NIL && d->w[d->hbl.head].next_hb < n)
+        n = d->w[d->hbl.head].next_hb;
+    if (d->seenl.head != NIL && d->w[d->seenl.head].last_seen + d->dead_ms < n)
+        n = d->w[d->seenl.head].last_seen + d->dead_ms;
+    if (d->ctl.len && d->w[ring_front(&d->ctl)].live && d->w[ring_front(&d->ctl)].next_hb < n)
+        n = d->w[ring_front(&d->ctl)].next_hb;
     return n;
 }
 
@@ -1322,10 +1547,7 @@ static uint32_t build_tasks(struct bp_dispatch *d, uint32_t wi, int64_t now)
     uint32_t lim = w->credit < d->c.pack_max ? w->credit : d->c.pack_max;
     /* A short queue is shared out between the workers that can take
      * work, rather than all going to whoever asks first. */
-    uint32_t takers = 0;
-    for (uint32_t i = 0; i < d->nw; i++)
-        if (d->w[i].live && !d->w[i].leaving && d->w[i].credit > 0 && !d->w[i].nomatch)
-            takers++;
+    uint32_t takers = d->takers;
     if (takers > 1) {
         uint64_t share = ((uint64_t)d->queued + takers - 1) / takers;
         if (share < lim)
@@ -1521,6 +1743,48 @@ static int build_spec(struct bp_dispatch *d, uint32_t wi)
     return 0;
 }
 
+/* Whether w, at the control ring's front, has an END, its BASE or a
+ * heartbeat due. */
+static int ctl_due(const struct wpeer *w, int64_t now)
+{
+    return w->live && (w->end_pending || w->base_due || now >= w->next_hb || w->echo);
+}
+
+/* END, BASE (before any TASKS: the control ring is served first) and
+ * heartbeats (due ones join the control ring from the list by next_hb),
+ * first come first served. */
+static int peek_ctl(struct bp_dispatch *d, int64_t now, struct bp_out *o)
+{
+    while (d->hbl.head != NIL && d->w[d->hbl.head].next_hb <= now) {
+        uint32_t i = d->hbl.head;
+        wl_unlink(&d->hbl, i);
+        ring_push(&d->ctl, i);
+    }
+    while (d->ctl.len) {
+        uint32_t i = ring_front(&d->ctl);
+        struct wpeer *w = &d->w[i];
+        if (!ctl_due(w, now)) {
+            ring_pop(&d->ctl);
+            continue;
+        }
+        d->pk_w = i;
+        if (w->end_pending) {
+            bp_pack_begin(&d->pk, BP_MSG_END, d->c.batch);
+            bp_pack_u32(&d->pk, (uint32_t)d->end_reason);
+            return emit(d, PK_END, BP_TO_WORKER, w, o);
+        }
+        if (w->base_due) {
+            bp_pack_begin(&d->pk, BP_MSG_BASE, d->c.batch);
+            bp_pack_bytes(&d->pk, d->c.base_body, d->c.base_len);
+            d->pk.n = d->c.base_n;
+            return emit(d, PK_BASE, BP_TO_WORKER, w, o);
+        }
+        build_hb(d, 0, w->echo);
+        return emit(d, PK_HB, BP_TO_WORKER, w, o);
+    }
+    return 0;
+}
+
 /* A CANCEL for the first queued entry's worker, with all of its entries
  * (entries of sessions that ended are dropped first). */
 static int peek_cancel(struct bp_dispatch *d, struct bp_out *o)
@@ -1568,10 +1832,53 @@ static void commit_spec(struct bp_dispatch *d, struct wpeer *w, int64_t now)
     t->oatt = t->spec_att = t->attempt;
     t->t_out = now;
     t->deadline = d->c.task_deadline_ms > 0 ? now + d->c.task_deadline_ms : 0;
+    w_acct(d, w, -1);
     w->credit--;
+    w_acct(d, w, +1);
     w->out++;
     d->st.speculated++;
-    d->rr = (d->pk_w + 1) % (d->nw ? d->nw : 1);
+}
+
+/* A second copy of a straggler found by the last scan, to a worker with
+ * credit that does not run it; only at a batch's end (spec_watch). */
+static int peek_spec(struct bp_dispatch *d, struct bp_out *o)
+{
+    if (!d->ncand || !spec_watch(d) || (d->c.use_sink && !(d->sink_alive && d->sink_confirmed)))
+        return 0;
+    for (uint32_t i = 0; i < d->nw; i++) {
+        struct wpeer *w = &d->w[i];
+        if (!w->live || w->leaving || w->nomatch || !w->credit)
+            continue;
+        d->pk_w = i;
+        if (build_spec(d, i))
+            return emit(d, PK_SPEC, BP_TO_WORKER, w, o);
+    }
+    return 0;
+}
+
+/* TASKS for the workers with credit, round robin. */
+static int peek_tasks(struct bp_dispatch *d, int64_t now, struct bp_out *o)
+{
+    for (uint32_t j = d->tr.len; j > 0; j--) {
+        uint32_t i = ring_front(&d->tr);
+        struct wpeer *w = &d->w[i];
+        if (!w->live || w->leaving || !w->credit || w->nomatch) {
+            ring_pop(&d->tr);
+            continue;
+        }
+        d->pk_w = i;
+        uint32_t n = build_tasks(d, i, now);
+        if (n) {
+            d->pk_n = n;
+            return emit(d, PK_TASKS, BP_TO_WORKER, w, o);
+        }
+        /* Nothing for this one: nor for any other, unless a retry
+         * avoids this worker and may go to the next. */
+        if (!d->rqlen)
+            return 0;
+        ring_rotate(&d->tr);
+    }
+    return 0;
 }
 
 int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out *o)
@@ -1596,44 +1903,15 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out
         o->len = d->pk.len;
         return 1;
     }
+    if (peek_ctl(d, now, o))
+        return 1;
     if (d->cqlen && peek_cancel(d, o))
         return 1;
-    int spec =
-        d->ncand && spec_watch(d) && (!d->c.use_sink || (d->sink_alive && d->sink_confirmed));
     int may_send = !d->finished && !d->halted && d->queued > 0 &&
                    (!d->c.use_sink || (d->sink_alive && d->sink_confirmed));
-    for (uint32_t j = 0; j < d->nw; j++) {
-        uint32_t i = (d->rr + j) % d->nw;
-        struct wpeer *w = &d->w[i];
-        if (!w->live)
-            continue;
-        d->pk_w = i;
-        if (w->end_pending) {
-            bp_pack_begin(&d->pk, BP_MSG_END, d->c.batch);
-            bp_pack_u32(&d->pk, (uint32_t)d->end_reason);
-            return emit(d, PK_END, BP_TO_WORKER, w, o);
-        }
-        if (w->base_due) {
-            bp_pack_begin(&d->pk, BP_MSG_BASE, d->c.batch);
-            bp_pack_bytes(&d->pk, d->c.base_body, d->c.base_len);
-            d->pk.n = d->c.base_n;
-            return emit(d, PK_BASE, BP_TO_WORKER, w, o);
-        }
-        if (now >= w->next_hb || w->echo) {
-            build_hb(d, 0, w->echo);
-            return emit(d, PK_HB, BP_TO_WORKER, w, o);
-        }
-        if (may_send && w->credit > 0 && !w->leaving && !w->nomatch) {
-            uint32_t n = build_tasks(d, i, now);
-            if (n) {
-                d->pk_n = n;
-                return emit(d, PK_TASKS, BP_TO_WORKER, w, o);
-            }
-        }
-        if (spec && w->credit > 0 && !w->leaving && !w->nomatch && build_spec(d, i))
-            return emit(d, PK_SPEC, BP_TO_WORKER, w, o);
-    }
-    return 0;
+    if (may_send && peek_tasks(d, now, o))
+        return 1;
+    return peek_spec(d, o);
 }
 
 /* The TASKS message from the last peek went to worker w. */
@@ -1653,7 +1931,9 @@ static void commit_tasks(struct bp_dispatch *d, struct wpeer *w, int64_t now)
         d->queued--;
         d->out++;
     }
+    w_acct(d, w, -1);
     w->credit -= d->pk_n;
+    w_acct(d, w, +1);
     w->out += d->pk_n;
     /* Off the queue and the retry list now, so that a loss before the
      * next peek can put a task back without it being there twice. */
@@ -1670,7 +1950,11 @@ static void commit_tasks(struct bp_dispatch *d, struct wpeer *w, int64_t now)
     d->rqlen = j;
     if (dl && d->next_scan == INT64_MAX)
         d->next_scan = now + d->scan_ms;
-    d->rr = (d->pk_w + 1) % (d->nw ? d->nw : 1);
+    /* (peek_tasks took w from the ring's front) */
+    if (w->credit && !w->leaving)
+        ring_rotate(&d->tr);
+    else
+        ring_pop(&d->tr);
 }
 
 void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
@@ -1715,14 +1999,21 @@ void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
         d->nrs--;
         break;
     case PK_END:
-        w->end_pending = 0;
+        set_end(d, w, 0);
+        if (!ctl_due(w, now))
+            ring_pop(&d->ctl);
         break;
     case PK_BASE:
         w->base_due = 0;
+        if (!ctl_due(w, now))
+            ring_pop(&d->ctl);
         break;
     case PK_HB:
         w->echo = 0;
         w->next_hb = now + d->c.hb_ivl_ms;
+        wl_touch(&d->hbl, d->pk_w);
+        if (!ctl_due(w, now))
+            ring_pop(&d->ctl);
         break;
     case PK_TASKS:
         commit_tasks(d, w, now);
@@ -1745,7 +2036,7 @@ void bp_dispatch_finish(struct bp_dispatch *d, int reason)
     d->end_reason = reason;
     for (uint32_t i = 0; i < d->nw; i++)
         if (d->w[i].live)
-            d->w[i].end_pending = 1;
+            set_end(d, &d->w[i], 1);
 }
 
 void bp_dispatch_stats(const struct bp_dispatch *d, struct bp_dispatch_stats *s)
@@ -1766,14 +2057,8 @@ void bp_dispatch_stats(const struct bp_dispatch *d, struct bp_dispatch_stats *s)
         s->ok = (int64_t)d->sink_ok;
         s->failed = (int64_t)d->sink_failed;
     }
-    int pend = 0;
-    s->workers_match = 0;
-    for (uint32_t i = 0; i < d->nw; i++) {
-        if (d->w[i].live && d->w[i].end_pending)
-            pend++;
-        s->workers_match += d->w[i].live && !d->w[i].nomatch;
-    }
-    s->end_pending = pend;
+    s->end_pending = (int)d->n_end;
+    s->workers_match = d->st.workers - (int)d->nomatch_n;
 }
 
 int bp_dispatch_task(const struct bp_dispatch *d, uint64_t id, char *wid, size_t wid_len,

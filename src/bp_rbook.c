@@ -97,6 +97,16 @@ int bp_rbook_result(struct bp_rbook *b, uint64_t id, uint16_t attempt, int ok, i
     return BP_RB_ACCEPT;
 }
 
+int bp_rbook_place(const struct bp_rbook *b, uint64_t id)
+{
+    if (id >= b->extent)
+        return b->total >= 0 || id - b->extent >= BP_RBOOK_EARLY_WINDOW ? BP_RB_FOREIGN
+                                                                        : BP_RB_EARLY;
+    if (id >= b->low && id - b->low >= BP_RBOOK_ID_WINDOW)
+        return BP_RB_FOREIGN;
+    return bp_idset_has(&b->seen, id) ? BP_RB_DUP : BP_RB_ACCEPT;
+}
+
 int bp_rbook_restore(struct bp_rbook *b, uint64_t id, int ok)
 {
     int fresh = bp_idset_add(&b->seen, id);

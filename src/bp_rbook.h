@@ -85,6 +85,13 @@ int bp_rbook_close(struct bp_rbook *b, uint64_t total);
 int bp_rbook_result(struct bp_rbook *b, uint64_t id, uint16_t attempt, int ok, int final,
                     uint8_t *ack);
 
+/* What a result for id would be now, without counting or changing
+ * anything: BP_RB_ACCEPT (announced, no final result yet), BP_RB_DUP
+ * (already final), BP_RB_EARLY or BP_RB_FOREIGN (not announced). Pure:
+ * the sink asks before it takes a returned file's bytes or checks a
+ * result's uploads. */
+int bp_rbook_place(const struct bp_rbook *b, uint64_t id);
+
 /* Puts back a final result read from a journal (no counts but ok/failed).
  * Returns 1 if new, 0 if known, -1 out of memory. */
 int bp_rbook_restore(struct bp_rbook *b, uint64_t id, int ok);

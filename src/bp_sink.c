@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,9 @@
 #include "bp_internal.h"
 #include "bp_journal.h"
 #include "bp_metrics.h"
+#include "bp_path.h"
 #include "bp_rbook.h"
+#include "bp_sinkfiles.h"
 #include "bp_sinkm.h"
 #include "bp_role.h"
 #include "bp_sock.h"
@@ -27,6 +30,12 @@
  * this they go out at once, or (no ventilator) are dropped: the ventilator
  * sends those tasks again and the sink acknowledges them then. */
 #define READ_BURST 4096
+/* The largest PUT: header, fixed part, name, one chunk. */
+static const uint32_t SINK_CHUNK = BP_CHUNK_BYTES;
+#define SINK_PUT_MAX ((int64_t)BP_MSG_HDR + BP_PUT_FIXED + BP_NAME_MAX + (int64_t)SINK_CHUNK)
+/* Accepted returned files waiting for the journal's sync: past this the
+ * turn is committed at once (their names are held in memory). */
+#define SINK_FILES_WAITING 4096
 struct sink {
     /* (grouped by size: clang-tidy's padding check) */
     const struct bp_opts *o;
@@ -42,6 +51,7 @@ struct sink {
     struct bp_role_sec sec;
     /* the decisions: ventilator, batch, results, holds, acks (bp_sinkm.h) */
     struct bp_sinkm sm;
+    struct bp_sinkfiles *files; /* returned files (--output-dir) */
     struct bp_stats st;
     struct bp_reorder ro;
     int64_t fail_lines;
@@ -56,9 +66,10 @@ struct sink {
     int progress;
     int m_failed_writes;
     int io_error;
-    int jf_dirty;     /* results accepted since the last commit */
-    int unsynced;     /* written since the last fsync */
-    int said_dropped; /* the first drop of held results was logged */
+    int jf_dirty;                       /* results accepted since the last commit */
+    int unsynced;                       /* written since the last fsync */
+    int said_dropped;                   /* the first drop of held results was logged */
+    const struct bp_result_rec *jfiles; /* the result being journaled returned files */
     char jpath[1024];
 };
 
@@ -68,6 +79,7 @@ enum { SJ_BATCH = 'B', SJ_TOTAL = 'T', SJ_FINAL = 'F', SJ_WRITTEN = 'W' };
 #define SJ_OK 0x01     /* the task's final result is ok */
 #define SJ_HELD 0x02   /* --ordered: held, not written yet; its bytes follow */
 #define SJ_HALTED 0x04 /* not run: the ventilator halted the batch */
+#define SJ_FILES 0x08  /* returned files: u16 attempt, u8 n, n x (u16 len, name) follow */
 #define SJ_FLUSH_AT ((size_t)1 << 20)
 
 /* Unlocked stdio: only this thread ever touches k->out, and with
@@ -118,6 +130,36 @@ static void jf_put(struct sink *k)
     k->jf_len = 0;
 }
 
+/* Appends the names of r's returned files (the last r->nfiles waiting
+ * for the commit) to the F entry just noted: u16 attempt, u8 n, then n x
+ * (u16 length, name). */
+static void journal_files(struct sink *k, const struct bp_result_rec *r)
+{
+    size_t n = 0;
+    const struct bp_sf_pending *p = bp_sinkfiles_pending(k->files, &n);
+    if (n < r->nfiles)
+        return; /* (cannot happen: accepted just before) */
+    p += n - r->nfiles;
+    size_t need = 3;
+    for (int i = 0; i < r->nfiles; i++)
+        need += 2 + (size_t)p[i].name_len;
+    jf_reserve(k, need);
+    if (!k->j)
+        return;
+    uint8_t *q = k->jf + k->jf_len;
+    q[0] = (uint8_t)(r->attempt >> 8);
+    q[1] = (uint8_t)r->attempt;
+    q[2] = r->nfiles;
+    q += 3;
+    for (int i = 0; i < r->nfiles; i++) {
+        q[0] = (uint8_t)(p[i].name_len >> 8);
+        q[1] = (uint8_t)p[i].name_len;
+        memcpy(q + 2, p[i].name, p[i].name_len);
+        q += 2 + p[i].name_len;
+    }
+    k->jf_len += need;
+}
+
 /* Notes an accepted final result for the journal: ok 1, failed 0, or -1
  * failed as halted (held: --ordered keeps its bytes in memory, so the
  * journal keeps them too). */
@@ -132,13 +174,16 @@ static void journal_result(struct sink *k, uint64_t id, int ok, int held, const 
         return;
     uint8_t *p = k->jf + k->jf_len;
     bp_put_be64(p, id);
-    p[8] = (uint8_t)((ok > 0 ? SJ_OK : 0) | (held ? SJ_HELD : 0) | (ok < 0 ? SJ_HALTED : 0));
+    p[8] = (uint8_t)((ok > 0 ? SJ_OK : 0) | (held ? SJ_HELD : 0) | (ok < 0 ? SJ_HALTED : 0) |
+                     (k->jfiles ? SJ_FILES : 0));
     if (held) {
         bp_put_be32(p + 9, (uint32_t)len);
         if (len)
             memcpy(p + 13, data, len);
     }
     k->jf_len += need;
+    if (k->jfiles)
+        journal_files(k, k->jfiles);
     k->jf_dirty = 1;
     if (k->jf_len >= SJ_FLUSH_AT)
         jf_put(k);
@@ -200,6 +245,19 @@ static int journal_commit(struct sink *k, int64_t now, int sync_now)
     return 1;
 }
 
+/* What a turn's acknowledgements wait for: the journal's commit (and
+ * sync), then the accepted returned files renamed into place. sync_now
+ * as journal_commit(). */
+static void commit_then_ack(struct sink *k, int sync_now)
+{
+    if (k->jpath[0] && !k->j && k->io_error)
+        return; /* the journal failed: nothing more is on record */
+    if (!journal_commit(k, bp_now_ms(), sync_now))
+        return;
+    bp_sinkfiles_commit(k->files);
+    bp_sinkm_flush_acks(&k->sm);
+}
+
 /* Starts the journal of a new batch (the old one is replaced). */
 static void journal_new_batch(struct sink *k, uint64_t batch)
 {
@@ -237,6 +295,7 @@ static void sink_begin(void *arg, uint64_t batch, int restoring)
     bp_reorder_init(&k->ro);
     if (k->jpath[0] && !restoring)
         journal_new_batch(k, batch);
+    bp_sinkfiles_begin(k->files, batch, restoring);
     bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " started", batch);
 }
 
@@ -272,10 +331,17 @@ static void write_json(struct sink *k, const struct bp_report *r)
             ",\"duplicates\":%" PRId64 ",\"redelivered\":%" PRId64 ",\"retried\":%" PRId64
             ",\"recovered\":%" PRId64 ",\"lost\":%" PRId64 ",\"halted\":%" PRId64
             ",\"stale\":%" PRId64 ",\"malformed\":%" PRId64 ",\"foreign\":%" PRId64
-            ",\"forged\":%" PRId64 ",\"refused\":%" PRId64 ",\"elapsed_s\":%.6f,\"workers\":{",
+            ",\"forged\":%" PRId64 ",\"refused\":%" PRId64 ",",
             r->batch, r->total, r->ok + r->failed, r->ok, r->failed, r->missing, r->duplicates,
             r->redelivered, r->retried, r->recovered, r->lost, r->halted, r->stale, r->malformed,
-            r->foreign, r->forged, r->refused, r->elapsed_s);
+            r->foreign, r->forged, r->refused);
+    const struct bp_sinkfiles *sf = k->files;
+    fprintf(f,
+            "\"files\":{\"returned\":%" PRId64 ",\"bytes\":%" PRId64 ",\"torn\":%" PRId64
+            ",\"refused\":%" PRId64 ",\"write_errors\":%" PRId64 ",\"conflicts\":%" PRId64
+            ",\"kept\":%" PRId64 "},\"elapsed_s\":%.6f,\"workers\":{",
+            sf->files, sf->bytes, sf->torn, sf->refused, sf->write_errors, sf->conflicts, sf->kept,
+            r->elapsed_s);
     for (int i = 0; i < k->st.nw; i++) {
         const struct bp_wstat *w = &k->st.w[i];
         int64_t n = w->ok + w->failed;
@@ -338,6 +404,26 @@ static void write_metrics(struct sink *k, int force)
          BP_COUNTER, (double)k->sm.forged},
         {"boardpipe_sink_refused_total", "Connections refused by CURVE authentication.", BP_COUNTER,
          (double)bp_zap_refused(k->sec.zap)},
+        {"boardpipe_sink_files_returned_total",
+         "Returned files placed under --output-dir (or found there with the same bytes).",
+         BP_COUNTER, (double)k->files->files},
+        {"boardpipe_sink_files_bytes_total", "Bytes of the returned files placed.", BP_COUNTER,
+         (double)k->files->bytes},
+        {"boardpipe_sink_files_torn_total",
+         "Results with files dropped unacknowledged: their uploads were not complete.", BP_COUNTER,
+         (double)k->files->torn},
+        {"boardpipe_sink_uploads_refused_total",
+         "Uploads refused (name, size, count, write error) or for ids never announced.", BP_COUNTER,
+         (double)k->files->refused},
+        {"boardpipe_sink_upload_write_errors_total",
+         "Writes of uploads that failed (disk full, ...).", BP_COUNTER,
+         (double)k->files->write_errors},
+        {"boardpipe_sink_files_conflicts_total",
+         "Results failed because a returned name holds other contents.", BP_COUNTER,
+         (double)k->files->conflicts},
+        {"boardpipe_sink_files_kept_total",
+         "Accepted returned files kept in .bp-kept: their name was taken when placing them.",
+         BP_COUNTER, (double)k->files->kept},
         {"boardpipe_sink_batch_active", "1 while a batch runs.", BP_GAUGE,
          k->sm.active ? 1.0 : 0.0},
         {"boardpipe_sink_batch_tasks", "Tasks in the batch (-1: not announced yet).", BP_GAUGE,
@@ -436,6 +522,13 @@ static void log_summary(struct sink *k, const struct bp_report *r, int complete)
                " malformed messages, %" PRId64 " forged control messages; refused %" PRId64
                " connections (CURVE)",
                k->sm.stale, r->foreign, k->sm.malformed, r->forged, r->refused);
+    const struct bp_sinkfiles *sf = k->files;
+    if (sf->files || sf->torn || sf->refused || sf->conflicts || sf->kept)
+        bp_log(
+            sf->refused || sf->kept || sf->write_errors ? BP_LOG_WARN : BP_LOG_INFO,
+            "  files: %" PRId64 " returned (%" PRId64 " bytes), %" PRId64 " torn results, %" PRId64
+            " uploads refused (%" PRId64 " write errors), %" PRId64 " conflicts, %" PRId64 " kept",
+            sf->files, sf->bytes, sf->torn, sf->refused, sf->write_errors, sf->conflicts, sf->kept);
     if (complete)
         return;
     if (k->sm.rb.total < 0)
@@ -451,8 +544,9 @@ static int batch_finish(struct sink *k, struct bp_report *rep, int complete)
     int64_t now = bp_now_ms();
     flush_ordered(k);
     fflush(k->out);
-    if (journal_commit(k, now, 1))
-        bp_sinkm_flush_acks(&k->sm);
+    commit_then_ack(k, 1);
+    if (complete)
+        bp_sinkfiles_end(k->files);
     if (k->progress)
         bp_role_progress_line(NULL);
     struct bp_report r;
@@ -631,21 +725,48 @@ static void sink_result(void *arg, const struct bp_result_rec *r, const char *wi
     if (verdict == BP_RB_RETRY)
         bp_log(BP_LOG_DEBUG, "task %" PRIu64 " try %u %s on %s: retried", r->id,
                (unsigned)r->attempt, bp_status_name(r->status), wid);
-    if (verdict != BP_RB_ACCEPT)
+    if (verdict != BP_RB_ACCEPT) {
+        /* a duplicate's uploads, or a failed try's: never placed */
+        bp_sinkfiles_drop_attempt(k->files, r->id, verdict == BP_RB_DUP ? -1 : r->attempt);
         return;
+    }
     int ok = r->status == BP_ST_OK;
     bp_stats_add(&k->st, wid, ok);
     bp_stats_time(&k->st, r->elapsed_ms);
     if (!ok && r->status != BP_ST_HALTED) /* (those are counted: one line says why) */
         report_failure(k, r, wid);
+    if (ok && (r->flags & BP_RF_FILES)) {
+        /* (bp_sinkm asked sink_files() first: they are all there) */
+        size_t waiting = bp_sinkfiles_accept(k->files, r);
+        k->jfiles = r;
+        output(k, r, ok);
+        k->jfiles = NULL;
+        if (!k->jpath[0] || waiting >= SINK_FILES_WAITING)
+            commit_then_ack(k, 1); /* no journal: in place before any ack */
+        return;
+    }
+    bp_sinkfiles_drop(k->files, r->id);
     output(k, r, ok);
+}
+
+/* ops->files: a final ok result with FILES the book would take. */
+static int sink_files(void *arg, const struct bp_result_rec *r, char *why, size_t why_len)
+{
+    struct sink *k = arg;
+    int c = bp_sinkfiles_check(k->files, r, why, why_len);
+    if (c == BP_SF_TORN) {
+        bp_log(BP_LOG_DEBUG,
+               "task %" PRIu64 " try %u: result with %u files, not all uploaded whole: "
+               "dropped (torn), it comes again",
+               r->id, (unsigned)r->attempt, (unsigned)r->nfiles);
+        return BP_SM_FILES_TORN;
+    }
+    return c == BP_SF_CONFLICT ? BP_SM_FILES_CONFLICT : BP_SM_FILES_READY;
 }
 
 static void sink_acks_full(void *arg)
 {
-    struct sink *k = arg;
-    if (journal_commit(k, bp_now_ms(), 1))
-        bp_sinkm_flush_acks(&k->sm);
+    commit_then_ack(arg, 1);
 }
 
 static void sink_note(void *arg, int what, const char *text, int64_t n)
@@ -691,6 +812,7 @@ static const struct bp_sinkm_ops sink_ops = {.send = sink_send,
                                              .total = sink_total,
                                              .result = sink_result,
                                              .acks_full = sink_acks_full,
+                                             .files = sink_files,
                                              .note = sink_note};
 
 static void sink_close(struct sink *k)
@@ -711,6 +833,7 @@ static void sink_close(struct sink *k)
         bp_log(BP_LOG_ERROR, "cannot write %s: %s", k->o->output, strerror(errno));
     bp_stats_free(&k->st);
     bp_sinkm_free(&k->sm); /* (its book too) */
+    bp_sinkfiles_destroy(&k->files);
     bp_reorder_free(&k->ro);
     free(k->jf);
     k->jf = NULL;
@@ -728,6 +851,31 @@ struct sj_state {
     uint64_t out_off;
     int64_t done, failed;
 };
+
+/* The returned files of an F entry at p (avail bytes; see
+ * journal_files()): each still in .bp-tmp is renamed into place (roll
+ * forward: the result was accepted). Returns the bytes used, or 0 when
+ * the entry makes no sense. */
+static size_t sj_files(struct sink *k, uint64_t id, const uint8_t *p, size_t avail)
+{
+    if (avail < 3)
+        return 0;
+    uint16_t attempt = (uint16_t)(p[0] << 8 | p[1]);
+    int n = p[2];
+    size_t i = 3;
+    char name[BP_NAME_MAX + 1];
+    for (int idx = 0; idx < n; idx++) {
+        if (avail - i < 2)
+            return 0;
+        size_t len = (size_t)(p[i] << 8 | p[i + 1]);
+        if (avail - i - 2 < len || bp_path_copy(name, (const char *)p + i + 2, len, 0) != BP_OK)
+            return 0;
+        if (k->o->resume) /* (a journal about to be refused is only read) */
+            bp_sinkfiles_restore(k->files, id, attempt, (uint8_t)idx, name);
+        i += 2 + len;
+    }
+    return i;
+}
 
 /* Applies the F entries of one committed turn. */
 static int sj_apply(struct sj_state *st, uint64_t next)
@@ -748,6 +896,12 @@ static int sj_apply(struct sj_state *st, uint64_t next)
             len = bp_get_be32(st->pend + i);
             data = st->pend + i + 4;
             i += 4 + len;
+        }
+        if (fl & SJ_FILES) {
+            size_t used = sj_files(k, id, st->pend + i, st->pend_len - i);
+            if (!used)
+                return BP_EPROTO;
+            i += used;
         }
         int ok = fl & SJ_OK;
         int fresh = bp_rbook_restore(&k->sm.rb, id, ok);
@@ -874,6 +1028,16 @@ static int open_output(struct sink *k, int resumed, uint64_t committed)
     return BP_OK;
 }
 
+/* --resume, after the journal: the accepted files it rolled forward are
+ * in place; the rest of .bp-tmp goes. */
+static void files_restored(struct sink *k)
+{
+    bp_sinkfiles_restored(k->files);
+    if (k->files->rolled)
+        bp_log(BP_LOG_INFO, "%" PRId64 " returned files accepted before the crash put in place",
+               k->files->rolled);
+}
+
 /* --resume / --journal: reads the journal back (if there is one) and
  * opens the output to continue it. Returns BP_OK or an error (logged). */
 static int sink_restore(struct sink *k)
@@ -902,6 +1066,8 @@ static int sink_restore(struct sink *k)
         bp_log(BP_LOG_ERROR, "%s", err);
         return rc == BP_ENOMEM ? rc : BP_EUSAGE;
     }
+    if (o->resume)
+        files_restored(k);
     if (st.batch && !o->resume) {
         bp_log(BP_LOG_ERROR,
                "journal %s holds batch %016" PRIx64 ": continue it with --resume, "
@@ -961,10 +1127,34 @@ static int refuse_unfinished(const struct bp_opts *o)
     return bp_journal_refuse_unfinished(o->output, ".journal", SJ_MAGIC, what);
 }
 
+/* --output-dir (made if missing; not a directory: refused, exit 2). */
+static int files_open(struct sink *k)
+{
+    const struct bp_opts *o = k->o;
+    char err[1200];
+    struct bp_sinkfiles_cfg fc = {.dir = o->output_dir,
+                                  .max_size = (uint64_t)o->max_return_size,
+                                  .stale_ms = (int64_t)o->hb_ms * o->liveness,
+                                  .sync = o->sync,
+                                  .send = sink_send,
+                                  .arg = k};
+    k->files = bp_sinkfiles_new(&fc, err, sizeof err);
+    /* A file size limit (ulimit -f) makes a write fail with EFBIG, which
+     * refuses that upload, instead of killing the sink. */
+    if (k->files && o->output_dir)
+        signal(SIGXFSZ, SIG_IGN);
+    if (k->files)
+        return BP_OK;
+    bp_log(BP_LOG_ERROR, "%s", err);
+    return BP_EUSAGE;
+}
+
 static int sink_open(struct sink *k)
 {
     const struct bp_opts *o = k->o;
     char err[320];
+    if (files_open(k) != BP_OK)
+        return BP_EUSAGE;
     if (k->io && k->io->out) {
         k->out = k->io->out;
     } else if (o->journal || o->resume) {
@@ -1003,8 +1193,11 @@ static int sink_open(struct sink *k)
         return rc;
     struct bp_sockcfg c = bp_role_sockcfg(o);
     bp_role_sec_server(&k->sec, &c);
-    /* A pack of small results, or one result of up to --max-msg-size. */
+    /* A pack of small results, or one result of up to --max-msg-size;
+     * and a PUT chunk whatever --max-msg-size says. */
     c.max_msg = o->max_msg + BP_PACK_BYTES + 64 + BP_ID_MAX + BP_INFO_FIXED + BP_INFO_HEAD_MAX;
+    if (c.max_msg < SINK_PUT_MAX)
+        c.max_msg = SINK_PUT_MAX;
     /* What one connection can make us queue: about 32 MiB (plain mode;
      * with CURVE nobody unknown gets that far). */
     int64_t per = (int64_t)32 * 1024 * 1024 / c.max_msg;
@@ -1049,6 +1242,15 @@ static int on_frame(struct sink *k, zmq_msg_t *rid, zmq_msg_t *m, int *result,
     int rc = bp_msg_decode(&msg, zmq_msg_data(m), zmq_msg_size(m), (uint32_t)o->max_msg);
     if (rc != BP_OK) {
         note_malformed(k, rc);
+        return GO_ON;
+    }
+    if (msg.type == BP_MSG_PUT) {
+        int64_t now = bp_now_ms();
+        int ours = k->sm.active && msg.batch == k->sm.batch;
+        if (ours)
+            k->sm.last_activity = now;
+        bp_sinkfiles_put(k->files, zmq_msg_data(rid), zmq_msg_size(rid), &msg, &k->sm.rb, ours,
+                         now);
         return GO_ON;
     }
     int host_key = -1; /* the sender has the host's own key (CURVE); -1: plain mode, unknown */
@@ -1110,8 +1312,10 @@ static long sink_timeout(struct sink *k, int64_t now)
  * results, progress. */
 static void after_turn(struct sink *k, int64_t *next_draw)
 {
-    if (k->sm.active && journal_commit(k, bp_now_ms(), 0))
-        bp_sinkm_flush_acks(&k->sm);
+    bp_sinkfiles_flush(k->files);
+    if (k->sm.active)
+        commit_then_ack(k, 0);
+    bp_sinkfiles_timer(k->files, bp_now_ms());
     write_metrics(k, 0);
     if (k->sm.nhold)
         bp_sinkm_on_timer(&k->sm, bp_now_ms());

@@ -8,6 +8,7 @@
 
 #include "bp.h"
 #include "bp_internal.h" /* bp_printable: no log, no clock */
+#include "bp_path.h"
 #include "bp_sinkm.h"
 
 void bp_sinkm_init(struct bp_sinkm *sm, const struct bp_sinkm_cfg *cfg,
@@ -177,6 +178,23 @@ void bp_sinkm_send_complete(struct bp_sinkm *sm, int64_t ok, int64_t failed)
  * Returns the verdict. */
 static int on_result(struct bp_sinkm *sm, const struct bp_result_rec *r, const char *wid)
 {
+    char why[BP_NAME_MAX * 4 + 64];
+    struct bp_result_rec fe;
+    if ((r->flags & BP_RF_FILES) && (r->flags & BP_RF_FINAL) && r->status == BP_ST_OK &&
+        sm->ops->files && bp_rbook_place(&sm->rb, r->id) == BP_RB_ACCEPT) {
+        int c = sm->ops->files(sm->arg, r, why, sizeof why);
+        if (c == BP_SM_FILES_TORN)
+            return 0; /* not acknowledged: it comes again */
+        if (c == BP_SM_FILES_CONFLICT) {
+            /* Nothing is overwritten: the task fails, for good. */
+            fe = *r;
+            fe.status = BP_ST_FILEERR;
+            fe.code = BP_FE_EXISTS;
+            fe.data = (const uint8_t *)why;
+            fe.len = (uint32_t)strnlen(why, sizeof why);
+            r = &fe;
+        }
+    }
     uint8_t kind = BP_ACK_OK;
     int v = bp_rbook_result(&sm->rb, r->id, r->attempt, r->status == BP_ST_OK,
                             (r->flags & BP_RF_FINAL) != 0, &kind);

@@ -52,9 +52,19 @@ struct bp_sinkm_ops {
      * they acknowledge and call bp_sinkm_flush_acks() if that can be done
      * now. */
     void (*acks_full)(void *arg);
+    /* May be NULL. A final ok result with FILES that the book would take:
+     * whether its returned files are all there (BP_SM_FILES_READY),
+     * not (BP_SM_FILES_TORN: dropped unacknowledged, the ventilator
+     * delivers it again), or a name is taken by other contents
+     * (BP_SM_FILES_CONFLICT: the result becomes a final file-error with
+     * the text why, NUL-terminated, at most why_len bytes). */
+    int (*files)(void *arg, const struct bp_result_rec *r, char *why, size_t why_len);
     /* Something worth a log line. */
     void (*note)(void *arg, int what, const char *text, int64_t n);
 };
+
+/* What ops->files() says. */
+enum bp_sinkm_files { BP_SM_FILES_READY = 0, BP_SM_FILES_TORN, BP_SM_FILES_CONFLICT };
 
 struct bp_sinkm_cfg {
     int64_t dead_ms;  /* the ventilator's silence that makes it gone; the hold's time */

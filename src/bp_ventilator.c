@@ -26,6 +26,9 @@
 #define COMPLETE_WAIT_MS 5000
 /* Messages read from one socket per loop turn, so none starves the rest. */
 #define READ_BURST 256
+/* Workers one ventilator tracks (the dispatcher's hard limit); more
+ * HELLOs are refused. Descriptors limit a host first (one per worker). */
+#define MAX_WORKERS 65536
 
 struct vent {
     const struct bp_opts *o;
@@ -1057,6 +1060,7 @@ static int run_batch(struct vent *v, struct bp_report *rep, int64_t t0)
     }
     c.max_rec = (uint32_t)o->max_msg;
     c.use_sink = v->sink != NULL;
+    c.max_workers = MAX_WORKERS;
     if (o->files || o->basefiles.n) {
         char err[PATH_MAX + 128];
         v->vf = bp_vfiles_new(&o->basefiles, err, sizeof err);

@@ -1150,6 +1150,21 @@ static int enqueue(struct worker *w, uint64_t batch, const struct bp_task_rec *t
 }
 
 /* Forgets the queued, unstarted tasks (the ventilator has them back). */
+/* END(complete): every task has its final result at the sink, so files
+ * still coming or going belong to copies nobody needs; the sink may be
+ * gone already, and an upload would wait for it for ever. */
+static void drop_transfers(struct worker *w)
+{
+    for (int i = 0; i < w->nslots; i++) {
+        struct slot *s = &w->slots[i];
+        if (!s->busy || (s->f.phase != F_FETCH && s->f.phase != F_PUT))
+            continue;
+        file_cleanup(w, s);
+        s->busy = 0;
+        w->busy--;
+    }
+}
+
 static void drop_queue(struct worker *w, const char *why)
 {
     if (w->qlen)
@@ -1401,8 +1416,10 @@ static void on_vent_message(struct worker *w, const void *buf, size_t len, int64
         break; /* (the channel's business) */
     case BP_MSG_END: {
         uint32_t why = bp_msg_u32(&m);
-        if (why == BP_END_COMPLETE)
+        if (why == BP_END_COMPLETE) {
             bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " is complete", m.batch);
+            drop_transfers(w);
+        }
         else if (why == BP_END_HALTED)
             halt_running(w, now);
         else

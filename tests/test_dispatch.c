@@ -1617,6 +1617,65 @@ static void t_unknown_and_refused(void **state)
     h_end(&h);
 }
 
+/* Thousands of workers: found by their routing id through deaths, slot
+ * reuse and new sessions (the rid map's deletions), each served once per
+ * credit, the silent ones found dead, without a walk over all of them. */
+static void t_many_workers(void **state)
+{
+    (void)state;
+    enum { NW = 3000 };
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    c.use_sink = 0;
+    c.max_workers = 4096;
+    c.max_tasks = 4 * NW;
+    struct h h;
+    h_start(&h, &c);
+    uint8_t rid[NW][3];
+    char id[16];
+    for (int i = 0; i < NW; i++) {
+        rid[i][0] = (uint8_t)(i >> 8);
+        rid[i][1] = (uint8_t)i;
+        rid[i][2] = 'r';
+        snprintf(id, sizeof id, "w%d", i);
+        OK(w_hello(&h, rid[i], 3, id, 0));
+    }
+    assert_int_equal(stats_of(&h).workers, NW);
+    for (int i = 0; i < NW; i += 3)
+        bp_dispatch_worker_gone(h.d, rid[i], 3, h.now);
+    assert_int_equal(stats_of(&h).workers, NW - NW / 3);
+    for (int i = 0; i < NW; i++)
+        OK(w_hb(&h, rid[i], 3, 0, 0)); /* the gone ones are strangers now */
+    assert_int_equal(stats_of(&h).refused, NW / 3);
+    for (int i = 0; i < NW; i += 3) { /* back on new connections (slots reused) */
+        rid[i][2] = 'n';
+        snprintf(id, sizeof id, "w%d", i);
+        OK(w_hello(&h, rid[i], 3, id, 0));
+    }
+    assert_int_equal(stats_of(&h).workers, NW);
+    h_clear(&h);
+    add_n(&h, NW);
+    for (int i = 0; i < NW; i++)
+        OK(w_credit(&h, rid[i], 3, 1, NULL, 0));
+    drain(&h);
+    assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_TASKS, NULL, 0), NW);
+    assert_int_equal(stats_of(&h).out, NW);
+    assert_int_equal(stats_of(&h).refused, NW / 3);
+    /* Half of them keep talking; the other half is found dead. */
+    for (int k = 0; k < 4; k++) {
+        h.now += c.hb_ivl_ms;
+        for (int i = 0; i < NW; i += 2)
+            OK(w_hb(&h, rid[i], 3, 0, 0));
+        bp_dispatch_on_timer(h.d, h.now);
+        drain(&h);
+    }
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.workers, NW / 2);
+    assert_int_equal(s.redelivered, NW / 2);
+    assert_int_equal(s.refused, NW / 3);
+    h_end(&h);
+}
+
 /* A RESYNC queued for a connection that is gone (the send says
  * EHOSTUNREACH, the driver calls worker_gone) is dropped: the next peek
  * is the live workers' traffic, not the same RESYNC for ever (found by
@@ -3183,6 +3242,7 @@ int main(void)
         cmocka_unit_test_teardown(t_bounds, teardown),
         cmocka_unit_test_teardown(t_deadline_progress, teardown),
         cmocka_unit_test_teardown(t_random_faults, teardown),
+        cmocka_unit_test_teardown(t_many_workers, teardown),
         cmocka_unit_test_teardown(t_files_fetch, teardown),
         cmocka_unit_test_teardown(t_files_unreadable, teardown),
         cmocka_unit_test_teardown(t_spec_straggler, teardown),

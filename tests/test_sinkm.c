@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "bp.h"
@@ -24,6 +25,8 @@ struct rec {
     uint8_t last_ack_kind[64];
     int vent_gone; /* the probe finds the ventilator's connection closed */
     uint64_t last_hb_batch;
+    int files_say, files_asked; /* what f_files answers (BP_SM_FILES_*), how often asked */
+    uint8_t status[64];         /* of accepted results */
 };
 
 static struct rec R;
@@ -77,8 +80,10 @@ static void f_result(void *arg, const struct bp_result_rec *r, const char *wid, 
     (void)arg;
     (void)wid;
     assert_true(r->id < 64);
-    if (verdict == BP_RB_ACCEPT)
+    if (verdict == BP_RB_ACCEPT) {
         R.accepted[r->id]++;
+        R.status[r->id] = r->status;
+    }
     if (verdict == BP_RB_DUP)
         R.dups[r->id]++;
     if (verdict == BP_RB_RETRY)
@@ -97,8 +102,16 @@ static void f_note(void *arg, int what, const char *text, int64_t n)
     if (what == BP_SM_DROPPED)
         R.dropped += (int)n;
 }
+static int f_files(void *arg, const struct bp_result_rec *r, char *why, size_t why_len)
+{
+    (void)arg;
+    (void)r;
+    R.files_asked++;
+    snprintf(why, why_len, "exists with other contents: x");
+    return R.files_say;
+}
 static const struct bp_sinkm_ops OPS = {f_send,   f_begin,     f_abandon, f_total,
-                                        f_result, f_acks_full, f_note};
+                                        f_result, f_acks_full, f_files,   f_note};
 
 static void start(struct bp_sinkm *sm)
 {
@@ -150,6 +163,24 @@ static void res(struct bp_sinkm *sm, char peer, uint64_t batch, uint64_t id, int
     bp_pack_result(&P, &r);
     from(sm, peer, -1, now);
     bp_sinkm_flush_acks(sm); /* the end of the loop's turn */
+}
+
+/* A RESULTS message of one final ok record with FILES (n files). */
+static void res_files(struct bp_sinkm *sm, uint64_t id, uint16_t attempt, int n)
+{
+    struct bp_result_rec r = {.id = id,
+                              .attempt = attempt,
+                              .status = BP_ST_OK,
+                              .flags = BP_RF_FINAL | BP_RF_FILES,
+                              .nfiles = (uint8_t)n,
+                              .data = (const uint8_t *)"r",
+                              .len = 1};
+    bp_pack_begin(&P, BP_MSG_RESULTS, B1);
+    bp_pack_u8(&P, 1);
+    bp_pack_bytes(&P, "W", 1);
+    bp_pack_result(&P, &r);
+    from(sm, 'W', -1, T0);
+    bp_sinkm_flush_acks(sm);
 }
 
 /* A ventilator V that began batch B1 and announced n ids. */
@@ -340,6 +371,38 @@ static void t_hold_bounds(void **state)
     bp_sinkm_free(&sm);
 }
 
+/* A result with returned files: asked about only when the book would
+ * take it; torn is not acknowledged; a conflict becomes a final
+ * file-error acknowledged failed. */
+static void t_files(void **state)
+{
+    (void)state;
+    struct bp_sinkm sm;
+    start(&sm);
+    begun(&sm, 8);
+    R.files_say = BP_SM_FILES_TORN;
+    int acks = R.acks;
+    res_files(&sm, 1, 1, 2);
+    assert_int_equal(R.files_asked, 1);
+    assert_int_equal(R.accepted[1], 0);
+    assert_int_equal(R.acks, acks);
+    R.files_say = BP_SM_FILES_CONFLICT;
+    res_files(&sm, 1, 2, 2);
+    assert_int_equal(R.accepted[1], 1);
+    assert_int_equal(R.status[1], BP_ST_FILEERR);
+    assert_int_equal(R.last_ack_kind[1], BP_ACK_FAILED);
+    R.files_say = BP_SM_FILES_READY;
+    res_files(&sm, 2, 1, 1);
+    assert_int_equal(R.status[2], BP_ST_OK);
+    assert_int_equal(R.last_ack_kind[2], BP_ACK_OK);
+    /* a duplicate and an unannounced id are not asked about */
+    res_files(&sm, 2, 2, 1);
+    res_files(&sm, 50, 1, 1);
+    assert_int_equal(R.files_asked, 3);
+    assert_int_equal(R.dups[2], 1);
+    bp_sinkm_free(&sm);
+}
+
 int main(void)
 {
     bp_pack_init(&P);
@@ -350,6 +413,7 @@ int main(void)
         cmocka_unit_test(t_new_batch_over_unfinished),
         cmocka_unit_test(t_resume),
         cmocka_unit_test(t_hold_bounds),
+        cmocka_unit_test(t_files),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     bp_pack_free(&P);

@@ -1,7 +1,7 @@
 # Unit tests: one cmocka executable per library module. Included from
 # tests/CMakeLists.txt. Registered as add_test(NAME x COMMAND <target>) so
 # CTest runs cross builds under CMAKE_CROSSCOMPILING_EMULATOR (qemu-user).
-set(BP_UNIT_MODULES frame path sha256 vfiles spec labels heat dispatch rbook sinkm sim wchan vbatch journal curve metrics opts transform stats track input exec sock fd xfer wfile)
+set(BP_UNIT_MODULES frame path sha256 vfiles spec labels heat dispatch rbook sinkm upload sinkfiles sim wchan vbatch journal curve metrics opts transform stats track input exec sock fd xfer wfile)
 
 # The list and the files must agree, loudly: a listed module without its
 # test_<module>.c, or a test_*.c that no list registers (it would never

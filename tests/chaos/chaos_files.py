@@ -72,8 +72,10 @@ class FilesBatch:
         self.vent = None
 
     def exec_cmd(self, name):
-        # {} is the shipped file (quoted by the worker); $$ differs per execution.
-        return (f"echo {name} {{/}} >> {self.progress.path}; "
+        # {} is the shipped file (quoted by the worker); $$ differs per
+        # execution. The sleep keeps the batch going while files move, so
+        # the kills land mid-transfer, not after the end.
+        return (f"echo {name} {{/}} >> {self.progress.path}; sleep 0.3; "
                 "tr a-z A-Z < {} > {}.up && echo \"# $$\" >> {}.up && echo {/}")
 
     def scratch(self, name):
@@ -186,9 +188,11 @@ class FilesBatch:
         for name, data in self.files.items():
             with open(os.path.join(self.outdir, name + ".up"), "rb") as f:
                 back = f.read()
-            body, _, tail = back.rpartition(b"\n# ")
-            check(body + b"\n" == data.translate(UPPER) + b"\n" and tail.rstrip(b"\n").isdigit()
-                  and back.endswith(b"\n"),
+            # (the pid line follows the input's last byte, newline or not)
+            up = data.translate(UPPER)
+            tail = back[len(up):]
+            check(back.startswith(up) and tail.startswith(b"# ") and tail.endswith(b"\n")
+                  and tail[2:-1].isdigit(),
                   f"{name}.up is not the upper-cased input and one pid line "
                   f"({len(back)} bytes for {len(data)} in)")
         js = cl.read_json(self.summary)
@@ -213,7 +217,8 @@ class FilesBatch:
 
 def sc_files_kill(h, a, rng):
     """kill -9 of workers mid-download and mid-upload, each restarted."""
-    b = FilesBatch(h, rng, nbig=a.tasks or 16)
+    # Four kills may hit one task: more attempts than --max-attempts' 3.
+    b = FilesBatch(h, rng, nbig=a.tasks or 16, big_mb=(4, 12), vent_args=["--max-attempts", 10])
     names = ["w0", "w1", "w2"]
     for nm in names:
         b.worker(nm)
@@ -240,7 +245,8 @@ def sc_files_kill(h, a, rng):
 def sc_files_host(h, a, rng):
     """kill -9 of the sink mid-file and of the ventilator mid-file, each
     restarted with --resume: no file half written, none written twice."""
-    b = FilesBatch(h, rng, nbig=a.tasks or 16, vent_args=["--resume"], sink_args=["--resume"])
+    b = FilesBatch(h, rng, nbig=a.tasks or 16, big_mb=(4, 12),
+                   vent_args=["--resume", "--max-attempts", 10], sink_args=["--resume"])
     names = ["w0", "w1"]
     for nm in names:
         b.worker(nm)
