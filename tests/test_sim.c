@@ -14,7 +14,8 @@
  * sink restarted (from its journal; or, before it wrote anything, without
  * the batch), and peers sending results for made-up ids. Stragglers: some
  * workers are 10 or 50 times slower, and speculation (second copies,
- * CANCEL) is on in most runs with random thresholds.
+ * CANCEL) is on in most runs with random thresholds. --require: in some
+ * runs only some workers match (w0 always); a task on any other fails.
  * A failing seed prints itself; BP_SIM_SEED=N replays one, BP_SIM_FIRST=N
  * starts the run at seed N, BP_SIM_SEEDS=N
  * sets how many run (fewer under an emulator: see tests/unit.cmake). */
@@ -96,6 +97,7 @@ struct wk {
     int ended;
     int fails; /* 1: fails every task (a broken board) */
     int slow;  /* task times are multiplied by this (1, 10, 50) */
+    int match; /* --require accepts it (always, in a run without one) */
     char id[16];
 };
 
@@ -144,6 +146,7 @@ struct world {
     int added;
     int jitter, cut_pm, kill_pm, freeze_pm, sink_pm, hostile;
     int64_t cancels; /* attempts the model workers stopped on a CANCEL */
+    int misrouted;   /* 1 + a worker that got TASKS without matching --require */
     struct bp_pack p;
     char why[512];
 };
@@ -232,6 +235,8 @@ static void w_on_vent(struct wk *w, int i, const struct msg *mm)
     struct bp_task_rec t;
     switch (m.type) {
     case BP_MSG_TASKS:
+        if (!w->match)
+            W.misrouted = i + 1; /* (--require: nothing for the others) */
         while (bp_msg_next_task(&m, &off, &t))
             if (w->nq < 64) /* (else lost: the ventilator finds out) */
                 w->q[w->nq++] = (struct qt){.id = t.id, .attempt = t.attempt, .flags = t.flags};
@@ -628,6 +633,16 @@ static void world_free(void)
     bp_pack_free(&W.p);
 }
 
+/* --require in the model: the worker's own flag (ids are "w<i>"). */
+static int sim_match(void *arg, const char *wid, const void *labels, size_t len)
+{
+    (void)arg;
+    (void)labels;
+    (void)len;
+    long i = strtol(wid + 1, NULL, 10);
+    return i >= 0 && i < W.nw && W.w[i].match;
+}
+
 /* What the ventilator would journal: must be what the sink holds. */
 static void on_final(void *arg, uint64_t id, int ok)
 {
@@ -684,10 +699,18 @@ static void world_new(uint64_t seed)
     /* (drawn last: the runs above keep their seeds' faults) */
     for (int i = 0; i < W.nw; i++)
         W.w[i].slow = chance(250) ? (chance(500) ? 10 : 50) : 1;
-    if (chance(800)) {
+    int require = chance(300);
+    for (int i = 0; i < W.nw; i++)
+        W.w[i].match = !require || i == 0 || chance(500);
+    if (require)
+        W.c.match = sim_match;
+    int spec = chance(800);
+    if (spec) {
         W.c.spec.quantile_pm = (int)between(300, 1000);
         W.c.spec.mult_pct = (int)between(100, 300);
         W.c.spec.min_ms = (int)between(0, 2000);
+    }
+    if (spec || require) {
         bp_dispatch_destroy(&W.d);
         W.d = bp_dispatch_new(&W.c, W.now);
         assert_non_null(W.d);
@@ -757,6 +780,7 @@ static int run_seed(uint64_t seed)
         faults();
         if (deliver() < 0)
             return -1;
+        CHECK(!W.misrouted, "TASKS for w%d, which does not match --require", W.misrouted - 1);
         for (int i = 0; i < W.nw; i++)
             w_step(&W.w[i], i);
         vent_input();
