@@ -56,6 +56,27 @@ char *__cxa_demangle(const char *mangled, char *buf, size_t *len, int *status)
 }
 #endif
 
+#ifdef BP_NO_CXA_DEMANGLE
+/* Static builds link our own libsodium (minimal), whose sodium_init() asks
+ * every primitive it has for its fastest code. Two of those pickers are
+ * all that reference Argon2 (password hashing) and BLAKE2b with their SIMD
+ * variants, about 50 KB of a stripped tool that boardpipe never runs:
+ * CURVE needs curve25519, xsalsa20, poly1305 and randombytes (chacha20),
+ * whose pickers stay. These no-op pickers keep the two out of the link
+ * (the reference code is the default anyway). */
+int _crypto_pwhash_argon2_pick_best_implementation(void);
+int _crypto_pwhash_argon2_pick_best_implementation(void)
+{
+    return 0;
+}
+
+int _crypto_generichash_blake2b_pick_best_implementation(void);
+int _crypto_generichash_blake2b_pick_best_implementation(void)
+{
+    return 0;
+}
+#endif
+
 static volatile sig_atomic_t stop_flag;
 static volatile sig_atomic_t reload_flag;
 

@@ -260,7 +260,7 @@ def allowed_board_cannot_speak_for_the_host():
     d.connect(f"tcp://127.0.0.1:{pr}")
     try:
         def m(typ, batch, body=b"", n=0):
-            return struct.pack(">2sBBIQ", b"bp", 2, typ, n, batch) + body
+            return struct.pack(">2sBBIQ", b"bp", 3, typ, n, batch) + body
         # The batch id from the ventilator's echo (board a may ask it).
         v = board_socket()
         v.connect(f"tcp://127.0.0.1:{pt}")
