@@ -77,6 +77,7 @@ struct bp_opts {
     int files;                   /* ventilator: input records are paths of files to ship */
     struct bp_strlist basefiles; /* ventilator: sent once to each board, cached there */
     struct bp_strlist returns;   /* worker: files sent back after a task (patterns) */
+    struct bp_strlist labels;    /* worker --label NAME[=VALUE], in its HELLO */
     int64_t max_return_size;     /* worker, sink: largest returned file */
     int max_return_files;        /* worker: returned files per task */
     const char *scratch;         /* worker: where task directories go (NULL: $TMPDIR, /tmp) */
@@ -114,6 +115,15 @@ struct bp_opts {
     int ack_timeout_ms;   /* ventilator: a result the sink did not acknowledge */
     int prefetch;         /* worker: tasks queued beyond running ones (-1: auto) */
     int host_timeout_ms;  /* worker --once: give up on a vanished ventilator */
+    /* ventilator --speculate: stragglers, as bp_spec_parse() takes it (NULL: defaults) */
+    const char *speculate;
+    /* ventilator --require: bp_req_parse()'s expression; tasks go to matching workers */
+    const char *require;
+    /* worker --max-temp (degrees C, 0: off) and --thermal-file (NULL: thermal_zone0) */
+    int max_temp;
+    const char *thermal_file;
+    /* worker --task-memory: each command's RLIMIT_DATA in bytes (0: none) */
+    int64_t task_memory;
     /* sink */
     const char *control_bind;
     const char *output; /* NULL or "-": stdout */
@@ -185,6 +195,9 @@ struct bp_report {
                             silent, a deadline passed, no acknowledgement came); the
                             sink counts those its accepted results show */
     int64_t retried;     /* failed tries run again (--retries) */
+    int64_t speculated;  /* ventilator: second copies of stragglers sent */
+    int64_t spec_won;    /* ventilator: ... whose result was the outcome */
+    int64_t cancelled;   /* ventilator: attempts stopped with CANCEL */
     int64_t recovered;   /* sink: tasks ok after a lost delivery */
     int64_t refused;     /* peers refused by CURVE authentication */
     int64_t forged;      /* control messages from a peer that is not the host, dropped */

@@ -26,6 +26,14 @@ struct task {
     int32_t avoid;    /* a worker that failed this task (retries go elsewhere) */
     int64_t retry_at; /* when its failed try came back (avoid holds for retry_wait_ms) */
     int64_t t_out;
+    /* Stragglers: the attempt the worker above runs (attempt counts
+     * deliveries), and a second copy (the shadow; sworker -1: none). */
+    uint16_t oatt, satt;
+    uint16_t spec_att; /* the speculative copy's attempt (0: never speculated) */
+    uint16_t won;      /* the attempt whose result is final (0: not known) */
+    int32_t sworker;
+    uint32_t swgen;
+    int64_t st_out;
     int64_t deadline; /* OUT: task deadline (0 none); DONE/LOSTSENT: ack deadline */
     uint8_t *data;
     uint32_t len, cap;
@@ -46,6 +54,9 @@ struct wpeer {
     uint64_t echo; /* a ping to answer, 0 none */
     int64_t out, done;
     char id[BP_ID_MAX + 1];
+    uint8_t nomatch; /* cfg.match said no: no task for it */
+    uint16_t labels_len;
+    uint8_t labels[BP_LABELS_MAX]; /* as its HELLO said (for logs) */
 };
 
 struct resync {
@@ -76,6 +87,11 @@ struct wring {
 /* FETCH requests held for the loop: a worker has at most BP_FETCH_WINDOW
  * without their CHUNK, so this only overflows under a flood (dropped). */
 #define FETCH_Q 4096
+/* CANCELs waiting to go, and stragglers found by the last scan: bounded;
+ * a CANCEL that does not fit is dropped (that copy runs to its end, its
+ * result a duplicate at the sink). */
+#define CANCEL_Q 1024
+#define N_CAND 64
 
 enum {
     PK_NONE,
@@ -88,7 +104,9 @@ enum {
     PK_END,
     PK_BASE,
     PK_HB,
-    PK_TASKS
+    PK_TASKS,
+    PK_SPEC,
+    PK_CANCEL
 };
 /* How finalize() learned the outcome. */
 enum { FIN_FAILED = 0, FIN_OK = 1, FIN_AT_SINK = 2 };
@@ -158,6 +176,17 @@ struct bp_dispatch {
         struct bp_fetch_rec f;
     } fq[FETCH_Q];
     uint32_t fq_head, fq_len;
+    /* stragglers (bp_spec.h) */
+    int final_pings;          /* sink pings since every task was final */
+    uint32_t nomatch_n;       /* live workers cfg.match said no to */
+    struct bp_spec_hist hist; /* task times, t_out to DONE */
+    uint32_t cand[N_CAND];    /* stragglers found by the last scan */
+    uint32_t ncand, cqlen;
+    struct cancelq {
+        uint64_t id;
+        uint32_t w, gen;
+        uint16_t att;
+    } cq[CANCEL_Q];
 };
 
 void bp_dispatch_defaults(struct bp_dispatch_cfg *c, uint64_t batch)
@@ -343,7 +372,7 @@ static void wmap_del(struct bp_dispatch *d, uint32_t wi)
 /* w's share of the credit counts (sign +1 after a change, -1 before). */
 static void w_acct(struct bp_dispatch *d, const struct wpeer *w, int sign)
 {
-    if (!w->live || w->leaving)
+    if (!w->live || w->leaving || w->nomatch) /* (no task for it: --require) */
         return;
     if (sign > 0) {
         d->credit_sum += w->credit;
@@ -552,12 +581,88 @@ static void leave_state(struct bp_dispatch *d, struct task *t)
     }
 }
 
+/* ---- stragglers: a task's second copy (the shadow) ---- */
+
+/* Queues a CANCEL of attempt att of task id for worker wi's session gen;
+ * a full queue drops it (that copy runs to its end: a duplicate). */
+static void cancel_push(struct bp_dispatch *d, int32_t wi, uint32_t gen, uint64_t id, uint16_t att)
+{
+    if (wi < 0 || d->cqlen == CANCEL_Q || !d->w[wi].live || d->w[wi].gen != gen)
+        return;
+    d->cq[d->cqlen++] = (struct cancelq){.w = (uint32_t)wi, .gen = gen, .id = id, .att = att};
+}
+
+/* t's second copy is over; cancel: it may still run, stop it. */
+static void drop_shadow(struct bp_dispatch *d, struct task *t, int cancel)
+{
+    if (t->sworker < 0)
+        return;
+    struct wpeer *w = &d->w[t->sworker];
+    if (w->gen == t->swgen && w->out > 0)
+        w->out--;
+    if (cancel)
+        cancel_push(d, t->sworker, t->swgen, t->id, t->satt);
+    t->sworker = -1;
+}
+
+/* t's first copy is gone (lost, handed back, failed a try): the second,
+ * still running, takes its place; nothing goes back to the queue. */
+static void promote(struct bp_dispatch *d, struct task *t)
+{
+    leave_state(d, t);
+    t->state = T_OUT;
+    d->out++;
+    t->worker = t->sworker;
+    t->wgen = t->swgen;
+    t->oatt = t->satt;
+    t->t_out = t->st_out;
+    t->deadline = d->c.task_deadline_ms > 0 ? t->st_out + d->c.task_deadline_ms : 0;
+    t->sworker = -1;
+}
+
+/* The copies of t trade places (the shadow finished first). */
+static void swap_copies(struct task *t)
+{
+    int32_t w = t->worker;
+    uint32_t g = t->wgen;
+    uint16_t a = t->oatt;
+    int64_t o = t->t_out;
+    t->worker = t->sworker;
+    t->wgen = t->swgen;
+    t->oatt = t->satt;
+    t->t_out = t->st_out;
+    t->sworker = w;
+    t->swgen = g;
+    t->satt = a;
+    t->st_out = o;
+}
+
+/* t is final with attempt t->won's result (0: not known): a copy still
+ * running is stopped. */
+static void spec_settle(struct bp_dispatch *d, struct task *t)
+{
+    if (t->spec_att && t->won == t->spec_att)
+        d->st.spec_won++;
+    drop_shadow(d, t, t->satt != t->won);
+    if (t->spec_att && t->state == T_OUT && t->won && t->oatt != t->won)
+        cancel_push(d, t->worker, t->wgen, t->id, t->oatt);
+}
+
+/* Un-counts a delivery handed back unstarted (only the newest one's
+ * number can be given again). */
+static void unsend(struct task *t)
+{
+    if (t->attempt && t->attempt == t->oatt)
+        t->attempt--;
+}
+
 /* A final outcome for the task in slot s: FIN_OK, FIN_FAILED, or
  * FIN_AT_SINK (counted from the sink's COMPLETE, not here). */
 static void finalize(struct bp_dispatch *d, uint32_t s, int how)
 {
     struct task *t = &d->t[s];
     int was_lost = t->state == T_LOSTSENT || t->state == T_LOSTQ;
+    spec_settle(d, t);
     leave_state(d, t);
     if (d->c.on_final)
         d->c.on_final(d->c.on_final_arg, t->id, how);
@@ -597,6 +702,10 @@ static void lose(struct bp_dispatch *d, uint32_t s, int64_t now)
 {
     struct task *t = &d->t[s];
     (void)now;
+    if (t->sworker >= 0) {
+        promote(d, t); /* its other copy runs on: not a loss */
+        return;
+    }
     if (t->losses < UINT16_MAX)
         t->losses++;
     if (t->losses >= d->c.max_attempts) {
@@ -647,15 +756,22 @@ static void release_worker_tasks(struct bp_dispatch *d, struct wpeer *w, int los
     /* Lose in reverse id order so the queue front ends up in id order. */
     for (uint32_t k = d->c.max_tasks; k-- > 0;) {
         struct task *t = &d->t[k];
+        if (t->sworker == wi && t->swgen == w->gen) {
+            d->st.handed_back += !loss;
+            drop_shadow(d, t, 0); /* (the first copy runs on) */
+            continue;
+        }
         if (t->state != T_OUT || t->worker != wi || t->wgen != w->gen)
             continue;
         if (loss) {
             lose(d, k, now);
         } else {
-            if (t->attempt)
-                t->attempt--;
+            unsend(t);
             d->st.handed_back++;
-            requeue_front(d, k);
+            if (t->sworker >= 0)
+                promote(d, t);
+            else
+                requeue_front(d, k);
         }
     }
     w->out = 0;
@@ -673,6 +789,7 @@ static void kill_worker(struct bp_dispatch *d, struct wpeer *w, int64_t now)
     w->live = 0;
     d->wfree[d->nwfree++] = wi; /* (its ring entries go when met) */
     d->st.workers--;
+    d->nomatch_n -= w->nomatch;
 }
 
 /* More worker slots (doubling, up to max_workers): a host with a few
@@ -723,6 +840,17 @@ static void add_resync(struct bp_dispatch *d, const void *rid, size_t len)
     d->nrs++;
 }
 
+/* Keeps the HELLO's labels and asks cfg.match about them (--require). */
+static void hello_labels(struct bp_dispatch *d, struct wpeer *w, const struct bp_hello *h)
+{
+    w->labels_len = h->labels_len; /* (the codec checked <= BP_LABELS_MAX) */
+    if (h->labels_len)
+        memcpy(w->labels, h->labels, h->labels_len);
+    d->nomatch_n -= w->nomatch;
+    w->nomatch = d->c.match && !d->c.match(d->c.match_arg, w->id, w->labels, w->labels_len);
+    d->nomatch_n += w->nomatch;
+}
+
 static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const struct bp_msg *m,
                      int64_t now)
 {
@@ -753,6 +881,7 @@ static void on_hello(struct bp_dispatch *d, const void *rid, size_t rlen, const 
     w_acct(d, w, -1);
     w->credit = h.credit > d->c.max_credit ? d->c.max_credit : h.credit;
     w->leaving = 0;
+    hello_labels(d, w, &h);
     w_acct(d, w, +1);
     if (w->credit)
         ring_push(&d->tr, widx(d, w));
@@ -801,12 +930,22 @@ static void on_done_id(struct bp_dispatch *d, struct wpeer *w, uint64_t id, int6
         return;
     }
     struct task *t = &d->t[s];
-    if (t->state != T_OUT || t->worker != (int32_t)widx(d, w) || t->wgen != w->gen) {
+    int32_t wi = (int32_t)widx(d, w);
+    int shadow = t->sworker == wi && t->swgen == w->gen;
+    if (!shadow && (t->state != T_OUT || t->worker != wi || t->wgen != w->gen)) {
         d->st.stale++;
         return;
     }
     w->done++;
+    if (shadow && t->state != T_OUT) {
+        drop_shadow(d, t, 0); /* the second to finish: a duplicate at the sink */
+        return;
+    }
+    if (shadow)
+        swap_copies(t);
+    bp_spec_note(&d->hist, now - t->t_out);
     if (!d->c.use_sink) {
+        t->won = t->oatt;
         finalize(d, s, FIN_OK);
         return;
     }
@@ -832,13 +971,21 @@ static void on_bye(struct bp_dispatch *d, struct wpeer *w, const struct bp_msg *
     while (bp_msg_next_id(mp, &off, &id)) {
         uint32_t s = ours ? map_find(d, id) : UINT32_MAX;
         struct task *t = s == UINT32_MAX ? NULL : &d->t[s];
+        if (t && t->sworker == wi && t->swgen == w->gen) {
+            d->st.handed_back++;
+            drop_shadow(d, t, 0);
+            continue;
+        }
         if (!t || t->state != T_OUT || t->worker != wi || t->wgen != w->gen) {
             d->st.stale++;
             continue;
         }
-        if (t->attempt)
-            t->attempt--;
+        unsend(t);
         d->st.handed_back++;
+        if (t->sworker >= 0) {
+            promote(d, t); /* (a repeated id is now the other copy's: stale) */
+            continue;
+        }
         leave_state(d, t); /* OUT no more: a repeated id is now stale */
         t->state = T_QUEUED;
         d->queued++;
@@ -946,8 +1093,10 @@ int bp_dispatch_next_fetch(struct bp_dispatch *d, struct bp_fetch_req *r)
         }
         uint32_t s = map_find(d, e->f.id);
         const struct task *t = s == UINT32_MAX ? NULL : &d->t[s];
-        if (!t || t->state != T_OUT || t->worker != (int32_t)e->w || t->wgen != e->gen ||
-            t->attempt != e->f.attempt) {
+        int own = t && t->state == T_OUT && t->worker == (int32_t)e->w && t->wgen == e->gen &&
+                  t->oatt == e->f.attempt;
+        if (!own &&
+            (!t || t->sworker != (int32_t)e->w || t->swgen != e->gen || t->satt != e->f.attempt)) {
             r->refused = 1; /* not (or no longer) that worker's attempt */
             return 1;
         }
@@ -1047,12 +1196,23 @@ static void on_ack(struct bp_dispatch *d, const struct bp_ack_rec *a, int64_t no
         return;
     }
     if (a->kind != BP_ACK_RETRY) {
+        t->won = a->attempt;
         finalize(d, s, a->kind == BP_ACK_OK ? FIN_OK : FIN_FAILED);
         return;
     }
+    if (t->sworker >= 0 && a->attempt == t->satt) {
+        d->st.retried++; /* a failed try of the second copy: the first runs on */
+        drop_shadow(d, t, 0);
+        return;
+    }
     /* A failed try: only the current delivery's failure counts. */
-    if (a->attempt != t->attempt || (t->state != T_OUT && t->state != T_DONE)) {
+    if (a->attempt != t->oatt || (t->state != T_OUT && t->state != T_DONE)) {
         d->st.stale++;
+        return;
+    }
+    if (t->sworker >= 0) {
+        d->st.retried++; /* the second copy runs on: that is the retry */
+        promote(d, t);
         return;
     }
     if (t->fails < UINT16_MAX)
@@ -1152,7 +1312,8 @@ int bp_dispatch_add(struct bp_dispatch *d, const void *data, size_t len, uint64_
     t->attempt = t->losses = t->fails = 0;
     t->halted = 0;
     t->unread = 0;
-    t->worker = t->avoid = -1;
+    t->worker = t->avoid = t->sworker = -1;
+    t->oatt = t->spec_att = t->won = 0;
     t->deadline = 0;
     map_put(d, t->id, s);
     q_push_back(d, s);
@@ -1217,6 +1378,29 @@ void bp_dispatch_input_done(struct bp_dispatch *d)
 
 /* ---- timers ---- */
 
+/* Whether stragglers are looked for: speculation on, every task read and
+ * sent, some still out, the batch going on. */
+static int spec_watch(const struct bp_dispatch *d)
+{
+    return d->c.spec.quantile_pm > 0 && d->input_done && d->queued == 0 && d->out > 0 &&
+           !d->finished && !d->halted;
+}
+
+/* How long a task must have been out to get a second copy now; -1: none
+ * will (too early, or no worker with credit to take one). */
+static int64_t spec_threshold(const struct bp_dispatch *d)
+{
+    if (!spec_watch(d))
+        return -1;
+    int idle = 0;
+    for (uint32_t i = 0; i < d->nw && !idle; i++)
+        idle = d->w[i].live && !d->w[i].leaving && d->w[i].credit > 0 && !d->w[i].nomatch;
+    if (!idle)
+        return -1;
+    int64_t fin = d->st.ok + d->st.failed + d->done_wait;
+    return bp_spec_threshold(&d->c.spec, &d->hist, fin, d->st.added);
+}
+
 void bp_dispatch_on_timer(struct bp_dispatch *d, int64_t now)
 {
     for (uint32_t i = 0; i < d->rqlen; i++) {
@@ -1228,11 +1412,18 @@ void bp_dispatch_on_timer(struct bp_dispatch *d, int64_t now)
         kill_worker(d, &d->w[d->seenl.head], now);
     if (d->c.use_sink && d->sink_alive && now - d->sink_last >= d->dead_ms)
         d->sink_alive = 0;
+    if (spec_watch(d) && d->next_scan == INT64_MAX)
+        d->next_scan = now; /* (and every scan_ms while it holds) */
     if (now < d->next_scan)
         return;
-    int need = 0;
+    int need = spec_watch(d);
+    int64_t thr = spec_threshold(d);
+    d->ncand = 0;
     for (uint32_t k = 0; k < d->c.max_tasks; k++) {
         struct task *t = &d->t[k];
+        if (thr >= 0 && t->state == T_OUT && t->sworker < 0 && !t->spec_att &&
+            now - t->t_out > thr && d->ncand < N_CAND)
+            d->cand[d->ncand++] = k;
         if (t->state == T_OUT && d->c.task_deadline_ms > 0) {
             if (now - t->t_out >= d->c.task_deadline_ms)
                 lose(d, k, now);
@@ -1321,7 +1512,7 @@ static void purge(struct bp_dispatch *d)
 static int other_worker(const struct bp_dispatch *d, uint32_t wi)
 {
     for (uint32_t i = 0; i < d->nw; i++)
-        if (i != wi && d->w[i].live && !d->w[i].leaving)
+        if (i != wi && d->w[i].live && !d->w[i].leaving && !d->w[i].nomatch)
             return 1;
     return 0;
 }
@@ -1532,6 +1723,26 @@ void bp_dispatch_halt(struct bp_dispatch *d, int now_too, const char *why)
     halt_tasks(d, now_too);
 }
 
+/* A TASKS message with a second copy of a straggler for worker wi (one
+ * found by the last scan, not running there). Returns 1 when built. */
+static int build_spec(struct bp_dispatch *d, uint32_t wi)
+{
+    for (uint32_t i = 0; i < d->ncand; i++) {
+        uint32_t s = d->cand[i];
+        const struct task *t = &d->t[s];
+        if (t->state != T_OUT || t->sworker >= 0 || t->spec_att || t->worker == (int32_t)wi)
+            continue;
+        size_t bytes = BP_MSG_HDR;
+        uint32_t n = 0;
+        bp_pack_begin(&d->pk, BP_MSG_TASKS, d->c.batch);
+        pack_task(d, s, &n, &bytes);
+        d->pk_n = n;
+        d->pk_qpop = 0;
+        return 1;
+    }
+    return 0;
+}
+
 /* Whether w, at the control ring's front, has an END, its BASE or a
  * heartbeat due. */
 static int ctl_due(const struct wpeer *w, int64_t now)
@@ -1574,13 +1785,84 @@ static int peek_ctl(struct bp_dispatch *d, int64_t now, struct bp_out *o)
     return 0;
 }
 
+/* A CANCEL for the first queued entry's worker, with all of its entries
+ * (entries of sessions that ended are dropped first). */
+static int peek_cancel(struct bp_dispatch *d, struct bp_out *o)
+{
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < d->cqlen; i++)
+        if (d->w[d->cq[i].w].live && d->w[d->cq[i].w].gen == d->cq[i].gen)
+            d->cq[j++] = d->cq[i];
+    d->cqlen = j;
+    if (!d->cqlen)
+        return 0;
+    d->pk_w = d->cq[0].w;
+    bp_pack_begin(&d->pk, BP_MSG_CANCEL, d->c.batch);
+    for (uint32_t i = 0; i < d->cqlen; i++)
+        if (d->cq[i].w == d->pk_w)
+            bp_pack_cancel(&d->pk, d->cq[i].id, d->cq[i].att);
+    return emit(d, PK_CANCEL, BP_TO_WORKER, &d->w[d->pk_w], o);
+}
+
+/* The CANCEL from the last peek was sent: its entries are done. */
+static void commit_cancel(struct bp_dispatch *d)
+{
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < d->cqlen; i++) {
+        if (d->cq[i].w == d->pk_w)
+            d->st.cancelled++;
+        else
+            d->cq[j++] = d->cq[i];
+    }
+    d->cqlen = j;
+}
+
+/* The second copy from the last peek went to worker w: it runs the new
+ * attempt, the copy that was out becomes the shadow. */
+static void commit_spec(struct bp_dispatch *d, struct wpeer *w, int64_t now)
+{
+    struct task *t = &d->t[d->pk_slots[0]];
+    t->sworker = t->worker;
+    t->swgen = t->wgen;
+    t->satt = t->oatt;
+    t->st_out = t->t_out;
+    t->worker = (int32_t)d->pk_w;
+    t->wgen = w->gen;
+    t->attempt++;
+    t->oatt = t->spec_att = t->attempt;
+    t->t_out = now;
+    t->deadline = d->c.task_deadline_ms > 0 ? now + d->c.task_deadline_ms : 0;
+    w_acct(d, w, -1);
+    w->credit--;
+    w_acct(d, w, +1);
+    w->out++;
+    d->st.speculated++;
+}
+
+/* A second copy of a straggler found by the last scan, to a worker with
+ * credit that does not run it; only at a batch's end (spec_watch). */
+static int peek_spec(struct bp_dispatch *d, struct bp_out *o)
+{
+    if (!d->ncand || !spec_watch(d) || (d->c.use_sink && !(d->sink_alive && d->sink_confirmed)))
+        return 0;
+    for (uint32_t i = 0; i < d->nw; i++) {
+        struct wpeer *w = &d->w[i];
+        if (!w->live || w->leaving || w->nomatch || !w->credit)
+            continue;
+        d->pk_w = i;
+        if (build_spec(d, i))
+            return emit(d, PK_SPEC, BP_TO_WORKER, w, o);
+    }
+    return 0;
+}
+
 /* TASKS for the workers with credit, round robin. */
 static int peek_tasks(struct bp_dispatch *d, int64_t now, struct bp_out *o)
 {
     for (uint32_t j = d->tr.len; j > 0; j--) {
         uint32_t i = ring_front(&d->tr);
         struct wpeer *w = &d->w[i];
-        if (!w->live || w->leaving || !w->credit) {
+        if (!w->live || w->leaving || !w->credit || w->nomatch) {
             ring_pop(&d->tr);
             continue;
         }
@@ -1623,9 +1905,13 @@ int bp_dispatch_peek(struct bp_dispatch *d, int64_t now, int mask, struct bp_out
     }
     if (peek_ctl(d, now, o))
         return 1;
+    if (d->cqlen && peek_cancel(d, o))
+        return 1;
     int may_send = !d->finished && !d->halted && d->queued > 0 &&
                    (!d->c.use_sink || (d->sink_alive && d->sink_confirmed));
-    return may_send && peek_tasks(d, now, o);
+    if (may_send && peek_tasks(d, now, o))
+        return 1;
+    return peek_spec(d, o);
 }
 
 /* The TASKS message from the last peek went to worker w. */
@@ -1639,6 +1925,7 @@ static void commit_tasks(struct bp_dispatch *d, struct wpeer *w, int64_t now)
         t->worker = (int32_t)d->pk_w;
         t->wgen = w->gen;
         t->attempt++;
+        t->oatt = t->attempt;
         t->t_out = now;
         t->deadline = dl;
         d->queued--;
@@ -1690,6 +1977,13 @@ void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
         /* Said again with every ping while input is read: a sink that
          * restarted from its journal knows the batch but not the extent. */
         d->need_extent = !d->input_done;
+        /* And CLOSE again when every task is final and a whole ping
+         * interval brought no COMPLETE: a CLOSE lost in a sink outage
+         * shorter than the liveness (never seen as one) would leave the
+         * sink without the batch's size. Not sooner: a CLOSE that crosses
+         * the COMPLETE would reopen the batch at a sink that ended it. */
+        if (d->c.use_sink && d->input_done && !d->held && !d->complete && d->final_pings++ >= 1)
+            d->need_close = 1;
         break;
     case PK_LOST:
         for (uint32_t i = 0; i < d->pk_n; i++) {
@@ -1723,6 +2017,12 @@ void bp_dispatch_commit(struct bp_dispatch *d, int64_t now)
         break;
     case PK_TASKS:
         commit_tasks(d, w, now);
+        break;
+    case PK_SPEC:
+        commit_spec(d, w, now);
+        break;
+    case PK_CANCEL:
+        commit_cancel(d);
         break;
     default:
         break;
@@ -1758,6 +2058,7 @@ void bp_dispatch_stats(const struct bp_dispatch *d, struct bp_dispatch_stats *s)
         s->failed = (int64_t)d->sink_failed;
     }
     s->end_pending = (int)d->n_end;
+    s->workers_match = d->st.workers - (int)d->nomatch_n;
 }
 
 int bp_dispatch_task(const struct bp_dispatch *d, uint64_t id, char *wid, size_t wid_len,
@@ -1795,4 +2096,14 @@ void bp_dispatch_each_worker(const struct bp_dispatch *d,
     for (uint32_t i = 0; i < d->nw; i++)
         if (d->w[i].live)
             fn(arg, d->w[i].id, d->w[i].out, d->w[i].done);
+}
+
+void bp_dispatch_each_labels(const struct bp_dispatch *d,
+                             void (*fn)(void *arg, const char *wid, const void *labels, size_t len,
+                                        int match),
+                             void *arg)
+{
+    for (uint32_t i = 0; i < d->nw; i++)
+        if (d->w[i].live)
+            fn(arg, d->w[i].id, d->w[i].labels, d->w[i].labels_len, !d->w[i].nomatch);
 }

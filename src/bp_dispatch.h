@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "bp_frame.h"
+#include "bp_spec.h"
 
 struct bp_dispatch;
 
@@ -61,6 +62,19 @@ struct bp_dispatch_cfg {
      * be NULL. Must not call the dispatcher. */
     void (*on_final)(void *arg, uint64_t id, int ok);
     void *on_final_arg;
+    /* Stragglers (bp_spec.h; quantile_pm 0, the default here: off). Once
+     * input is done and nothing is queued, a task out on one worker longer
+     * than bp_spec_threshold() is sent once more, as a new attempt, to a
+     * worker with credit (never the one running it): two copies run, the
+     * first final acknowledgement is the outcome, the other copy gets a
+     * CANCEL. A task is speculated at most once. */
+    struct bp_spec_cfg spec;
+    /* --require: called at each HELLO with the worker's id and labels
+     * (len bytes, bp_labels.h; checked by the codec for length only); a
+     * worker it returns 0 for gets no task, nor counts in workers_match.
+     * NULL: every worker matches. Must not call the dispatcher. */
+    int (*match)(void *arg, const char *wid, const void *labels, size_t len);
+    void *match_arg;
 };
 
 /* Fills c with the defaults above for batch. */
@@ -179,12 +193,16 @@ struct bp_dispatch_stats {
     int64_t redelivered;            /* losses put back in the queue */
     int64_t retried;                /* failed tries run again (--retries) */
     int64_t handed_back;            /* tasks returned unstarted by stopping workers */
+    int64_t speculated;             /* second copies of stragglers sent */
+    int64_t spec_won;               /* ... whose result was the outcome */
+    int64_t cancelled;              /* attempts a CANCEL was sent for */
     int64_t queued, out, done_wait; /* tasks in each state now */
     int64_t held_bytes;
     int64_t malformed;  /* messages dropped: malformed or other version */
     int64_t refused;    /* HELLOs over max_workers, messages from unknown peers */
     int64_t stale;      /* messages or acks about another batch or a task not held */
     int workers;        /* live workers now (HELLO seen, not dead/gone) */
+    int workers_match;  /* ... of them, those cfg.match accepts */
     int workers_seen;   /* distinct worker sessions so far */
     int sink_alive;     /* the sink answered within liveness */
     int sink_confirmed; /* ... on this batch (tasks may go out) */
@@ -211,6 +229,13 @@ int bp_dispatch_task(const struct bp_dispatch *d, uint64_t id, char *wid, size_t
  * tasks completed. */
 void bp_dispatch_each_worker(const struct bp_dispatch *d,
                              void (*fn)(void *arg, const char *wid, int64_t out, int64_t done),
+                             void *arg);
+
+/* For logs: calls fn for each live worker with its HELLO id, its labels
+ * (len bytes, as it sent them) and whether cfg.match accepted it. */
+void bp_dispatch_each_labels(const struct bp_dispatch *d,
+                             void (*fn)(void *arg, const char *wid, const void *labels, size_t len,
+                                        int match),
                              void *arg);
 
 #endif

@@ -62,6 +62,11 @@ void bp_job_set_shell(struct bp_job *j, const char *path)
     j->shell = path;
 }
 
+void bp_job_set_mem_limit(struct bp_job *j, uint64_t bytes)
+{
+    j->mem_limit = bytes;
+}
+
 static void close_fd(int *fd)
 {
     if (*fd >= 0) {
@@ -109,6 +114,8 @@ static void tail_msg(struct bp_job *j, const char *msg)
 
 static pid_t g_parent; /* the worker, as seen before the fork */
 static int g_st = -1;  /* status pipe (moves to G_ST_FD) */
+/* RLIMIT_DATA for the command (0: none) */
+static uint64_t g_mem_limit;
 
 static void g_on_death_sig(int sig)
 {
@@ -259,8 +266,11 @@ static _Noreturn void g_exec_shell(const char *shell, const char *cmd, int xp)
     sigemptyset(&none);
     (void)sigprocmask(SIG_SETMASK, &none, NULL); /* cannot fail */
     bp_nofile_restore();                         /* commands get the limit the worker was given */
+    struct rlimit rl = {.rlim_cur = (rlim_t)g_mem_limit, .rlim_max = (rlim_t)g_mem_limit};
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-    execve(shell, argv, environ);
+    /* (set here, in the command's process: not in an emulated guard) */
+    if (!g_mem_limit || setrlimit(RLIMIT_DATA, &rl) == 0)
+        execve(shell, argv, environ);
     int e = errno;
     (void)!write(xp, &e, sizeof e);
     _exit(127);
@@ -306,6 +316,7 @@ static _Noreturn void guard(pid_t parent, const struct bp_job *j, const char *cm
                             int err, int st)
 {
     g_parent = parent;
+    g_mem_limit = j->mem_limit;
     g_st = st;
     g_default_signals();
     g_arrange_fds(j->in_file >= 0 ? j->in_file : in, out, err, st);

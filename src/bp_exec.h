@@ -25,6 +25,7 @@ struct bp_job {
     int fd_in, fd_out, fd_err; /* -1 once closed */
     int fd_st;                 /* status pipe from the guard; -1 once closed */
     const char *shell;         /* NULL: /bin/sh (see bp_job_set_shell) */
+    uint64_t mem_limit;        /* the command's RLIMIT_DATA (0: none) */
     const char *cwd;           /* the next command's directory (NULL: the worker's) */
     int in_file;               /* the next command's stdin (-1: the task bytes) */
     const uint8_t *in;         /* task bytes, owned by the caller until done */
@@ -56,6 +57,11 @@ void bp_job_init(struct bp_job *j, size_t max_out);
 /* Runs the job's next commands as `path -c CMD` instead of /bin/sh (NULL:
  * back to /bin/sh). path must stay valid while the job is in use. */
 void bp_job_set_shell(struct bp_job *j, const char *path);
+
+/* Each later command runs with RLIMIT_DATA (its heap and private
+ * mappings) at bytes, 0: no limit (--task-memory). A limit that cannot be
+ * set fails the command as an exec-error. */
+void bp_job_set_mem_limit(struct bp_job *j, uint64_t bytes);
 
 /* The next bp_job_start() runs its command in directory cwd (NULL: the
  * worker's) with stdin the open file in_file (-1: the task bytes through

@@ -250,6 +250,8 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
     case BP_MSG_RESYNC:
     case BP_MSG_BEGIN:
         return m->n == 0 && bl == 0 ? BP_OK : BP_EPROTO;
+    case BP_MSG_CANCEL:
+        return exact(bl, 0, m->n, BP_CANCEL_REC);
     default:
         return check_file_msg(m);
     }
@@ -316,6 +318,18 @@ int bp_msg_next_ack(const struct bp_msg *m, size_t *off, struct bp_ack_rec *a)
     a->attempt = get16(r + 8);
     a->kind = r[10];
     *off += BP_ACK_REC;
+    return 1;
+}
+
+int bp_msg_next_cancel(const struct bp_msg *m, size_t *off, struct bp_ack_rec *a)
+{
+    if (*off >= m->body_len)
+        return 0;
+    const uint8_t *r = m->body + *off;
+    a->id = get64(r);
+    a->attempt = get16(r + 8);
+    a->kind = 0;
+    *off += BP_CANCEL_REC;
     return 1;
 }
 
@@ -516,6 +530,16 @@ void bp_pack_ack(struct bp_pack *p, uint64_t id, uint16_t attempt, uint8_t kind)
     p->n++;
 }
 
+void bp_pack_cancel(struct bp_pack *p, uint64_t id, uint16_t attempt)
+{
+    uint8_t *r = room(p, BP_CANCEL_REC);
+    if (!r)
+        return;
+    put64(r, id);
+    put16(r + 8, attempt);
+    p->n++;
+}
+
 void bp_pack_id(struct bp_pack *p, uint64_t id)
 {
     uint8_t *r = room(p, 8);
@@ -548,7 +572,7 @@ const char *bp_msg_name(int type)
     static const char *const names[] = {"?",      "HELLO", "CREDIT",   "TASKS",   "HEARTBEAT",
                                         "RESYNC", "END",   "BYE",      "RESULTS", "BEGIN",
                                         "CLOSE",  "ACK",   "COMPLETE", "EXTENT",  "FETCH",
-                                        "CHUNK",  "BASE",  "PUT",      "PUTACK"};
+                                        "CHUNK",  "BASE",  "PUT",      "PUTACK",  "CANCEL"};
     if (type < 1 || type > BP_MSG_TYPE_MAX)
         return "?";
     return names[type];

@@ -53,7 +53,8 @@ enum bp_msg_type {
     BP_MSG_BASE = 16,     /* ventilator -> worker: the base files (name, size, hash) */
     BP_MSG_PUT = 17,      /* worker -> sink: one chunk of a returned file */
     BP_MSG_PUTACK = 18,   /* sink -> worker: bytes of uploads written */
-    BP_MSG_TYPE_MAX = 18
+    BP_MSG_CANCEL = 19,   /* ventilator -> worker: stop these attempts, report nothing */
+    BP_MSG_TYPE_MAX = 19
 };
 
 enum bp_task_status {
@@ -103,6 +104,7 @@ enum bp_end_reason { BP_END_COMPLETE = 0, BP_END_STOPPING = 1, BP_END_HALTED = 2
 #define BP_CLOSE_BODY 8     /* u64 total */
 #define BP_EXTENT_BODY 8    /* u64 n: ids below n belong to the batch */
 #define BP_ACK_REC 12       /* u64 id, u16 attempt, u8 kind, u8 0 */
+#define BP_CANCEL_REC 10    /* u64 id, u16 attempt */
 #define BP_COMPLETE_BODY 16 /* u64 ok, u64 failed */
 
 /* A decoded message: views into the caller's buffer. */
@@ -255,6 +257,9 @@ int bp_msg_decode(struct bp_msg *m, const void *buf, size_t len, uint32_t max_re
 int bp_msg_next_task(const struct bp_msg *m, size_t *off, struct bp_task_rec *t);
 int bp_msg_next_result(const struct bp_msg *m, size_t *off, struct bp_result_rec *r);
 int bp_msg_next_ack(const struct bp_msg *m, size_t *off, struct bp_ack_rec *a);
+/* CANCEL: the next (id, attempt) record at *off (0 at first); 0 when none
+ * is left. a->kind is set to 0. */
+int bp_msg_next_cancel(const struct bp_msg *m, size_t *off, struct bp_ack_rec *a);
 /* CREDIT and BYE carry n task ids after their fixed part. */
 int bp_msg_next_id(const struct bp_msg *m, size_t *off, uint64_t *id);
 
@@ -309,6 +314,8 @@ void bp_pack_result(struct bp_pack *p, const struct bp_result_rec *r);
  * memory. The pointer is valid until the pack grows again. */
 uint8_t *bp_pack_result_reserve(struct bp_pack *p, const struct bp_result_rec *r);
 void bp_pack_ack(struct bp_pack *p, uint64_t id, uint16_t attempt, uint8_t kind);
+/* One CANCEL record: attempt `attempt` of task id is to be stopped. */
+void bp_pack_cancel(struct bp_pack *p, uint64_t id, uint16_t attempt);
 void bp_pack_id(struct bp_pack *p, uint64_t id); /* counted id (CREDIT, BYE) */
 /* File messages. bp_pack_begin() first (and, for FETCH, bp_pack_u32(got)).
  * The *_reserve() calls leave the data bytes (c->len, u->len) for the

@@ -18,7 +18,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bp_frame.h"
 #include "bp_internal.h"
+#include "bp_labels.h"
+#include "bp_spec.h"
 #include "bp_transform.h"
 
 extern char **environ;
@@ -131,6 +134,8 @@ static const struct opt_def opt_defs[] = {
     {"retries", 0, R_V, NUMBER(retries), 0, 1000, "a number from 0 to 1000"},
     {"task-deadline", 0, R_V, DURATION(task_deadline_ms), 0, INT_MAX, ANY_DURATION},
     {"ack-timeout", 0, R_V, DURATION(ack_timeout_ms), 10, 3600000, TICK_DURATION},
+    {"speculate", 0, R_V, TEXT(speculate), 0, 0, NULL},
+    {"require", 0, R_V, TEXT(require), 0, 0, NULL},
     {"prefetch", 0, R_W, PREFETCH(prefetch), 0, 4096, "'auto' or a number from 0 to 4096"},
     {"host-timeout", 0, R_W, DURATION(host_timeout_ms), 0, INT_MAX, ANY_DURATION},
     {"journal", 0, R_V | R_S, NAME(journal), 0, 0, FILE_NAME},
@@ -148,6 +153,10 @@ static const struct opt_def opt_defs[] = {
     {"files", 0, R_V, FLAG(files), 1, 0, NULL},
     {"basefile", 0, R_V, LIST(basefiles), 0, 64, FILE_NAME},
     {"return", 0, R_W, LIST(returns), 0, 32, "pattern"},
+    {"label", 0, R_W, LIST(labels), 0, 64, "label"},
+    {"max-temp", 0, R_W, NUMBER(max_temp), 0, 150, "a temperature from 0 to 150 (C; 0 = off)"},
+    {"thermal-file", 0, R_W, NAME(thermal_file), 0, 0, FILE_NAME},
+    {"task-memory", 0, R_W, SIZE(task_memory), 0, INT64_MAX, "a size (e.g. 512M, 2G; 0 = none)"},
     {"max-return-size", 0, R_W | R_S, SIZE(max_return_size), 0, INT64_MAX,
      "a size (e.g. 512M, 4G)"},
     {"max-return-files", 0, R_W, NUMBER(max_return_files), 1, 255, "a number from 1 to 255"},
@@ -698,6 +707,33 @@ static int finish_sink(struct bp_opts *o)
     return BP_OK;
 }
 
+/* Mixed fleets: --speculate and --require parse, --label entries are
+ * valid and fit a HELLO. */
+static int check_fleet(struct bp_opts *o, enum bp_role role)
+{
+    char why[200];
+    if (role == BP_ROLE_VENTILATOR && o->speculate) {
+        struct bp_spec_cfg sc;
+        if (bp_spec_parse(o->speculate, &sc, why, sizeof why))
+            return bad(o, "--speculate: %s", why);
+    }
+    if (role == BP_ROLE_VENTILATOR && o->require) {
+        static struct bp_req r; /* (2 KB per term: off the stack) */
+        if (bp_req_parse(o->require, &r, why, sizeof why))
+            return bad(o, "--require: %s", why);
+    }
+    uint8_t b[BP_LABELS_MAX];
+    size_t n = 0;
+    for (int i = 0; role == BP_ROLE_WORKER && i < o->labels.n; i++)
+        if (bp_labels_add_arg(b, sizeof b, &n, o->labels.v[i]))
+            return bad(
+                o,
+                "--label: expected NAME or NAME=VALUE (NAME: 1-%d of letters, digits, "
+                "_ . -; VALUE: up to %d printable bytes; at most %d bytes in all), got '%.60s'",
+                BP_LABEL_NAME_MAX, BP_LABEL_VALUE_MAX, BP_LABELS_MAX, o->labels.v[i]);
+    return BP_OK;
+}
+
 /* Checks across options, in the order their messages take precedence. */
 static int finish(struct bp_opts *o, enum bp_role role)
 {
@@ -706,6 +742,8 @@ static int finish(struct bp_opts *o, enum bp_role role)
         return rc;
     if (role == BP_ROLE_VENTILATOR && is_none(o->sink))
         o->sink = NULL;
+    if ((rc = check_fleet(o, role)) != BP_OK)
+        return rc;
     if ((rc = check_curve(o, role)) != BP_OK || (rc = check_durability(o, role)) != BP_OK)
         return rc;
     if (role == BP_ROLE_SINK)
@@ -793,6 +831,15 @@ static const char usage_vent[] =
     "                          (default: none; the worker keeps running it)\n"
     "      --ack-timeout DUR   redeliver a task whose result the sink did not\n"
     "                          acknowledge within DUR of the worker finishing (10s)\n"
+    "      --speculate SPEC    stragglers, 'off' or Q,M[,MIN] (default 0.75,2,1s): once\n"
+    "                          a share Q of the tasks is done and none is queued, a\n"
+    "                          task out longer than MIN and M x the median task time\n"
+    "                          runs again on an idle worker; the first result wins,\n"
+    "                          the other copy is cancelled\n"
+    "      --require EXPR      tasks go only to workers whose labels match EXPR, e.g.\n"
+    "                          arch=aarch64,mem>=2G,camera (',' = and; = != >= <= > <;\n"
+    "                          a bare NAME: the label is there); with no matching\n"
+    "                          worker for --wait-timeout, the remaining tasks fail\n"
     "      --resume            continue the batch in the journal (its batch id;\n"
     "                          only tasks without an acknowledged result are sent);\n"
     "                          with no journal yet, start one (default journal:\n"
@@ -857,6 +904,8 @@ static const char usage_worker[] =
     "      --prefetch N|auto   tasks held beyond the running ones (default auto:\n"
     "                          enough to cover a round trip; none for long tasks)\n"
     "      --task-timeout DUR  kill a command running longer (default: none)\n"
+    "      --task-memory SIZE  a command's data memory limit (setrlimit RLIMIT_DATA:\n"
+    "                          heap and private mappings; default 0: none)\n"
     "      --sleep DUR         wait DUR per task (the tutorial's 1s), default 0\n"
     "      --once              exit 0 when the ventilator ends the batch\n"
     "      --host-timeout DUR  with --once: exit 1 when no ventilator answered for\n"
@@ -869,6 +918,13 @@ static const char usage_worker[] =
     "                          once, running ones get DUR to finish (10s), then are\n"
     "                          killed and handed back\n"
     "      --id NAME           worker id (default hostname:pid)\n"
+    "      --label NAME[=VALUE] add a label to those the worker sends (arch, cores,\n"
+    "                          mem in bytes, model, hostname, camera, i2c); repeatable;\n"
+    "                          a NAME given here wins over the detected one\n"
+    "      --max-temp C        over C degrees Celsius, ask for no more work until 5\n"
+    "                          below (running tasks go on; default 0: off)\n"
+    "      --thermal-file FILE where the temperature is read, in millidegrees\n"
+    "                          (/sys/class/thermal/thermal_zone0/temp)\n"
     "      --status-file FILE  keep id/state/done/failed counters in FILE\n"
     "      --metrics-file FILE the same and more as Prometheus text, rewritten every\n"
     "                          second (node_exporter's textfile collector: FILE in\n"

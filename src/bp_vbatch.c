@@ -74,16 +74,16 @@ int bp_vbatch_before(struct bp_vbatch *b, struct bp_dispatch *d, int64_t now)
 {
     struct bp_dispatch_stats s;
     bp_dispatch_stats(d, &s);
-    if (b->waiting && s.workers >= b->c.wait_workers) {
+    if (b->waiting && s.workers_match >= b->c.wait_workers) {
         b->waiting = 0;
-        note(b, BP_VB_CONNECTED, s.workers, 0);
+        note(b, BP_VB_CONNECTED, s.workers_match, 0);
     }
     if (b->waiting && now >= b->next_note) {
-        note(b, BP_VB_WAITING, s.workers, b->c.wait_workers);
+        note(b, BP_VB_WAITING, s.workers_match, b->c.wait_workers);
         b->next_note = now + NOTE_EVERY_MS;
     }
     if (!b->stopping && b->waiting && now >= b->wait_end) {
-        note(b, BP_VB_NO_WORKERS, s.workers, b->c.wait_workers);
+        note(b, BP_VB_NO_WORKERS, s.workers_match, b->c.wait_workers);
         return BP_ETIMEDOUT;
     }
     b->sink_seen |= s.sink_alive;
@@ -93,7 +93,7 @@ int bp_vbatch_before(struct bp_vbatch *b, struct bp_dispatch *d, int64_t now)
     }
     /* Work waiting and nobody to do it: bounded like every other wait
      * (no sink yet is reported as such). */
-    if (s.workers > 0 || s.queued == 0 || (b->c.use_sink && !b->sink_seen))
+    if (s.workers_match > 0 || s.queued == 0 || (b->c.use_sink && !b->sink_seen))
         b->no_worker_since = now;
     if (!b->stopping && !b->waiting && b->c.wait_timeout_ms &&
         now - b->no_worker_since >= b->c.wait_timeout_ms) {

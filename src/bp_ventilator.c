@@ -14,6 +14,7 @@
 #include "bp_input.h"
 #include "bp_internal.h"
 #include "bp_journal.h"
+#include "bp_labels.h"
 #include "bp_role.h"
 #include "bp_sock.h"
 #include "bp_track.h"
@@ -67,6 +68,7 @@ struct vent {
     uint64_t r_hash;
     struct bp_idset r_final, r_failed;
     int64_t r_bad;
+    struct bp_req req; /* --require (req.n 0: none) */
 };
 
 /* Ventilator journal records (docs/journal.md). */
@@ -588,6 +590,31 @@ static int run_raw(struct vent *v, struct bp_report *rep)
 
 /* ---- v2: acknowledged, credit-based ---- */
 
+/* Each worker's HELLO (bp_dispatch cfg.match): its labels against
+ * --require (none: all match); -v shows them. */
+static int match_require(void *arg, const char *wid, const void *labels, size_t len)
+{
+    const struct vent *v = arg;
+    int ok = bp_req_match(&v->req, labels, len);
+    char show[BP_LABELS_MAX + 64], id[BP_ID_MAX * 4 + 1];
+    bp_printable(id, sizeof id, wid, strlen(wid));
+    bp_log(BP_LOG_DEBUG, "worker %s: labels %s%s", id,
+           bp_labels_format(labels, len, show, sizeof show),
+           ok ? "" : " (no match for --require: no task for it)");
+    return ok;
+}
+
+/* For a run with no matching worker: what the connected ones are. */
+static void log_labels(void *arg, const char *wid, const void *labels, size_t len, int match)
+{
+    int *n = arg;
+    char show[BP_LABELS_MAX + 64], id[BP_ID_MAX * 4 + 1];
+    if (match || ++*n > 8)
+        return;
+    bp_printable(id, sizeof id, wid, strlen(wid));
+    bp_log(BP_LOG_ERROR, "  worker %s: %s", id, bp_labels_format(labels, len, show, sizeof show));
+}
+
 static void log_worker(void *arg, const char *wid, int64_t out, int64_t done)
 {
     (void)arg;
@@ -708,6 +735,20 @@ static void progress(struct vent *v, int64_t now, int64_t *next_draw)
     *next_draw = now + 250;
 }
 
+/* With --require: the workers connected that do not match, and why not. */
+static void no_match_note(struct vent *v)
+{
+    int n = 0;
+    if (!v->o->require || !v->d)
+        return;
+    bp_log(BP_LOG_ERROR, "--require %s: the connected workers that do not match:", v->o->require);
+    bp_dispatch_each_labels(v->d, log_labels, &n);
+    if (n == 0)
+        bp_log(BP_LOG_ERROR, "  (none connected)");
+    else if (n > 8)
+        bp_log(BP_LOG_ERROR, "  (and %d more)", n - 8);
+}
+
 /* Says what the batch policy noted. */
 static void log_notes(struct vent *v, struct bp_vbatch *b)
 {
@@ -727,15 +768,17 @@ static void log_notes(struct vent *v, struct bp_vbatch *b)
             bp_log(BP_LOG_INFO, "%d of %d workers connected", (int)n->a, (int)n->b);
             break;
         case BP_VB_NO_WORKERS:
-            bp_log(BP_LOG_ERROR, "only %d of %d workers connected after %.1f s", (int)n->a,
-                   (int)n->b, wait_s);
+            bp_log(BP_LOG_ERROR, "only %d of %d workers%s connected after %.1f s", (int)n->a,
+                   (int)n->b, o->require ? " matching --require" : "", wait_s);
+            no_match_note(v);
             break;
         case BP_VB_NO_SINK:
             bp_log(BP_LOG_ERROR, "sink at %s not reachable after %.1f s", o->sink, wait_s);
             break;
         case BP_VB_NO_WORKER_NOW:
-            bp_log(BP_LOG_ERROR, "no worker for %.1f s with %" PRId64 " tasks waiting: giving up",
-                   wait_s, n->a);
+            bp_log(BP_LOG_ERROR, "no worker%s for %.1f s with %" PRId64 " tasks waiting: giving up",
+                   o->require ? " matching --require" : "", wait_s, n->a);
+            no_match_note(v);
             break;
         case BP_VB_HALTED:
             bp_log(BP_LOG_ERROR, "%s: %" PRId64 " tasks waiting are not run%s", b->why, n->a,
@@ -821,6 +864,9 @@ static int run_report(struct vent *v, const struct bp_vbatch *b, struct bp_repor
     rep->lost = s.lost;
     rep->redelivered = s.redelivered;
     rep->retried = s.retried;
+    rep->speculated = s.speculated;
+    rep->spec_won = s.spec_won;
+    rep->cancelled = s.cancelled;
     rep->missing = s.added - s.ok - s.failed;
     rep->malformed = s.malformed;
     rep->workers = s.workers_seen;
@@ -1001,6 +1047,17 @@ static int run_batch(struct vent *v, struct bp_report *rep, int64_t t0)
     c.retries = o->retries;
     c.task_deadline_ms = o->task_deadline_ms;
     c.ack_timeout_ms = o->ack_timeout_ms;
+    bp_spec_defaults(&c.spec);
+    c.match = match_require;
+    c.match_arg = v;
+    if (o->require) {
+        char why[200];
+        (void)bp_req_parse(o->require, &v->req, why, sizeof why); /* (checked by bp_opts) */
+    }
+    if (o->speculate) {
+        char why[200];
+        (void)bp_spec_parse(o->speculate, &c.spec, why, sizeof why); /* (checked by bp_opts) */
+    }
     c.max_rec = (uint32_t)o->max_msg;
     c.use_sink = v->sink != NULL;
     c.max_workers = MAX_WORKERS;
@@ -1082,6 +1139,11 @@ int bp_ventilator_run(const struct bp_opts *o, const struct bp_io *io, struct bp
                " redelivered, %" PRId64 " retried, in %.3f s",
                rep->batch, rep->total, rep->ok, rep->failed, rep->lost, rep->halted, rep->missing,
                rep->redelivered, rep->retried, rep->elapsed_s);
+    if (rep->speculated)
+        bp_log(BP_LOG_INFO,
+               "stragglers: %" PRId64 " run again on an idle worker, %" PRId64
+               " of them finished first; %" PRId64 " attempts cancelled",
+               rep->speculated, rep->spec_won, rep->cancelled);
     if (rep->rejected)
         bp_log(BP_LOG_ERROR, "%" PRId64 " input records rejected", rep->rejected);
     vent_close(&v);

@@ -13,7 +13,9 @@
 
 #include "bp_exec.h"
 #include "bp_frame.h"
+#include "bp_heat.h"
 #include "bp_internal.h"
+#include "bp_labels.h"
 #include "bp_metrics.h"
 #include "bp_path.h"
 #include "bp_role.h"
@@ -87,6 +89,7 @@ struct slot {
     int64_t started_wall; /* for the sink's --joblog */
     struct bp_job job;
     int item_first, item_n;
+    int cancelled; /* a CANCEL came for it: it ends with no result */
 };
 
 struct worker {
@@ -127,6 +130,7 @@ struct worker {
     int64_t halt_kill_at; /* END(halted): what still runs then is killed */
     int64_t ok_n, failed_n, malformed, unsent, dropped;
     int64_t redelivered;         /* tasks received on a later attempt */
+    int64_t cancelled;           /* attempts stopped by a CANCEL (second copies) */
     int64_t m_last_n, m_last_ms; /* --metrics-file: tasks counted, when it changed */
     int64_t m_start_ms;
     int64_t next_status;
@@ -143,6 +147,11 @@ struct worker {
     int batch_over;
     int gave_up;  /* no ventilator for --host-timeout, or no socket */
     int m_failed; /* said once that the metrics file cannot be written */
+    size_t labels_len;
+    uint8_t labels[BP_LABELS_MAX]; /* sent in the HELLO (bp_labels.h) */
+    struct bp_heat heat;           /* --max-temp */
+    int64_t next_heat;
+    int heat_warned;
 };
 
 static void files_new_session(struct worker *w);
@@ -215,6 +224,11 @@ static void write_metrics(struct worker *w)
          (double)w->qlen},
         {"boardpipe_worker_host_connected", "1 while the ventilator answers, else 0.", BP_GAUGE,
          active(w) ? 1.0 : 0.0},
+        {"boardpipe_worker_too_hot", "1 while over --max-temp (asking for no work), else 0.",
+         BP_GAUGE, w->heat.hot ? 1.0 : 0.0},
+        {"boardpipe_worker_temperature_celsius",
+         "The last --max-temp reading of --thermal-file (0: none).", BP_GAUGE,
+         (double)w->heat.last_mc / 1000.0},
         {"boardpipe_worker_last_task_timestamp_seconds",
          "When a task last finished, seconds since the epoch (0: none yet).", BP_GAUGE,
          (double)w->m_last_ms / 1000.0},
@@ -296,7 +310,7 @@ static void send_hello(struct worker *w, int64_t now)
 {
     const struct bp_opts *o = w->o;
     int64_t credit = (int64_t)window(w) - held(w);
-    if (credit < 0 || w->stopping)
+    if (credit < 0 || w->stopping || w->heat.hot)
         credit = 0;
     size_t idl = strlen(o->id);
     files_new_session(w); /* a new session: what was being fetched is void */
@@ -306,10 +320,24 @@ static void send_hello(struct worker *w, int64_t now)
     bp_pack_u32(&w->cp, (uint32_t)credit);
     bp_pack_u8(&w->cp, (uint8_t)idl);
     bp_pack_bytes(&w->cp, o->id, idl);
+    bp_pack_u16(&w->cp, (uint16_t)w->labels_len);
+    bp_pack_bytes(&w->cp, w->labels, w->labels_len);
     int rc = send_ctl(w);
     bp_wchan_hello_sent(&w->ch, now, credit, rc == BP_OK);
     if (rc == BP_OK)
         bp_log(BP_LOG_DEBUG, "hello sent (credit %" PRId64 ")", credit);
+}
+
+/* The labels for the HELLO: --label's (checked by bp_opts), then what
+ * this board is (bp_labels_detect). */
+static void worker_labels(struct worker *w)
+{
+    for (int i = 0; i < w->o->labels.n; i++)
+        (void)bp_labels_add_arg(w->labels, sizeof w->labels, &w->labels_len, w->o->labels.v[i]);
+    bp_labels_detect(w->labels, sizeof w->labels, &w->labels_len, "");
+    char show[512];
+    bp_log(BP_LOG_DEBUG, "labels: %s",
+           bp_labels_format(w->labels, w->labels_len, show, sizeof show));
 }
 
 static void send_heartbeat(struct worker *w, int64_t now)
@@ -325,7 +353,7 @@ static void send_heartbeat(struct worker *w, int64_t now)
 static void send_credit(struct worker *w, int force)
 {
     int64_t grant = 0;
-    if (!w->stopping && !(w->o->once && w->batch_over))
+    if (!w->stopping && !(w->o->once && w->batch_over) && !w->heat.hot)
         grant = bp_wchan_grant(&w->ch, (int64_t)window(w) - held(w));
     /* Small grants are batched for instant tasks: one message per pack. */
     int64_t thresh = w->instant ? window(w) / 4 : 1;
@@ -342,6 +370,36 @@ static void send_credit(struct worker *w, int force)
     /* Done ids that could not be told are not retried: the ventilator
      * learns from the sink's acknowledgements anyway. */
     w->ndone = 0;
+}
+
+/* --max-temp: the thermal file, read every second; over the limit the
+ * board asks for no work (no credit) until it has cooled (bp_heat.h). */
+static void heat_check(struct worker *w, int64_t now)
+{
+    if (!w->o->max_temp || now < w->next_heat)
+        return;
+    w->next_heat = now + 1000;
+    const char *path =
+        w->o->thermal_file ? w->o->thermal_file : "/sys/class/thermal/thermal_zone0/temp";
+    char buf[32];
+    ssize_t r = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        r = read(fd, buf, sizeof buf);
+        close(fd);
+    }
+    if (!bp_heat_note(&w->heat, buf, r > 0 ? (size_t)r : 0)) {
+        if (w->heat.bad && !w->heat_warned++)
+            bp_log(BP_LOG_WARN, "--max-temp: no temperature in %s", path);
+        return;
+    }
+    double c = (double)w->heat.last_mc / 1000.0;
+    if (w->heat.hot)
+        bp_log(BP_LOG_WARN, "too hot: %.1f C (--max-temp %d): no more work until below %d C", c,
+               w->o->max_temp, w->o->max_temp - BP_HEAT_HYST_MC / 1000);
+    else
+        bp_log(BP_LOG_INFO, "cooled to %.1f C: asking for work again", c);
+    send_credit(w, 1);
 }
 
 static void note_done(struct worker *w, uint64_t batch, uint64_t id)
@@ -1168,6 +1226,12 @@ static void start_queued(struct worker *w, int64_t now)
 static int finish_slot(struct worker *w, struct slot *s, int64_t now)
 {
     int rc;
+    if (s->cancelled) { /* its other copy's result is the outcome: nothing to say */
+        s->cancelled = 0;
+        s->busy = 0;
+        w->busy--;
+        return BP_OK;
+    }
     if (s->f.phase)
         return file_finish(w, s, now);
     if (w->o->exec) {
@@ -1237,6 +1301,55 @@ static void on_tasks(struct worker *w, const struct bp_msg *m, int64_t now)
     }
 }
 
+/* Whether queued/running task t is attempt a of a CANCEL in batch. */
+static int cancel_hit(const struct qtask *t, uint64_t batch, const struct bp_ack_rec *a)
+{
+    return t->batch == batch && t->id == a->id && t->attempt == a->attempt;
+}
+
+/* CANCEL: the attempts named stop and report nothing (another copy's
+ * result won): queued ones are dropped, a running command's process
+ * group is killed, a --sleep task forgotten. Freed places come back as
+ * credit with the next CREDIT. */
+static void on_cancel(struct worker *w, const struct bp_msg *m)
+{
+    size_t off = 0;
+    struct bp_ack_rec a;
+    while (bp_msg_next_cancel(m, &off, &a)) {
+        for (int i = 0; i < w->nslots; i++) {
+            struct slot *s = &w->slots[i];
+            /* (a file task's transfers run to their end: its result is a
+             * duplicate at the sink) */
+            if (!s->busy || s->cancelled || s->f.phase || !cancel_hit(&s->t, m->batch, &a))
+                continue;
+            w->cancelled++;
+            s->cancelled = 1;
+            if (w->o->exec)
+                bp_job_interrupt(&s->job); /* finish_slot() frees it */
+            else
+                finish_slot(w, s, 0);
+        }
+        for (uint32_t k = 0; k < w->qlen; k++) {
+            struct qtask *t = &w->q[(w->qhead + k) % w->qcap];
+            if (!cancel_hit(t, m->batch, &a))
+                continue;
+            /* swap it to the back (buffers stay owned), then drop it */
+            for (uint32_t j = k; j + 1 < w->qlen; j++) {
+                struct qtask *x = &w->q[(w->qhead + j) % w->qcap];
+                struct qtask *y = &w->q[(w->qhead + j + 1) % w->qcap];
+                struct qtask tmp = *x;
+                *x = *y;
+                *y = tmp;
+            }
+            w->qlen--;
+            w->cancelled++;
+            break;
+        }
+        bp_log(BP_LOG_DEBUG, "task %" PRIu64 " attempt %u cancelled: another copy's result won",
+               a.id, (unsigned)a.attempt);
+    }
+}
+
 /* END(halted), --halt now: the batch gave up what runs here. Commands
  * get SIGTERM now and SIGKILL after --grace; built-in tasks just stop. */
 static void halt_running(struct worker *w, int64_t now)
@@ -1294,6 +1407,9 @@ static void on_vent_message(struct worker *w, const void *buf, size_t len, int64
     case BP_MSG_BASE:
         if (w->xf)
             on_base(w, &m);
+        break;
+    case BP_MSG_CANCEL:
+        on_cancel(w, &m);
         break;
     case BP_MSG_HEARTBEAT:
     case BP_MSG_RESYNC:
@@ -1677,6 +1793,7 @@ static int worker_loop(struct worker *w)
     int ncut = 0;
     for (;;) {
         int64_t now = bp_now_ms();
+        heat_check(w, now); /* (before the first HELLO: its credit) */
         if (!w->stopping && bp_role_stopped(w->io))
             begin_stop(w, now);
         if (w->stopping && now >= w->grace_end)
@@ -1698,7 +1815,7 @@ static int worker_loop(struct worker *w)
             free(cut);
             return w->gave_up ? BP_ETIMEDOUT : BP_OK;
         }
-        w->state = w->stopping ? "stopping" : w->busy ? "running" : "idle";
+        w->state = w->stopping ? "stopping" : w->heat.hot ? "hot" : w->busy ? "running" : "idle";
         if ((o->status_file || o->metrics_file) && now >= w->next_status) {
             write_status(w);
             write_metrics(w);
@@ -1728,6 +1845,8 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
         bp_log(BP_LOG_ERROR, "unknown transform '%s'", o->transform);
         return BP_EUSAGE;
     }
+    worker_labels(&w);
+    bp_heat_init(&w.heat, o->max_temp);
     /* A command that exits before reading its stdin must not kill us. */
     signal(SIGPIPE, SIG_IGN);
     w.nslots = o->jobs > 0 ? o->jobs : 1;
@@ -1750,6 +1869,7 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     }
     for (int i = 0; i < w.nslots; i++) {
         bp_job_init(&w.slots[i].job, (size_t)o->max_msg);
+        bp_job_set_mem_limit(&w.slots[i].job, (uint64_t)o->task_memory);
         w.slots[i].f.dirfd = w.slots[i].f.outfd = w.slots[i].f.gh = -1;
     }
     if (!o->raw && files_init(&w) != BP_OK) {
@@ -1778,8 +1898,8 @@ int bp_worker_run(const struct bp_opts *o, const struct bp_io *io, struct bp_rep
     rep->elapsed_s = (double)(bp_now_ms() - t0) / 1000.0;
     bp_log(BP_LOG_DEBUG,
            "worker %s: %" PRId64 " done, %" PRId64 " failed, %" PRId64 " malformed, %" PRId64
-           " dropped",
-           o->id, w.ok_n, w.failed_n, w.malformed, w.dropped);
+           " dropped, %" PRId64 " cancelled",
+           o->id, w.ok_n, w.failed_n, w.malformed, w.dropped, w.cancelled);
     if (w.unsent)
         bp_log(BP_LOG_ERROR, "%" PRId64 " results could not be sent", w.unsent);
     worker_close(&w);

@@ -46,6 +46,17 @@ def args():
     return ap.parse_args()
 
 
+def proc_env(env):
+    """The environment of a started binary. Speculation (a straggler's task
+    run twice, ventilator --speculate) is off unless a test asks for it (on
+    its command line, or BP_SPECULATE): checks of '0 duplicates' assume no
+    task runs twice, and a loaded machine or an emulator makes stragglers."""
+    e = dict(os.environ)
+    e.setdefault("BP_SPECULATE", "off")
+    e.update(env or {})
+    return e
+
+
 class Env:
     def __init__(self, a):
         self.bin = a.bin
@@ -72,8 +83,7 @@ class Env:
         name = name or tool
         out = open(self.path(f"{name}-{len(self.procs)}.out"), "wb") if stdout is None else stdout
         err = open(self.path(f"{name}-{len(self.procs)}.err"), "wb+")
-        e = dict(os.environ)
-        e.update(env or {})
+        e = proc_env(env)
         p = subprocess.Popen(self.cmd(tool, *argv), stdin=stdin, stdout=out, stderr=err,
                              env=e, start_new_session=True, preexec_fn=preexec)
         p.bp_out, p.bp_err, p.bp_name, p.bp_checked = out, err, name, False
@@ -81,8 +91,7 @@ class Env:
         return p
 
     def run(self, tool, *argv, input=None, timeout=TIMEOUT, env=None):
-        e = dict(os.environ)
-        e.update(env or {})
+        e = proc_env(env)
         r = subprocess.run(self.cmd(tool, *argv), input=input, capture_output=True,
                            timeout=timeout, env=e)
         bad = sanitizer_report(r.stderr.decode(errors="replace"))

@@ -362,6 +362,152 @@ def retries_move_to_another_worker():
     expect(js["retried"] == len(on_bad) and js["redelivered"] == 0, js)
 
 
+def straggler_run_again_and_cancelled():
+    # Issue #22: a board that takes far longer than the others holds the
+    # end of a batch. With --speculate its task runs again on an idle
+    # worker; the first result wins and the slow copy is CANCELled: its
+    # command's process group is killed and it reports nothing.
+    pt, pr = ports(2)
+    marker = env.path("straggler.log")
+    token = "61.4321"  # a sleep nobody else runs: found again with pgrep
+    n = 12
+    summary = env.path("straggler.json")
+    sink = env.start("sink", "--once", "--timeout", "120s", "--bind", ep(pr),
+                     "--summary-json", summary)
+    slow = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "slow",
+                     "--exec", f'read x; echo "start $x" >> {marker}; sleep {token}; '
+                               f'echo "finished $x" >> {marker}; echo "$x"', name="slow")
+    # (each worker's credit is one task: the slow one gets one at the start)
+    fast = [env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr),
+                      "--id", f"fast{i}", "--exec", 'read x; echo "$x"', name=f"fast{i}")
+            for i in range(2)]
+    v = env.run("ventilator", "--bind", ep(pt), "--sink", ep(pr), "--wait-workers", "3",
+                "--wait-timeout", "120s", "--speculate", "0.5,1.5,300ms", "--input",
+                write_tasks("straggler.txt", [f"s{i}" for i in range(n)]))
+    verr = v.stderr.decode()
+    expect(v.returncode == 0, f"ventilator exit {v.returncode}: {verr}")
+    env.wait(sink, rc=0)
+    for w in [slow] + fast:
+        env.wait(w, rc=0)
+    out = sorted(env.output(sink).decode().split())
+    expect(out == sorted(f"s{i}" for i in range(n)), out)
+    with open(marker) as f:
+        log = f.read()
+    expect("start" in log and "finished" not in log, f"the slow copy was not stopped: {log}")
+    left = subprocess.run(["pgrep", "-f", f"sleep {token}"], capture_output=True, text=True)
+    expect(left.stdout.strip() == "", f"commands still running: {left.stdout}")
+    m = re.search(r"stragglers: (\d+) run again on an idle worker, (\d+) of them finished "
+                  r"first; (\d+) attempts cancelled", verr)
+    expect(m and m.groups() == ("1", "1", "1"), verr)
+    js = read_json(summary)
+    expect(js["ok"] == n and js["failed"] == 0, js)
+
+
+def labels_and_require():
+    # Issue #22: boards say what they are in their HELLO (detected labels
+    # and --label), tasks go only to those matching --require, and with no
+    # matching board the ventilator says so within --wait-timeout.
+    pt, pr = ports(2)
+    sink = env.start("sink", "--once", "--timeout", "120s", "--bind", ep(pr))
+    cam = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "cam",
+                    "--label", "camera", "--label", "site=lab 2", "--exec", 'read x; echo "cam:$x"',
+                    name="cam")
+    plain = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "plain",
+                      "--exec", 'read x; echo "plain:$x"', name="plain")
+    v = env.run("ventilator", "-v", "--bind", ep(pt), "--sink", ep(pr), "--wait-workers", "1",
+                "--wait-timeout", "120s", "--require", "camera,site=lab 2,cores>=1,mem>1M",
+                "--input", write_tasks("require.txt", [f"q{i}" for i in range(8)]))
+    verr = v.stderr.decode()
+    expect(v.returncode == 0, f"ventilator exit {v.returncode}: {verr}")
+    env.wait(sink, rc=0)
+    env.wait(cam)
+    out = sorted(env.output(sink).decode().split())
+    expect(out == sorted(f"cam:q{i}" for i in range(8)), out)
+    m = re.search(r"worker cam: labels (.*)", verr)
+    expect(m, verr)
+    for want in ("camera", "site=lab 2", "arch=", "cores=", "mem=", "hostname="):
+        expect(want in m.group(1), f"{want!r} not in {m.group(1)!r}")
+    # the plain board never matches: with only it connected, a clear error
+    pt2, pr2 = ports(2)
+    sink2 = env.start("sink", "--bind", ep(pr2))
+    plain2 = env.start("worker", "--tasks", ep(pt2), "--results", ep(pr2), "--id", "plain2",
+                       name="plain2")
+    v = env.run("ventilator", "--bind", ep(pt2), "--sink", ep(pr2), "--wait-workers", "1",
+                "--wait-timeout", "3s", "--require", "gpu", "--input",
+                write_tasks("require2.txt", ["x"]))
+    verr = v.stderr.decode()
+    expect(v.returncode == 1, f"ventilator exit {v.returncode}: {verr}")
+    expect("0 of 1 workers matching --require connected" in verr, verr)
+    expect(re.search(r"worker plain2: arch=\S+ cores=", verr), verr)
+    for p in (plain, plain2, sink2):
+        env.kill(p, signal.SIGTERM)
+
+
+def too_hot_asks_for_no_work():
+    # Issue #22: a board over --max-temp takes no work until it has cooled
+    # 5 degrees below; the thermal file is the test's (millidegrees).
+    pt, pr = ports(2)
+    therm, status, prom = env.path("thermal"), env.path("hot.status"), env.path("hot.prom")
+
+    def temp(mc):
+        with open(therm + ".new", "w") as f:
+            f.write(f"{mc}\n")
+        os.replace(therm + ".new", therm)
+
+    def state():
+        try:
+            with open(status) as f:
+                return dict(ln.split("=", 1) for ln in f.read().split())
+        except FileNotFoundError:
+            return {}
+
+    temp(80000)
+    sink = env.start("sink", "--once", "--timeout", "120s", "--bind", ep(pr))
+    w = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--id", "hot",
+                  "--max-temp", "70", "--thermal-file", therm, "--status-file", status,
+                  "--metrics-file", prom, name="hot")
+    v = env.start("ventilator", "--bind", ep(pt), "--sink", ep(pr), "--wait-workers", "1",
+                  "--wait-timeout", "120s", "--input", write_tasks("hot.txt", ["a", "b", "c"]),
+                  name="vent")
+    env.wait_for(lambda: "too hot: 80.0 C" in env.errors(w), "the worker to say it is too hot",
+                 procs=(w,))
+    env.wait_for(lambda: state().get("state") == "hot", "state=hot in the status file",
+                 procs=(w,))
+    time.sleep(1.5)  # (while hot nothing may run, however long this is)
+    st = state()
+    expect(st.get("done") == "0" and st.get("running") == "0", f"ran while hot: {st}")
+    with open(prom) as f:
+        m = f.read()
+    expect('boardpipe_worker_too_hot{worker="hot"} 1' in m, m)
+    temp(66000)  # within the 5 degrees: still hot
+    time.sleep(1.5)
+    st = state()
+    expect(st.get("state") == "hot" and st.get("done") == "0", f"ran at 66 C: {st}")
+    temp(64000)
+    env.wait(v, rc=0)
+    env.wait(sink, rc=0)
+    env.wait(w, rc=0)
+    expect(sorted(env.output(sink).decode().split()) == ["A", "B", "C"], env.output(sink))
+    expect("cooled to 64.0 C" in env.errors(w), env.errors(w))
+
+
+def task_memory_limit():
+    # Issue #22: --task-memory is each command's RLIMIT_DATA: a task that
+    # allocates more fails (its own failure, with its stderr), a small one
+    # runs. qemu-user does not apply RLIMIT_DATA (it would limit the
+    # emulator), so under emulation only the small one is checked.
+    emulated = env.emulated
+    rc = 0 if emulated else 3
+    out, err, js, _ = pipeline(1, ("--exec", "dd if=/dev/zero of=/dev/null bs=100M count=1 "
+                                   "&& echo big", "--task-memory", "32M"), ["x"],
+                               vent_rc=rc, sink_rc=rc)
+    if not emulated:
+        expect(js["failed"] == 1 and "memory" in err, f"{js} {err}")
+    out, err, js, _ = pipeline(1, ("--exec", "read x; echo small-$x", "--task-memory", "32M"),
+                               ["y"])
+    expect(out.strip() == "small-y", out)
+
+
 def task_timeout():
     out, err, js, _ = pipeline(1, ("--exec", "sleep 30", "--task-timeout", "500ms"), ["x"],
                                vent_rc=3, sink_rc=3)

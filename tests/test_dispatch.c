@@ -12,6 +12,7 @@
 
 #include "bp_dispatch.h"
 #include "bp_frame.h"
+#include "bp_labels.h"
 
 #define BATCH 0x0B0A4D0000C0FFEEull
 #define T0 1000000 /* the fake clock starts here: a ping of 0 means "none" */
@@ -192,7 +193,8 @@ static size_t drain_mask(struct h *h, int mask)
         int t = s->m.type;
         if (o.dest == BP_TO_WORKER) {
             assert_true(t == BP_MSG_TASKS || t == BP_MSG_HEARTBEAT || t == BP_MSG_RESYNC ||
-                        t == BP_MSG_END || (t == BP_MSG_BASE && h->c.base_n));
+                        t == BP_MSG_END || (t == BP_MSG_BASE && h->c.base_n) ||
+                        (t == BP_MSG_CANCEL && h->c.spec.quantile_pm));
         } else {
             assert_true(h->c.use_sink);
             assert_true(t == BP_MSG_BEGIN || t == BP_MSG_CLOSE || t == BP_MSG_RESULTS ||
@@ -211,7 +213,9 @@ static size_t drain_mask(struct h *h, int mask)
             size_t off = 0;
             struct bp_task_rec r;
             while (bp_msg_next_task(&s->m, &off, &r)) { /* only queued tasks go out */
-                assert_int_equal(st0(h, r.id), 1);
+                /* (or, alone, a second copy of a straggler) */
+                if (!(s->m.n == 1 && h->c.spec.quantile_pm && st0(h, r.id) == 2))
+                    assert_int_equal(st0(h, r.id), 1);
                 if (h->c.use_sink) /* ... and only ids the sink was told of */
                     assert_true(r.id < h->told);
             }
@@ -288,7 +292,9 @@ static int w_send(struct h *h, const void *rid, size_t rid_len)
     return bp_dispatch_on_worker(h->d, rid, rid_len, h->p.p, h->p.len, h->now);
 }
 
-static int w_hello(struct h *h, const void *rid, size_t rid_len, const char *id, uint32_t credit)
+/* A HELLO; labels (len bytes) only when not NULL. */
+static int w_hello_labels(struct h *h, const void *rid, size_t rid_len, const char *id,
+                          uint32_t credit, const void *labels, size_t len)
 {
     size_t idlen = strlen(id);
     bp_pack_begin(&h->p, BP_MSG_HELLO, 0);
@@ -297,7 +303,16 @@ static int w_hello(struct h *h, const void *rid, size_t rid_len, const char *id,
     bp_pack_u32(&h->p, credit);
     bp_pack_u8(&h->p, (uint8_t)idlen);
     bp_pack_bytes(&h->p, id, idlen);
+    if (labels) {
+        bp_pack_u16(&h->p, (uint16_t)len);
+        bp_pack_bytes(&h->p, labels, len);
+    }
     return w_send(h, rid, rid_len);
+}
+
+static int w_hello(struct h *h, const void *rid, size_t rid_len, const char *id, uint32_t credit)
+{
+    return w_hello_labels(h, rid, rid_len, id, credit, NULL, 0);
 }
 
 static int w_ids(struct h *h, int type, const void *rid, size_t rid_len, uint32_t fixed,
@@ -2745,6 +2760,349 @@ static int w_fetch(struct h *h, const void *rid, size_t rid_len, uint32_t got,
 /* BASE goes to each worker after its HELLO and before any TASKS; TASKS
  * carry the FILE flag; a FETCH is answered only for the attempt out on
  * that worker, within its window. */
+/* ---- stragglers (speculation) ---- */
+
+/* Three workers, one task each to start; spec on with the defaults. */
+static void spec_start(struct h *h, int ntasks)
+{
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    bp_spec_defaults(&c.spec);
+    h_start_sink(h, &c);
+    h->sink_ka = 1;
+    add_n(h, ntasks);
+    bp_dispatch_input_done(h->d);
+    OK(w_hello(h, RID("A"), "wa", 1));
+    OK(w_hello(h, RID("B"), "wb", 1));
+    OK(w_hello(h, RID("C"), "wc", 1));
+    ka_add(h, RID("A"));
+    ka_add(h, RID("B"));
+    ka_add(h, RID("C"));
+    drain(h);
+}
+
+/* The worker rid says task id (attempt att) is done, the sink keeps it. */
+static void spec_finish(struct h *h, const void *rid, size_t rid_len, uint64_t id, uint16_t att)
+{
+    OK(w_credit(h, rid, rid_len, 1, &id, 1));
+    OK(s_ack(h, id, att, BP_ACK_OK));
+    drain(h);
+}
+
+/* Workers B and C run every task they get in step_ms, A sits on task 0,
+ * until nothing is left for B and C. */
+static void spec_run_fast(struct h *h, int64_t step_ms)
+{
+    static const char *const rids[] = {"B", "C"};
+    for (int round = 0; round < 100; round++) {
+        tick(h, h->now + step_ms, step_ms);
+        int any = 0;
+        for (int k = 0; k < 2; k++) {
+            for (uint64_t id = 1; id < 100; id++) {
+                char w[BP_ID_MAX + 1];
+                int a;
+                if (st(h, id, w, &a) == 2 && w[1] == rids[k][0] + 32) {
+                    spec_finish(h, rids[k], 1, id, (uint16_t)a);
+                    any = 1;
+                }
+            }
+        }
+        if (!any)
+            return;
+    }
+    fail();
+}
+
+/* A straggler with an idle worker: a second copy goes out (a new
+ * attempt), wins, and the first copy gets a CANCEL; its late DONE is
+ * stale. */
+static void t_spec_straggler(void **state)
+{
+    (void)state;
+    static struct h h;
+    spec_start(&h, 10);
+    assert_out_on(&h, 0, "wa", 1);
+    spec_run_fast(&h, 100);
+    assert_int_equal(stats_of(&h).speculated, 0); /* not before the minimum (1 s) */
+    int64_t t_idle = h.now;
+    h_clear(&h);
+    tick(&h, T0 + 1500, 50);
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.speculated, 1);
+    assert_true(h.now - t_idle < 1500);
+    char w[BP_ID_MAX + 1];
+    int a;
+    assert_int_equal(st(&h, 0, w, &a), 2);
+    assert_int_equal(a, 2);
+    assert_true(!strcmp(w, "wb") || !strcmp(w, "wc"));
+    const char *rid = !strcmp(w, "wb") ? "B" : "C";
+    struct bp_task_rec r[4];
+    assert_int_equal(tasks_to(&h, 0, rid, 1, r, 4), 1);
+    assert_true(r[0].id == 0 && r[0].attempt == 2);
+    /* not again, not to A, nothing else sent as a copy */
+    tick(&h, h.now + 2000, 100);
+    assert_int_equal(stats_of(&h).speculated, 1);
+    assert_int_equal(tasks_to(&h, 0, NULL, 0, r, 4), 1);
+    h_clear(&h);
+    spec_finish(&h, rid, 1, 0, 2);
+    s = stats_of(&h);
+    assert_int_equal(s.spec_won, 1);
+    assert_int_equal(s.cancelled, 1);
+    assert_int_equal(s.all_final, 1);
+    assert_int_equal(s.redelivered, 0);
+    const struct sent *cx = find(&h, 0, BP_TO_WORKER, BP_MSG_CANCEL, RID("A"), 0);
+    assert_non_null(cx);
+    assert_int_equal(cx->m.n, 1);
+    size_t off = 0;
+    struct bp_ack_rec k;
+    assert_int_equal(bp_msg_next_cancel(&cx->m, &off, &k), 1);
+    assert_true(k.id == 0 && k.attempt == 1);
+    assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_CANCEL, NULL, 0), 1);
+    /* the first copy's late word is stale, its duplicate's ack too */
+    int64_t stale = s.stale;
+    uint64_t id0 = 0;
+    OK(w_credit(&h, RID("A"), 1, &id0, 1));
+    OK(s_ack(&h, 0, 1, BP_ACK_OK));
+    s = stats_of(&h);
+    assert_int_equal(s.stale, stale + 2);
+    assert_int_equal(s.ok, 10);
+    h_end(&h);
+}
+
+/* spec_start(10 tasks), B and C run theirs, then the clock goes on until
+ * task 0 (on A) got its second copy: returns that worker's rid. */
+static const char *spec_copied(struct h *h)
+{
+    spec_start(h, 10);
+    spec_run_fast(h, 100);
+    tick(h, T0 + 1500, 50);
+    assert_int_equal(stats_of(h).speculated, 1);
+    char w[BP_ID_MAX + 1];
+    assert_int_equal(st(h, 0, w, NULL), 2);
+    return !strcmp(w, "wb") ? "B" : "C";
+}
+
+/* A speculated task whose first copy finishes first: that result is the
+ * outcome, the second copy is cancelled. */
+static void t_spec_first_wins(void **state)
+{
+    (void)state;
+    static struct h h;
+    const char *rid = spec_copied(&h);
+    h_clear(&h);
+    /* A's DONE first, then the sink's ack of attempt 1 */
+    uint64_t id0 = 0;
+    OK(w_credit(&h, RID("A"), 1, &id0, 1));
+    assert_int_equal(st0(&h, 0), 3);
+    OK(s_ack(&h, 0, 1, BP_ACK_OK));
+    drain(&h);
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.all_final, 1);
+    assert_int_equal(s.spec_won, 0);
+    assert_int_equal(s.cancelled, 1);
+    const struct sent *cx = find(&h, 0, BP_TO_WORKER, BP_MSG_CANCEL, rid, 1, 0);
+    assert_non_null(cx);
+    size_t off = 0;
+    struct bp_ack_rec k;
+    assert_int_equal(bp_msg_next_cancel(&cx->m, &off, &k), 1);
+    assert_true(k.id == 0 && k.attempt == 2);
+    assert_null(find(&h, 0, BP_TO_WORKER, BP_MSG_CANCEL, RID("A"), 0));
+    h_end(&h);
+}
+
+/* The copies stand in for each other: the second copy's worker dies (no
+ * loss, the first runs on), and when the first's dies, the second copy
+ * is the task (no redelivery). */
+static void t_spec_copy_dies(void **state)
+{
+    (void)state;
+    static struct h h;
+    const char *rid = spec_copied(&h);
+    h.nka = 0;
+    ka_add(&h, RID("A"));
+    ka_add(&h, !strcmp(rid, "B") ? "C" : "B", 1);
+    bp_dispatch_worker_gone(h.d, rid, 1, h.now);
+    drain(&h);
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.redelivered, 0);
+    assert_int_equal(s.queued, 0);
+    assert_out_on(&h, 0, "wa", 2); /* (2 deliveries so far) */
+    /* no second speculation of the same task; A's result ends it */
+    tick(&h, h.now + 3000, 100);
+    assert_int_equal(stats_of(&h).speculated, 1);
+    spec_finish(&h, RID("A"), 0, 1);
+    assert_int_equal(stats_of(&h).all_final, 1);
+    h_end(&h);
+    /* the other way round: A (the first copy) dies */
+    rid = spec_copied(&h);
+    bp_dispatch_worker_gone(h.d, RID("A"), h.now);
+    s = stats_of(&h);
+    assert_int_equal(s.redelivered, 0);
+    assert_int_equal(s.queued, 0);
+    spec_finish(&h, rid, 1, 0, 2);
+    s = stats_of(&h);
+    assert_int_equal(s.all_final, 1);
+    assert_int_equal(s.spec_won, 1);
+    assert_int_equal(s.cancelled, 0); /* nobody left to cancel */
+    h_end(&h);
+}
+
+/* A uniform fleet: tasks of equal time, the last one a bit slower (900
+ * ms: under the minimum): no second copy. And with speculation off, a
+ * real straggler is left alone. */
+static void t_spec_uniform(void **state)
+{
+    (void)state;
+    static struct h h;
+    static const char *const rids[] = {"A", "B", "C"};
+    spec_start(&h, 30);
+    int64_t out29 = 0;
+    for (int round = 0; round < 40; round++) {
+        tick(&h, h.now + 100, 100);
+        for (int k = 0; k < 3; k++)
+            for (uint64_t id = 0; id < 30; id++) {
+                char w[BP_ID_MAX + 1];
+                int a;
+                if (st(&h, id, w, &a) != 2 || w[1] != rids[k][0] + 32)
+                    continue;
+                if (id == 29 && !out29)
+                    out29 = h.now;
+                if (id != 29 || h.now - out29 >= 900)
+                    spec_finish(&h, rids[k], 1, id, (uint16_t)a);
+            }
+    }
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.all_final, 1);
+    assert_int_equal(s.speculated, 0);
+    assert_int_equal(count(&h, 0, BP_TO_WORKER, BP_MSG_CANCEL, NULL, 0), 0);
+    h_end(&h);
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    h_start_sink(&h, &c);
+    h.sink_ka = 1;
+    add_n(&h, 4);
+    bp_dispatch_input_done(h.d);
+    OK(w_hello(&h, RID("A"), "wa", 1));
+    OK(w_hello(&h, RID("B"), "wb", 4));
+    ka_add(&h, RID("A"));
+    ka_add(&h, RID("B"));
+    drain(&h);
+    for (uint64_t id = 1; id < 4; id++)
+        if (st0(&h, id) == 2)
+            spec_finish(&h, RID("B"), id, 1);
+    tick(&h, h.now + 30000, 500);
+    assert_int_equal(stats_of(&h).speculated, 0);
+    assert_out_on(&h, 0, "wa", 1);
+    h_end(&h);
+}
+
+/* ---- --require: a match bit per worker, set at HELLO ---- */
+
+static int need_camera(void *arg, const char *wid, const void *labels, size_t len)
+{
+    struct bp_label l;
+    (void)wid;
+    ++*(int *)arg;
+    return bp_labels_find(labels, len, "camera", &l);
+}
+
+static void count_labels(void *arg, const char *wid, const void *labels, size_t len, int match)
+{
+    int *n = arg;
+    if (!strcmp(wid, "wb"))
+        assert_true(match && len == 12 && !memcmp(labels, "camera\0arch=", 12));
+    else
+        assert_true(!match && len == 0);
+    (*n)++;
+}
+
+/* Only matching workers get tasks, however much credit the others have,
+ * second copies of stragglers included; a new session asks again. */
+static void t_require_match(void **state)
+{
+    (void)state;
+    static struct h h;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    int asked = 0;
+    c.match = need_camera;
+    c.match_arg = &asked;
+    bp_spec_defaults(&c.spec);
+    h_start_sink(&h, &c);
+    h.sink_ka = 1;
+    add_n(&h, 6);
+    bp_dispatch_input_done(h.d);
+    OK(w_hello(&h, RID("A"), "wa", 100));
+    OK(w_hello_labels(&h, RID("B"), "wb", 2, "camera\0arch=", 12));
+    assert_int_equal(asked, 2);
+    ka_add(&h, RID("A"));
+    ka_add(&h, RID("B"));
+    drain(&h);
+    struct bp_dispatch_stats s = stats_of(&h);
+    assert_int_equal(s.workers, 2);
+    assert_int_equal(s.workers_match, 1);
+    assert_int_equal(s.out, 2);
+    struct bp_task_rec r[8];
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 8), 0);
+    int n = 0;
+    bp_dispatch_each_labels(h.d, count_labels, &n);
+    assert_int_equal(n, 2);
+    /* B runs everything; A idles with credit and never gets a copy */
+    for (int round = 0; round < 20 && !stats_of(&h).all_final; round++) {
+        tick(&h, h.now + 2000, 500);
+        for (uint64_t id = 0; id < 6; id++)
+            if (st0(&h, id) == 2)
+                spec_finish(&h, RID("B"), id, 1);
+    }
+    s = stats_of(&h);
+    assert_int_equal(s.all_final, 1);
+    assert_int_equal(s.speculated, 0);
+    assert_int_equal(tasks_to(&h, 0, RID("A"), r, 8), 0);
+    /* A says HELLO again with a camera: now it matches */
+    OK(w_hello_labels(&h, RID("A"), "wa", 1, "camera\0", 7));
+    assert_int_equal(stats_of(&h).workers_match, 2);
+    h_end(&h);
+}
+
+/* Every task final and no COMPLETE for a whole ping interval: CLOSE goes
+ * again with the pings (a first one lost in a short sink outage); not
+ * before every task is final, and not once COMPLETE came. */
+static void t_close_again(void **state)
+{
+    (void)state;
+    struct bp_dispatch_cfg c;
+    base_cfg(&c);
+    static struct h h;
+    h_start_sink(&h, &c);
+    h.sink_ka = 1;
+    add_n(&h, 1);
+    bp_dispatch_input_done(h.d);
+    OK(w_hello(&h, RID("A"), "wa", 1));
+    ka_add(&h, RID("A"));
+    drain(&h);
+    assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0), 1);
+    tick(&h, h.now + 5000, 250); /* out, not final: no CLOSE again */
+    assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0), 1);
+    uint64_t id0 = 0;
+    OK(w_credit(&h, RID("A"), 1, &id0, 1));
+    OK(s_ack(&h, 0, 1, BP_ACK_OK));
+    assert_int_equal(stats_of(&h).all_final, 1);
+    h_clear(&h);
+    tick(&h, h.now + 900, 100); /* within a ping interval: not yet */
+    assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0), 0);
+    tick(&h, h.now + 2200, 100);
+    size_t n = count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0);
+    assert_true(n >= 1 && n <= 2);
+    bp_pack_begin(&h.p, BP_MSG_COMPLETE, BATCH);
+    bp_pack_u64(&h.p, 1);
+    bp_pack_u64(&h.p, 0);
+    OK(s_send(&h));
+    h_clear(&h);
+    tick(&h, h.now + 5000, 250);
+    assert_int_equal(count(&h, 0, BP_TO_SINK, BP_MSG_CLOSE, NULL, 0), 0);
+    h_end(&h);
+}
+
 static void t_files_fetch(void **state)
 {
     (void)state;
@@ -2887,6 +3245,12 @@ int main(void)
         cmocka_unit_test_teardown(t_many_workers, teardown),
         cmocka_unit_test_teardown(t_files_fetch, teardown),
         cmocka_unit_test_teardown(t_files_unreadable, teardown),
+        cmocka_unit_test_teardown(t_spec_straggler, teardown),
+        cmocka_unit_test_teardown(t_spec_first_wins, teardown),
+        cmocka_unit_test_teardown(t_spec_copy_dies, teardown),
+        cmocka_unit_test_teardown(t_spec_uniform, teardown),
+        cmocka_unit_test_teardown(t_require_match, teardown),
+        cmocka_unit_test_teardown(t_close_again, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#ifndef BP_EMULATED
+#define BP_EMULATED 0
+#endif
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -443,6 +447,28 @@ static void t_failed(void **state)
     expect_in_result(j, "boardpipe-no-such-command-xyz");
 }
 
+/* --task-memory: the command runs under RLIMIT_DATA, so an allocation
+ * over it fails (as the command's own failure) and one without the limit
+ * works. qemu-user does not pass RLIMIT_DATA on (it would limit the
+ * emulator itself), so under emulation only the runs are checked. */
+static void t_mem_limit(void **state)
+{
+    struct bp_job *j = *state;
+    bp_job_set_mem_limit(j, (uint64_t)32 << 20);
+    run(j, "ulimit -d", "", 0, 0);
+    assert_int_equal(j->status, BP_ST_OK);
+    if (!BP_EMULATED)
+        expect_in_result(j, "32768"); /* (KiB) */
+    run(j, "dd if=/dev/zero of=/dev/null bs=100M count=1", "", 0, 0);
+    if (!BP_EMULATED) {
+        assert_int_equal(j->status, BP_ST_FAILED);
+        expect_in_result(j, "memory");
+    }
+    bp_job_set_mem_limit(j, 0);
+    run(j, "dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null", "", 0, 0);
+    assert_int_equal(j->status, BP_ST_OK);
+}
+
 /* Only the last BP_ERR_TAIL bytes of stderr are kept. */
 static void t_stderr_tail(void **state)
 {
@@ -793,6 +819,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_large_cat, setup, teardown),
         cmocka_unit_test(t_too_big),
         cmocka_unit_test_setup_teardown(t_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_mem_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(t_stderr_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(t_signaled, setup, teardown),
         cmocka_unit_test_setup_teardown(t_timeout, setup_fx, teardown_fx),

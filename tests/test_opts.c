@@ -686,6 +686,29 @@ static void t_delivery_flags(void **state)
     assert_int_equal(o.retries, 2);
     assert_int_equal(o.task_deadline_ms, 90000);
     assert_int_equal(o.ack_timeout_ms, 30000);
+    assert_null(o.speculate); /* (the ventilator's defaults: bp_spec_defaults()) */
+    mkargs(&a, "ventilator", "--speculate", "off", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.speculate, "off");
+    mkargs(&a, "ventilator", "--speculate=0.9,1.5,500ms", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.speculate, "0.9,1.5,500ms");
+    mkargs(&a, "ventilator", "--require", "arch=aarch64,mem>=2G,camera", NULL);
+    parse_ok(&o, BP_ROLE_VENTILATOR, &a, NULL);
+    assert_string_equal(o.require, "arch=aarch64,mem>=2G,camera");
+    mkargs(&a, "worker", "--label", "camera", "--label=room=lab 2", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.labels.n, 2);
+    assert_string_equal(o.labels.v[1], "room=lab 2");
+    assert_int_equal(o.max_temp, 0);
+    mkargs(&a, "worker", "--max-temp", "80", "--thermal-file", "/tmp/t", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_int_equal(o.max_temp, 80);
+    assert_string_equal(o.thermal_file, "/tmp/t");
+    assert_true(o.task_memory == 0);
+    mkargs(&a, "worker", "--task-memory", "512M", NULL);
+    parse_ok(&o, BP_ROLE_WORKER, &a, NULL);
+    assert_true(o.task_memory == (int64_t)512 << 20);
 
     /* The limits themselves are accepted. */
     mkargs(&a, "ventilator", "--heartbeat=10ms", "--liveness=1", "--max-attempts=1", "--retries=0",
@@ -821,6 +844,20 @@ static void t_delivery_bad(void **state)
          "--ack-timeout: expected a duration from 10ms to 1h"},
         {BP_ROLE_VENTILATOR, "--ack-timeout", "2h", "--ack-timeout"},
         {BP_ROLE_VENTILATOR, "--ack-timeout", "0", "--ack-timeout"},
+        {BP_ROLE_VENTILATOR, "--speculate", "on",
+         "--speculate: expected 'off' or QUANTILE,MULTIPLIER[,MIN]"},
+        {BP_ROLE_VENTILATOR, "--speculate", "0.75", "got '0.75'"},
+        {BP_ROLE_VENTILATOR, "--speculate", "2,2", "--speculate"},
+        {BP_ROLE_VENTILATOR, "--speculate", "0.5,2,soon", "--speculate"},
+        {BP_ROLE_VENTILATOR, "--require", "", "--require: '': expected NAME or NAME OP VALUE"},
+        {BP_ROLE_VENTILATOR, "--require", "mem=>2G", "--require: 'mem=>2G'"},
+        {BP_ROLE_WORKER, "--label", "bad name", "--label: expected NAME or NAME=VALUE"},
+        {BP_ROLE_WORKER, "--label", "=v", "got '=v'"},
+        {BP_ROLE_WORKER, "--max-temp", "151",
+         "--max-temp: expected a temperature from 0 to 150 (C; 0 = off), got '151'"},
+        {BP_ROLE_WORKER, "--max-temp", "hot", "--max-temp"},
+        {BP_ROLE_WORKER, "--thermal-file", "", "--thermal-file"},
+        {BP_ROLE_WORKER, "--task-memory", "lots", "--task-memory: expected a size"},
         {BP_ROLE_WORKER, "--host-timeout", "soon", "--host-timeout: expected a duration"},
         {BP_ROLE_WORKER, "--host-timeout", "-1", "--host-timeout"},
     };
@@ -879,12 +916,16 @@ static void t_delivery_roles(void **state)
         enum bp_role role;
         const char *opt, *val;
     } other[] = {
-        {BP_ROLE_SINK, "--heartbeat", "1s"},       {BP_ROLE_SINK, "--liveness", "3"},
-        {BP_ROLE_WORKER, "--max-attempts", "3"},   {BP_ROLE_SINK, "--max-attempts", "3"},
-        {BP_ROLE_WORKER, "--retries", "1"},        {BP_ROLE_WORKER, "--task-deadline", "1s"},
-        {BP_ROLE_WORKER, "--ack-timeout", "1s"},   {BP_ROLE_VENTILATOR, "--prefetch", "1"},
-        {BP_ROLE_SINK, "--prefetch", "1"},         {BP_ROLE_VENTILATOR, "--host-timeout", "1s"},
-        {BP_ROLE_VENTILATOR, "--control", "none"}, {BP_ROLE_WORKER, "--control-bind", "none"},
+        {BP_ROLE_SINK, "--heartbeat", "1s"},         {BP_ROLE_SINK, "--liveness", "3"},
+        {BP_ROLE_WORKER, "--max-attempts", "3"},     {BP_ROLE_SINK, "--max-attempts", "3"},
+        {BP_ROLE_WORKER, "--retries", "1"},          {BP_ROLE_WORKER, "--task-deadline", "1s"},
+        {BP_ROLE_WORKER, "--ack-timeout", "1s"},     {BP_ROLE_VENTILATOR, "--prefetch", "1"},
+        {BP_ROLE_SINK, "--prefetch", "1"},           {BP_ROLE_VENTILATOR, "--host-timeout", "1s"},
+        {BP_ROLE_VENTILATOR, "--control", "none"},   {BP_ROLE_WORKER, "--control-bind", "none"},
+        {BP_ROLE_WORKER, "--speculate", "off"},      {BP_ROLE_SINK, "--speculate", "off"},
+        {BP_ROLE_WORKER, "--require", "x"},          {BP_ROLE_VENTILATOR, "--label", "x"},
+        {BP_ROLE_VENTILATOR, "--max-temp", "80"},    {BP_ROLE_SINK, "--thermal-file", "x"},
+        {BP_ROLE_VENTILATOR, "--task-memory", "1M"},
     };
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
         struct args a;

@@ -301,9 +301,11 @@ static void start_worker(struct pipeline *p, int i, const char *exec, int jobs,
  * ventilator to end it (it waits for ever). */
 static void start_vent(struct pipeline *p, int sink, const char *const *args)
 {
-    const char *base[24] = {"-q",     "--heartbeat",   "100ms",    "--liveness",
-                            LIVENESS, "--ack-timeout", ACK_TIMEOUT};
-    int n = 7;
+    /* (no second copies of slow tasks: the checks count executions) */
+    const char *base[24] = {"-q",         "--heartbeat", "100ms",
+                            "--liveness", LIVENESS,      "--ack-timeout",
+                            ACK_TIMEOUT,  "--speculate", "off"};
+    int n = 9;
     if (!sink) {
         base[n++] = "--sink";
         base[n++] = "none";

@@ -12,7 +12,10 @@
  * connections cut (in-flight messages lost, the worker comes back under
  * a new routing id), workers killed and restarted, workers frozen, the
  * sink restarted (from its journal; or, before it wrote anything, without
- * the batch), and peers sending results for made-up ids.
+ * the batch), and peers sending results for made-up ids. Stragglers: some
+ * workers are 10 or 50 times slower, and speculation (second copies,
+ * CANCEL) is on in most runs with random thresholds. --require: in some
+ * runs only some workers match (w0 always); a task on any other fails.
  * A failing seed prints itself; BP_SIM_SEED=N replays one, BP_SIM_FIRST=N
  * starts the run at seed N, BP_SIM_SEEDS=N
  * sets how many run (fewer under an emulator: see tests/unit.cmake). */
@@ -93,6 +96,8 @@ struct wk {
     int nq;
     int ended;
     int fails; /* 1: fails every task (a broken board) */
+    int slow;  /* task times are multiplied by this (1, 10, 50) */
+    int match; /* --require accepts it (always, in a run without one) */
     char id[16];
 };
 
@@ -140,6 +145,8 @@ struct world {
     int8_t journaled[MAXT]; /* the ventilator's on_final: -1 none, 0 failed, 1 ok, 2 at the sink */
     int added;
     int jitter, cut_pm, kill_pm, freeze_pm, sink_pm, hostile;
+    int64_t cancels; /* attempts the model workers stopped on a CANCEL */
+    int misrouted;   /* 1 + a worker that got TASKS without matching --require */
     struct bp_pack p;
     char why[512];
 };
@@ -228,6 +235,8 @@ static void w_on_vent(struct wk *w, int i, const struct msg *mm)
     struct bp_task_rec t;
     switch (m.type) {
     case BP_MSG_TASKS:
+        if (!w->match)
+            W.misrouted = i + 1; /* (--require: nothing for the others) */
         while (bp_msg_next_task(&m, &off, &t))
             if (w->nq < 64) /* (else lost: the ventilator finds out) */
                 w->q[w->nq++] = (struct qt){.id = t.id, .attempt = t.attempt, .flags = t.flags};
@@ -240,6 +249,24 @@ static void w_on_vent(struct wk *w, int i, const struct msg *mm)
         w->ended = 1;
         w->nq = 0;
         break;
+    case BP_MSG_CANCEL: {
+        /* the attempt stops, nothing is reported; its place is free */
+        struct bp_ack_rec a;
+        uint32_t freed = 0;
+        while (bp_msg_next_cancel(&m, &off, &a))
+            for (int k = 0; k < w->nq; k++)
+                if (w->q[k].id == a.id && w->q[k].attempt == a.attempt) {
+                    w->q[k--] = w->q[--w->nq];
+                    freed++;
+                    W.cancels++;
+                }
+        if (freed) {
+            bp_pack_begin(&W.p, BP_MSG_CREDIT, BATCH);
+            bp_pack_u32(&W.p, freed);
+            w_send_vent(w, i);
+        }
+        break;
+    }
     default:
         break;
     }
@@ -266,7 +293,7 @@ static void w_step(struct wk *w, int i)
             running++;
     for (int k = 0; k < w->nq && running < w->jobs; k++)
         if (!w->q[k].done_at) {
-            w->q[k].done_at = W.now + between(5, 200);
+            w->q[k].done_at = W.now + between(5, 200) * w->slow;
             running++;
         }
     for (int k = 0; k < w->nq;) {
@@ -606,6 +633,16 @@ static void world_free(void)
     bp_pack_free(&W.p);
 }
 
+/* --require in the model: the worker's own flag (ids are "w<i>"). */
+static int sim_match(void *arg, const char *wid, const void *labels, size_t len)
+{
+    (void)arg;
+    (void)labels;
+    (void)len;
+    long i = strtol(wid + 1, NULL, 10);
+    return i >= 0 && i < W.nw && W.w[i].match;
+}
+
 /* What the ventilator would journal: must be what the sink holds. */
 static void on_final(void *arg, uint64_t id, int ok)
 {
@@ -656,7 +693,27 @@ static void world_new(uint64_t seed)
         w->jobs = (int)between(1, 4);
         w->window = w->jobs + (int)between(0, 4);
         w->fails = W.nw > 1 && i == 0 && chance(200);
+        w->slow = 1;
         w_start(w, i);
+    }
+    /* (drawn last: the runs above keep their seeds' faults) */
+    for (int i = 0; i < W.nw; i++)
+        W.w[i].slow = chance(250) ? (chance(500) ? 10 : 50) : 1;
+    int require = chance(300);
+    for (int i = 0; i < W.nw; i++)
+        W.w[i].match = !require || i == 0 || chance(500);
+    if (require)
+        W.c.match = sim_match;
+    int spec = chance(800);
+    if (spec) {
+        W.c.spec.quantile_pm = (int)between(300, 1000);
+        W.c.spec.mult_pct = (int)between(100, 300);
+        W.c.spec.min_ms = (int)between(0, 2000);
+    }
+    if (spec || require) {
+        bp_dispatch_destroy(&W.d);
+        W.d = bp_dispatch_new(&W.c, W.now);
+        assert_non_null(W.d);
     }
 }
 
@@ -723,6 +780,7 @@ static int run_seed(uint64_t seed)
         faults();
         if (deliver() < 0)
             return -1;
+        CHECK(!W.misrouted, "TASKS for w%d, which does not match --require", W.misrouted - 1);
         for (int i = 0; i < W.nw; i++)
             w_step(&W.w[i], i);
         vent_input();
@@ -767,7 +825,7 @@ static void t_simulation(void **state)
     const char *first = getenv("BP_SIM_FIRST"); /* (by hand: more seeds from here) */
     uint64_t from = one ? strtoull(one, NULL, 10) : first ? strtoull(first, NULL, 10) : 1;
     uint64_t n = one ? 1 : many ? strtoull(many, NULL, 10) : 2000;
-    int64_t lost = 0, retried = 0, redelivered = 0, foreign = 0;
+    int64_t lost = 0, retried = 0, redelivered = 0, foreign = 0, spec = 0, won = 0, cancels = 0;
     for (uint64_t seed = from; seed < from + n; seed++) {
         if (run_seed(seed) < 0) {
             fprintf(stderr, "seed %" PRIu64 ": %s (replay: BP_SIM_SEED=%" PRIu64 ")\n", seed, W.why,
@@ -781,11 +839,15 @@ static void t_simulation(void **state)
         retried += st.retried;
         redelivered += st.redelivered;
         foreign += W.s.rb.foreign;
+        spec += st.speculated;
+        won += st.spec_won;
+        cancels += W.cancels;
         world_free();
     }
     printf("%" PRIu64 " seeds: %" PRId64 " redelivered, %" PRId64 " retried, %" PRId64
-           " lost, %" PRId64 " foreign results dropped\n",
-           n, redelivered, retried, lost, foreign);
+           " lost, %" PRId64 " foreign results dropped, %" PRId64 " speculated (%" PRId64
+           " won), %" PRId64 " attempts cancelled\n",
+           n, redelivered, retried, lost, foreign, spec, won, cancels);
 }
 
 int main(void)

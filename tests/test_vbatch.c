@@ -26,6 +26,18 @@ struct h {
     int closes;        /* CLOSE messages sent */
 };
 
+/* --require: a worker matches when its id starts with 'm' (set by a
+ * test, NULL otherwise). */
+static int (*g_match)(void *arg, const char *wid, const void *labels, size_t len);
+
+static int id_starts_with_m(void *arg, const char *wid, const void *labels, size_t len)
+{
+    (void)arg;
+    (void)labels;
+    (void)len;
+    return wid[0] == 'm';
+}
+
 static void start(struct h *h, const struct bp_vbatch_cfg *bc)
 {
     memset(h, 0, sizeof *h);
@@ -33,6 +45,7 @@ static void start(struct h *h, const struct bp_vbatch_cfg *bc)
     struct bp_dispatch_cfg c;
     bp_dispatch_defaults(&c, BATCH);
     c.max_tasks = 64;
+    c.match = g_match;
     h->d = bp_dispatch_new(&c, h->now);
     assert_non_null(h->d);
     bp_pack_init(&h->p);
@@ -161,6 +174,20 @@ static void t_no_sink(void **state)
     end(&h);
 }
 
+/* The sink alive, no worker to take the tasks queued: nothing until the
+ * wait time (10 s) is over, then NO_WORKER_NOW at `at`. */
+static void no_worker_for_10s(struct h *h, int64_t at)
+{
+    for (int64_t t = T0 + 1000; t < T0 + 11000; t += 1000) {
+        sink_says(h, BP_MSG_HEARTBEAT, 0, 1);
+        assert_int_equal(turn(h, t), BP_OK);
+        assert_int_equal(h->b.stopping, 0);
+    }
+    sink_says(h, BP_MSG_HEARTBEAT, 0, 1);
+    assert_int_equal(turn(h, at), BP_OK);
+    assert_true(has_note(h, BP_VB_NO_WORKER_NOW));
+}
+
 /* Tasks queued and every worker gone for the wait time: stop, END(1),
  * CLOSE with what was read (not resumable), over a second later. */
 static void t_worker_gone_for_good(void **state)
@@ -175,20 +202,49 @@ static void t_worker_gone_for_good(void **state)
     add(&h, 20);
     assert_int_equal(turn(&h, T0 + 1), BP_OK);
     bp_dispatch_worker_gone(h.d, "w1", 2, h.now);
-    for (int64_t t = T0 + 1000; t < T0 + 11000; t += 1000) {
-        sink_says(&h, BP_MSG_HEARTBEAT, 0, 1);
-        assert_int_equal(turn(&h, t), BP_OK);
-        assert_int_equal(h.b.stopping, 0);
-    }
-    sink_says(&h, BP_MSG_HEARTBEAT, 0, 1);
-    assert_int_equal(turn(&h, T0 + 11001), BP_OK);
-    assert_true(has_note(&h, BP_VB_NO_WORKER_NOW));
+    no_worker_for_10s(&h, T0 + 11001);
     assert_int_equal(h.b.stopping, 1);
     assert_int_equal(h.b.result, BP_ETIMEDOUT);
     assert_int_equal(h.closes, 1);
     /* no live worker to send END to: over at once */
     assert_int_equal(bp_vbatch_over(&h.b, h.d, h.now), 1);
     end(&h);
+}
+
+/* --require with no matching worker: --wait-workers counts only the
+ * matching ones; and once the last matching one is gone, the workers that
+ * do not match do not keep the batch waiting: NO_WORKER_NOW after the
+ * wait time, as with no worker at all. */
+static void t_no_matching_worker(void **state)
+{
+    (void)state;
+    static struct h h;
+    struct bp_vbatch_cfg c = cfg();
+    c.wait_timeout_ms = 10000;
+    g_match = id_starts_with_m;
+    start(&h, &c);
+    hello(&h, "w1");
+    sink_says(&h, BP_MSG_HEARTBEAT, 0, 1);
+    assert_int_equal(turn(&h, T0 + 1), BP_OK);
+    assert_int_equal(h.b.waiting, 1); /* w1 does not count */
+    hello(&h, "m1");
+    assert_int_equal(turn(&h, T0 + 2), BP_OK);
+    assert_true(has_note(&h, BP_VB_CONNECTED));
+    add(&h, 20);
+    assert_int_equal(turn(&h, T0 + 3), BP_OK);
+    bp_dispatch_worker_gone(h.d, "m1", 2, h.now);
+    no_worker_for_10s(&h, T0 + 11004);
+    assert_int_equal(h.b.result, BP_ETIMEDOUT);
+    end(&h);
+    /* never one: --wait-workers gives up */
+    start(&h, &c);
+    hello(&h, "w1");
+    sink_says(&h, BP_MSG_HEARTBEAT, 0, 1);
+    assert_int_equal(turn(&h, T0 + 9999), BP_OK);
+    assert_int_equal(turn(&h, T0 + 10000), BP_ETIMEDOUT);
+    assert_true(has_note(&h, BP_VB_NO_WORKERS));
+    end(&h);
+    g_match = NULL;
 }
 
 /* A stop (signal) on a batch with a journal: END(stopping), and no CLOSE
@@ -270,8 +326,11 @@ static void t_complete_wait_and_halt(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_no_worker_comes),        cmocka_unit_test(t_no_sink),
-        cmocka_unit_test(t_worker_gone_for_good),   cmocka_unit_test(t_stop_resumable),
+        cmocka_unit_test(t_no_matching_worker),
+        cmocka_unit_test(t_no_worker_comes),
+        cmocka_unit_test(t_no_sink),
+        cmocka_unit_test(t_worker_gone_for_good),
+        cmocka_unit_test(t_stop_resumable),
         cmocka_unit_test(t_complete_wait_and_halt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

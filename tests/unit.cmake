@@ -1,7 +1,7 @@
 # Unit tests: one cmocka executable per library module. Included from
 # tests/CMakeLists.txt. Registered as add_test(NAME x COMMAND <target>) so
 # CTest runs cross builds under CMAKE_CROSSCOMPILING_EMULATOR (qemu-user).
-set(BP_UNIT_MODULES frame path sha256 vfiles dispatch rbook sinkm upload sinkfiles sim wchan vbatch journal curve metrics opts transform stats track input exec sock fd xfer wfile)
+set(BP_UNIT_MODULES frame path sha256 vfiles spec labels heat dispatch rbook sinkm upload sinkfiles sim wchan vbatch journal curve metrics opts transform stats track input exec sock fd xfer wfile)
 
 # The list and the files must agree, loudly: a listed module without its
 # test_<module>.c, or a test_*.c that no list registers (it would never
@@ -41,6 +41,11 @@ set_tests_properties(test_curve PROPERTIES SKIP_RETURN_CODE 77)
 # Command-running tests spawn /bin/sh and children: keep them off the
 # other tests' toes on a small machine.
 set_tests_properties(test_exec PROPERTIES TIMEOUT 600)
+# qemu-user does not apply RLIMIT_DATA (--task-memory): test_exec checks
+# the limit's effect only natively.
+if(CMAKE_CROSSCOMPILING_EMULATOR)
+  target_compile_definitions(test_exec PRIVATE BP_EMULATED=1)
+endif()
 
 # The whole-batch simulation (test_sim.c): 2000 seeds natively, a few
 # hundred under an emulator (each seed is a whole batch with faults).

@@ -532,6 +532,8 @@ fleet_batch_start() {
     HOST_PIDS+=("$SINK_T")
     sleep 0.5
     BATCH_T1=$(date +%s.%N)
+    # (no second copies of slow tasks unless asked for: "0 duplicates" is checked)
+    BP_SPECULATE=${BP_SPECULATE:-off} \
     timeout $((limit - 10)) "$VENT" --bind "$TASKS_EP" --sink "$RESULTS_EP" --input "$input" \
         --wait-workers "$nw" --wait-timeout 30 \
         "${BATCH_ROLE_ARGS[@]}" >"$TMP/$name.vent.log" 2>&1 &
