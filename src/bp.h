@@ -157,8 +157,12 @@ struct bp_opts {
 int bp_opts_parse(struct bp_opts *o, enum bp_role role, int argc, char *const argv[],
                   char *const envp[], int *want_version);
 
-/* Static usage text for a role, for --help. */
+/* Static usage text for a role, for --help. The per-role functions link
+ * only their own text (a tool knows its role). */
 const char *bp_usage(enum bp_role role);
+const char *bp_usage_ventilator(void);
+const char *bp_usage_worker(void);
+const char *bp_usage_sink(void);
 
 /* Writes "<prog> (boardpipe) X (git REV)\nlibzmq A.B.C\ntarget T\n" into buf.
  * Returns the length, or -1 if buf is too small. */

@@ -88,7 +88,8 @@ static void on_signal(int sig)
         stop_flag = 1;
 }
 
-int tool_main(enum bp_role role, tool_run_fn run, const char *prog, int argc, char *argv[])
+int tool_main(enum bp_role role, tool_run_fn run, tool_usage_fn usage, const char *prog, int argc,
+              char *argv[])
 {
     struct bp_opts o;
     int want_version = 0;
@@ -98,7 +99,7 @@ int tool_main(enum bp_role role, tool_run_fn run, const char *prog, int argc, ch
         if (want_version && bp_version_format(buf, sizeof buf, prog) > 0)
             fputs(buf, stdout);
         else if (!want_version)
-            fputs(bp_usage(role), stdout);
+            fputs(usage(), stdout);
         return fflush(stdout) == 0 ? 0 : 1;
     }
     if (rc != BP_OK) {

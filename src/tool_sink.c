@@ -3,5 +3,5 @@
 
 int main(int argc, char *argv[])
 {
-    return tool_main(BP_ROLE_SINK, bp_sink_run, "sink", argc, argv);
+    return tool_main(BP_ROLE_SINK, bp_sink_run, bp_usage_sink, "sink", argc, argv);
 }

@@ -3,5 +3,6 @@
 
 int main(int argc, char *argv[])
 {
-    return tool_main(BP_ROLE_VENTILATOR, bp_ventilator_run, "ventilator", argc, argv);
+    return tool_main(BP_ROLE_VENTILATOR, bp_ventilator_run, bp_usage_ventilator, "ventilator", argc,
+                     argv);
 }

@@ -3,5 +3,5 @@
 
 int main(int argc, char *argv[])
 {
-    return tool_main(BP_ROLE_WORKER, bp_worker_run, "worker", argc, argv);
+    return tool_main(BP_ROLE_WORKER, bp_worker_run, bp_usage_worker, "worker", argc, argv);
 }
