@@ -151,9 +151,13 @@ class FilesBatch:
                     return name
         return None
 
-    def wait_for(self, pred, what, timeout=120):
+    def wait_for(self, pred, what, timeout=120, early_ok=False):
+        """pred()'s first true value; None when early_ok and the batch ended
+        first (else that is a failure)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
+            if early_ok and not self.vent.alive():
+                return None
             check(self.vent.alive(), f"ventilator exited early:\n{self.vent.tail()}")
             v = pred()
             if v:
@@ -218,21 +222,28 @@ class FilesBatch:
 def sc_files_kill(h, a, rng):
     """kill -9 of workers mid-download and mid-upload, each restarted."""
     # Four kills may hit one task: more attempts than --max-attempts' 3.
-    b = FilesBatch(h, rng, nbig=a.tasks or 16, big_mb=(4, 12), vent_args=["--max-attempts", 10])
+    b = FilesBatch(h, rng, nbig=a.tasks or 30, big_mb=(4, 12), vent_args=["--max-attempts", 10])
     names = ["w0", "w1", "w2"]
     for nm in names:
         b.worker(nm)
     b.start(3)
     print(f"chaos files_kill: {b.n} files", flush=True)
+    done = []
     for k in range(a.kills or 4):
+        # The first two kills (one each way) must happen; later ones only
+        # if the batch is still going.
         if k % 2 == 0:
-            victim = b.wait_for(b.partial_download, "a worker mid-download")
+            victim = b.wait_for(b.partial_download, "a worker mid-download", early_ok=k >= 2)
             what = f"{victim} (mid-download)"
         else:
             victim = b.wait_for(lambda: b.partial_upload() and b.uploader(),
-                                "a worker mid-upload")
+                                "a worker mid-upload", early_ok=k >= 2)
             what = f"{victim} (mid-upload)"
+        if victim is None:
+            print(f"  the batch ended after {len(done)} kills", flush=True)
+            break
         b.kill(b.workers[victim][-1], what)
+        done.append(what)
         b.worker(victim)
     js = b.finish()
     print(f"  done in {b.elapsed:.1f} s: {js.get('redelivered')} redelivered, "
