@@ -347,6 +347,64 @@ log "restart sshd of ${BOARDS[$victim]}"
 ip netns exec "${NS[$victim]}" /usr/sbin/sshd -f "$TMP/sshd$victim/sshd_config" -E "$TMP/sshd$victim/sshd.log" ||
     fatal "sshd restart"
 
+# ------------------------------------------------------------- files, no NFS
+# README's real job (issue #20): a directory of files checksummed and
+# gzipped on the three boards, which see none of it: the ventilator ships
+# each file (--files), the boards' workers (started by hand in each board's
+# namespace, under its qemu CPU, plain mode on their own ports) return the
+# .gz (--return), the sink writes them under --output-dir.
+files_job() {
+    local d="$TMP/files" i n=24 vrc src wrc saved_t=$TASKS_EP saved_r=$RESULTS_EP saved_c=$CONTROL_EP
+    local wp=()
+    mkdir -p "$d/in/sub" "$d/gz"
+    for i in $(seq 1 "$n"); do
+        head -c $((i * 7919)) /dev/urandom >"$d/in/$([ $((i % 3)) = 0 ] && echo sub/)log $i.txt"
+    done
+    (cd "$d/in" && find . -type f | sort) >"$d/files.txt"
+    fleet_endpoints
+    timeout 300 "$SINK" --bind "$RESULTS_EP" --once --output "$d/sums.txt" --output-dir "$d/gz" \
+        --summary-json "$d/summary.json" --timeout 120s >"$d/sink.log" 2>&1 &
+    local st=$!
+    HOST_PIDS+=("$st")
+    for i in 0 1 2; do
+        mkdir -p "$d/scratch$i"
+        ip netns exec "${NS[$i]}" env QEMU_CPU="${CPUS[$i]}" timeout 280 \
+            "$BUILD/$(preset_of "${PROFILES[$i]}")/bin/worker" --tasks "$TASKS_EP" \
+            --results "$RESULTS_EP" --once --id "files-${BOARDS[$i]}" --scratch "$d/scratch$i" \
+            --exec 'sha256sum {} && gzip -k {}' --return '{}.gz' >"$d/w$i.log" 2>&1 &
+        wp+=("$!")
+        HOST_PIDS+=("$!")
+    done
+    (cd "$d/in" && timeout 270 "$VENT" --bind "$TASKS_EP" --sink "$RESULTS_EP" --files \
+        --wait-workers 3 --wait-timeout 60 --speculate off "$d/files.txt") >"$d/vent.log" 2>&1
+    vrc=$?
+    wait "$st"
+    src=$?
+    TASKS_EP=$saved_t RESULTS_EP=$saved_r CONTROL_EP=$saved_c
+    check "files: ventilator and sink exit 0 ($vrc, $src)" [ "$vrc" = 0 -a "$src" = 0 ]
+    sed 's/^/    sink: /' "$d/sink.log" | tail -n 3
+    check "files: the checksums the boards printed are the files' ($(wc -l <"$d/sums.txt") lines)" \
+        [ "$(sort "$d/sums.txt")" = "$(cd "$d/in" && find . -type f | sed 's|^\./||' | sort | xargs -d '\n' sha256sum | sort)" ]
+    local good=0
+    while IFS= read -r f; do
+        f=${f#./}
+        [ -f "$d/gz/$f.gz" ] && gzip -dc "$d/gz/$f.gz" | cmp -s - "$d/in/$f" && good=$((good + 1))
+    done <"$d/files.txt"
+    check "files: all $n .gz came back under --output-dir and unpack to their file ($good)" [ "$good" = "$n" ]
+    check "files: nothing else under --output-dir ($(find "$d/gz" -type f | wc -l) files)" \
+        [ "$(find "$d/gz" -type f | wc -l)" = "$n" -a ! -e "$d/gz/.bp-tmp" ]
+    check "files: every board did some of it" \
+        python3 -c "import json,sys; w=json.load(open(sys.argv[1]))['workers']; sys.exit(0 if len([k for k in w if k.startswith('files-') and w[k]['ok']]) == 3 else 1)" "$d/summary.json"
+    for i in 0 1 2; do
+        wrc=0
+        wait "${wp[$i]}" || wrc=$?
+        check "files: ${BOARDS[$i]}'s worker exited 0 ($wrc) and left no task directory" \
+            [ "$wrc" = 0 -a -z "$(ls "$d/scratch$i")" ]
+    done
+}
+log "files: README's real job without NFS, on the three boards"
+files_job
+
 # ------------------------------------------------------------- upgrade, logs
 fleet_ok status status
 pids_before=$(grep -o ' pid=[0-9]*' <<<"$OUT" | tr '\n' ' ')
