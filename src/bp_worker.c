@@ -1419,8 +1419,7 @@ static void on_vent_message(struct worker *w, const void *buf, size_t len, int64
         if (why == BP_END_COMPLETE) {
             bp_log(BP_LOG_DEBUG, "batch %016" PRIx64 " is complete", m.batch);
             drop_transfers(w);
-        }
-        else if (why == BP_END_HALTED)
+        } else if (why == BP_END_HALTED)
             halt_running(w, now);
         else
             bp_log(BP_LOG_INFO, "the ventilator is stopping");
