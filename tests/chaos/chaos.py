@@ -19,12 +19,14 @@ root, no netns).
   linkcut  a worker in its own network namespace, link down 5 s, then up
   netem    10 % loss and 100 ms delay on one worker's link
   speeds   4 workers with per-task delays 1x,1x,2x,4x: makespan close to ideal
+  speculate a slow worker's tasks run again while a worker and the sink are killed -9
   files_kill, files_host, files_link: files out and back (chaos_files.py)
 """
 import argparse
 import os
 import queue
 import random
+import re
 import shlex
 import signal
 import socket
@@ -504,6 +506,40 @@ def sc_speeds(h, a, rng):
     b.wait_workers(list(b.workers))
 
 
+
+def sc_speculate(h, a, rng):
+    """Stragglers run again (ventilator --speculate, on by default) while a
+    fast worker is killed -9 and the sink is killed -9 and resumed, near the
+    batch's tail, where the second copies go out: still exactly one final
+    result per task, and a straggler's copy did run."""
+    n = a.tasks or 240
+    b = Batch(h, n, vent_args=["--resume", "--speculate", "0.5,2,300ms"],
+              sink_args=["--resume"], poison_every=100)
+    fast = ["f0", "f1", "f2"]
+    for nm in fast:
+        b.worker(nm, ["--jobs", 2, "--exec", b.exec_cmd(nm, "0.02")])
+    b.worker("slow", ["--jobs", 1, "--exec", b.exec_cmd("slow", "4")])
+    b.start(4)
+    b.wait_progress(rng.randint(n // 5, n // 2), 300)
+    victim = rng.choice(fast)
+    p = b.workers[victim][-1]
+    mark_killed(p)
+    p.signal_group(signal.SIGKILL)
+    print(f"chaos speculate: kill -9 {victim} after {b.progress.total} executions", flush=True)
+    b.worker(victim, ["--jobs", 2, "--exec", b.exec_cmd(victim, "0.02")])
+    kill_host_role(b, "sink", rng.randint(n * 3 // 4, n - 8))
+    time.sleep(rng.uniform(0, 1.0))
+    sk = b.restart_sink()
+    js = b.finish(600)
+    verr = b.vent.stderr()
+    m = re.search(r"stragglers: (\d+) run again", verr)
+    print(f"  done in {b.elapsed:.1f} s: {b.progress.count() - n} extra executions, "
+          f"{js.get('duplicates')} duplicates; {m.group(0) if m else 'no straggler line'}",
+          flush=True)
+    check(m and int(m.group(1)) >= 1, f"no straggler was run again:\n{b.vent.tail()}")
+    check("resuming batch" in sk.stderr(), f"the restarted sink did not resume:\n{sk.tail()}")
+    b.wait_workers(list(b.workers))
+
 # ---- host crashes: the journal and --resume (docs/journal.md)
 
 RESUME_WORKERS, RESUME_JOBS, RESUME_PREFETCH = 4, 2, 1
@@ -751,7 +787,8 @@ def sc_journal(h, a, rng):
 SCENARIOS = {"kill": sc_kill, "sigterm": sc_sigterm, "sigstop": sc_sigstop,
              "linkcut": sc_linkcut, "netem": sc_netem, "speeds": sc_speeds,
              "vkill": sc_vkill, "skill": sc_skill, "both": sc_both, "journal": sc_journal,
-             "forgot": sc_forgot, "sinkrestart": sc_sinkrestart, **cf.SCENARIOS}
+             "forgot": sc_forgot, "sinkrestart": sc_sinkrestart, "speculate": sc_speculate,
+             **cf.SCENARIOS}
 
 
 def main():
