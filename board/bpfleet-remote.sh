@@ -522,7 +522,7 @@ status)
         if [ -r "$sf" ]; then
             # Only trust a status file written by the running worker.
             if grep -qx "pid=$p" "$sf"; then
-                grep -E '^(state|done|failed)=' "$sf"
+                grep -E '^(state|done|failed|label\.[A-Za-z0-9_.-]+)=' "$sf"
             fi
         fi
         mf=$(metrics_file)

@@ -189,6 +189,12 @@ static void write_status(struct worker *w)
             "id=%s\nstate=%s\ndone=%" PRId64 "\nfailed=%" PRId64
             "\nrunning=%d\nqueued=%u\npid=%ld\n",
             w->o->id, w->state, w->ok_n, w->failed_n, w->busy, w->qlen, (long)getpid());
+    /* The labels of its HELLO, one line each (values may hold spaces). */
+    size_t off = 0;
+    struct bp_label l;
+    while (bp_labels_next(w->labels, w->labels_len, &off, &l))
+        fprintf(f, "label.%.*s=%.*s\n", (int)l.name_len, l.name, l.value ? (int)l.value_len : 0,
+                l.value ? l.value : "");
     /* rename() makes the update atomic for readers such as `bpfleet status`. */
     if (fclose(f) != 0 || rename(tmp, path) != 0)
         bp_log(BP_LOG_WARN, "cannot update status file %s: %s", path, strerror(errno));

@@ -36,6 +36,7 @@ fleet_init() {
     BINFMT_REGISTERED=()
     BINFMT_MOUNTED=0
     BATCH_ROLE_ARGS=()
+    BATCH_VENT_ARGS=() # the ventilator's only (e.g. --require)
     NSPAWN_PID=
     NSPAWN_MACHINE=
     PASSED=0
@@ -518,7 +519,7 @@ PY
 )
 # fleet_batch_start NAME NWORKERS INPUT SINK_TIMEOUT LIMIT: the host's sink
 # and ventilator (TASKS_EP, RESULTS_EP, CONTROL_EP; BATCH_ROLE_ARGS added
-# to both, e.g. CURVE) in the background, killed after LIMIT (the sink) and
+# to both, e.g. CURVE, BATCH_VENT_ARGS to the ventilator) in the background, killed after LIMIT (the sink) and
 # LIMIT-10 seconds (the ventilator); their logs and results are
 # $TMP/NAME.{sink.log,vent.log,out,json}; SINK_T and VENT_T are the pids
 # of their timeout wrappers, BATCH_T1 when the ventilator started.
@@ -536,7 +537,7 @@ fleet_batch_start() {
     BP_SPECULATE=${BP_SPECULATE:-off} \
     timeout $((limit - 10)) "$VENT" --bind "$TASKS_EP" --sink "$RESULTS_EP" --input "$input" \
         --wait-workers "$nw" --wait-timeout 30 \
-        "${BATCH_ROLE_ARGS[@]}" >"$TMP/$name.vent.log" 2>&1 &
+        "${BATCH_ROLE_ARGS[@]}" "${BATCH_VENT_ARGS[@]}" >"$TMP/$name.vent.log" 2>&1 &
     VENT_T=$!
     HOST_PIDS+=("$VENT_T")
 }

@@ -347,6 +347,24 @@ log "restart sshd of ${BOARDS[$victim]}"
 ip netns exec "${NS[$victim]}" /usr/sbin/sshd -f "$TMP/sshd$victim/sshd_config" -E "$TMP/sshd$victim/sshd.log" ||
     fatal "sshd restart"
 
+# ------------------------------------------------------------- labels, --require
+# Each board's worker says what it is in its HELLO (issue #22); bpfleet
+# status shows it from the worker's status file, and a batch that requires
+# aarch64 runs on pi64 only.
+fleet_ok status status
+for i in 0 1 2; do
+    line=$(board_line "${BOARDS[$i]}")
+    check "status: ${BOARDS[$i]} shows its labels (arch, cores, mem, hostname)" \
+        grep -Eq 'labels="([^"]*,)?arch=[a-z0-9_]+,([^"]*,)?cores=[0-9]+,mem=[0-9]+,([^"]*,)?hostname=' <<<"$line"
+done
+check "status: pi64's arch label is aarch64" grep -q 'labels="\([^"]*,\)\?arch=aarch64,' <<<"$(board_line pi64)"
+log "batch 3: --require arch=aarch64 (pi64 only)"
+BATCH_VENT_ARGS=(--require arch=aarch64)
+seq -f "task-%04g-of-req" 1 60 >"$TMP/req.tasks"
+start_batch req 1 "$TMP/req.tasks" 30
+end_batch req 60 pi64 "pi2,pizero"
+BATCH_VENT_ARGS=()
+
 # ------------------------------------------------------------- files, no NFS
 # README's real job (issue #20): a directory of files checksummed and
 # gzipped on the three boards, which see none of it: the ventilator ships
