@@ -1130,6 +1130,10 @@ static int files_init(struct worker *w)
     if (!w->xf || !w->gmap || !w->pmap || !w->bases)
         return BP_ENOMEM;
     w->scratch = bp_wfile_scratch_base(o->scratch);
+    /* A file size limit (ulimit -f) makes writing a shipped file fail with
+     * EFBIG, a file-error like a full disk, instead of killing the worker.
+     * Commands get the default back (the guard resets every signal). */
+    signal(SIGXFSZ, SIG_IGN);
     int n = bp_wfile_scratch_sweep(w->scratch);
     if (n)
         bp_log(BP_LOG_INFO, "removed %d scratch director%s of dead workers in %s", n,

@@ -205,6 +205,39 @@ def basefiles_once_per_board_and_cached():
     expect(want <= have, f"cache holds {have}")
 
 
+def full_disk_on_the_board_is_a_file_error():
+    # The board cannot write the shipped file (a file size limit stands in
+    # for a full disk: the write fails with EFBIG instead of ENOSPC): that
+    # task fails with file-error and the reason, the others go on.
+    import resource
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))
+
+    d = env.path("in-full")
+    put(os.path.join(d, "big.bin"), b"x" * 300000)
+    put(os.path.join(d, "small.txt"), b"fits\n")
+    os.chdir(d)
+    pt, pr = ports(2)
+    lst = env.path("list-full")
+    with open(lst, "wb") as f:
+        f.write(b"big.bin\nsmall.txt\n")
+    summary = env.path("summary-full.json")
+    os.makedirs(env.path("scratch-full"), exist_ok=True)
+    sink = env.start("sink", "--once", "--timeout", "120s", "--bind", ep(pr), "--summary-json",
+                     summary)
+    vent = env.start("ventilator", "--bind", ep(pt), "--sink", ep(pr), "--wait-workers", 1,
+                     "--files", lst)
+    w = env.start("worker", "--once", "--tasks", ep(pt), "--results", ep(pr), "--scratch",
+                  env.path("scratch-full"), "--exec", "cat", preexec=small_files)
+    env.wait(vent, rc=3)
+    env.wait(sink, rc=3)
+    env.wait(w)
+    js, serr = read_json(summary), env.errors(sink)
+    expect(env.output(sink).strip() == b"fits" and js["ok"] == 1 and js["failed"] == 1, js)
+    expect("file-error" in serr and "big.bin" in serr and "too large" in serr, serr)
+
+
 def bad_basefile_is_a_clear_error():
     (pt,) = ports(1)
     r = env.run("ventilator", "--files", "--basefile", env.path("no-such-model"), "--sink",
