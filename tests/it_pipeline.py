@@ -393,7 +393,8 @@ def straggler_run_again_and_cancelled():
     expect(out == sorted(f"s{i}" for i in range(n)), out)
     with open(marker) as f:
         log = f.read()
-    expect("start" in log and "finished" not in log, f"the slow copy was not stopped: {log}")
+    expect("start" in log and "finished" not in log,
+           f"the slow copy was not stopped: {log}; ventilator: {verr[-1500:]}")
     left = subprocess.run(["pgrep", "-f", f"sleep {token}"], capture_output=True, text=True)
     expect(left.stdout.strip() == "", f"commands still running: {left.stdout}")
     m = re.search(r"stragglers: (\d+) run again on an idle worker, (\d+) of them finished "
